@@ -1,0 +1,25 @@
+"""Domain errors. The library raises these; only the CLI turns them into `Error: ...` lines."""
+
+
+class G4Error(Exception):
+    """An error a user can act on: the message says what is wrong and what to do."""
+
+
+class MediaError(G4Error):
+    """The recording cannot be read, or lacks what the command needs (e.g. an audio track)."""
+
+
+class FFmpegNotFound(G4Error):
+    """No FFmpeg binary: neither on PATH nor from the imageio-ffmpeg package."""
+
+
+class ModelError(G4Error):
+    """The model cannot be loaded or run."""
+
+
+class PlanError(G4Error):
+    """The requests cannot be planned within the model's limits."""
+
+
+class OutputError(G4Error):
+    """An output cannot be written."""

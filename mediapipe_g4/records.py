@@ -1,0 +1,128 @@
+"""The plain, frozen records that stages hand to each other.
+
+Every stage takes records and returns records; none reaches back into another stage.
+Times are seconds from the start of the recording (the container's start offset removed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SAMPLE_RATE = 16_000  # Gemma 4 reads 16 kHz mono audio
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    index: int
+    codec: str
+    sample_rate: int
+    channels: int
+    channel_layout: str | None = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class VideoStream:
+    index: int
+    codec: str
+    width: int
+    height: int
+    fps: float | None = None
+    rotation: int = 0  # degrees, as the display matrix says
+    duration: float | None = None
+    is_cover_art: bool = False  # an attached picture (album art), not a moving video
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: str
+    format_name: str
+    duration: float
+    start_time: float
+    size_bytes: int
+    audio_streams: tuple[AudioStream, ...] = ()
+    video_streams: tuple[VideoStream, ...] = ()
+
+    @property
+    def has_audio(self) -> bool:
+        return bool(self.audio_streams)
+
+    @property
+    def has_video(self) -> bool:
+        return any(not v.is_cover_art for v in self.video_streams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """A slide or scene that appeared at `time` and stayed until `end`."""
+
+    time: float
+    end: float
+    image_path: str  # JPEG in the work folder
+    width: int
+    height: int
+    change: float = 1.0  # perceptual difference to the previous keyframe, 0..1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SpeechRegion:
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SpeakerTurn:
+    start: float
+    end: float
+    speaker: str  # "S1", "S2", ... stable over the whole recording
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Diarization:
+    duration: float
+    speakers: tuple[str, ...]
+    turns: tuple[SpeakerTurn, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "duration": round(self.duration, 3),
+            "speakers": list(self.speakers),
+            "turns": [
+                {"start": round(t.start, 3), "end": round(t.end, 3), "speaker": t.speaker}
+                for t in self.turns
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    speaker: str
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "speaker": self.speaker, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Speaker:
+    id: str
+    name: str
+    talk_time: float
+    evidence: tuple[dict[str, Any], ...] = field(default_factory=tuple)
