@@ -1,0 +1,102 @@
+"""`g4media doctor`: what this machine has for g4media, and what is missing."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+from typing import Any
+
+DEFAULT_MODEL = "google/gemma-4-12B-it"
+
+
+def _check(name: str, status: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "status": status, "detail": detail, **extra}
+
+
+def check_ffmpeg() -> dict[str, Any]:
+    from . import media
+    from .errors import FFmpegNotFound
+
+    try:
+        binary = media.ffmpeg_binary()
+    except FFmpegNotFound as exc:
+        return _check("ffmpeg", "fail", str(exc))
+    probe = media.ffprobe_binary()
+    detail = f"{media.ffmpeg_version()} ({binary})"
+    if not probe:
+        detail += "; no ffprobe, probing parses ffmpeg's output"
+    return _check("ffmpeg", "ok", detail, path=binary, ffprobe=probe)
+
+
+def check_torch() -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError as exc:
+        return _check("torch", "fail", f"torch does not import ({exc}); reinstall g4media")
+    devices = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            devices.append(f"cuda:{i} {torch.cuda.get_device_name(i)} "
+                           f"({free / 2**30:.1f} of {total / 2**30:.1f} GiB free)")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devices.append("mps (Apple GPU)")
+    if not devices:
+        return _check("torch", "warn", f"torch {torch.__version__}: no GPU, the model runs on the CPU "
+                      "(slow: a 12B model needs ~48 GB RAM in float32; use a smaller model or --engine openai)",
+                      devices=["cpu"])
+    return _check("torch", "ok", f"torch {torch.__version__}: " + "; ".join(devices), devices=devices)
+
+
+def check_memory() -> dict[str, Any]:
+    import psutil
+
+    mem = psutil.virtual_memory()
+    avail = mem.available / 2**30
+    status = "ok" if avail >= 8 else "warn"
+    return _check("memory", status, f"{avail:.1f} of {mem.total / 2**30:.1f} GiB RAM available",
+                  available_bytes=mem.available, total_bytes=mem.total)
+
+
+def check_disk() -> dict[str, Any]:
+    from .workdir import cache_root
+
+    root = cache_root()
+    probe_dir = root if root.exists() else root.parent if root.parent.exists() else os.path.expanduser("~")
+    free = shutil.disk_usage(probe_dir).free / 2**30
+    return _check("cache", "ok" if free >= 5 else "warn", f"{root} ({free:.0f} GiB free)", path=str(root))
+
+
+def check_model(model: str | None) -> dict[str, Any]:
+    model = model or DEFAULT_MODEL
+    if os.path.isdir(model):
+        ok = os.path.isfile(os.path.join(model, "config.json"))
+        return _check("model", "ok" if ok else "fail",
+                      f"{model}: local folder" + ("" if ok else " without config.json"), model=model)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return _check("model", "warn", "huggingface_hub is missing; cannot look in the cache")
+    cached = try_to_load_from_cache(model, "config.json")
+    if isinstance(cached, str):
+        return _check("model", "ok", f"{model} is in the Hugging Face cache", model=model)
+    return _check("model", "warn", f"{model} is not downloaded: run `hf download {model}` (about 24 GB for "
+                  "the 12B), or pass --model /path/to/folder", model=model)
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("g4media", "transformers", "torch", "torchvision", "silero-vad", "resemblyzer"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run_checks(model: str | None = None) -> dict[str, Any]:
+    checks = [check_ffmpeg(), check_torch(), check_memory(), check_disk(), check_model(model)]
+    pkgs = versions()
+    checks.append(_check("packages", "ok", ", ".join(f"{k} {v}" for k, v in pkgs.items())))
+    return {"checks": checks, "versions": pkgs}

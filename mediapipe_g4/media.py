@@ -1,0 +1,525 @@
+"""The FFmpeg front end: probe a recording, decode its audio, stream its frames, find its keyframes.
+
+Everything streams: audio goes from FFmpeg's pipe straight into a file that is memory-mapped, frames
+come one at a time from a generator, so a 3-hour recording never sits in memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path, write_json
+from .errors import FFmpegNotFound, MediaError
+from .records import SAMPLE_RATE, AudioStream, Keyframe, MediaInfo, VideoStream
+
+log = logging.getLogger("mediapipe_g4")
+
+Hook = Callable[[str, int, int], None]
+
+_STDERR_TAIL = 400  # characters of FFmpeg's stderr quoted in an error
+
+
+# --------------------------------------------------------------------------- binaries
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_binary() -> str:
+    """The system FFmpeg if on PATH (or $G4MEDIA_FFMPEG), else the one imageio-ffmpeg ships."""
+    explicit = os.environ.get("G4MEDIA_FFMPEG")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise FFmpegNotFound(f"G4MEDIA_FFMPEG points to {explicit}, which does not exist")
+        return explicit
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no bundled binary
+        raise FFmpegNotFound(
+            "FFmpeg was not found: install it (apt-get install ffmpeg / brew install ffmpeg) "
+            f"or `pip install imageio-ffmpeg` ({exc})"
+        ) from exc
+
+
+@functools.lru_cache(maxsize=1)
+def ffprobe_binary() -> str | None:
+    """ffprobe beside the chosen ffmpeg, or on PATH; None when only a bundled ffmpeg exists."""
+    sibling = Path(ffmpeg_binary()).with_name("ffprobe")
+    if sibling.is_file():
+        return str(sibling)
+    return shutil.which("ffprobe")
+
+
+def ffmpeg_version() -> str:
+    out = subprocess.run([ffmpeg_binary(), "-hide_banner", "-version"], capture_output=True, text=True)
+    first = (out.stdout or "").splitlines()[:1]
+    return first[0].split(" Copyright")[0] if first else "unknown"
+
+
+def _stderr_tail(stderr: bytes | str) -> str:
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines)[-_STDERR_TAIL:] if lines else "no message from FFmpeg"
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def check_input_file(path: str | os.PathLike[str]) -> Path:
+    """A readable, non-empty regular file, or a MediaError that says what is wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise MediaError(f"{p} is a folder; give a recording file (or use `g4media batch` for folders)")
+    if not p.is_file():
+        raise MediaError(f"{p} is not a regular file")
+    if p.stat().st_size == 0:
+        raise MediaError(f"{p} is empty (0 bytes); the recording may not have been saved completely")
+    if not os.access(p, os.R_OK):
+        raise MediaError(f"{p} cannot be read; check its permissions")
+    return p
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Media facts of a recording: duration, streams, codecs, rotation and start offset."""
+    p = check_input_file(path)
+    probe_bin = ffprobe_binary()
+    data = _ffprobe_json(p, probe_bin) if probe_bin else _ffmpeg_probe_json(p)
+    return _media_info(p, data)
+
+
+def _ffprobe_json(path: Path, probe_bin: str) -> dict:
+    cmd = [probe_bin, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise MediaError(f"{path}: FFmpeg took too long to read the file; it may be damaged") from exc
+    if out.returncode != 0:
+        raise MediaError(f"{path} is not a readable media file ({_stderr_tail(out.stderr)})")
+    try:
+        return json.loads(out.stdout or b"{}")
+    except json.JSONDecodeError as exc:
+        raise MediaError(f"{path}: could not read ffprobe's answer ({exc})") from exc
+
+
+_DURATION_RE = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?), start: (-?[\d.]+)")
+_STREAM_RE = re.compile(r"Stream #\d+:(\d+)(?:\[[^\]]*\])?(?:\([^)]*\))?: (Audio|Video): (\w+)(.*)")
+_INPUT_RE = re.compile(r"Input #0, ([^,]+(?:,[^,]+)*?), from")
+
+
+def _ffmpeg_probe_json(path: Path) -> dict:
+    """ffprobe-shaped facts parsed from `ffmpeg -i` (imageio-ffmpeg ships no ffprobe)."""
+    try:
+        out = subprocess.run(
+            [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
+            capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise MediaError(f"{path}: FFmpeg took too long to read the file; it may be damaged") from exc
+    text = out.stderr.decode("utf-8", "replace")
+    if "Input #0" not in text:
+        raise MediaError(f"{path} is not a readable media file ({_stderr_tail(text)})")
+    fmt: dict = {}
+    m = _INPUT_RE.search(text)
+    if m:
+        fmt["format_name"] = m.group(1).strip()
+    m = _DURATION_RE.search(text)
+    if m:
+        h, mi, s, start = m.groups()
+        fmt["duration"] = str(int(h) * 3600 + int(mi) * 60 + float(s))
+        fmt["start_time"] = start
+    streams = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        sm = _STREAM_RE.search(line)
+        if not sm:
+            continue
+        index, kind, codec, rest = sm.groups()
+        st: dict = {"index": int(index), "codec_type": kind.lower(), "codec_name": codec}
+        if kind == "Audio":
+            rate = re.search(r"(\d+) Hz", rest)
+            st["sample_rate"] = rate.group(1) if rate else "0"
+            layout = re.search(r"Hz, ([^,]+)", rest)
+            st["channel_layout"] = layout.group(1).strip() if layout else None
+            st["channels"] = _channels_from_layout(st["channel_layout"])
+        else:
+            size = re.search(r", (\d{2,5})x(\d{2,5})", rest)
+            st["width"], st["height"] = (int(size.group(1)), int(size.group(2))) if size else (0, 0)
+            fps = re.search(r"([\d.]+) fps", rest)
+            st["avg_frame_rate"] = f"{fps.group(1)}/1" if fps else "0/0"
+            st["disposition"] = {"attached_pic": int("attached pic" in rest)}
+            for follow in lines[i + 1 : i + 8]:
+                rot = re.search(r"rotation of (-?[\d.]+) degrees", follow)
+                if rot:
+                    st["side_data_list"] = [{"rotation": float(rot.group(1))}]
+                    break
+                if "Stream #" in follow:
+                    break
+        streams.append(st)
+    return {"format": fmt, "streams": streams}
+
+
+def _channels_from_layout(layout: str | None) -> int:
+    if not layout:
+        return 1
+    named = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
+    base = layout.split("(")[0].strip()
+    if base in named:
+        return named[base]
+    m = re.match(r"(\d+) channels", base)
+    return int(m.group(1)) if m else 1
+
+
+def _float(value, default: float | None = None) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return default
+    return f if np.isfinite(f) else default
+
+
+def _rate(text: str | None) -> float | None:
+    if not text or "/" not in text:
+        return _float(text)
+    num, den = text.split("/", 1)
+    num_f, den_f = _float(num, 0.0), _float(den, 0.0)
+    return num_f / den_f if den_f else None
+
+
+def _rotation(stream: dict) -> int:
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            return int(round(float(side["rotation"]))) % 360
+    tag = (stream.get("tags") or {}).get("rotate")
+    return int(round(float(tag))) % 360 if tag else 0
+
+
+def _media_info(path: Path, data: dict) -> MediaInfo:
+    fmt = data.get("format") or {}
+    audio, video = [], []
+    for st in data.get("streams") or []:
+        kind = st.get("codec_type")
+        if kind == "audio":
+            audio.append(AudioStream(
+                index=int(st.get("index", 0)),
+                codec=st.get("codec_name") or "unknown",
+                sample_rate=int(_float(st.get("sample_rate"), 0) or 0),
+                channels=int(st.get("channels") or 0),
+                channel_layout=st.get("channel_layout"),
+                duration=_float(st.get("duration")),
+            ))
+        elif kind == "video":
+            video.append(VideoStream(
+                index=int(st.get("index", 0)),
+                codec=st.get("codec_name") or "unknown",
+                width=int(st.get("width") or 0),
+                height=int(st.get("height") or 0),
+                fps=_rate(st.get("avg_frame_rate")) or _rate(st.get("r_frame_rate")),
+                rotation=_rotation(st),
+                duration=_float(st.get("duration")),
+                is_cover_art=bool((st.get("disposition") or {}).get("attached_pic")),
+            ))
+    if not audio and not video:
+        raise MediaError(f"{path} has neither an audio nor a video track; is it a recording?")
+    stream_durations = [s.duration for s in (*audio, *video) if s.duration]
+    duration = _float(fmt.get("duration")) or (max(stream_durations) if stream_durations else 0.0)
+    return MediaInfo(
+        path=str(path),
+        format_name=fmt.get("format_name") or "unknown",
+        duration=float(duration or 0.0),
+        start_time=float(_float(fmt.get("start_time"), 0.0) or 0.0),
+        size_bytes=path.stat().st_size,
+        audio_streams=tuple(audio),
+        video_streams=tuple(video),
+    )
+
+
+# --------------------------------------------------------------------------- audio
+
+
+AUDIO_FILE = "audio.f32"  # raw little-endian float32, 16 kHz mono
+
+
+def decode_audio(
+    path: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    *,
+    info: MediaInfo | None = None,
+    hook: Hook | None = None,
+) -> np.ndarray:
+    """Decode the first audio track to 16 kHz mono float32, memory-mapped from the work folder.
+
+    FFmpeg resamples and downmixes any codec, layout and rate; its output streams into a file that
+    is renamed into place only when complete, so a killed run never leaves a short waveform behind
+    and a finished one is reused.
+    """
+    src = check_input_file(path)
+    target = Path(work_dir) / AUDIO_FILE
+    if target.is_file():
+        return _open_waveform(target)
+    info = info or probe(src)
+    if not info.has_audio:
+        raise MediaError(
+            f"{src} has no audio track, and this command needs speech; "
+            "use `g4media probe` to see its streams"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{AUDIO_FILE}.{os.getpid()}.part")
+    cmd = [
+        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(src),
+        "-map", "0:a:0", "-vn", "-sn", "-dn",
+        # Start at the container's time zero (pad a late-starting track with silence) and fill gaps,
+        # so sample n is always at n / 16000 s on the recording's clock, like the frames.
+        "-af", f"aresample={SAMPLE_RATE}:async=1:first_pts=0",
+        "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
+    ]
+    total = max(1, int(info.duration))
+    written = 0
+    try:
+        with open(tmp, "wb") as out, subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        ) as proc:
+            stderr_chunks: list[bytes] = []
+            reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
+            reader.start()
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(1 << 20):
+                out.write(chunk)
+                written += len(chunk)
+                if hook:
+                    hook("decode", min(total, written // (4 * SAMPLE_RATE)), total)
+            proc.wait()
+            reader.join()
+        if proc.returncode != 0:
+            raise MediaError(f"{src}: FFmpeg could not decode the audio ({_stderr_tail(b''.join(stderr_chunks))})")
+        if written < 4:
+            raise MediaError(f"{src}: the audio track holds no samples; the file may be truncated")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    log.info("decoded %s: %.2f s of audio", src.name, written / 4 / SAMPLE_RATE)
+    return _open_waveform(target)
+
+
+def _open_waveform(path: Path) -> np.ndarray:
+    size = path.stat().st_size
+    if size < 4:
+        return np.zeros(0, dtype=np.float32)
+    return np.memmap(path, dtype="<f4", mode="r", shape=(size // 4,))
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True)
+class Frame:
+    time: float  # seconds from the recording's start
+    image: np.ndarray  # H x W x 3 uint8 RGB
+
+
+def frame_size(info: MediaInfo, max_size: int) -> tuple[int, int]:
+    """Output (width, height) of the first video stream, upright, scaled to fit `max_size`, even."""
+    video = next((v for v in info.video_streams if not v.is_cover_art), None)
+    if video is None or not video.width or not video.height:
+        raise MediaError(f"{info.path} has no video track to take frames from")
+    w, h = video.width, video.height
+    if video.rotation in (90, 270):  # FFmpeg applies the display rotation while decoding
+        w, h = h, w
+    scale = min(1.0, max_size / max(w, h))
+    return max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    *,
+    fps: float = 1.0,
+    max_size: int = 640,
+    info: MediaInfo | None = None,
+) -> Iterator[Frame]:
+    """Frames at `fps` (default 1 per second), scaled to fit `max_size`, one at a time.
+
+    Frame k is what was on screen at k / fps seconds (FFmpeg's fps filter picks that frame).
+    """
+    src = check_input_file(path)
+    info = info or probe(src)
+    width, height = frame_size(info, max_size)
+    cmd = [
+        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(src),
+        "-map", f"0:{next(v.index for v in info.video_streams if not v.is_cover_art)}", "-an", "-sn", "-dn",
+        "-vf", f"fps={fps}:start_time=0,scale={width}:{height}:flags=area",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+    ]
+    frame_bytes = width * height * 3
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    # stderr goes to a spooled file so a chatty FFmpeg can never block on a full pipe
+    err = tempfile.TemporaryFile()
+    pump = threading.Thread(target=lambda: shutil.copyfileobj(proc.stderr, err), daemon=True)
+    pump.start()
+    k = 0
+    try:
+        assert proc.stdout is not None
+        while True:
+            buf = proc.stdout.read(frame_bytes)
+            if len(buf) < frame_bytes:
+                break
+            yield Frame(time=k / fps, image=np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3))
+            k += 1
+        proc.wait()
+        pump.join()
+        if proc.returncode != 0 and k == 0:
+            err.seek(0)
+            raise MediaError(f"{src}: FFmpeg could not decode the video ({_stderr_tail(err.read())})")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err.close()
+
+
+# --------------------------------------------------------------------------- keyframes
+
+
+@dataclass(frozen=True)
+class KeyframeOptions:
+    thumb_size: tuple[int, int] = (320, 180)  # frames are compared as grayscale thumbnails
+    pixel_delta: float = 24 / 255  # a thumbnail pixel "changed" when it moved more than this
+    change: float = 0.001  # share of changed pixels that makes a new slide (one changed word is ~0.15 %)
+    stable: float = 0.001  # ... and under which a frame equals the one before it
+    motion_factor: float = 5.0  # in moving video a change must stand this far above the usual motion
+    scene: float = 0.25  # a change this large that keeps moving is a scene cut ...
+    settle_seconds: float = 3.0  # ... accepted after this long
+
+
+def _thumb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    gray = Image.fromarray(image).convert("L").resize(size, Image.Resampling.BOX)
+    return np.asarray(gray, dtype=np.float32) / 255.0
+
+
+def _changed(a: np.ndarray, b: np.ndarray, delta: float) -> float:
+    """Share of pixels that changed visibly: a perceptual difference, blind to encoder noise."""
+    return float(np.mean(np.abs(a - b) > delta))
+
+
+def keyframes(
+    frames: Iterable[Frame],
+    out_dir: str | os.PathLike[str],
+    *,
+    duration: float | None = None,
+    options: KeyframeOptions = KeyframeOptions(),
+    hook: Hook | None = None,
+) -> list[Keyframe]:
+    """Slide and scene changes among the frames, each saved once as a JPEG in `out_dir`.
+
+    A frame becomes a keyframe when it differs from the current keyframe and then holds still for a
+    frame (a slide change), or differs a lot for `settle_seconds` (a scene cut in moving video). The
+    thresholds rise with the video's usual frame-to-frame motion (a running median), so a webcam
+    does not turn every second into a keyframe while a one-word slide edit still counts. A slide that
+    stays up for ten minutes is one keyframe; its time is the first frame that showed the change.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    saved: list[Keyframe] = []
+    current: np.ndarray | None = None  # thumbnail of the current keyframe
+    pending: tuple[float, np.ndarray, np.ndarray, float] | None = None  # (time, thumb, image, change)
+    prev: np.ndarray | None = None
+    motion: collections.deque[float] = collections.deque(maxlen=15)
+    last_time = 0.0
+    total = int(duration) if duration else 0
+
+    def accept(time: float, image: np.ndarray, thumb: np.ndarray, change: float) -> None:
+        nonlocal current
+        current = thumb
+        saved.append(_save_keyframe(out, len(saved), time, image, change))
+
+    for frame in frames:
+        thumb = _thumb(frame.image, options.thumb_size)
+        last_time = frame.time
+        step = _changed(thumb, prev, options.pixel_delta) if prev is not None else 0.0
+        noise = float(np.median(motion)) if motion else 0.0
+        change_at = max(options.change, options.motion_factor * noise)
+        still = step <= max(options.stable, 2.0 * noise)
+        if current is None:
+            accept(frame.time, frame.image, thumb, 1.0)
+        else:
+            diff = _changed(thumb, current, options.pixel_delta)
+            if diff <= change_at:
+                pending = None  # (back to) the current keyframe: a flicker, not a change
+            elif pending is None:
+                if still:  # changed and already settled (a cut between two sampled frames)
+                    accept(frame.time, frame.image, thumb, diff)
+                else:
+                    pending = (frame.time, thumb, frame.image.copy(), diff)
+            elif still or (diff >= options.scene and frame.time - pending[0] >= options.settle_seconds):
+                accept(pending[0], frame.image, thumb, diff)  # time of the first changed frame
+                pending = None
+        if prev is not None:
+            motion.append(step)
+        prev = thumb
+        if hook and total:
+            hook("keyframes", min(int(frame.time), total), total)
+    if pending is not None and pending[3] >= options.scene:
+        accept(pending[0], pending[2], pending[1], pending[3])
+    end = max(duration or 0.0, last_time + 1.0 if saved else 0.0)
+    return [
+        Keyframe(time=k.time, end=(saved[i + 1].time if i + 1 < len(saved) else end), image_path=k.image_path,
+                 width=k.width, height=k.height, change=k.change)
+        for i, k in enumerate(saved)
+    ]
+
+
+def _save_keyframe(out: Path, n: int, time: float, image: np.ndarray, change: float) -> Keyframe:
+    from PIL import Image
+
+    # The name comes from the keyframe's index and time, never from the media, so it stays in `out`.
+    target = out / f"keyframe_{n:04d}_{int(time * 1000):09d}ms.jpg"
+    with atomic_path(target) as tmp:
+        Image.fromarray(image).save(tmp, format="JPEG", quality=82)
+    h, w = image.shape[:2]
+    return Keyframe(time=time, end=time, image_path=str(target), width=w, height=h, change=round(change, 4))
+
+
+def extract_keyframes(
+    path: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    *,
+    info: MediaInfo | None = None,
+    fps: float = 1.0,
+    max_size: int = 640,
+    options: KeyframeOptions = KeyframeOptions(),
+    hook: Hook | None = None,
+) -> list[Keyframe]:
+    """Keyframes of a recording's video (empty for audio-only files), cached in the work folder."""
+    info = info or probe(path)
+    if not info.has_video:
+        return []
+    folder = Path(work_dir) / "keyframes"
+    index = folder / "index.json"
+    if index.is_file():
+        return [Keyframe(**k) for k in json.loads(index.read_text())]
+    if folder.exists():
+        shutil.rmtree(folder)  # an unfinished run: its images may not match what we find now
+    frames = iter_frames(path, fps=fps, max_size=max_size, info=info)
+    found = keyframes(frames, folder, duration=info.duration, options=options, hook=hook)
+    write_json(index, [k.to_dict() for k in found])
+    return found

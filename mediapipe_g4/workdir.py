@@ -1,0 +1,49 @@
+"""The work folder of a recording: where each stage leaves its finished result.
+
+Media stages (decoded audio, keyframes) depend only on the file's content, so they live under the
+content hash; stages whose result depends on settings live in sub-folders keyed by those settings.
+Every file is written atomically, so a rerun after a crash resumes from what was finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+_HASH_CHUNK = 1 << 20
+
+
+def cache_root(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """`--cache-dir`, else $G4MEDIA_CACHE, else the user's cache folder (e.g. ~/.cache/g4media)."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("G4MEDIA_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return platformdirs.user_cache_path("g4media")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """A short stable key for the settings that change a stage's result."""
+    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def media_work_dir(sha256: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """The folder for everything derived from one recording's content."""
+    folder = cache_root(root) / "recordings" / sha256[:24]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
