@@ -1,0 +1,61 @@
+"""Shared fixtures: the committed samples, a corpus of bad inputs made with FFmpeg."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+SAMPLE_NAMES = ("standup.mp4", "phone_call.wav", "interview.mp3")
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return SAMPLES
+
+
+def truth(name: str) -> dict:
+    return json.loads((SAMPLES / f"{Path(name).stem}.truth.json").read_text())
+
+
+def ffmpeg(*args: str) -> None:
+    from mediapipe_g4.media import ffmpeg_binary
+
+    subprocess.run([ffmpeg_binary(), "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def media_corpus(tmp_path_factory) -> dict[str, Path]:
+    """Small good and bad recordings, made once per test session."""
+    d = tmp_path_factory.mktemp("corpus")
+    files: dict[str, Path] = {}
+
+    files["empty"] = d / "empty.wav"
+    files["empty"].write_bytes(b"")
+    files["text_mp4"] = d / "notes.mp4"
+    files["text_mp4"].write_text("these are meeting notes, not a video\n")
+    files["random"] = d / "random.mkv"
+    files["random"].write_bytes(bytes((i * 7919 + 13) % 251 for i in range(40_000)))
+
+    files["silent_video"] = d / "no audio.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=navy:s=320x240:d=3:r=5", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           str(files["silent_video"]))
+    files["odd_audio"] = d / "odd rate 6ch.flac"
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=2.5:sample_rate=11025", "-af", "pan=5.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0",
+           "-c:a", "flac", str(files["odd_audio"]))
+    files["unicode"] = d / "Réunion <b>équipe<i> & co 会议.ogg"
+    ffmpeg("-f", "lavfi", "-i", "sine=f=500:d=1.5:sample_rate=48000", "-c:a", "libvorbis", str(files["unicode"]))
+
+    full = d / "full.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:d=6:r=10", "-f", "lavfi", "-i", "sine=d=6",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(full))
+    files["truncated"] = d / "truncated.mp4"
+    files["truncated"].write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+
+    files["offset"] = d / "offset.ts"
+    ffmpeg("-f", "lavfi", "-i", "sine=f=400:d=2", "-c:a", "mp2", "-output_ts_offset", "5", str(files["offset"]))
+    return files

@@ -1,0 +1,86 @@
+"""The command line as a user meets it: probe, doctor, and bad input as one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT
+
+from mediapipe_g4.cli import main
+
+
+def g4media(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "mediapipe_g4", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_probe_json_on_video(samples_dir):
+    out = g4media("probe", str(samples_dir / "standup.mp4"), "--json")
+    assert out.returncode == 0, out.stderr
+    facts = json.loads(out.stdout)
+    assert abs(facts["duration"] - 64.0) < 0.1
+    assert [round(k["time"]) for k in facts["keyframes"]] == [0, 14, 31, 50]
+    assert facts["audio"][0]["codec"] == "aac" and facts["video"][0]["rotation"] == 0
+
+
+def test_probe_text_on_audio(samples_dir):
+    res = CliRunner().invoke(main, ["probe", str(samples_dir / "interview.mp3")])
+    assert res.exit_code == 0, res.output
+    assert "mp3" in res.output and "48000 Hz" in res.output
+
+
+@pytest.mark.parametrize("key", ["empty", "text_mp4", "random"])
+def test_probe_bad_input(media_corpus, key):
+    line = assert_one_error_line(g4media("probe", str(media_corpus[key])))
+    assert str(media_corpus[key].name) in line
+
+
+def test_probe_missing_and_folder(tmp_path):
+    assert "no such file" in assert_one_error_line(g4media("probe", str(tmp_path / "missing.mp4")))
+    assert "is a folder" in assert_one_error_line(g4media("probe", str(tmp_path)))
+
+
+def test_probe_odd_names_and_video_without_audio(media_corpus):
+    out = g4media("probe", str(media_corpus["unicode"]), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["path"].endswith("会议.ogg")
+    out = g4media("probe", str(media_corpus["silent_video"]))
+    assert out.returncode == 0 and "no audio track" in out.stdout
+
+
+def test_debug_shows_traceback_anywhere_on_the_line(media_corpus):
+    out = g4media("probe", str(media_corpus["empty"]), "--debug")
+    assert out.returncode == 1 and "Traceback" in out.stderr and "MediaError" in out.stderr
+
+
+def test_doctor_reports_every_check():
+    out = g4media("doctor", "--json")
+    report = json.loads(out.stdout)
+    names = [c["name"] for c in report["checks"]]
+    assert names == ["ffmpeg", "torch", "memory", "cache", "model", "packages"]
+    ffmpeg = report["checks"][0]
+    assert ffmpeg["status"] == "ok" and "ffmpeg version" in ffmpeg["detail"]
+    model = report["checks"][4]
+    assert model["status"] == "ok" or "hf download" in model["detail"]
+
+
+def test_doctor_with_local_model_folder(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    res = CliRunner().invoke(main, ["doctor", "--model", str(tmp_path), "--json"])
+    model = json.loads(res.output)["checks"][4]
+    assert model["status"] == "ok" and "local folder" in model["detail"]

@@ -1,0 +1,151 @@
+"""The FFmpeg front end on the committed samples and on bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_NAMES, truth
+
+from mediapipe_g4 import media
+from mediapipe_g4.errors import MediaError
+from mediapipe_g4.records import SAMPLE_RATE
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_decode_audio_matches_truth(samples_dir, tmp_path, name):
+    wave = media.decode_audio(samples_dir / name, tmp_path)
+    assert isinstance(wave, np.memmap)
+    assert wave.dtype == np.float32 and wave.ndim == 1  # mono float32
+    duration = len(wave) / SAMPLE_RATE
+    assert abs(duration - truth(name)["duration"]) <= 0.040
+    assert 0.01 < float(np.abs(wave).max()) <= 1.5  # real signal, sane scale
+    # speech lies where the truth says: louder inside segments than in the gaps
+    seg = truth(name)["segments"][0]
+    inside = wave[int(seg["start"] * SAMPLE_RATE): int(seg["end"] * SAMPLE_RATE)]
+    assert np.sqrt(np.mean(inside**2)) > 5 * np.sqrt(np.mean(wave[: int(max(seg["start"] - 0.05, 0.01) * SAMPLE_RATE)] ** 2) + 1e-12)
+
+
+def test_decode_audio_is_reused_and_atomic(samples_dir, tmp_path):
+    first = media.decode_audio(samples_dir / "phone_call.wav", tmp_path)
+    stamp = (tmp_path / media.AUDIO_FILE).stat().st_mtime_ns
+    second = media.decode_audio(samples_dir / "phone_call.wav", tmp_path)
+    assert (tmp_path / media.AUDIO_FILE).stat().st_mtime_ns == stamp
+    assert np.array_equal(first, second)
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_probe_samples(samples_dir):
+    info = media.probe(samples_dir / "standup.mp4")
+    assert info.has_audio and info.has_video
+    assert info.audio_streams[0].channels == 2 and info.audio_streams[0].sample_rate == 44100
+    assert (info.video_streams[0].width, info.video_streams[0].height) == (640, 360)
+    phone = media.probe(samples_dir / "phone_call.wav")
+    assert phone.audio_streams[0].sample_rate == 8000 and not phone.has_video
+
+
+def test_frames_at_one_per_second(samples_dir):
+    frames = media.iter_frames(samples_dir / "standup.mp4", max_size=320)
+    times, shapes = [], set()
+    for f in frames:
+        times.append(f.time)
+        shapes.add(f.image.shape)
+    assert times == [float(k) for k in range(len(times))]
+    assert abs(len(times) - truth("standup.mp4")["duration"]) <= 1.0
+    assert shapes == {(180, 320, 3)}
+
+
+def test_keyframes_at_slide_changes(samples_dir, tmp_path):
+    found = media.extract_keyframes(samples_dir / "standup.mp4", tmp_path)
+    slides = [s["time"] for s in truth("standup.mp4")["slides"]]
+    assert len(found) == len(slides)  # one keyframe per slide, however long it stays
+    for kf, t in zip(found, slides):
+        assert 0 <= kf.time - t <= 1.0
+        assert kf.end > kf.time
+    assert all(tmp_path in __import__("pathlib").Path(k.image_path).parents for k in found)
+    # the second call reads the index instead of decoding again
+    assert media.extract_keyframes(samples_dir / "standup.mp4", tmp_path) == found
+
+
+def test_static_video_is_one_keyframe_and_moving_video_few(media_corpus, tmp_path):
+    assert len(media.extract_keyframes(media_corpus["silent_video"], tmp_path / "a")) == 1
+    moving = media.extract_keyframes(media_corpus["truncated"].with_name("full.mp4"), tmp_path / "b")
+    assert 1 <= len(moving) <= 2  # a moving test pattern is not a new slide every second
+
+
+def test_keyframes_from_synthetic_frames(tmp_path):
+    """A one-word edit counts; encoder-like noise does not."""
+    rng = np.random.default_rng(0)
+    base = np.full((90, 160, 3), 235, np.uint8)
+    edited = base.copy()
+    edited[40:48, 20:40] = 20  # a short dark word appears
+    frames = []
+    for k in range(12):
+        img = edited if k >= 7 else base
+        noise = rng.integers(-3, 4, img.shape)
+        frames.append(media.Frame(time=float(k), image=np.clip(img + noise, 0, 255).astype(np.uint8)))
+    found = media.keyframes(frames, tmp_path, duration=12.0)
+    assert [k.time for k in found] == [0.0, 7.0]
+    assert [k.end for k in found] == [7.0, 12.0]
+
+
+def test_odd_rate_and_channels(media_corpus, tmp_path):
+    wave = media.decode_audio(media_corpus["odd_audio"], tmp_path)
+    assert abs(len(wave) / SAMPLE_RATE - 2.5) <= 0.040
+    info = media.probe(media_corpus["odd_audio"])
+    assert info.audio_streams[0].channels == 6 and info.audio_streams[0].sample_rate == 11025
+
+
+def test_start_offset_is_removed(media_corpus, tmp_path):
+    info = media.probe(media_corpus["offset"])
+    assert info.start_time > 1.0
+    wave = media.decode_audio(media_corpus["offset"], tmp_path, info=info)
+    assert abs(len(wave) / SAMPLE_RATE - 2.0) <= 0.1
+
+
+@pytest.mark.parametrize("key, message", [
+    ("empty", "empty"),
+    ("text_mp4", "not a readable media file"),
+    ("random", "not a readable media file"),
+])
+def test_bad_files_are_clear_errors(media_corpus, key, message):
+    with pytest.raises(MediaError, match=message):
+        media.probe(media_corpus[key])
+
+
+def test_missing_and_folder(tmp_path):
+    with pytest.raises(MediaError, match="no such file"):
+        media.probe(tmp_path / "nope.mp4")
+    with pytest.raises(MediaError, match="is a folder"):
+        media.probe(tmp_path)
+
+
+def test_video_without_audio(media_corpus, tmp_path):
+    info = media.probe(media_corpus["silent_video"])
+    assert info.has_video and not info.has_audio
+    with pytest.raises(MediaError, match="no audio track"):
+        media.decode_audio(media_corpus["silent_video"], tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_truncated_file_decodes_what_is_there_or_fails_clearly(media_corpus, tmp_path):
+    try:
+        wave = media.decode_audio(media_corpus["truncated"], tmp_path)
+    except MediaError as exc:
+        assert "truncated" in str(exc) or "not a readable" in str(exc) or "could not decode" in str(exc)
+        assert not (tmp_path / media.AUDIO_FILE).exists()
+    else:
+        assert len(wave) / SAMPLE_RATE < 6.1
+
+
+def test_rotation_and_fallback_parser(samples_dir, monkeypatch):
+    assert media._rotation({"side_data_list": [{"rotation": -90}]}) == 270
+    assert media._rotation({"tags": {"rotate": "90"}}) == 90
+    rotated = media.MediaInfo("x", "mp4", 1.0, 0.0, 1, (), (media.VideoStream(0, "h264", 1920, 1080, 30.0, 90),))
+    assert media.frame_size(rotated, 640) == (360, 640)
+    # without ffprobe (imageio-ffmpeg ships none) the facts come from `ffmpeg -i`
+    with_probe = media.probe(samples_dir / "standup.mp4")
+    monkeypatch.setattr(media, "ffprobe_binary", lambda: None)
+    parsed = media.probe(samples_dir / "standup.mp4")
+    assert abs(parsed.duration - with_probe.duration) < 0.02
+    assert parsed.audio_streams[0].sample_rate == 44100 and parsed.audio_streams[0].channels == 2
+    assert (parsed.video_streams[0].width, parsed.video_streams[0].height) == (640, 360)
