@@ -1,0 +1,101 @@
+"""Every model answer, kept in the work folder the moment it is finished.
+
+`CachedEngine` wraps an engine: requests answered before (same prompt, same audio slice, same images,
+same decoding settings, same model) come from disk; the rest go to the engine in chunks, and each
+chunk's answers are written atomically before the next starts. A run killed at any moment loses at
+most the chunk in flight, and the engine (the model's weights) is loaded only if something is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .atomic import write_json
+from .engine import AudioPart, Engine, EngineRequest, ImagePart, TextPart
+
+log = logging.getLogger("mediapipe_g4")
+
+Hook = Callable[[str, int, int], None]
+
+
+def request_key(request: EngineRequest) -> str:
+    """A stable key for what the model sees and how it decodes: parts, system text, settings."""
+    parts = []
+    for part in request.parts:
+        if isinstance(part, TextPart):
+            parts.append(["text", part.text])
+        elif isinstance(part, AudioPart):
+            parts.append(["audio", *part.sample_range()])
+        elif isinstance(part, ImagePart):
+            parts.append(["image", Path(part.path).name])
+    blob = json.dumps(
+        [request.kind, request.system, parts, request.image_tokens, dataclasses.asdict(request.settings)],
+        sort_keys=True, ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class CachedEngine:
+    """An Engine whose answers persist in `folder`; the real engine is made only when needed."""
+
+    def __init__(self, make_engine: Callable[[], Engine], folder: str | Path, *, chunk_size: int = 8,
+                 fresh: bool = False, name: str = "cached"):
+        self._make_engine = make_engine
+        self._engine: Engine | None = None
+        self.folder = Path(folder)
+        self.chunk_size = max(1, chunk_size)
+        self.fresh = fresh
+        self.name = name
+        self.generated = 0  # answers the model produced in this process
+        self.reused = 0  # answers read from disk
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._make_engine()
+        return self._engine
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def _load(self, key: str) -> str | None:
+        if self.fresh:
+            return None
+        path = self._path(key)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))["answer"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring a damaged cached answer %s (%s)", path.name, exc)
+            return None
+
+    def generate(self, requests: Sequence[EngineRequest], hook: Hook | None = None) -> list[str]:
+        keys = [request_key(r) for r in requests]
+        answers: list[str | None] = [self._load(k) for k in keys]
+        todo = [i for i, a in enumerate(answers) if a is None]
+        self.reused += len(requests) - len(todo)
+        step = requests[0].kind if requests else "generate"
+        done = len(requests) - len(todo)
+        if hook:
+            hook(step, done, len(requests))
+        if todo:
+            # Longest first within the model's own batching; chunks keep similar lengths together.
+            todo.sort(key=lambda i: -requests[i].tokens)
+            for lo in range(0, len(todo), self.chunk_size):
+                chunk = todo[lo : lo + self.chunk_size]
+                texts = self.engine.generate([requests[i] for i in chunk])
+                for i, text in zip(chunk, texts, strict=True):
+                    write_json(self._path(keys[i]), {"kind": requests[i].kind, "start": requests[i].start,
+                                                     "end": requests[i].end, "answer": text})
+                    answers[i] = text
+                self.generated += len(chunk)
+                done += len(chunk)
+                if hook:
+                    hook(step, done, len(requests))
+        return [a if a is not None else "" for a in answers]

@@ -1,0 +1,145 @@
+"""Speaker names, only where the recording gives evidence.
+
+The model reads the transcript and proposes, per speaker id, a name with the quote and time that show
+it ("Thanks, Bob" right after S2 spoke). A proposal counts only if the quote is in the transcript near
+that time and holds the name; otherwise the speaker stays `Speaker N`. `--names S1=Alice` overrides.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import G4Error
+from .notes_schema import NotesParseError, extract_json, parse_time
+from .records import Segment, Speaker
+
+NAMES_PROMPT = (
+    "Below is a meeting transcript; each line is `[mm:ss] speaker-id: text`.\n"
+    "Find each speaker's real name, but ONLY where the transcript itself shows it: someone addresses them "
+    "by name right before or after they speak (\"Thanks, Bob\"), or they introduce themselves (\"I'm Alice\").\n"
+    "Answer with one JSON object mapping speaker ids to {{\"name\", \"quote\", \"time\"}}, where quote is the exact "
+    "words from the transcript that show the name and time is that line's time in seconds. Leave out every "
+    "speaker whose name the transcript does not show. Speaker ids: {ids}.\n"
+    "Output only the JSON.\n\n{transcript}"
+)
+
+_EVIDENCE_WINDOW = 90.0  # seconds: a quote must be said this close to the time the model gives
+
+
+def default_name(speaker_id: str) -> str:
+    """S2 -> Speaker 2 (ids are numbered in order of first appearance)."""
+    return f"Speaker {speaker_id[1:]}" if speaker_id[1:].isdigit() else speaker_id
+
+
+def parse_name_overrides(text: str | None) -> dict[str, str]:
+    """`S1=Alice,S2=Bob` -> {"S1": "Alice", "S2": "Bob"}; a clear error for anything else."""
+    if not text:
+        return {}
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        sid, sep, name = item.partition("=")
+        sid, name = sid.strip().upper(), name.strip()
+        if not sep or not re.fullmatch(r"S\d+", sid) or not name:
+            raise G4Error(f"--names takes pairs like S1=Alice,S2=Bob; got {item.strip()!r}")
+        out[sid] = name
+    return out
+
+
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return re.sub(r"[^\w]+", " ", text).strip()
+
+
+def transcript_lines(segments: Sequence[Segment], names: dict[str, str] | None = None) -> list[str]:
+    from .prompts import clock
+
+    return [f"[{clock(s.start)}] {(names or {}).get(s.speaker, s.speaker)}: {s.text}" for s in segments if s.text]
+
+
+def names_prompt(segments: Sequence[Segment], max_chars: int = 60_000) -> str:
+    """The naming prompt; for long meetings only the lines near capitalized words (candidate names)."""
+    ids = sorted({s.speaker for s in segments}, key=lambda x: int(x[1:]) if x[1:].isdigit() else 0)
+    lines = transcript_lines(segments)
+    if sum(len(ln) + 1 for ln in lines) > max_chars:
+        keep = set()
+        for i, seg in enumerate(segments):
+            if re.search(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+", seg.text):
+                keep.update({i - 1, i, i + 1})
+        lines = [ln for i, ln in enumerate(lines) if i in keep]
+        while sum(len(ln) + 1 for ln in lines) > max_chars:
+            lines.pop()
+    return NAMES_PROMPT.format(ids=", ".join(ids), transcript="\n".join(lines))
+
+
+def _evidence_ok(name: str, quote: str, time: float | None, segments: Sequence[Segment]) -> float | None:
+    """The time of a segment near `time` whose text holds `quote`, which itself holds `name`."""
+    n_name, n_quote = _norm(name), _norm(quote)
+    if not n_name or not n_quote or not re.search(rf"\b{re.escape(n_name)}\b", n_quote):
+        return None
+    for seg in segments:
+        if time is not None and not (seg.start - _EVIDENCE_WINDOW <= time <= seg.end + _EVIDENCE_WINDOW):
+            continue
+        if n_quote in _norm(seg.text):
+            return round(seg.start, 3)
+    return None
+
+
+def parse_names(answer: str, segments: Sequence[Segment]) -> dict[str, dict[str, Any]]:
+    """Names with evidence from the model's answer: {id: {"name", "quote", "time"}}; the rest dropped."""
+    try:
+        data = extract_json(answer)
+    except NotesParseError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    ids = {s.speaker for s in segments}
+    found: dict[str, dict[str, Any]] = {}
+    taken: set[str] = set()
+    for sid, entry in data.items():
+        sid = str(sid).strip().upper()
+        if sid not in ids or not isinstance(entry, dict):
+            continue
+        name = str(entry.get("name") or "").strip()
+        quote = str(entry.get("quote") or "").strip()
+        if not name or len(name) > 40 or name.casefold() in taken or re.fullmatch(r"(?i)speaker\s*\d*|s\d+", name):
+            continue
+        when = _evidence_ok(name, quote, parse_time(entry.get("time")), segments)
+        if when is None:
+            continue
+        taken.add(name.casefold())
+        found[sid] = {"name": name, "quote": quote, "time": when}
+    return found
+
+
+def build_speakers(
+    segments: Sequence[Segment],
+    found: dict[str, dict[str, Any]] | None = None,
+    overrides: dict[str, str] | None = None,
+    speaker_ids: Sequence[str] = (),
+) -> list[Speaker]:
+    """Every speaker with a display name and talk time, in order of first appearance."""
+    order: list[str] = []
+    talk: dict[str, float] = {}
+    for seg in segments:
+        if seg.speaker not in talk:
+            order.append(seg.speaker)
+            talk[seg.speaker] = 0.0
+        talk[seg.speaker] += max(0.0, seg.end - seg.start)
+    for sid in speaker_ids:
+        if sid not in talk:
+            order.append(sid)
+            talk[sid] = 0.0
+    found, overrides = found or {}, overrides or {}
+    speakers = []
+    for sid in order:
+        if sid in overrides:
+            name, evidence = overrides[sid], ({"quote": "set with --names", "time": None},)
+        elif sid in found:
+            name, evidence = found[sid]["name"], ({"quote": found[sid]["quote"], "time": found[sid]["time"]},)
+        else:
+            name, evidence = default_name(sid), ()
+        speakers.append(Speaker(id=sid, name=name, talk_time=round(talk[sid], 3), evidence=evidence))
+    return speakers

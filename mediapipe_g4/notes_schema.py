@@ -1,0 +1,180 @@
+"""Meeting notes as the model must give them: parsed from its answer, validated, grounded.
+
+The model answers in JSON. We parse leniently (code fences, prose around the object, a decision as a
+bare string) and validate strictly with pydantic. Then every time and speaker is grounded in the
+transcript: a time snaps to the segment it falls in, an owner must be a speaker of the recording;
+what cannot be grounded is dropped, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .records import Segment
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    @field_validator("time", "start", mode="before", check_fields=False)
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        return parse_time(value)
+
+
+class TextAtTime(_Item):
+    text: str = Field(min_length=1)
+    time: float | None = None
+
+
+class ActionItem(_Item):
+    text: str = Field(min_length=1)
+    owner: str | None = None
+    due: str | None = None
+    time: float | None = None
+
+
+class Chapter(_Item):
+    start: float
+    title: str = Field(min_length=1)
+
+
+class Notes(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    summary: str = ""
+    decisions: list[TextAtTime] = []
+    action_items: list[ActionItem] = []
+    chapters: list[Chapter] = []
+    questions: list[TextAtTime] = []
+
+    @field_validator("decisions", "questions", "action_items", mode="before")
+    @classmethod
+    def _strings_are_items(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"text": v} if isinstance(v, str) else v for v in value if v not in (None, "", {})]
+        return value
+
+    @field_validator("summary", mode="before")
+    @classmethod
+    def _summary_text(cls, value: Any) -> Any:
+        if isinstance(value, list):  # some answers give the summary as bullet strings
+            return " ".join(str(v) for v in value)
+        return "" if value is None else value
+
+
+class NotesParseError(ValueError):
+    """The answer is not valid notes JSON; the message says why (it goes into the repair prompt)."""
+
+
+_CLOCK = re.compile(r"^\[?(?:(\d+):)?(\d{1,2}):(\d{2}(?:\.\d+)?)\]?$")
+
+
+def parse_time(value: Any) -> float | None:
+    """Seconds from 83, 83.5, "83", "01:23", "[1:02:03]"; None for null or anything else."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value >= 0 else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+            return seconds if seconds >= 0 else None
+        except ValueError:
+            pass
+        m = _CLOCK.match(text)
+        if m:
+            h, mi, s = m.groups()
+            return int(h or 0) * 3600 + int(mi) * 60 + float(s)
+    return None
+
+
+def extract_json(answer: str) -> Any:
+    """The JSON object in a model answer: bare, in a ``` fence, or with prose around it."""
+    text = answer.strip()
+    fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    if fence:
+        text = fence.group(1).strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0:
+        raise NotesParseError("the answer holds no JSON object")
+    if end <= start:
+        raise NotesParseError("the JSON object is not closed (the answer may have been cut off)")
+    try:
+        return json.loads(text[start : end + 1])
+    except json.JSONDecodeError as exc:
+        raise NotesParseError(f"the JSON does not parse: {exc}") from exc
+
+
+def parse_notes(answer: str) -> Notes:
+    data = extract_json(answer)
+    if not isinstance(data, dict):
+        raise NotesParseError("the answer's JSON is not an object")
+    try:
+        return Notes.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise NotesParseError(f"the JSON does not match the notes schema ({problems})") from exc
+
+
+# --------------------------------------------------------------------------- grounding
+
+
+def snap_time(time: float | None, segments: Sequence[Segment], *, tolerance: float = 5.0) -> float | None:
+    """The start of the segment a time falls in (or the nearest within `tolerance` s); else None."""
+    if time is None or not segments:
+        return None
+    best, best_gap = None, tolerance
+    for seg in segments:
+        if seg.start <= time <= seg.end:
+            return round(seg.start, 3)
+        gap = min(abs(time - seg.start), abs(time - seg.end))
+        if gap <= best_gap:
+            best, best_gap = seg.start, gap
+    return round(best, 3) if best is not None else None
+
+
+def resolve_owner(owner: str | None, speakers: dict[str, str]) -> str | None:
+    """A speaker id for an owner given as an id ("S2") or a name ("Bob"); None if not a speaker."""
+    if not owner:
+        return None
+    key = owner.strip().lower()
+    for sid, name in speakers.items():
+        if key in (sid.lower(), name.lower()) or (name and key.split()[0] == name.lower().split()[0]):
+            return sid
+    return None
+
+
+def ground_notes(notes: Notes, segments: Sequence[Segment], speakers: dict[str, str]) -> dict[str, Any]:
+    """The notes as the result JSON holds them, every time and owner grounded in the transcript.
+
+    `speakers` maps speaker ids to display names. Times that fall outside the transcript become null;
+    an owner who is not a speaker becomes null; chapters keep their order and lose duplicates.
+    """
+    def at(t: float | None) -> float | None:
+        return snap_time(t, segments)
+
+    chapters: list[dict[str, Any]] = []
+    for ch in sorted(notes.chapters, key=lambda c: c.start):
+        start = at(ch.start)
+        if start is not None and all(c["start"] != start for c in chapters):
+            chapters.append({"start": start, "title": ch.title.strip()})
+    if chapters and segments and chapters[0]["start"] > segments[0].start:
+        chapters[0]["start"] = round(segments[0].start, 3)  # the first chapter opens the meeting
+    return {
+        "summary": notes.summary.strip(),
+        "decisions": [{"text": d.text.strip(), "time": at(d.time)} for d in notes.decisions],
+        "action_items": [
+            {"text": a.text.strip(), "owner": resolve_owner(a.owner, speakers),
+             "due": (a.due or "").strip() or None, "time": at(a.time)}
+            for a in notes.action_items
+        ],
+        "chapters": chapters,
+        "questions": [{"text": q.text.strip(), "time": at(q.time)} for q in notes.questions],
+    }

@@ -1,0 +1,60 @@
+"""Model answers to transcription requests -> transcript segments.
+
+Each clip's answer is cleaned (thinking blocks and special tokens are gone already; here: repetition
+loops, junk without words, the translation prompt's two halves), and clips that were cut from one
+speaker turn are joined back into one segment with the turn's start, end and speaker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .engine import EngineRequest
+from .prompts import split_translation
+from .records import Segment
+
+_JOIN_GAP = 0.3  # seconds: clips of one speaker this close were cut from one turn
+
+# A phrase (1-100 chars) said four or more times in a row: a decoding loop, not speech.
+_LOOP = re.compile(r"(\S(?:.{0,98}?\S)?)(?:[\s,.;:!?-]+\1){3,}", re.DOTALL)
+_CHAR_LOOP = re.compile(r"(\S{1,8}?)\1{7,}")  # "hahahahahahahaha", CJK loops with no spaces
+_HAS_WORD = re.compile(r"\w", re.UNICODE)
+
+
+def clean_transcript_text(text: str) -> str:
+    """One clip's text: one line, loops collapsed to one occurrence, junk to ''."""
+    text = " ".join(text.split())
+    if not text:
+        return ""
+    for _ in range(3):  # a collapse can expose an outer loop
+        collapsed = _CHAR_LOOP.sub(r"\1\1", _LOOP.sub(r"\1", text))
+        if collapsed == text:
+            break
+        text = collapsed
+    if not _HAS_WORD.search(text):
+        return ""
+    return text.strip(" \"'")
+
+
+def segments_from_answers(
+    requests: Sequence[EngineRequest], answers: Sequence[str], *, translate_to: str | None = None
+) -> list[Segment]:
+    """Time-ordered segments; clips cut from one turn become one segment; empty clips are kept out."""
+    pieces: list[tuple[EngineRequest, str]] = []
+    for req, answer in sorted(zip(requests, answers, strict=True), key=lambda p: (p[0].start, p[0].end)):
+        text = answer
+        if translate_to:
+            source, translated = split_translation(answer, translate_to)
+            text = translated or source
+        pieces.append((req, clean_transcript_text(text)))
+    segments: list[Segment] = []
+    for req, text in pieces:
+        speaker = req.speaker or "S1"
+        last = segments[-1] if segments else None
+        if last is not None and last.speaker == speaker and req.start - last.end <= _JOIN_GAP:
+            joined = f"{last.text} {text}".strip() if text else last.text
+            segments[-1] = Segment(last.start, max(last.end, req.end), speaker, joined)
+        else:
+            segments.append(Segment(req.start, req.end, speaker, text))
+    return [s for s in segments if s.text]

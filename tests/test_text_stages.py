@@ -1,0 +1,180 @@
+"""Transcript cleaning, speaker naming and notes parsing on scripted model answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fake_engine import ScriptedEngine
+
+from mediapipe_g4.answers import CachedEngine, request_key
+from mediapipe_g4.engine import AudioPart, EngineRequest, TextPart, clean_response
+from mediapipe_g4.errors import G4Error
+from mediapipe_g4.names import build_speakers, names_prompt, parse_name_overrides, parse_names
+from mediapipe_g4.notes_schema import NotesParseError, ground_notes, parse_notes, parse_time
+from mediapipe_g4.records import Segment
+from mediapipe_g4.transcript import clean_transcript_text, segments_from_answers
+
+SEGMENTS = [
+    Segment(0.5, 6.0, "S1", "Good morning everyone. Bob, do you want to start?"),
+    Segment(6.4, 14.0, "S2", "Sure. The payment service migration is done."),
+    Segment(14.3, 20.0, "S1", "Thanks, Bob. Carol, how is the mobile release?"),
+    Segment(20.5, 30.0, "S3", "We ship on Friday. I'm Carol, by the way, for the new folks."),
+]
+
+
+def req(start, end, speaker, kind="transcribe"):
+    return EngineRequest(kind=kind, parts=(TextPart("t"), AudioPart(start, end)), start=start, end=end, speaker=speaker)
+
+
+# --------------------------------------------------------------------------- transcript
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("  Hello   there. ", "Hello there."),
+    ("yes yes yes yes yes yes yes", "yes"),
+    ("We agreed. Thank you. Thank you. Thank you. Thank you. Thank you.", "We agreed. Thank you."),
+    ("hahahahahahahahahahahaha", "haha"),
+    ("...  ♪ ♪", ""),
+    ("", ""),
+    ("Line one\nline two", "Line one line two"),
+])
+def test_clean_transcript_text(raw, clean):
+    assert clean_transcript_text(raw) == clean
+
+
+def test_thought_blocks_and_special_tokens_are_stripped():
+    raw = "<|channel>thought\nLet me listen carefully.<channel|>Hello Bob.<turn|><eos><pad><pad>"
+    assert clean_response(raw) == "Hello Bob."
+    assert clean_response("<|channel>thought\nunfinished thinking") == ""
+
+
+def test_split_turns_are_joined_and_empty_clips_dropped():
+    requests = [req(0.0, 29.5, "S1"), req(29.5, 41.0, "S1"), req(41.6, 45.0, "S2"), req(46.0, 47.0, "S1")]
+    answers = ["First half of a long turn", "and its second half.", "", "Okay."]
+    segs = segments_from_answers(requests, answers)
+    assert [(s.start, s.end, s.speaker) for s in segs] == [(0.0, 41.0, "S1"), (46.0, 47.0, "S1")]
+    assert segs[0].text == "First half of a long turn and its second half."
+
+
+def test_translation_answers_keep_the_translation():
+    segs = segments_from_answers([req(0, 3, "S1")], ["Hola a todos.\nEnglish: Hello everyone."], translate_to="English")
+    assert segs[0].text == "Hello everyone."
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_names_need_evidence_in_the_transcript():
+    answer = json.dumps({
+        "S2": {"name": "Bob", "quote": "Thanks, Bob", "time": 14.3},
+        "S3": {"name": "Carol", "quote": "I'm Carol", "time": "00:20"},
+        "S1": {"name": "Alice", "quote": "Alice said hello", "time": 1},  # invented: not in the transcript
+    })
+    found = parse_names(f"Here you go:\n```json\n{answer}\n```", SEGMENTS)
+    assert set(found) == {"S2", "S3"}
+    assert found["S2"] == {"name": "Bob", "quote": "Thanks, Bob", "time": 14.3}
+
+
+@pytest.mark.parametrize("answer", [
+    "no JSON here", "[1, 2]",
+    json.dumps({"S2": {"name": "Robert", "quote": "Thanks, Bob", "time": 14}}),  # quote lacks the name
+    json.dumps({"S9": {"name": "Bob", "quote": "Thanks, Bob", "time": 14}}),  # unknown speaker
+    json.dumps({"S2": {"name": "Bob", "quote": "Thanks, Bob", "time": 900}}),  # far from the quote
+    json.dumps({"S2": {"name": "Speaker 2", "quote": "Sure", "time": 6}}),
+])
+def test_names_without_evidence_are_dropped(answer):
+    assert parse_names(answer, SEGMENTS) == {}
+
+
+def test_speakers_default_names_overrides_and_talk_time():
+    found = {"S2": {"name": "Bob", "quote": "Thanks, Bob", "time": 14.3}}
+    speakers = build_speakers(SEGMENTS, found, parse_name_overrides("S3=Carol Jones"))
+    assert [(s.id, s.name) for s in speakers] == [("S1", "Speaker 1"), ("S2", "Bob"), ("S3", "Carol Jones")]
+    assert speakers[0].talk_time == pytest.approx(5.5 + 5.7)
+    assert speakers[1].evidence[0]["quote"] == "Thanks, Bob"
+
+
+@pytest.mark.parametrize("bad", ["Alice", "S1:Alice", "X1=Bob", "S1="])
+def test_name_overrides_reject_bad_syntax(bad):
+    with pytest.raises(G4Error, match="--names"):
+        parse_name_overrides(bad)
+
+
+def test_names_prompt_lists_ids_and_lines():
+    prompt = names_prompt(SEGMENTS)
+    assert "S1, S2, S3" in prompt and "[00:14] S1: Thanks, Bob." in prompt
+
+
+# --------------------------------------------------------------------------- notes
+
+
+GOOD_NOTES = {
+    "summary": "The team reviewed the payment migration and the mobile release.",
+    "decisions": ["Ship the mobile release on Friday", {"text": "Keep the old API for a week", "time": "00:10"}],
+    "action_items": [
+        {"text": "Write the release notes", "owner": "Carol", "due": "Friday", "time": 21},
+        {"text": "Tell support", "owner": "Dave", "due": None, "time": 500},
+    ],
+    "chapters": [{"start": 3, "title": "Payments"}, {"start": "00:21", "title": "Mobile release"}],
+    "questions": ["Who reviews the release?"],
+}
+
+
+def test_parse_and_ground_good_notes():
+    notes = parse_notes("```json\n" + json.dumps(GOOD_NOTES) + "\n```")
+    grounded = ground_notes(notes, SEGMENTS, {"S1": "Speaker 1", "S2": "Bob", "S3": "Carol"})
+    assert grounded["decisions"][0] == {"text": "Ship the mobile release on Friday", "time": None}
+    assert grounded["decisions"][1]["time"] == 6.4  # 00:10 lies in Bob's segment
+    carol, dave = grounded["action_items"]
+    assert carol == {"text": "Write the release notes", "owner": "S3", "due": "Friday", "time": 20.5}
+    assert dave["owner"] is None and dave["time"] is None  # not a speaker; not a time in the meeting
+    assert [c["start"] for c in grounded["chapters"]] == [0.5, 20.5]  # the first chapter opens the meeting
+    assert grounded["questions"] == [{"text": "Who reviews the release?", "time": None}]
+
+
+@pytest.mark.parametrize("answer, why", [
+    ("I could not find anything to summarize.", "no JSON object"),
+    ('{"summary": "x", "decisions": [', "not closed"),
+    ('{"summary": "x", "decisions": [}', "does not parse"),
+    ('{"summary": "x", "chapters": [{"title": "no start"}]}', "chapters"),
+    ('{"summary": "x", "action_items": [{"owner": "Bob"}]}', "action_items"),
+])
+def test_malformed_notes_say_why(answer, why):
+    with pytest.raises(NotesParseError, match=why):
+        parse_notes(answer)
+
+
+@pytest.mark.parametrize("value, seconds", [(83, 83.0), ("83.5", 83.5), ("01:23", 83.0), ("[1:02:03]", 3723.0),
+                                            (None, None), ("soon", None), (-4, None)])
+def test_parse_time(value, seconds):
+    assert parse_time(value) == seconds
+
+
+# --------------------------------------------------------------------------- answer cache
+
+
+def test_cached_engine_reuses_answers_and_loads_the_model_lazily(tmp_path):
+    made = []
+
+    def make():
+        made.append(1)
+        return ScriptedEngine(lambda r: f"text {r.start:.0f}")
+
+    requests = [req(float(i), float(i) + 1, "S1") for i in range(5)]
+    first = CachedEngine(make, tmp_path, chunk_size=2)
+    assert first.generate(requests) == [f"text {i}" for i in range(5)]
+    assert first.generated == 5 and len(list(tmp_path.glob("*.json"))) == 5
+    second = CachedEngine(make, tmp_path, chunk_size=2)
+    assert second.generate(requests) == first.generate(requests)
+    assert second.generated == 0 and len(made) == 1  # never loaded the model the second time
+    fresh = CachedEngine(make, tmp_path, fresh=True)
+    fresh.generate(requests[:1])
+    assert fresh.generated == 1
+
+
+def test_request_key_changes_with_what_the_model_sees():
+    base = req(1.0, 2.0, "S1")
+    assert request_key(base) == request_key(req(1.0, 2.0, "S2"))  # the speaker label is not in the prompt
+    assert request_key(base) != request_key(req(1.0, 2.5, "S1"))
+    assert request_key(base) != request_key(req(1.0, 2.0, "S1", kind="notes"))
