@@ -363,7 +363,9 @@ def iter_frames(
     info = info or probe(src)
     width, height = frame_size(info, max_size)
     cmd = [
-        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(src),
+        # Frames no other frame refers to are skipped by the decoder: at one sample per second a slide
+        # change then shows one frame later at most, and decoding gets cheaper.
+        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-skip_frame", "noref", "-i", str(src),
         "-map", f"0:{next(v.index for v in info.video_streams if not v.is_cover_art)}", "-an", "-sn", "-dn",
         "-vf", f"fps={fps}:start_time=0,scale={width}:{height}:flags=area",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
@@ -402,10 +404,12 @@ def iter_frames(
 class KeyframeOptions:
     thumb_size: tuple[int, int] = (320, 180)  # frames are compared as grayscale thumbnails
     pixel_delta: float = 24 / 255  # a thumbnail pixel "changed" when it moved more than this
-    change: float = 0.001  # share of changed pixels that makes a new slide (one changed word is ~0.15 %)
+    change: float = 0.001  # share of changed still pixels that makes a new slide (one word is ~0.15 %)
     stable: float = 0.001  # ... and under which a frame equals the one before it
-    motion_factor: float = 5.0  # in moving video a change must stand this far above the usual motion
-    scene: float = 0.25  # a change this large that keeps moving is a scene cut ...
+    block: int = 10  # thumbnail pixels per side of the blocks in which motion is tracked
+    busy: float = 0.2  # a block that changed in more than ~this share of the last ~10 frames ...
+    busy_slow: float = 0.1  # ... or of the last ~50 frames is moving video, not a slide
+    scene: float = 0.4  # a change of this share of all pixels that keeps moving is a scene cut ...
     settle_seconds: float = 3.0  # ... accepted after this long
 
 
@@ -416,9 +420,24 @@ def _thumb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(gray, dtype=np.float32) / 255.0
 
 
-def _changed(a: np.ndarray, b: np.ndarray, delta: float) -> float:
-    """Share of pixels that changed visibly: a perceptual difference, blind to encoder noise."""
-    return float(np.mean(np.abs(a - b) > delta))
+def _still_pixels(activity: np.ndarray, shape: tuple[int, int], options: KeyframeOptions) -> np.ndarray:
+    """Pixels outside busy blocks (and their neighbours): where a change means a new picture."""
+    busy = (activity[0] >= options.busy) | (activity[1] >= options.busy_slow)
+    grown = busy.copy()  # grow by one block, so a moving tile's quiet edges are not taken for slides
+    grown[1:, :] |= busy[:-1, :]
+    grown[:-1, :] |= busy[1:, :]
+    grown[:, 1:] |= busy[:, :-1]
+    grown[:, :-1] |= busy[:, 1:]
+    still = np.repeat(np.repeat(~grown, options.block, axis=0), options.block, axis=1)
+    return still[: shape[0], : shape[1]]
+
+
+def _block_changed(moved: np.ndarray, block: int) -> np.ndarray:
+    h, w = moved.shape
+    hb, wb = -(-h // block), -(-w // block)
+    padded = np.zeros((hb * block, wb * block), dtype=bool)
+    padded[:h, :w] = moved
+    return padded.reshape(hb, block, wb, block).any(axis=(1, 3))
 
 
 def keyframes(
@@ -431,11 +450,12 @@ def keyframes(
 ) -> list[Keyframe]:
     """Slide and scene changes among the frames, each saved once as a JPEG in `out_dir`.
 
-    A frame becomes a keyframe when it differs from the current keyframe and then holds still for a
-    frame (a slide change), or differs a lot for `settle_seconds` (a scene cut in moving video). The
-    thresholds rise with the video's usual frame-to-frame motion (a running median), so a webcam
-    does not turn every second into a keyframe while a one-word slide edit still counts. A slide that
-    stays up for ten minutes is one keyframe; its time is the first frame that showed the change.
+    Regions that keep moving (a webcam tile, a video) are tracked with a running activity map over
+    small blocks and left out, so a change counts where the picture otherwise stands still: a frame becomes a
+    keyframe when its still pixels differ from the current keyframe and it then holds still (a slide
+    change; a one-word edit counts), or when most of the picture changed and kept moving for
+    `settle_seconds` (a scene cut). A slide that stays up for ten minutes is one keyframe; its time
+    is the first frame that showed the change, so a change is found within one frame interval.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -443,7 +463,7 @@ def keyframes(
     current: np.ndarray | None = None  # thumbnail of the current keyframe
     pending: tuple[float, np.ndarray, np.ndarray, float] | None = None  # (time, thumb, image, change)
     prev: np.ndarray | None = None
-    motion: collections.deque[float] = collections.deque(maxlen=15)
+    activity: np.ndarray | None = None  # per block, fast and slow: running share of frames it changed in
     last_time = 0.0
     total = int(duration) if duration else 0
 
@@ -455,26 +475,33 @@ def keyframes(
     for frame in frames:
         thumb = _thumb(frame.image, options.thumb_size)
         last_time = frame.time
-        step = _changed(thumb, prev, options.pixel_delta) if prev is not None else 0.0
-        noise = float(np.median(motion)) if motion else 0.0
-        change_at = max(options.change, options.motion_factor * noise)
-        still = step <= max(options.stable, 2.0 * noise)
-        if current is None:
+        if current is None or prev is None:
+            activity = None
             accept(frame.time, frame.image, thumb, 1.0)
         else:
-            diff = _changed(thumb, current, options.pixel_delta)
-            if diff <= change_at:
+            moved = np.abs(thumb - prev) > options.pixel_delta
+            blocks = _block_changed(moved, options.block).astype(np.float32)
+            if activity is None:  # the first step shows what moves: count it in full
+                activity = np.stack([blocks, blocks * options.busy_slow])
+            still_px = _still_pixels(activity, thumb.shape, options)
+            differs = np.abs(thumb - current) > options.pixel_delta
+            diff = float(np.mean(differs & still_px))
+            whole = float(np.mean(differs))
+            settled = float(np.mean(moved & still_px)) <= options.stable
+            if diff <= options.change and whole < options.scene:
                 pending = None  # (back to) the current keyframe: a flicker, not a change
             elif pending is None:
-                if still:  # changed and already settled (a cut between two sampled frames)
+                if settled and diff > options.change:  # a cut between two sampled frames, already still
                     accept(frame.time, frame.image, thumb, diff)
                 else:
-                    pending = (frame.time, thumb, frame.image.copy(), diff)
-            elif still or (diff >= options.scene and frame.time - pending[0] >= options.settle_seconds):
-                accept(pending[0], frame.image, thumb, diff)  # time of the first changed frame
+                    pending = (frame.time, thumb, frame.image.copy(), max(diff, whole))
+            elif (settled and diff > options.change) or (
+                whole >= options.scene and frame.time - pending[0] >= options.settle_seconds
+            ):
+                accept(pending[0], frame.image, thumb, max(diff, whole))  # time of the first changed frame
                 pending = None
-        if prev is not None:
-            motion.append(step)
+            activity[0] = 0.9 * activity[0] + 0.1 * blocks
+            activity[1] = 0.98 * activity[1] + 0.02 * blocks
         prev = thumb
         if hook and total:
             hook("keyframes", min(int(frame.time), total), total)

@@ -149,3 +149,17 @@ def test_rotation_and_fallback_parser(samples_dir, monkeypatch):
     assert abs(parsed.duration - with_probe.duration) < 0.02
     assert parsed.audio_streams[0].sample_rate == 44100 and parsed.audio_streams[0].channels == 2
     assert (parsed.video_streams[0].width, parsed.video_streams[0].height) == (640, 360)
+
+
+def test_moving_tile_beside_slides_is_ignored(tmp_path):
+    """A webcam tile that moves every frame neither hides a slide change nor makes keyframes itself."""
+    rng = np.random.default_rng(1)
+    frames = []
+    for k in range(40):
+        img = np.full((180, 320, 3), 240, np.uint8)
+        img[20:30, 20:120 if k < 25 else 160] = 10  # the slide's title grows at 25 s
+        img[120:175, 240:315] = rng.integers(0, 255, (55, 75, 3))  # the "webcam"
+        frames.append(media.Frame(time=float(k), image=img))
+    found = media.keyframes(frames, tmp_path, duration=40.0)
+    assert [k.time for k in found][-1] == 25.0
+    assert len(found) <= 3  # the first frame, perhaps one while the tile's motion is learned, the slide
