@@ -1,0 +1,202 @@
+"""The HTML report in a real browser: headless Chromium loads it with no console errors and no
+network requests (everything is inline or a data: URI), and leaves screenshots for a person to see
+in tests/artifacts/ (report.png, report-phone.png, report-print.png, report-notes-failed.png)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from mediapipe_g4.writers import get_writer
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "fixtures" / "standup_result.json"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+SAMPLE_VIDEO = ROOT / "samples" / "standup.mp4"
+
+if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+    pytest.skip(
+        "headless Chromium is not installed (needs /usr/bin/chromium and /usr/bin/chromedriver; "
+        "on Debian: apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
+
+SLIDE_TITLES = ["Daily Stand-up", "Payment Service", "Mobile Release", "Action Items"]
+
+
+def make_keyframes(result: dict, work: Path) -> None:
+    """Small slide-like JPEGs where the fixture's keyframes say they are."""
+    for number, (kf, title) in enumerate(zip(result["keyframes"], SLIDE_TITLES), 1):
+        image = Image.new("RGB", (kf["width"], kf["height"]), (248, 248, 245))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle([0, 0, kf["width"], 64], fill=(36, 64, 110))
+        draw.text((28, 18), f"{number}. {title}", fill="white", font_size=28)
+        for i in range(4):
+            draw.rounded_rectangle([48, 104 + i * 56, 48 + 440 - i * 70, 128 + i * 56], 6, fill=(176, 186, 200))
+        path = work / kf["image_path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, quality=85)
+
+
+@pytest.fixture
+def standup(tmp_path: Path) -> tuple[dict, Path]:
+    result = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    work = tmp_path / "work"
+    make_keyframes(result, work)
+    return result, work
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+        "--disable-default-apps", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
+        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900", "--lang=en-US",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def load(driver, path: Path) -> None:
+    driver.get_log("performance")  # drop what the blank start page did
+    driver.get_log("browser")
+    driver.get(path.as_uri())
+    deadline = time.monotonic() + 15
+    script = (
+        "return document.readyState === 'complete' && "
+        "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0);"
+    )
+    while not driver.execute_script(script):
+        if time.monotonic() > deadline:
+            pytest.fail("the report did not finish loading (or an image failed to decode)")
+        time.sleep(0.1)
+
+
+def console_errors(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] in {"SEVERE", "ERROR"}]
+
+
+def requested_urls(driver, page: Path) -> list[str]:
+    """Every URL the page asked for, and any web request at all (Chromium's own chrome:// pages aside)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            params = message["params"]
+            url = params["request"]["url"]
+            if params.get("documentURL") == page.as_uri() or not url.startswith(("chrome:", "chrome-", "about:")):
+                urls.append(url)
+    return urls
+
+
+def screenshot(driver, path: Path, *, width: int, mobile: bool = False, media: str = "") -> None:
+    """A full-page PNG at `width` CSS pixels."""
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": media})
+    metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    height = driver.execute_script("return Math.ceil(document.documentElement.scrollHeight);")
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": height})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {"format": "png", "captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+
+
+def test_report_renders_offline_without_errors(browser, standup, tmp_path):
+    result, work = standup
+    out = tmp_path / "out"
+    out.mkdir()
+    report = get_writer("html").write(result, out / "standup.html", media_dir=work)
+
+    load(browser, report)
+    assert console_errors(browser) == []
+    others = [u for u in requested_urls(browser, report) if not u.startswith("data:") and u != report.as_uri()]
+    assert others == [], f"the report made network requests: {others}"
+
+    page = browser.execute_script(
+        "return {title: document.title, images: Array.from(document.images).map(i => i.naturalWidth),"
+        " blocks: document.querySelectorAll('.tl-block').length,"
+        " wide: document.documentElement.scrollWidth, text: document.body.innerText};"
+    )
+    assert page["title"].startswith("standup")
+    assert page["images"] == [640, 640, 640, 640]
+    assert page["blocks"] >= 10
+    for heading in ("Summary", "Decisions", "Action items", "Open questions", "Chapters", "Slides", "Transcript"):
+        assert heading in page["text"]
+    assert "Send the mobile release notes to the support team." in page["text"]
+
+    screenshot(browser, ARTIFACTS / "report.png", width=1280)
+    screenshot(browser, ARTIFACTS / "report-print.png", width=800, media="print")
+    screenshot(browser, ARTIFACTS / "report-phone.png", width=390, mobile=True)
+    shutil.copyfile(report, ARTIFACTS / "report.html")
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+    # On a phone the page fits the screen: nothing wider than the viewport.
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    assert browser.execute_script("return document.documentElement.scrollWidth;") <= 390
+    assert console_errors(browser) == []
+
+
+def test_report_without_notes_in_browser(browser, standup, tmp_path):
+    result, work = standup
+    result["notes"] = {"status": "failed", "error": "the model ran out of GPU memory", "summary": "",
+                       "decisions": [], "action_items": [], "chapters": [], "questions": []}
+    report = get_writer("html").write(result, tmp_path / "standup.html", media_dir=work)
+    load(browser, report)
+    assert console_errors(browser) == []
+    text = browser.execute_script("return document.body.innerText;")
+    assert "Meeting notes were not produced: the model ran out of GPU memory" in text
+    assert "Who spoke when" in text and "Slides" in text and "See you tomorrow." in text
+    screenshot(browser, ARTIFACTS / "report-notes-failed.png", width=1280)
+
+
+@pytest.mark.skipif(not SAMPLE_VIDEO.exists(), reason="samples/standup.mp4 is missing")
+def test_time_links_seek_the_recording_beside_the_report(browser, standup, tmp_path):
+    result, work = standup
+    out = tmp_path / "out dir"
+    out.mkdir()
+    shutil.copyfile(SAMPLE_VIDEO, out / "standup.mp4")
+    report = get_writer("html").write(result, out / "standup.html", media_dir=work)
+
+    load(browser, report)
+    assert browser.execute_script("return document.getElementById('player').tagName;") == "VIDEO"
+    link = browser.find_element("css selector", '#actions a.t[data-t="46.4"]')
+    assert link.get_attribute("href").endswith("standup.mp4#t=46.4")
+    browser.execute_script("arguments[0].click();", link)
+    seek = browser.execute_script("return document.getElementById('player').currentTime;")
+    assert abs(seek - 46.4) < 0.5
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    browser.execute_script("window.scrollTo(0, 0);")
+    (ARTIFACTS / "report-player.png").write_bytes(browser.get_screenshot_as_png())
+    # The only script is the page's own (its hash is in the CSP); nothing else ran or was blocked.
+    assert console_errors(browser) == []
+    allowed = {report.as_uri(), (out / "standup.mp4").as_uri()}
+    others = [u for u in requested_urls(browser, report) if not u.startswith("data:") and u not in allowed]
+    assert others == [], f"the report made network requests: {others}"

@@ -1,0 +1,609 @@
+"""Output writers and report templates: contents of every format, timing validity, escaping of
+recording text, reports without notes, odd names, and atomic writes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from mediapipe_g4 import templating, writers
+from mediapipe_g4.errors import OutputError
+from mediapipe_g4.writers import (
+    WRITERS,
+    failed_entry,
+    get_writer,
+    index_entry,
+    output_stem,
+    safe_stem,
+    subtitle_cues,
+    write_index,
+    write_outputs,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "standup_result.json"
+XSS = "<script>alert(1)</script>"
+ATTR_XSS = '"><img src=x onerror=alert(1)>'
+MD_LINK = "[click me](javascript:alert(1))"
+
+
+def make_keyframes(result: dict, work: Path) -> None:
+    for number, kf in enumerate(result["keyframes"], 1):
+        image = Image.new("RGB", (kf["width"], kf["height"]), (248, 248, 245))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle([0, 0, kf["width"], 60], fill=(36, 64, 110))
+        draw.text((24, 20), f"Slide {number}", fill="white")
+        path = work / kf["image_path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, quality=80)
+
+
+@pytest.fixture
+def result() -> dict:
+    return json.loads(FIXTURE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def work(tmp_path: Path, result: dict) -> Path:
+    folder = tmp_path / "work"
+    make_keyframes(result, folder)
+    return folder
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+def render(name: str, result: dict, path: Path, media_dir: Path | None = None) -> str:
+    get_writer(name).write(result, path, media_dir=media_dir)
+    return path.read_text(encoding="utf-8")
+
+
+def visible_text(html: str) -> str:
+    """The HTML's text, roughly as a reader sees it (tags removed, entities kept)."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def hostile(result: dict) -> dict:
+    r = copy.deepcopy(result)
+    r["speakers"][0]["name"] = f"Alice {XSS}"
+    r["speakers"][1]["name"] = f"Bob {ATTR_XSS}"
+    r["segments"][0]["text"] = f"Look {XSS} and {MD_LINK} and ![img](http://evil.example/x.png) <b>bold</b>"
+    r["segments"][1]["text"] = "# not a heading\n\n- not a list | nor | a table `code` *em* _em_"
+    notes = r["notes"]
+    notes["summary"] = f"# Heading?\n\n{XSS} {MD_LINK}"
+    notes["decisions"][0]["text"] = f"Decide {XSS} {MD_LINK}"
+    notes["action_items"][0]["owner"] = f"Mallory {XSS}"
+    notes["action_items"][1]["due"] = f"{MD_LINK}"
+    notes["chapters"][0]["title"] = f"{XSS}"
+    notes["questions"][0]["text"] = f"Why {ATTR_XSS}?"
+    r["options"]["language"] = XSS
+    r["source"]["name"] = f"stand {XSS}.mp4"
+    return r
+
+
+# -- registry and files --------------------------------------------------------------------
+
+
+def test_registry_names_and_extensions():
+    assert list(WRITERS) == ["json", "srt", "vtt", "txt", "md", "html"]
+    for name in WRITERS:
+        writer = get_writer(name)
+        assert writer.name == name and writer.extension == name
+    assert get_writer("SRT").name == "srt" and get_writer("markdown").name == "md"
+    with pytest.raises(OutputError, match="Unknown output format 'docx'.*json, srt, vtt, txt, md, html"):
+        get_writer("docx")
+
+
+def test_write_outputs_writes_every_format(result, work, out):
+    paths = write_outputs(result, out, "standup", ["html", "md", "json", "srt", "vtt", "txt", "srt"], media_dir=work)
+    assert [p.name for p in paths] == ["standup.html", "standup.md", "standup.json", "standup.srt", "standup.vtt", "standup.txt"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temporary files left
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert [p.name for p in write_outputs(result, out, "standup", "json,srt")] == ["standup.json", "standup.srt"]
+    assert len(write_outputs(result, out, "standup", ["all"], media_dir=work)) == 6
+
+
+def test_unknown_format_writes_nothing(result, out):
+    with pytest.raises(OutputError, match="Unknown output format"):
+        write_outputs(result, out, "standup", ["json", "pdf"])
+    assert list(out.iterdir()) == []
+
+
+def test_output_folder_is_created(result, tmp_path):
+    paths = write_outputs(result, tmp_path / "new" / "deep", "standup", ["txt"])
+    assert paths[0].exists()
+
+
+def test_new_files_follow_the_umask(result, out):
+    old = os.umask(0o022)
+    try:
+        path = get_writer("txt").write(result, out / "a.txt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [
+        ("standup.mp4", "standup"),
+        ("Weekly sync 2024-05-02.mp4", "Weekly sync 2024-05-02"),
+        ("Réunion <b>équipe<i> & co 会议.ogg", "Réunion _b_équipe_i_ & co 会议"),
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\boot.ini.wav", "boot.ini"),
+        ("...", "recording"),
+        (".hidden.mp3", "hidden"),
+        ("a\x00b\nc.wav", "a_b_c"),
+        ("", "recording"),
+    ],
+)
+def test_output_stem_is_safe(name, stem):
+    assert output_stem(name) == stem
+
+
+def test_safe_stem_never_leaves_the_folder():
+    for raw in ["..", ".", "../x", "a/../../b", "/etc/passwd", "C:\\x", "\u202e\u0000", "  ", "x" * 400, "é" * 200]:
+        stem = safe_stem(raw)
+        assert stem and "/" not in stem and "\\" not in stem and stem not in {".", ".."}
+        assert not stem.startswith(".")
+        assert len(stem.encode()) <= writers.MAX_STEM_BYTES
+
+
+def test_unicode_spaced_and_markup_names(result, work, out):
+    result["source"]["name"] = "Réunion <b>équipe<i> & co 会议.mp4"
+    result["speakers"][0]["name"] = "Zoë Ångström"
+    result["speakers"][2]["name"] = "Carol 王"
+    stem = output_stem(result["source"]["name"])
+    paths = write_outputs(result, out, stem, list(WRITERS), media_dir=work)
+    assert all(p.parent == out for p in paths)
+    html = paths[-1].read_text(encoding="utf-8")
+    assert "<title>Réunion &lt;b&gt;équipe&lt;i&gt; &amp; co 会议 – meeting notes</title>" in html
+    assert "Zoë Ångström" in html and "Carol 王" in html
+    assert "Zoë Ångström: Good morning" in (out / f"{stem}.srt").read_text(encoding="utf-8")
+    assert json.loads((out / f"{stem}.json").read_text(encoding="utf-8"))["speakers"][0]["name"] == "Zoë Ångström"
+    assert "会议" in (out / f"{stem}.json").read_text(encoding="utf-8")  # UTF-8, not \\u escapes
+
+
+def test_refuses_to_overwrite_the_recording(result, out):
+    recording = out / "talk.json"
+    recording.write_text("not really a recording")
+    result["source"]["path"] = str(recording)
+    with pytest.raises(OutputError, match="the recording itself"):
+        write_outputs(result, out, "talk", ["json"])
+    assert recording.read_text() == "not really a recording"
+
+
+# -- atomic writes -------------------------------------------------------------------------
+
+
+class ExplodingWriter(writers.TXTWriter):
+    """Writes some lines, then fails half-way through, as a render bug would."""
+
+    def render(self, result, path, *, media_dir):
+        yield "[00:00] Alice: the first half\n" * 1000
+        raise RuntimeError("render failed half-way")
+
+
+def test_failed_render_leaves_the_old_file_and_no_temp_file(result, out):
+    path = out / "standup.txt"
+    path.write_text("old contents\n")
+    with pytest.raises(RuntimeError, match="half-way"):
+        ExplodingWriter().write(result, path)
+    assert path.read_text() == "old contents\n"
+    assert [p.name for p in out.iterdir()] == ["standup.txt"]
+
+
+def test_failed_render_leaves_no_file_when_none_existed(result, out):
+    with pytest.raises(RuntimeError):
+        ExplodingWriter().write(result, out / "standup.txt")
+    assert list(out.iterdir()) == []
+
+
+def test_template_error_becomes_output_error(result, out, monkeypatch):
+    import jinja2
+
+    env = templating.make_environment()
+    env.loader = jinja2.DictLoader({"report.html.j2": "{{ a }}{{ no_such_thing.attr }}"})
+    monkeypatch.setattr(writers, "get_template", env.get_template)
+    path = out / "standup.html"
+    path.write_text("old")
+    with pytest.raises(OutputError, match="Cannot render standup.html"):
+        get_writer("html").write(result, path)
+    assert path.read_text() == "old" and [p.name for p in out.iterdir()] == ["standup.html"]
+
+
+def test_unwritable_place_is_an_output_error(result, tmp_path):
+    with pytest.raises(OutputError, match=r"Cannot write .*missing.*standup\.srt"):
+        get_writer("srt").write(result, tmp_path / "missing" / "standup.srt")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="Cannot write"):
+        write_outputs(result, blocker / "sub", "standup", ["txt"])
+
+
+# -- subtitles and text --------------------------------------------------------------------
+
+SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
+VTT_TIME = r"(\d\d):(\d\d):(\d\d)\.(\d\d\d)"
+
+
+def parse_cues(text: str, time_pattern: str) -> list[tuple[float, float, list[str]]]:
+    cues = []
+    for block in text.strip().split("\n\n"):
+        lines = block.split("\n")
+        for i, line in enumerate(lines):
+            m = re.fullmatch(f"{time_pattern} --> {time_pattern}", line)
+            if m:
+                g = [int(x) for x in m.groups()]
+                start = g[0] * 3600 + g[1] * 60 + g[2] + g[3] / 1000
+                end = g[4] * 3600 + g[5] * 60 + g[6] + g[7] / 1000
+                cues.append((start, end, lines[i + 1 :]))
+                break
+    return cues
+
+
+def assert_valid_timing(cues):
+    assert cues
+    previous_start, previous_end = -1.0, 0.0
+    for start, end, lines in cues:
+        assert end > start
+        assert start > previous_start and start >= previous_end - 1e-9
+        assert 1 <= len(lines) <= writers.MAX_LINES
+        assert all(0 < len(line) <= writers.MAX_LINE for line in lines), lines
+        previous_start, previous_end = start, end
+
+
+def test_srt(result, out):
+    text = render("srt", result, out / "x.srt")
+    blocks = text.strip().split("\n\n")
+    assert [b.split("\n")[0] for b in blocks] == [str(i) for i in range(1, len(blocks) + 1)]
+    assert blocks[0].split("\n")[1] == "00:00:00,640 --> 00:00:04,528"
+    cues = parse_cues(text, SRT_TIME)
+    assert len(cues) == len(blocks)
+    assert_valid_timing(cues)
+    assert all(re.match(r"(Alice|Bob|Carol): ", c[2][0]) for c in cues)
+    assert cues[0][2] == ["Alice: Good morning, everyone. Let's keep", "the stand-up short today."]
+    # Every word of the transcript is there, in order.
+    words = " ".join(" ".join(c[2]).split(": ", 1)[1] for c in cues).split()
+    assert words == " ".join(s["text"] for s in result["segments"]).split()
+
+
+def test_vtt(result, out):
+    text = render("vtt", result, out / "x.vtt")
+    assert text.startswith("WEBVTT\n\n")
+    assert "-->" in text and "," not in text.split("\n")[2]
+    cues = parse_cues(text, VTT_TIME)
+    assert_valid_timing([(s, e, [re.sub(r"</?v[^>]*>", "", x) for x in lines]) for s, e, lines in cues])
+    assert cues[0][2][0] == "<v Alice>Alice: Good morning, everyone. Let's keep"
+    assert cues[0][2][-1].endswith("</v>")
+    assert re.search(r"^00:00:07\.930 --> ", text, re.M)
+
+
+def test_long_segment_becomes_several_cues_with_interpolated_times(result):
+    long_text = " ".join(f"word{i:03d}" for i in range(60))
+    result["segments"] = [{"start": 10.0, "end": 40.0, "speaker": "S2", "text": long_text}]
+    cues = subtitle_cues(result)
+    assert len(cues) >= 5
+    assert cues[0].start == 10.0 and cues[-1].end == 40.0
+    for a, b in zip(cues, cues[1:]):
+        assert a.end == b.start  # contiguous: the segment's time shared out by characters
+    durations = [c.end - c.start for c in cues]
+    lengths = [len(c.text) for c in cues]
+    for d, n in zip(durations, lengths):
+        assert d == pytest.approx(30.0 * n / sum(lengths), abs=0.002)
+
+
+def test_subtitle_timing_is_valid_for_messy_segments(out):
+    messy = {
+        "speakers": [{"id": "S1", "name": "A"}, {"id": "S2", "name": "B"}],
+        "segments": [
+            {"start": 5.0, "end": 4.0, "speaker": "S1", "text": "end before start"},
+            {"start": 5.0, "end": 9.0, "speaker": "S2", "text": "same start, overlapping"},
+            {"start": 6.0, "end": 6.0, "speaker": "S1", "text": "zero length inside the other"},
+            {"start": 1.0, "end": 2.0, "speaker": None, "text": "out of order, no speaker"},
+            {"start": 3.0, "end": 3.5, "speaker": "S9", "text": "   "},
+            {"start": 3661.25, "end": 3662.0, "speaker": "S1", "text": "after an hour " + "x" * 90},
+        ],
+    }
+    for name, pattern in (("srt", SRT_TIME), ("vtt", VTT_TIME)):
+        text = render(name, messy, out / f"m.{name}")
+        cues = parse_cues(text, pattern)
+        assert_valid_timing([(s, e, [re.sub(r"</?v[^>]*>", "", x) for x in lines]) for s, e, lines in cues])
+        assert "out of order, no speaker" in text.split("\n\n")[0 if name == "srt" else 1]
+    assert "01:01:01,250 --> " in (out / "m.srt").read_text()
+
+
+def test_vtt_escapes_markup(result, out):
+    text = render("vtt", hostile(result), out / "x.vtt")
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<v Alice &lt;script&gt;alert(1)&lt;/script&gt;>" in text
+    assert "<b>" not in text
+
+
+def test_txt(result, out):
+    lines = render("txt", result, out / "x.txt").splitlines()
+    assert lines[0] == "[00:00] Alice: Good morning, everyone. Let's keep the stand-up short today. Bob, can you start with the payment service?"
+    assert lines[1].startswith("[00:07] Bob: Sure.")
+    assert lines[-1] == "[01:00] Alice: Thanks, everyone. See you tomorrow."
+    assert len(lines) == len(result["segments"])
+    result["segments"].append({"start": 3725.9, "end": 3727, "speaker": "S3", "text": "Late\nline"})
+    result["segments"].append({"start": 3730, "end": 3731, "speaker": None, "text": "Unknown"})
+    lines = render("txt", result, out / "x.txt").splitlines()
+    assert lines[-2:] == ["[1:02:05] Carol: Late line", "[1:02:10] Unknown"]
+
+
+# -- json ----------------------------------------------------------------------------------
+
+
+def test_json_round_trips(result, out):
+    text = render("json", result, out / "x.json")
+    assert json.loads(text) == result
+    assert text.startswith('{\n  "source": {') and text.endswith("}\n")
+
+
+def test_json_keyframe_paths_are_not_absolute(result, work, out):
+    result["keyframes"][0]["image_path"] = str(work / "keyframes" / "00000000.jpg")
+    result["keyframes"][1]["image_path"] = "/somewhere/else/cache/kf.jpg"
+    data = json.loads(render("json", result, out / "x.json", media_dir=work))
+    assert data["keyframes"][0]["image_path"] == "keyframes/00000000.jpg"
+    assert "image_path" not in data["keyframes"][1] and data["keyframes"][1]["time"] == 14.0
+    assert data["keyframes"][2]["image_path"] == "keyframes/00031000.jpg"
+    assert result["keyframes"][1]["image_path"] == "/somewhere/else/cache/kf.jpg"  # input untouched
+
+
+def test_json_accepts_paths_and_tuples(result, out):
+    result["source"]["path"] = Path("/recordings/standup.mp4")
+    result["segments"] = tuple(result["segments"])
+    data = json.loads(render("json", result, out / "x.json"))
+    assert data["source"]["path"] == "/recordings/standup.mp4" and isinstance(data["segments"], list)
+
+
+# -- the HTML report -----------------------------------------------------------------------
+
+
+def test_html_report_is_complete_and_self_contained(result, work, out):
+    html = render("html", result, out / "standup.html", media_dir=work)
+    text = visible_text(html)
+    for heading in ("Summary", "Decisions", "Action items", "Open questions", "Chapters", "Who spoke when", "Slides", "Transcript"):
+        assert f"<h2>{heading}" in html
+    assert "<title>standup – meeting notes</title>" in html
+    assert "Alice 49% · 0:27" in text and "Bob 27% · 0:15" in text and "Carol 25% · 0:14" in text
+    assert "1 min 04 s · 3 speakers · 4 slides" in text
+    assert "Ship the payment retry feature next Tuesday." in text
+    assert "Send the mobile release notes to the support team. Carol Due Friday 0:42" in text
+    assert "Unassigned Due Monday 0:52" in text  # owner null
+    assert "Write the integration tests for the payment retry logic. Bob 0:07" in text  # owner given as an id
+    assert "Who owns the on-call rotation next month? 0:52" in text
+    assert "0:28 Mobile release" in text
+    assert text.count("data:image/jpeg;base64,") == 0  # images are attributes, not text
+    assert len(re.findall(r'<img src="data:image/jpeg;base64,[A-Za-z0-9+/=]+"', html)) == 4
+    assert "0:07 Bob Sure. Yesterday I finished the retry logic" in text
+    assert "google/gemma-4-12B-it" in text and "google/gemma-4-E4B-it" in text and "bfloat16" in text
+    assert "transcribe 6.9 s" in text and "language en" in text
+    # Self-contained: no external resources, no script without a recording to play.
+    assert not re.search(r"(src|href)=\"(https?:)?//", html)
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+    assert "<script" not in html and "default-src 'none'" in html
+    assert "@media print" in html and "max-width: 40rem" in html
+    # Speaker timeline blocks are positioned by time.
+    assert re.search(r'class="tl-block" style="left:1\.0\d*%;width:\d+\.\d+%"', html)
+    # Times are plain when the recording is not beside the report.
+    assert "#t=" not in html and "<video" not in html and "<audio" not in html
+
+
+def test_html_links_times_when_the_recording_is_beside(result, work, out):
+    result["source"]["name"] = "stand up #1.mp4"
+    (out / "stand up #1.mp4").write_bytes(b"\x00")
+    html = render("html", result, out / "stand up #1.html", media_dir=work)
+    assert '<video id="player" controls preload="metadata" playsinline src="stand%20up%20%231.mp4">' in html
+    assert '<a class="t" href="stand%20up%20%231.mp4#t=46.4" data-t="46.4">0:46</a>' in html
+    assert "<script>" in html and writers.PLAYER_SCRIPT_HASH in html
+    md = render("md", result, out / "stand up #1.md", media_dir=work)
+    assert "[0:46](stand%20up%20%231.mp4#t=46.4)" in md
+
+
+def test_audio_recording_gets_an_audio_player(result, out):
+    result["source"]["name"] = "call.m4a"
+    result["keyframes"] = []
+    (out / "call.m4a").write_bytes(b"\x00")
+    html = render("html", result, out / "call.html")
+    assert '<audio id="player"' in html and "<video" not in html
+    assert "Slides" not in visible_text(html)
+
+
+def test_html_escapes_recording_text(result, work, out):
+    evil = hostile(result)
+    evil["source"]["name"] = 'stand "<img src=x>.mp4'
+    (out / evil["source"]["name"]).write_bytes(b"\x00")
+    html = render("html", evil, out / "x.html", media_dir=work)
+    assert "<script>alert" not in html and "<img src=x" not in html and "<b>bold" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "Bob &#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in html  # also inside title="..." attributes
+    assert 'title="Bob &#34;&gt;' in html
+    assert "Mallory &lt;script&gt;" in html  # an owner that is no speaker
+    assert 'src="stand%20%22%3Cimg%20src%3Dx%3E.mp4"' in html  # the link to the recording
+    assert "<title>stand &#34;&lt;img src=x&gt; – meeting notes</title>" in html
+    assert html.count("<script>") == 1  # the player script only
+
+
+def test_markdown_neutralizes_markup(result, work, out):
+    md = render("md", hostile(result), out / "x.md", media_dir=work)
+    body = md.split("\n[slide-1]: ")[0]
+    assert "<script" not in md and "<b>" not in md and "<img" not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    assert not re.search(r"(?<!\\)\]\(", body)  # no unescaped "](": no link can start
+    assert "\\[click me\\](javascript:alert(1))" in md
+    assert "![img](http" not in md
+    assert "\n# Heading?" not in md and "\\# Heading?" in md
+    assert "**Bob \"&gt;&lt;img src=x onerror=alert(1)&gt;:** \\# not a heading - not a list \\| nor \\| a table \\`code\\` \\*em\\* \\_em\\_" in md
+    assert md.startswith("# stand &lt;script&gt;alert(1)&lt;/script&gt; – meeting notes\n")
+    # The only links and images are the report's own.
+    assert re.findall(r"!\[[^\]]*\]\[(slide-\d)\]", md) == ["slide-1", "slide-2", "slide-3", "slide-4"]
+
+
+def test_markdown_report(result, work, out):
+    md = render("md", result, out / "standup.md", media_dir=work)
+    assert md.startswith("# standup – meeting notes\n\n1 min 04 s · 3 speakers · 4 slides\n\n**Speakers:** Alice (49%, 0:27)")
+    for heading in ("## Summary", "## Decisions", "## Action items", "## Open questions", "## Chapters", "## Slides", "## Transcript"):
+        assert f"\n{heading}\n" in md
+    assert "\n1. Ship the payment retry feature next Tuesday. (0:28)\n" in md
+    assert "- [ ] Send the mobile release notes to the support team. — **Carol**, due Friday (0:42)" in md
+    assert "- [ ] Decide who owns the on-call rotation next month. — *unassigned*, due Monday (0:52)" in md
+    assert "\n### 0:28 · Mobile release\n" in md
+    assert "\n0:51 **Bob:** Will do, Alice.\n" in md
+    assert len(re.findall(r"^\[slide-\d\]: data:image/jpeg;base64,\S+$", md, re.M)) == 4
+    assert "\n\n\n\n" not in md
+
+
+@pytest.mark.parametrize(
+    ("notes", "reason"),
+    [
+        (None, "this recording was only transcribed (notes were not requested)"),
+        ({"status": "failed", "error": "the model ran out of GPU memory (CUDA OOM)", "summary": ""}, "the model ran out of GPU memory (CUDA OOM)"),
+        ({"status": "skipped", "error": "--no-notes was given"}, "--no-notes was given"),
+        ({"status": "failed", "error": None}, "the notes step failed without a message"),
+    ],
+)
+def test_reports_without_notes_say_why_and_keep_the_rest(result, work, out, notes, reason):
+    if notes is None:
+        del result["notes"]
+    else:
+        result["notes"] = notes
+    html = render("html", result, out / "standup.html", media_dir=work)
+    text = visible_text(html)
+    assert f"Meeting notes were not produced: {reason}" in text.replace("&#39;", "'")
+    assert "<title>standup – transcript</title>" in html
+    assert "<h2>Decisions" not in html and "<h2>Action items" not in html
+    assert "<h2>Who spoke when" in html and "<h2>Slides" in html and "<h2>Transcript" in html
+    assert "Alice 49% · 0:27" in text and "See you tomorrow." in text
+    assert len(re.findall(r'<img src="data:image/jpeg', html)) == 4
+    md = render("md", result, out / "standup.md", media_dir=work)
+    assert "> Meeting notes were not produced: " in md
+    assert "## Transcript" in md and "See you tomorrow." in md and "## Slides" in md
+    assert "## Decisions" not in md
+
+
+def test_report_survives_a_minimal_result(out):
+    minimal = {"source": {"path": "/x/clip.wav", "name": "clip.wav", "duration": 0}, "segments": []}
+    html = render("html", minimal, out / "clip.html")
+    assert "Nothing was transcribed." in html and "Meeting notes were not produced" in html
+    md = render("md", minimal, out / "clip.md")
+    assert "Nothing was transcribed." in md
+    for name in ("srt", "vtt", "txt", "json"):
+        render(name, minimal, out / f"clip.{name}")
+
+
+def test_report_with_missing_keyframe_image_still_renders(result, out, caplog):
+    html = render("html", result, out / "x.html", media_dir=out / "nowhere")
+    assert html.count("image not available") == 4
+    assert "cannot embed keyframe" in caplog.text
+
+
+def test_speakers_only_in_segments_are_shown(result, work, out):
+    result["segments"].append({"start": 62.0, "end": 63.5, "speaker": "S4", "text": "Sorry I'm late."})
+    text = visible_text(render("html", result, out / "x.html", media_dir=work))
+    assert "S4 Sorry I&#39;m late." in text and "4 speakers" in text
+
+
+# -- templating ----------------------------------------------------------------------------
+
+
+def test_template_dir_and_environment():
+    folder = templating.template_dir()
+    for name in ("report.html.j2", "report.md.j2", "index.html.j2"):
+        assert (folder / name).is_file()
+    env = templating.make_environment()
+    assert env.autoescape is True
+    assert env.from_string("{{ x }}").render(x=XSS) == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    with pytest.raises(Exception, match="undefined"):
+        env.from_string("{{ missing }}").render()
+    for name in ("mmss", "duration", "speaker_name", "datauri"):
+        assert name in env.filters
+
+
+@pytest.mark.parametrize(
+    ("seconds", "mmss", "duration"),
+    [(0, "0:00", "0 s"), (5.99, "0:05", "6 s"), (65.5, "1:05", "1 min 06 s"), (3599.9, "59:59", "1 h 00 min"),
+     (3725, "1:02:05", "1 h 02 min"), (None, "", ""), (-3, "0:00", "0 s")],
+)
+def test_time_filters(seconds, mmss, duration):
+    assert templating.mmss(seconds) == mmss
+    assert templating.duration(seconds) == duration
+
+
+def test_speaker_name_filter(result):
+    env = templating.make_environment()
+    template = env.from_string("{{ 'S2'|speaker_name }} {{ 'S9'|speaker_name }} {{ 'S1'|speaker_name(other) }}")
+    assert template.render(speakers=result["speakers"], other={"S1": "Ann"}) == "Bob S9 Ann"
+
+
+def test_datauri_filter(tmp_path):
+    png = tmp_path / "big.png"
+    Image.new("RGB", (2000, 1000), (10, 200, 30)).save(png)
+    uri = templating.datauri(png, max_width=500)
+    assert uri.startswith("data:image/jpeg;base64,")
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as image:
+        assert image.format == "JPEG" and image.size == (500, 250)
+    small = tmp_path / "small.jpg"
+    Image.new("RGB", (64, 36)).save(small)
+    assert templating.datauri(small) == "data:image/jpeg;base64," + base64.b64encode(small.read_bytes()).decode()
+    assert templating.datauri(tmp_path / "missing.jpg") == ""
+    assert templating.datauri("") == ""
+
+
+# -- batch index ---------------------------------------------------------------------------
+
+
+def test_index_lists_outputs_and_failures(result, work, tmp_path):
+    out = tmp_path / "batch out"
+    result["source"]["name"] = 'Weekly "sync" <b>#3.mp4'
+    paths = write_outputs(result, out, output_stem(result["source"]["name"]), ["html", "md", "json"], media_dir=work)
+    entries = [
+        index_entry(result, paths),
+        failed_entry(Path("/rec/broken clip.mp4"), "FFmpeg cannot read broken clip.mp4: moov atom not found"),
+        failed_entry("evil <img src=x onerror=alert(1)>.wav", XSS),
+    ]
+    index = write_index(entries, out, title="Recordings in batch")
+    html = index.read_text(encoding="utf-8")
+    assert index == out / "index.html"
+    assert "Weekly &#34;sync&#34; &lt;b&gt;#3.mp4" in html
+    assert 'href="Weekly%20_sync_%20_b_%233.html"' in html
+    assert '>MD</a>' in html and '>JSON</a>' in html and '>HTML</a>' in html
+    assert "Failed: FFmpeg cannot read broken clip.mp4: moov atom not found" in html
+    assert "broken clip.mp4" in html
+    assert "<script>" not in html and "<img" not in html and "evil &lt;img src=x onerror=alert(1)&gt;.wav" in html
+    assert "3 recordings: 1 done, " in html and "2 failed" in html
+    assert "Alice, Bob, Carol" in html and "Short daily stand-up." in html
+    assert "http" not in html.replace("http-equiv", "")
+
+
+def test_markdown_renders_to_safe_html(result, work, out):
+    """Through a real CommonMark renderer, hostile text yields no tags, links or images of its own."""
+    markdown_it = pytest.importorskip("markdown_it")
+    md = render("md", hostile(result), out / "x.md", media_dir=work)
+    html = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(md)
+    assert "<script" not in html and "javascript:" not in html.replace("(javascript:alert(1))", "")
+    assert re.findall(r"<img [^>]*>", html) == re.findall(r'<img src="data:image/jpeg;base64,[^"]+" alt="Slide \d" />', html)
+    assert len(re.findall(r"<img ", html)) == 4
+    assert re.findall(r"<a [^>]*>", html) == []
+    assert html.count("<h1>") == 1 and "<table" not in html and "<em>" in html  # only the template's own emphasis
+    assert html.count("<em>") == html.count("<em>unassigned</em>") + html.count("<em>Slide ") + html.count("<em>Made by") + html.count("<em>Options:")
+
+
+def test_very_long_unicode_name(result, out):
+    stem = output_stem("会议纪要" * 60 + ".mp4")
+    paths = write_outputs(result, out, stem, ["txt", "srt"])
+    assert all(len(p.name.encode()) <= 255 and p.parent == out for p in paths)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)
