@@ -10,8 +10,15 @@ from pathlib import Path
 
 import click
 
+from typing import TYPE_CHECKING
+
 from . import __version__
 from .errors import G4Error
+
+if TYPE_CHECKING:
+    from .diarize import DiarizationOptions
+    from .pipeline import RunOptions
+    from .planner import PlanOptions
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -54,7 +61,15 @@ def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
 
 
 def _configure_logging(level: int) -> None:
+    import os
+
     from rich.logging import RichHandler
+
+    if level > logging.INFO:  # libraries' own chatter (weight-loading bars, advisories) only with -v
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
     handler = RichHandler(show_path=False, show_time=False, markup=False) if sys.stderr.isatty() \
         else logging.StreamHandler(sys.stderr)
@@ -132,6 +147,235 @@ def doctor(model: str | None, as_json: bool) -> None:
         mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check["status"]]
         click.echo(f"[{mark}] {check['name']:<10} {check['detail']}")
     if any(c["status"] == "fail" for c in report["checks"]):
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def _compose(*decorators):
+    def apply(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
+
+
+model_options = _compose(
+    click.option("--model", default=None, help="Hub id or local folder of a Gemma 4 checkpoint "
+                 "(default google/gemma-4-12B-it; google/gemma-4-E4B-it and -E2B-it work too)."),
+    click.option("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best there is)."),
+    click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
+                 help="Weights dtype (default: bf16 on GPUs, float32 on CPU)."),
+    click.option("--quantize", type=click.Choice(["4bit", "8bit"]), default=None,
+                 help="Load the weights in 4 or 8 bits with bitsandbytes (CUDA; pip install 'g4media[quant]')."),
+)
+
+plan_options = _compose(
+    click.option("--context-tokens", type=click.IntRange(min=1024), default=None,
+                 help="Tokens one notes request may use (prompt + answer). Default: what this machine's memory "
+                      "allows, at most the model's window."),
+    click.option("--keyframe-tokens", type=click.Choice(["0", "70", "140", "280"]), default="0", show_default=True,
+                 help="Put the keyframe on screen beside each clip to transcribe, at this many soft tokens (0: none)."),
+    click.option("--image-tokens", type=click.Choice(["70", "140", "280", "560", "1120"]), default="280",
+                 show_default=True, help="Soft tokens of each keyframe in the notes timeline."),
+    click.option("--max-clip", type=click.FloatRange(1, 30), default=30.0, show_default=True,
+                 help="Longest clip of one transcription request, in seconds."),
+    click.option("--language", default=None, help="Spoken language, e.g. English (default: the model tells)."),
+    click.option("--speakers", type=click.IntRange(min=1), default=None, help="Number of speakers, if known."),
+    click.option("--min-speakers", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Fewest speakers to consider when finding the count."),
+    click.option("--max-speakers", type=click.IntRange(min=1), default=8, show_default=True,
+                 help="Most speakers to consider when finding the count."),
+)
+
+run_options = _compose(
+    model_options,
+    plan_options,
+    click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+                 show_default=True, help="Folder for the outputs."),
+    click.option("--transcribe-model", default=None,
+                 help="A separate model for transcription (e.g. google/gemma-4-E4B-it); --model writes the notes."),
+    click.option("--assistant", default=None,
+                 help="MTP drafter for speculative decoding, e.g. google/gemma-4-12B-it-assistant."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                 help="Requests per model batch (default: from free memory)."),
+    click.option("--translate-to", default=None, help="Translate the speech into this language (e.g. English)."),
+    click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                 help="Work folder root (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media)."),
+    click.option("--fresh", is_flag=True, help="Ignore finished work in the work folder and redo everything."),
+)
+
+
+def _plan_options(kw: dict) -> PlanOptions:
+    from .planner import PlanOptions
+
+    return PlanOptions(max_clip=kw["max_clip"], keyframe_tokens=int(kw["keyframe_tokens"]),
+                       notes_image_tokens=int(kw["image_tokens"]), language=kw["language"],
+                       translate_to=kw.get("translate_to"), context_tokens=kw["context_tokens"])
+
+
+def _diarization_options(kw: dict) -> DiarizationOptions:
+    from .diarize import DiarizationOptions
+
+    if kw["min_speakers"] > kw["max_speakers"]:
+        raise click.BadParameter("--min-speakers is more than --max-speakers")
+    return DiarizationOptions(num_speakers=kw["speakers"], min_speakers=kw["min_speakers"],
+                              max_speakers=kw["max_speakers"])
+
+
+def _run_options(kw: dict, *, summarize: bool) -> RunOptions:
+    from .names import parse_name_overrides
+    from .pipeline import RunOptions
+    from .transformers_engine import DEFAULT_MODEL
+
+    return RunOptions(
+        model=kw["model"] or DEFAULT_MODEL, transcribe_model=kw["transcribe_model"], device=kw["device"],
+        dtype=kw["dtype"], quantize=kw["quantize"], assistant=kw["assistant"], batch_size=kw["batch_size"],
+        plan=_plan_options(kw), diarization=_diarization_options(kw),
+        names=tuple(parse_name_overrides(kw.get("names")).items()), summarize=summarize,
+        cache_dir=kw["cache_dir"], fresh=kw["fresh"],
+    )
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@model_options
+@plan_options
+def plan(file: Path, as_json: bool, **kw) -> None:
+    """Show the model requests a recording needs, their exact token counts and the memory, without the weights."""
+    from . import media
+    from .pipeline import load_diarization
+    from .planner import format_plan, make_plan
+    from .progress import progress_hook
+    from .workdir import file_sha256, media_work_dir
+
+    info = media.probe(file)
+    work = media_work_dir(file_sha256(file))
+    with progress_hook(not as_json) as hook:
+        waveform = media.decode_audio(file, work, info=info, hook=hook)
+        turns = load_diarization(waveform, work, _diarization_options(kw), hook, fresh=False).turns
+        frames = media.extract_keyframes(file, work, info=info, hook=hook)
+    result = make_plan(waveform, turns, frames, model=kw["model"], options=_plan_options(kw), device=kw["device"],
+                       dtype=kw["dtype"], quantize=kw["quantize"])
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        click.echo(format_plan(result, name=file.name))
+
+
+# --------------------------------------------------------------------------- transcribe / summarize / batch
+
+TRANSCRIBE_FORMATS = "json,srt,vtt,txt"
+SUMMARIZE_FORMATS = "html,md,json,srt,vtt"
+
+
+def _formats(text: str) -> list[str]:
+    from .writers import get_writer
+
+    names = [f for f in text.replace(" ", ",").split(",") if f]
+    for name in names:
+        if name != "all":
+            get_writer(name)  # an unknown format is an error before any work starts
+    return names
+
+
+def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> None:
+    from .errors import G4Error, ModelError
+    from .pipeline import make_engine_factory, process_recording
+    from .progress import progress_hook
+    from .writers import output_stem, write_outputs
+
+    formats = _formats(kw["format"])
+    options = _run_options(kw, summarize=summarize)
+    factory = make_engine_factory(options)
+    failed = 0
+    for file in files:
+        try:
+            with progress_hook() as hook:
+                result = process_recording(file, options, factory, hook=hook)
+            paths = write_outputs(result, kw["output_dir"], output_stem(file.name), formats,
+                                  media_dir=result.get("work_dir"))
+        except ModelError:
+            raise  # every file would fail the same way
+        except G4Error as exc:
+            if len(files) == 1:
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            failed += 1
+            continue
+        timings = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items() if v >= 0.05)
+        notes = result["notes"]
+        click.echo(f"{file.name}: wrote {', '.join(str(p) for p in paths)}")
+        click.echo(f"  {len(result['segments'])} segments, {len(result['speakers'])} speakers; {timings}")
+        if summarize and notes.get("status") != "ok":
+            click.echo(f"  notes not produced: {notes.get('error')}")
+    if failed:
+        click.echo(f"Error: {failed} of {len(files)} recordings failed (see above)", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@run_options
+@click.option("--format", default=TRANSCRIBE_FORMATS, show_default=True,
+              help="Outputs to write: json, srt, vtt, txt, md, html (comma-separated, or all).")
+def transcribe(files: tuple[Path, ...], **kw) -> None:
+    """Transcribe recordings: who said what and when, as JSON, SRT, VTT and TXT."""
+    _process_files(files, kw, summarize=False)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@run_options
+@click.option("--names", default=None, help="Speaker names to use, e.g. S1=Alice,S2=Bob (ids as in the transcript).")
+@click.option("--format", default=SUMMARIZE_FORMATS, show_default=True,
+              help="Outputs to write: html, md, json, srt, vtt, txt (comma-separated, or all).")
+def summarize(files: tuple[Path, ...], **kw) -> None:
+    """Meeting notes: summary, decisions, action items, chapters, slides - as a self-contained HTML page."""
+    _process_files(files, kw, summarize=True)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@run_options
+@click.option("--recursive", "-r", is_flag=True, help="Look in sub-folders too.")
+@click.option("--transcribe-only", is_flag=True, help="Transcripts only, no names or notes.")
+@click.option("--format", default=None,
+              help=f"Outputs per recording (default: {SUMMARIZE_FORMATS}; with --transcribe-only: {TRANSCRIBE_FORMATS}).")
+def batch(folder: Path, **kw) -> None:
+    """Process every recording in a folder (found by content), skip those done, write index.html."""
+    from .batch import run_batch
+    from .pipeline import make_engine_factory, process_recording
+    from .progress import progress_hook
+
+    summarize = not kw["transcribe_only"]
+    kw["format"] = kw["format"] or (SUMMARIZE_FORMATS if summarize else TRANSCRIBE_FORMATS)
+    formats = _formats(kw["format"])
+    options = _run_options(kw, summarize=summarize)
+    factory = make_engine_factory(options)
+    out_dir: Path = kw["output_dir"]
+
+    def process(path: Path) -> dict:
+        with progress_hook() as hook:
+            return process_recording(path, options, factory, hook=hook)
+
+    def on_file(path: Path, status: str, detail: str) -> None:
+        click.echo(f"{path.relative_to(folder)}: {status}{': ' + detail if detail else ''}",
+                   err=status == "failed")
+
+    report = run_batch(folder, out_dir, formats, process, recursive=kw["recursive"], redo=kw["fresh"],
+                       on_file=on_file)
+    ok = len(report.entries) - report.failed
+    click.echo(f"{ok} done ({len(report.skipped)} from before), {report.failed} failed; index: {out_dir / 'index.html'}")
+    if not report.entries:
+        click.echo(f"(no recordings found in {folder})")
+    if report.failed:
         sys.exit(1)
 
 

@@ -1,0 +1,258 @@
+"""One recording, end to end: media -> speaker turns -> plan -> transcript -> names -> notes -> result.
+
+Each stage's finished result sits in the recording's work folder (audio, keyframes, turns, every model
+answer), so a run killed at any moment resumes where it stopped, and a repeated run costs almost
+nothing: the model is not even loaded when every answer is on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import __version__, media
+from .answers import CachedEngine
+from .atomic import write_json
+from .diarize import DiarizationOptions, diarize
+from .engine import Engine, EngineRequest, GenerationSettings, TextPart
+from .errors import G4Error, MediaError
+from .names import build_speakers, names_prompt, parse_names
+from .notes_schema import NotesParseError, ground_notes, parse_notes
+from .planner import Plan, PlanOptions, build_timeline, make_plan, plan_merge, plan_notes
+from .progress import Hook, null_hook
+from .records import Diarization, Keyframe, Segment, SpeakerTurn
+from .token_count import TokenCounter
+from .transcript import segments_from_answers
+from .transformers_engine import DEFAULT_MODEL
+from .workdir import file_sha256, media_work_dir, settings_key
+
+log = logging.getLogger("mediapipe_g4")
+
+EngineFactory = Callable[[str], Engine]  # model id -> engine
+
+NOTES_REPAIR_PROMPT = (
+    "The text below was meant to be meeting notes as one JSON object with the keys \"summary\" (string), "
+    "\"decisions\" (list of strings), \"action_items\" (list of {{\"text\", \"owner\", \"due\", \"time\"}}), "
+    "\"chapters\" (list of {{\"start\", \"title\"}}) and \"questions\" (list of strings), but it is not valid: "
+    "{error}.\nRewrite it as that JSON object, keeping its content. Output only the JSON.\n\n{answer}"
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything that shapes a run; echoed into the result so a report says how it was made."""
+
+    model: str = DEFAULT_MODEL  # writes the notes and names speakers (and transcribes, unless below)
+    transcribe_model: str | None = None  # a separate model for transcription (e.g. google/gemma-4-E4B-it)
+    engine: str = "transformers"
+    device: str | None = None
+    dtype: str | None = None
+    quantize: str | None = None
+    assistant: str | None = None
+    batch_size: int | None = None  # None: from the plan's memory estimate
+    plan: PlanOptions = PlanOptions()
+    diarization: DiarizationOptions = DiarizationOptions()
+    names: tuple[tuple[str, str], ...] = ()  # --names overrides, (id, name)
+    summarize: bool = True  # names and notes after the transcript
+    cache_dir: str | None = None
+    fresh: bool = False
+
+    @property
+    def asr_model(self) -> str:
+        return self.transcribe_model or self.model
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["names"] = dict(self.names)
+        out.pop("cache_dir")
+        return out
+
+
+@dataclass
+class Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def run(self, stage: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Hook, fresh: bool) -> Diarization:
+    """Speaker turns over the whole recording, cached by the diarization settings."""
+    path = work / f"turns-{settings_key(options.to_dict())}.json"
+    if path.is_file() and not fresh:
+        data = json.loads(path.read_text())
+        return Diarization(data["duration"], tuple(data["speakers"]),
+                           tuple(SpeakerTurn(t["start"], t["end"], t["speaker"]) for t in data["turns"]))
+    result = diarize(waveform, options=options, hook=hook)
+    write_json(path, result.to_dict())
+    return result
+
+
+def answer_folder(work: Path, model: str, options: RunOptions) -> Path:
+    """Answers depend on the model and how it runs (its numerics), besides the prompt itself."""
+    key = settings_key({"model": model, "engine": options.engine, "dtype": options.dtype,
+                        "quantize": options.quantize})
+    return work / "answers" / key
+
+
+def name_speakers(engine: Engine, segments: Sequence[Segment], budget_chars: int) -> dict[str, dict[str, Any]]:
+    if not segments:
+        return {}
+    request = EngineRequest(kind="names", parts=(TextPart(names_prompt(segments, max_chars=budget_chars)),),
+                            start=segments[0].start, end=segments[-1].end,
+                            settings=GenerationSettings(max_new_tokens=400, greedy=True))
+    (answer,) = engine.generate([request])
+    return parse_names(answer, segments)
+
+
+def write_notes(
+    engine: Engine,
+    segments: Sequence[Segment],
+    keyframes: Sequence[Keyframe],
+    speakers: dict[str, str],
+    plan: Plan,
+    counter: TokenCounter,
+    hook: Hook,
+) -> dict[str, Any]:
+    """Notes from the timeline (sections, then the whole, when it does not fit), validated and grounded.
+
+    An invalid answer gets one repair request; if that fails too, the notes say why they are missing.
+    """
+    if not segments:
+        return {"status": "skipped", "error": "no speech was transcribed, so there is nothing to take notes of"}
+    named = [replace(s, speaker=speakers.get(s.speaker, s.speaker)) for s in segments]
+    timeline = build_timeline(named, keyframes)
+    budget, options = plan.context_budget, plan.options
+    requests = plan_notes(timeline, budget, options, counter)
+    if len(requests) == 1:
+        answer = engine.generate(requests, hook=hook)[0]
+    else:
+        sections = [r for r in requests if r.kind == "notes_section"]
+        texts = engine.generate(sections, hook=hook)
+        summaries = [(r.start, r.end, t) for r, t in zip(sections, texts, strict=True)]
+        while True:
+            merges = plan_merge(summaries, budget, options, counter)
+            texts = engine.generate(list(merges), hook=hook)
+            if len(merges) == 1 and merges[0].kind == "notes":
+                answer = texts[0]
+                break
+            summaries = [(r.start, r.end, t) for r, t in zip(merges, texts, strict=True)]
+    try:
+        notes = parse_notes(answer)
+    except NotesParseError as first:
+        log.info("notes answer invalid (%s); asking once for a repair", first)
+        repair = EngineRequest(
+            kind="notes_repair",
+            parts=(TextPart(NOTES_REPAIR_PROMPT.format(error=first, answer=answer[-12000:])),),
+            settings=GenerationSettings(max_new_tokens=options.notes_max_new_tokens, greedy=True),
+        )
+        try:
+            notes = parse_notes(engine.generate([repair])[0])
+        except NotesParseError as second:
+            return {"status": "failed", "error": f"the model's notes were not valid JSON twice ({second})"}
+    return {"status": "ok", "error": None, **ground_notes(notes, segments, speakers)}
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def process_recording(
+    path: str | Path,
+    options: RunOptions,
+    make_engine: EngineFactory,
+    *,
+    hook: Hook = null_hook,
+) -> dict[str, Any]:
+    """The result dict (the X.json schema) for one recording."""
+    src = media.check_input_file(path)
+    timer = Timer()
+    sha = timer.run("hash", lambda: file_sha256(src))
+    work = media_work_dir(sha, options.cache_dir)
+    info = timer.run("probe", lambda: media.probe(src))
+    if not info.has_audio:
+        raise MediaError(f"{src} has no audio track, so there is no speech to transcribe; "
+                         "`g4media probe` shows its streams")
+    waveform = timer.run("decode", lambda: media.decode_audio(src, work, info=info, hook=hook))
+    keyframes = timer.run("keyframes", lambda: media.extract_keyframes(src, work, info=info, hook=hook))
+    diarization = timer.run("diarize", lambda: load_diarization(waveform, work, options.diarization, hook,
+                                                                options.fresh))
+    plan = timer.run("plan", lambda: make_plan(
+        waveform, diarization.turns, keyframes, model=options.asr_model, options=options.plan,
+        device=options.device, dtype=options.dtype, quantize=options.quantize))
+    for warning in plan.warnings:
+        log.info("plan: %s", warning)
+
+    engines: dict[str, Engine] = {}
+
+    def engine_for(model: str) -> CachedEngine:
+        def make() -> Engine:
+            if model not in engines:
+                engines[model] = make_engine(model)
+            return engines[model]
+
+        return CachedEngine(make, answer_folder(work, model, options), fresh=options.fresh,
+                            chunk_size=options.batch_size or plan.memory.get("transcription_batch") or 8)
+
+    asr = engine_for(options.asr_model)
+    transcribe = [r for r in plan.requests if r.kind == "transcribe"]
+    answers = timer.run("transcribe", lambda: asr.generate(transcribe, hook=hook))
+    segments = segments_from_answers(transcribe, answers, translate_to=options.plan.translate_to)
+
+    overrides = dict(options.names)
+    found: dict[str, dict[str, Any]] = {}
+    notes: dict[str, Any] = {"status": "skipped", "error": "notes were not asked for (g4media transcribe)"}
+    generated = asr.generated
+    if options.summarize:
+        llm = asr if options.model == options.asr_model else engine_for(options.model)
+        unnamed = [sid for sid in diarization.speakers if sid not in overrides]
+        if unnamed and segments:
+            found = timer.run("names", lambda: name_speakers(llm, segments, budget_chars=plan.context_budget * 3))
+        speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
+        counter = TokenCounter(getattr(engines.get(options.model), "processor", None))
+        notes = timer.run("notes", lambda: write_notes(llm, segments, keyframes, speakers_now, plan, counter, hook))
+        generated += llm.generated if llm is not asr else 0
+    speakers = build_speakers(segments, found, overrides, diarization.speakers)
+    timer.seconds["total"] = round(sum(v for k, v in timer.seconds.items() if k != "total"), 3)
+    return {
+        "source": {"path": str(src.resolve()), "name": src.name, "duration": round(info.duration, 3), "sha256": sha},
+        "model": {"id": options.model, "transcribe_model": options.asr_model, "engine": options.engine,
+                  "device": plan.memory.get("device"), "dtype": plan.memory.get("dtype"),
+                  "quantize": options.quantize, "answers_generated": generated, "g4media": __version__},
+        "options": options.to_dict(),
+        "timings": timer.seconds,
+        "speakers": [{"id": s.id, "name": s.name, "talk_time": s.talk_time, "evidence": list(s.evidence)}
+                     for s in speakers],
+        "segments": [s.to_dict() for s in segments],
+        "keyframes": [k.to_dict() for k in keyframes],
+        "notes": notes,
+        "work_dir": str(work),
+    }
+
+
+def make_engine_factory(options: RunOptions) -> EngineFactory:
+    """Engines as the options say: in-process transformers (one load per model id)."""
+    if options.engine != "transformers":
+        raise G4Error(f"unknown engine {options.engine!r}; choose transformers")
+
+    def factory(model: str) -> Engine:
+        from .transformers_engine import EngineOptions, TransformersEngine
+
+        return TransformersEngine(EngineOptions(
+            model=model, device=options.device, dtype=options.dtype, quantize=options.quantize,
+            assistant=options.assistant if model == options.model else None,
+            batch_size=options.batch_size or 8))
+
+    return factory

@@ -1,0 +1,113 @@
+"""The whole pipeline on the samples with a scripted engine: transcript, names, notes, outputs, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fake_engine import ScriptedEngine
+from standup_script import NOTES, standup_engine_script
+
+from mediapipe_g4.pipeline import RunOptions, process_recording
+from mediapipe_g4.planner import PlanOptions
+from mediapipe_g4.writers import write_outputs
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")  # decoded audio, keyframes and turns shared by these tests
+
+
+def run(sample: Path, cache: Path, script, **options):
+    engine = ScriptedEngine(script)
+    made = []
+
+    def factory(model):
+        made.append(model)
+        return engine
+
+    result = process_recording(sample, RunOptions(cache_dir=str(cache), **options), factory)
+    return result, engine, made
+
+
+def test_summarize_standup_with_realistic_answers(samples_dir, cache, tmp_path):
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script(inject="<script>alert(1)</script>"),
+                            fresh=True)
+    assert [s["name"] for s in result["speakers"]] == ["Alice", "Bob", "Carol"]
+    assert all(s["evidence"] and s["evidence"][0]["quote"] for s in result["speakers"])
+    assert result["segments"] and all(s["speaker"] in {"S1", "S2", "S3"} for s in result["segments"])
+    text = " ".join(s["text"] for s in result["segments"])
+    assert "retry logic for failed payments" in text and "<turn|>" not in text
+    notes = result["notes"]
+    assert notes["status"] == "ok"
+    owners = {a["owner"] for a in notes["action_items"]}
+    assert owners == {"S2", "S3"}  # names resolved to the speakers who hold them
+    seg_starts = {s["start"] for s in result["segments"]}
+    times = [d["time"] for d in notes["decisions"]] + [a["time"] for a in notes["action_items"]] \
+        + [c["start"] for c in notes["chapters"]] + [q["time"] for q in notes["questions"]]
+    assert times and all(t in seg_starts for t in times)  # every time is a transcript time
+    assert len(result["keyframes"]) == 4
+    assert set(result["timings"]) >= {"decode", "keyframes", "diarize", "plan", "transcribe", "names", "notes"}
+
+    out = tmp_path / "out"
+    paths = write_outputs(result, out, "standup", ["html", "md", "json", "srt", "vtt", "txt"],
+                          media_dir=result["work_dir"])
+    html = (out / "standup.html").read_text()
+    for section in ("Summary", "Decisions", "Action items", "Chapters", "Transcript", "Slides"):
+        assert section in html
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "data:image/jpeg;base64," in html
+    saved = json.loads((out / "standup.json").read_text())
+    assert saved["notes"]["summary"] == NOTES["summary"] and len(paths) == 6
+    artifacts = Path(__file__).parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "summarize-fake.html").write_text(html)
+
+
+def test_invalid_notes_get_one_repair(samples_dir, cache):
+    script = standup_engine_script(["Here are the notes: {\"summary\": \"x\", \"decisions\": [", json.dumps(NOTES)])
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, script, fresh=True)
+    assert result["notes"]["status"] == "ok"
+    assert [r.kind for r in engine.seen if r.kind.startswith("notes")] == ["notes", "notes_repair"]
+
+
+def test_notes_that_stay_invalid_are_reported_and_the_rest_is_kept(samples_dir, cache, tmp_path):
+    script = standup_engine_script(["no json", "still no json"])
+    result, _, _ = run(samples_dir / "standup.mp4", cache, script, fresh=True)
+    assert result["notes"]["status"] == "failed" and "not valid JSON" in result["notes"]["error"]
+    assert result["segments"] and result["speakers"]
+    write_outputs(result, tmp_path, "standup", ["html", "md"], media_dir=result["work_dir"])
+    html = (tmp_path / "standup.html").read_text()
+    assert "not produced" in html.lower() and "retry logic" in html
+
+
+def test_names_override_and_transcribe_only(samples_dir, cache):
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script(), fresh=True,
+                            names=(("S1", "Dana"),), summarize=False)
+    assert result["speakers"][0]["name"] == "Dana"
+    assert result["notes"]["status"] == "skipped"
+    assert {r.kind for r in engine.seen} == {"transcribe"}
+
+
+def test_second_run_reuses_every_answer_without_loading_a_model(samples_dir, cache):
+    first, _, _ = run(samples_dir / "phone_call.wav", cache, standup_engine_script(), fresh=True)
+    second, engine, made = run(samples_dir / "phone_call.wav", cache, standup_engine_script())
+    assert made == [] and engine.calls == 0
+    assert second["segments"] == first["segments"] and second["notes"] == first["notes"]
+
+
+def test_sections_then_whole_when_the_meeting_does_not_fit(samples_dir, cache):
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script(), fresh=True,
+                            plan=PlanOptions(context_tokens=1400, notes_max_new_tokens=400, section_max_new_tokens=150,
+                                             notes_image_tokens=280))
+    kinds = [r.kind for r in engine.seen]
+    assert kinds.count("notes_section") >= 2 and kinds[-1] == "notes"
+    assert result["notes"]["status"] == "ok"
+
+
+def test_recording_without_audio_is_a_clear_error(media_corpus, cache):
+    from mediapipe_g4.errors import MediaError
+
+    with pytest.raises(MediaError, match="no audio track"):
+        run(media_corpus["silent_video"], cache, standup_engine_script())
