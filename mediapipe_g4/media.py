@@ -6,7 +6,6 @@ come one at a time from a generator, so a 3-hour recording never sits in memory.
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import logging
