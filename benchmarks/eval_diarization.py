@@ -1,0 +1,148 @@
+"""Score diarization against ground truth with pyannote.metrics' DER and print a table.
+
+    python benchmarks/eval_diarization.py                    # the recordings in samples/
+    python benchmarks/eval_diarization.py DIR_OR_FILE ...    # any recordings with <name>.truth.json beside them
+    python benchmarks/eval_diarization.py --json results.json --speakers-known samples/
+
+DER is scored over the whole recording (UEM 0..duration), overlap included, two ways: with no collar,
+and with the field's usual collar of 0.25 s on each side of every reference boundary (NIST md-eval
+`-c 0.25`, which is pyannote's `collar=0.5`, a total width). The table also shows the speaker count
+of the truth and the count found, and the time each file took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MEDIA_SUFFIXES = {".wav", ".mp3", ".mp4", ".m4a", ".flac", ".ogg", ".opus", ".mkv", ".webm", ".mov", ".aac"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def truth_path(media: Path) -> Path:
+    return media.with_name(media.stem + ".truth.json")
+
+
+def find_recordings(targets: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for t in targets:
+        if t.is_dir():
+            found += sorted(p for p in t.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES and truth_path(p).is_file())
+        elif t.is_file():
+            found.append(t)
+        else:
+            raise SystemExit(f"eval_diarization: {t} does not exist")
+    return found
+
+
+def annotation_from_truth(truth: dict, uri: str):
+    from pyannote.core import Annotation, Segment
+
+    ref = Annotation(uri=uri)
+    for i, s in enumerate(truth["segments"]):
+        ref[Segment(float(s["start"]), float(s["end"])), i] = s["speaker"]
+    return ref
+
+
+def annotation_from_diarization(diarization, uri: str):
+    from pyannote.core import Annotation, Segment
+
+    hyp = Annotation(uri=uri)
+    for i, t in enumerate(diarization.turns):
+        hyp[Segment(t.start, t.end), i] = t.speaker
+    return hyp
+
+
+def load_waveform(media: Path, work: Path):
+    from mediapipe_g4.media import decode_audio
+
+    return decode_audio(media, work)
+
+
+def score(reference, hypothesis, duration: float) -> dict[str, float]:
+    from pyannote.core import Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    uem = Timeline([Segment(0.0, duration)])
+    out = {}
+    for name, collar in (("der", 0.0), ("der_c025", 0.5)):
+        metric = DiarizationErrorRate(collar=collar, skip_overlap=False)
+        detail = metric(reference, hypothesis, uem=uem, detailed=True)
+        out[name] = float(detail["diarization error rate"])
+        if collar == 0.0:
+            total = detail["total"] or 1.0
+            out["miss"] = detail["missed detection"] / total
+            out["fa"] = detail["false alarm"] / total
+            out["conf"] = detail["confusion"] / total
+    return out
+
+
+def evaluate(media: Path, *, known_count: bool = False) -> dict:
+    from mediapipe_g4.diarize import diarize
+
+    truth = json.loads(truth_path(media).read_text())
+    n_true = len({s["speaker"] for s in truth["segments"]})
+    with tempfile.TemporaryDirectory(prefix="g4eval-") as work:
+        waveform = load_waveform(media, Path(work))
+        t0 = time.perf_counter()
+        result = diarize(waveform, num_speakers=n_true if known_count else None)
+        elapsed = time.perf_counter() - t0
+        duration = len(waveform) / 16000
+        del waveform
+    uri = media.stem
+    scores = score(annotation_from_truth(truth, uri), annotation_from_diarization(result, uri), duration)
+    return {
+        "file": str(media),
+        "duration": round(duration, 2),
+        "speakers_true": n_true,
+        "speakers_found": len(result.speakers),
+        "seconds": round(elapsed, 2),
+        **{k: round(v, 4) for k, v in scores.items()},
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'recording':<28} {'dur s':>6} {'spk true':>8} {'found':>5} {'DER':>7} {'DER c.25':>8} " \
+           f"{'miss':>6} {'FA':>6} {'conf':>6} {'time s':>6}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        mark = "" if r["speakers_true"] == r["speakers_found"] else "  <- count"
+        print(f"{Path(r['file']).name:<28} {r['duration']:>6.1f} {r['speakers_true']:>8} {r['speakers_found']:>5} "
+              f"{100 * r['der']:>6.2f}% {100 * r['der_c025']:>7.2f}% {100 * r['miss']:>5.1f}% {100 * r['fa']:>5.1f}% "
+              f"{100 * r['conf']:>5.1f}% {r['seconds']:>6.2f}{mark}")
+    if rows:
+        total = sum(r["duration"] for r in rows)
+        der = sum(r["der"] * r["duration"] for r in rows) / total
+        der_c = sum(r["der_c025"] * r["duration"] for r in rows) / total
+        exact = sum(r["speakers_true"] == r["speakers_found"] for r in rows)
+        print("-" * len(head))
+        print(f"{'all (duration-weighted)':<28} {total:>6.0f} {'':>8} {'':>5} {100 * der:>6.2f}% {100 * der_c:>7.2f}%"
+              f"   count exact on {exact}/{len(rows)}; worst DER {100 * max(r['der'] for r in rows):.2f}%")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Score g4media diarization against <name>.truth.json files.")
+    ap.add_argument("targets", nargs="*", type=Path, help="recordings or folders (default: samples/)")
+    ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    ap.add_argument("--speakers-known", action="store_true", help="give diarize the true speaker count")
+    args = ap.parse_args(argv)
+    recordings = find_recordings(args.targets or [ROOT / "samples"])
+    if not recordings:
+        print("eval_diarization: no recordings with a .truth.json beside them", file=sys.stderr)
+        return 1
+    rows = [evaluate(m, known_count=args.speakers_known) for m in recordings]
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

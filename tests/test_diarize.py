@@ -1,0 +1,254 @@
+"""Speech regions and speaker turns: the samples' DER with pyannote.metrics, and bad inputs.
+
+Each sample is decoded and diarized once per module (a few seconds each on two cores).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mediapipe_g4.diarize import DiarizationOptions, diarize, rttm_lines, write_rttm
+from mediapipe_g4.errors import G4Error, MediaError
+from mediapipe_g4.records import SAMPLE_RATE, Diarization, SpeakerTurn
+from mediapipe_g4.vad import VadOptions, detect_speech, speech_probabilities
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+SAMPLE_NAMES = ("standup.mp4", "phone_call.wav", "interview.mp3")
+
+
+def _truth(name: str) -> dict:
+    return json.loads((SAMPLES / f"{Path(name).stem}.truth.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def waveforms(tmp_path_factory) -> dict[str, np.ndarray]:
+    """The samples through the real front end: FFmpeg resamples and downmixes to 16 kHz mono."""
+    from mediapipe_g4.media import decode_audio
+
+    return {name: decode_audio(SAMPLES / name, tmp_path_factory.mktemp(Path(name).stem)) for name in SAMPLE_NAMES}
+
+
+@pytest.fixture(scope="module")
+def results(waveforms) -> dict[str, Diarization]:
+    return {name: diarize(w) for name, w in waveforms.items()}
+
+
+def _der(truth: dict, result: Diarization, collar: float = 0.0) -> float:
+    from pyannote.core import Annotation, Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    ref, hyp = Annotation(), Annotation()
+    for i, s in enumerate(truth["segments"]):
+        ref[Segment(s["start"], s["end"]), i] = s["speaker"]
+    for i, t in enumerate(result.turns):
+        hyp[Segment(t.start, t.end), i] = t.speaker
+    uem = Timeline([Segment(0, result.duration)])
+    return DiarizationErrorRate(collar=collar)(ref, hyp, uem=uem)
+
+
+# --------------------------------------------------------------------------- the samples
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_sample_der_and_speaker_count(results, name):
+    truth = _truth(name)
+    result = results[name]
+    assert len(result.speakers) == len(truth["speakers"])
+    assert _der(truth, result) <= 0.10  # DER without a collar
+    assert _der(truth, result, collar=0.5) <= 0.05  # +-0.25 s collar
+
+
+def test_turns_are_ordered_named_by_first_appearance_and_inside_the_recording(results):
+    for result in results.values():
+        starts = [t.start for t in result.turns]
+        assert starts == sorted(starts)
+        assert all(0 <= t.start < t.end <= result.duration + 1e-6 for t in result.turns)
+        assert all(a.end <= b.start + 1e-6 for a, b in zip(result.turns, result.turns[1:]))
+        first_seen = list(dict.fromkeys(t.speaker for t in result.turns))
+        assert first_seen == list(result.speakers) == [f"S{i + 1}" for i in range(len(result.speakers))]
+
+
+def test_change_without_pause_and_backchannels_are_found(results):
+    truth = _truth("standup.mp4")
+    turns = results["standup.mp4"].turns
+    # Bob hands over to Carol with no pause at all: the change must fall near the true boundary.
+    handover = next(s for a, s in zip(truth["segments"], truth["segments"][1:]) if abs(s["start"] - a["end"]) < 1e-3)
+    changes = [b.start for a, b in itertools.pairwise(turns) if a.speaker != b.speaker]
+    assert min(abs(c - handover["start"]) for c in changes) < 0.5
+    # "Okay." and "Yes." between other people's turns go to their speaker's label.
+    def label_at(t: float) -> str | None:
+        return next((x.speaker for x in turns if x.start <= t <= x.end), None)
+
+    usual = {}  # true speaker -> the label of their long turns
+    for seg in truth["segments"]:
+        if seg["end"] - seg["start"] > 3:
+            usual.setdefault(seg["speaker"], label_at((seg["start"] + seg["end"]) / 2))
+    short = [s for s in truth["segments"] if s["end"] - s["start"] < 0.8]
+    assert len(short) >= 3
+    for seg in short:
+        assert label_at((seg["start"] + seg["end"]) / 2) == usual[seg["speaker"]], seg["text"]
+
+
+def test_same_input_gives_same_turns(waveforms, results):
+    again = diarize(waveforms["standup.mp4"])
+    assert again == results["standup.mp4"]
+
+
+def test_known_speaker_count_is_used(waveforms):
+    result = diarize(waveforms["interview.mp3"], num_speakers=3)
+    assert len(result.speakers) <= 3 and len(result.speakers) >= 2
+    one = diarize(waveforms["interview.mp3"], max_speakers=1)
+    assert one.speakers == ("S1",)
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def _one_speaker(waveform: np.ndarray, name: str, speaker: str) -> np.ndarray:
+    """Only `speaker`'s segments of a sample, joined with half-second pauses."""
+    pause = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+    parts = []
+    for s in _truth(name)["segments"]:
+        if s["speaker"] == speaker:
+            parts += [np.asarray(waveform[int(s["start"] * SAMPLE_RATE) : int(s["end"] * SAMPLE_RATE)]), pause]
+    return np.concatenate(parts)
+
+
+def test_silence_only_has_no_speech():
+    result = diarize(np.zeros(10 * SAMPLE_RATE, dtype=np.float32))
+    assert result.speakers == () and result.turns == ()
+    assert result.duration == pytest.approx(10.0)
+
+
+def test_music_like_tones_are_no_speech_or_one_voice():
+    t = np.arange(12 * SAMPLE_RATE) / SAMPLE_RATE
+    notes = 220 * 2 ** (np.floor(t * 2) % 8 / 12)  # a scale, two notes a second, with harmonics
+    music = sum(np.sin(2 * np.pi * notes * h * t) / h for h in (1, 2, 3, 4)) * 0.2
+    result = diarize(music.astype(np.float32))
+    assert len(result.speakers) <= 1
+
+
+def test_one_speaker_is_one_speaker(waveforms):
+    for name, speaker in (("interview.mp3", "S2"), ("standup.mp4", "S1")):
+        result = diarize(_one_speaker(waveforms[name], name, speaker))
+        assert result.speakers == ("S1",), name
+
+
+def test_very_short_audio(waveforms):
+    clip = np.asarray(waveforms["interview.mp3"][int(2.0 * SAMPLE_RATE) : int(2.3 * SAMPLE_RATE)])
+    result = diarize(clip)
+    assert result.duration == pytest.approx(0.3, abs=1e-3)
+    assert len(result.speakers) <= 1
+    assert diarize(np.zeros(0, dtype=np.float32)).turns == ()
+    assert diarize(np.zeros(1, dtype=np.float32)).turns == ()
+
+
+def test_clipping_and_dc_offset_keep_the_answer(waveforms):
+    name = "phone_call.wav"  # 8 kHz band-limited phone audio, upsampled to 16 kHz by FFmpeg
+    w = np.asarray(waveforms[name])
+    for distorted in (np.clip(w * 8.0, -1.0, 1.0), w + np.float32(0.4)):
+        result = diarize(distorted.astype(np.float32))
+        assert len(result.speakers) == 2
+        assert _der(_truth(name), result) <= 0.10
+
+
+def test_integer_nan_and_shape_inputs():
+    pcm = (np.zeros(SAMPLE_RATE, dtype=np.int16))
+    assert diarize(pcm).turns == ()
+    with_nan = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    with_nan[100:200] = np.nan
+    assert diarize(with_nan).turns == ()
+    with pytest.raises(MediaError, match="mono"):
+        diarize(np.zeros((2, SAMPLE_RATE), dtype=np.float32))
+
+
+def test_bad_speaker_counts_are_clear_errors():
+    silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    with pytest.raises(G4Error, match="min-speakers"):
+        diarize(silence, min_speakers=3, max_speakers=2)
+    with pytest.raises(G4Error, match="at least 1"):
+        diarize(silence, num_speakers=0)
+
+
+# --------------------------------------------------------------------------- VAD
+
+
+def test_batched_vad_matches_silero_frame_by_frame(waveforms):
+    import warnings
+
+    import torch
+    from silero_vad import load_silero_vad
+
+    clip = np.asarray(waveforms["interview.mp3"][: 6 * SAMPLE_RATE]).copy()
+    ours = speech_probabilities(clip, block_seconds=2.0)  # several blocks: state carried across them
+    threads = torch.get_num_threads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_silero_vad()
+    torch.set_num_threads(threads)
+    ref = []
+    # Silero's own loop, with the same DC blocker applied first (ours removes DC before scoring).
+    from mediapipe_g4.vad import iter_blocks
+
+    filtered = np.concatenate([b for _, b in iter_blocks(clip, len(clip))])
+    filtered = np.pad(filtered, (0, -len(filtered) % 512))
+    for i in range(0, len(filtered), 512):
+        ref.append(model(torch.from_numpy(filtered[i : i + 512]), SAMPLE_RATE).item())
+    assert np.max(np.abs(ours - np.array(ref))) < 1e-3
+
+
+def test_vad_regions_follow_the_truth(waveforms):
+    truth = _truth("interview.mp3")
+    regions = detect_speech(waveforms["interview.mp3"], VadOptions())
+    assert regions[0].start == pytest.approx(truth["segments"][0]["start"], abs=0.1)
+    assert regions[-1].end == pytest.approx(truth["segments"][-1]["end"], abs=0.25)
+    speech = sum(r.duration for r in regions)
+    true_speech = sum(s["end"] - s["start"] for s in truth["segments"])
+    assert abs(speech - true_speech) / true_speech < 0.15
+
+
+# --------------------------------------------------------------------------- output
+
+
+def test_rttm_lines_and_atomic_write(tmp_path):
+    result = Diarization(12.0, ("S1", "S2"), (SpeakerTurn(0.5, 2.25, "S1"), SpeakerTurn(2.25, 4.0, "S2")))
+    lines = rttm_lines(result, "my call")
+    assert lines[0] == "SPEAKER my_call 1 0.500 1.750 <NA> <NA> S1 <NA> <NA>"
+    target = tmp_path / "out" / "call.rttm"
+    write_rttm(result, target, file_id="call")
+    assert target.read_text().splitlines()[1].split()[7] == "S2"
+    assert [p.name for p in target.parent.iterdir()] == ["call.rttm"]  # no temporary file left
+
+
+def test_options_are_echoable():
+    opts = DiarizationOptions(num_speakers=2)
+    d = opts.to_dict()
+    assert d["num_speakers"] == 2 and d["vad"]["threshold"] == 0.5
+    json.dumps(d)
+
+
+def test_cli_diarize_json_rttm_and_video_without_audio(tmp_path, monkeypatch, media_corpus):
+    from click.testing import CliRunner
+
+    from mediapipe_g4.cli import main
+
+    monkeypatch.setenv("G4MEDIA_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    rttm = tmp_path / "call.rttm"
+    out = runner.invoke(main, ["diarize", str(SAMPLES / "phone_call.wav"), "--json", "--rttm", str(rttm)])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert set(data) == {"duration", "speakers", "turns"}
+    assert data["speakers"] == ["S1", "S2"]
+    assert set(data["turns"][0]) == {"start", "end", "speaker"}
+    assert len(rttm.read_text().splitlines()) == len(data["turns"])
+
+    out = runner.invoke(main, ["diarize", str(media_corpus["silent_video"])])
+    assert out.exit_code == 1
+    assert "no audio track" in out.output and "Traceback" not in out.output
