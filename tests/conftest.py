@@ -59,3 +59,11 @@ def media_corpus(tmp_path_factory) -> dict[str, Path]:
     files["offset"] = d / "offset.ts"
     ffmpeg("-f", "lavfi", "-i", "sine=f=400:d=2", "-c:a", "mp2", "-output_ts_offset", "5", str(files["offset"]))
     return files
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random `gemma4_unified` checkpoint (config, weights, processor, chat template), built once."""
+    from tiny_model import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-gemma4"))

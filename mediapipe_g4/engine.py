@@ -1,0 +1,190 @@
+"""What a model engine takes and gives: requests of text, audio and images in; clean texts out.
+
+A request's audio is a (start, end) slice of the recording's waveform, which stays memory-mapped:
+only the slice being sent is ever read. Images are JPEG paths. Engines (in-process transformers, or an
+OpenAI-compatible server) implement `Engine.generate`; the planner makes requests they can take as-is.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .records import SAMPLE_RATE
+
+log = logging.getLogger("mediapipe_g4")
+
+Hook = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class AudioPart:
+    """Seconds `start`..`end` of `waveform` (16 kHz mono float32); the waveform is referenced, not copied."""
+
+    start: float
+    end: float
+    waveform: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, samples: np.ndarray) -> AudioPart:
+        """A whole array as one clip."""
+        return cls(0.0, len(samples) / SAMPLE_RATE, samples)
+
+    def sample_range(self) -> tuple[int, int]:
+        """The sample indices this clip covers: the one rule both the planner and the engines use."""
+        return round(self.start * SAMPLE_RATE), round(self.end * SAMPLE_RATE)
+
+    @property
+    def num_samples(self) -> int:
+        first, last = self.sample_range()
+        return max(0, last - first)
+
+    @property
+    def seconds(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+    def samples(self) -> np.ndarray:
+        if self.waveform is None:
+            raise ValueError("this audio part has no waveform attached (a plan-only request)")
+        first, last = self.sample_range()
+        return np.ascontiguousarray(self.waveform[first:last], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    path: str
+
+
+Part = TextPart | AudioPart | ImagePart
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode. Greedy for transcription; the model card's sampling (1.0 / 0.95 / 64) otherwise."""
+
+    max_new_tokens: int = 256
+    greedy: bool = True
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 64
+    enable_thinking: bool = False
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """One prompt: an optional system text and the user turn's parts, in order.
+
+    `kind` says what it is for ("transcribe", "notes_section", "notes_merge", "notes"); `start`/`end`
+    are the recording's times it covers; `tokens` is the planner's prompt-token count (0 if not
+    planned) and `estimated` says whether that count is an estimate rather than the processor's exact one.
+    """
+
+    kind: str
+    parts: tuple[Part, ...]
+    start: float = 0.0
+    end: float = 0.0
+    system: str | None = None
+    settings: GenerationSettings = GenerationSettings()
+    image_tokens: int = 280  # soft tokens per image: 70, 140, 280, 560 or 1120
+    tokens: int = 0
+    estimated: bool = False
+    speaker: str | None = None
+
+    @property
+    def audio(self) -> tuple[AudioPart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, AudioPart))
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, ImagePart))
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(p.seconds for p in self.audio)
+
+    def messages(self, *, with_media: bool = True) -> list[dict[str, Any]]:
+        """Chat messages in the transformers format; without media the parts are bare placeholders."""
+        content: list[dict[str, Any]] = []
+        for part in self.parts:
+            if isinstance(part, TextPart):
+                content.append({"type": "text", "text": part.text})
+            elif isinstance(part, AudioPart):
+                content.append({"type": "audio", "audio": part.samples()} if with_media else {"type": "audio"})
+            else:
+                content.append({"type": "image", "path": part.path} if with_media else {"type": "image"})
+        messages: list[dict[str, Any]] = []
+        if self.system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": self.system}]})
+        messages.append({"role": "user", "content": content})
+        return messages
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "speaker": self.speaker,
+            "audio_seconds": round(float(self.audio_seconds), 3),
+            "images": len(self.images),
+            "tokens": self.tokens,
+            "estimated": self.estimated,
+            "max_new_tokens": self.settings.max_new_tokens,
+        }
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Anything that turns requests into texts, in the requests' order, batching as it sees fit."""
+
+    name: str
+
+    def generate(self, requests: Sequence[EngineRequest], hook: Hook | None = None) -> list[str]: ...
+
+
+# --------------------------------------------------------------------------- output cleaning
+
+_THOUGHT = re.compile(r"<\|channel>.*?<channel\|>", re.DOTALL)
+_STOPS = ("<turn|>", "<eos>", "<|tool_response>")
+# Gemma 4 control tokens look like <|name>, <name|>, <|name|>; plus the classic <pad>/<bos>/<eos>/<unk>.
+_SPECIAL = re.compile(r"<\|[A-Za-z_\"]+\|?>|<[A-Za-z_]+\|>|<(?:pad|bos|eos|unk|mask)>")
+
+
+def clean_response(text: str, *, tokenizer: Any = None, prefix: str | None = None) -> str:
+    """The answer in a model output decoded with `skip_special_tokens=False`.
+
+    With a tokenizer that has a response template, its `parse_response` does it (it needs the prompt
+    as `prefix`, since the template pre-fills the empty thought block); otherwise thought blocks
+    (`<|channel>thought ... <channel|>`, also an unclosed one) and special tokens are stripped here.
+    """
+    for stop in _STOPS:  # the answer ends at the first stop; padding of finished rows follows it
+        cut = text.find(stop)
+        if cut >= 0:
+            text = text[:cut]
+    if tokenizer is not None and prefix is not None and getattr(tokenizer, "response_template", None):
+        try:
+            parsed = tokenizer.parse_response(text, prefix=prefix)
+            content = parsed.get("content") if isinstance(parsed, dict) else None
+            if isinstance(content, str):
+                return content.strip()
+        except Exception as exc:  # noqa: BLE001 - a parser failure must not lose the text
+            log.debug("parse_response failed (%s); stripping markers instead", exc)
+    text = _THOUGHT.sub("", text)
+    unclosed = text.find("<|channel>")
+    if unclosed >= 0:  # a thought cut off by max_new_tokens: no answer came after it
+        text = text[:unclosed]
+    if tokenizer is not None:
+        for token in sorted(getattr(tokenizer, "all_special_tokens", ()), key=len, reverse=True):
+            if token:
+                text = text.replace(token, "")
+    text = _SPECIAL.sub("", text)
+    return text.strip()

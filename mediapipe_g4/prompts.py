@@ -1,0 +1,115 @@
+"""The texts we send to Gemma 4, and where the audio and the image sit around them.
+
+The ASR and speech-translation prompts are the model card's. Audio goes inside the user turn after a
+brief instruction (audio before the text was reported to hurt the 12B's transcription) and early in
+the prompt; a keyframe, if any, after the clip. The order is a setting (`layout`), not code.
+"""
+
+from __future__ import annotations
+
+from .engine import AudioPart, ImagePart, Part, TextPart
+
+# The model card's prompts. {language} is a language name ("English"); None means: let the model tell.
+ASR_PROMPT = (
+    "Transcribe the following speech segment in {language} into {language} text.\n\n"
+    "Follow these specific instructions for formatting the answer:\n"
+    "* Only output the transcription, with no newlines.\n"
+    "* When transcribing numbers, write the digits, i.e. write 1.7 and not one point seven, "
+    "and write 3 instead of three."
+)
+ASR_PROMPT_AUTO = (
+    "Transcribe the following speech segment in its original language.\n\n"
+    "Follow these specific instructions for formatting the answer:\n"
+    "* Only output the transcription, with no newlines.\n"
+    "* When transcribing numbers, write the digits, i.e. write 1.7 and not one point seven, "
+    "and write 3 instead of three."
+)
+AST_PROMPT = (
+    "Transcribe the following speech segment in {language}, then translate it into {target}.\n"
+    "When formatting the answer, first output the transcription in {language}, then one newline, "
+    "then output the string '{target}: ', then the translation in {target}."
+)
+KEYFRAME_HINT = "The image after the audio is what was on screen meanwhile; use it only to spell names and terms."
+
+# Where the parts of a transcription request go, first to last. "text" is the instruction.
+DEFAULT_LAYOUT = ("text", "audio", "image")
+LAYOUTS = {
+    "text-audio-image": ("text", "audio", "image"),
+    "text-image-audio": ("text", "image", "audio"),
+    "audio-text-image": ("audio", "text", "image"),
+}
+
+
+def transcription_instruction(
+    language: str | None = None, *, translate_to: str | None = None, with_image: bool = False
+) -> str:
+    if translate_to:
+        text = AST_PROMPT.format(language=language or "its original language", target=translate_to)
+    elif language:
+        text = ASR_PROMPT.format(language=language)
+    else:
+        text = ASR_PROMPT_AUTO
+    return f"{text}\n{KEYFRAME_HINT}" if with_image else text
+
+
+def transcription_parts(
+    audio: AudioPart,
+    image: ImagePart | None = None,
+    *,
+    language: str | None = None,
+    translate_to: str | None = None,
+    layout: tuple[str, ...] | str = DEFAULT_LAYOUT,
+) -> tuple[Part, ...]:
+    """The user turn of one transcription request, in the order `layout` names."""
+    order = LAYOUTS[layout] if isinstance(layout, str) else tuple(layout)
+    if sorted(order) != ["audio", "image", "text"]:
+        raise ValueError(f"a layout orders 'text', 'audio' and 'image', got {order!r}")
+    pieces: dict[str, Part | None] = {
+        "text": TextPart(transcription_instruction(language, translate_to=translate_to, with_image=image is not None)),
+        "audio": audio,
+        "image": image,
+    }
+    return tuple(p for name in order if (p := pieces[name]) is not None)
+
+
+def split_translation(answer: str, target: str) -> tuple[str, str]:
+    """(transcription, translation) from an answer to the translation prompt."""
+    marker = f"{target}:"
+    head, sep, tail = answer.partition(marker)
+    return (head.strip(), tail.strip()) if sep else (answer.strip(), "")
+
+
+# --------------------------------------------------------------------------- notes
+
+NOTES_SYSTEM = "You write accurate meeting notes from a meeting's transcript and the slides shown in it."
+
+NOTES_PROMPT = (
+    "Below is a meeting as a timeline: transcript lines as `[mm:ss] Speaker: text` and, at their times, "
+    "the slides or scenes that were on screen.\n"
+    "Write the meeting notes as one JSON object with these keys:\n"
+    '"summary" (a paragraph), "decisions" (list of strings), "action_items" (list of '
+    '{"text", "owner", "due", "time"}), "chapters" (list of {"start", "title"}), "questions" (list of strings).\n'
+    "Times are seconds from the start. Use only what the timeline says; owner and due are null when not said.\n"
+    "Output only the JSON."
+)
+
+SECTION_PROMPT = (
+    "Below is one part ({start} to {end}) of a longer meeting as a timeline: transcript lines as "
+    "`[mm:ss] Speaker: text` and the slides that were on screen.\n"
+    "Summarize this part for someone who will write notes of the whole meeting: what was discussed, decisions, "
+    "action items with owners, due dates and times, open questions, and topic changes with their times. "
+    "Keep speakers, names, numbers and times exact. Plain text, at most {words} words."
+)
+
+MERGE_PROMPT = (
+    "Below are summaries of consecutive parts of one meeting, in order, each headed by its time range.\n"
+    "{task}"
+)
+
+
+def clock(seconds: float) -> str:
+    """mm:ss, or h:mm:ss past an hour."""
+    s = int(max(0.0, seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"

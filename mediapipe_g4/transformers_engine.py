@@ -1,0 +1,333 @@
+"""Gemma 4 in this process with transformers: load a checkpoint, run batches of requests.
+
+Any `gemma4_unified` (12B) or `gemma4` (E2B/E4B) checkpoint loads from a Hub id or a local folder with
+`AutoProcessor` + `AutoModelForMultimodalLM`. Requests are sorted by length and batched with left
+padding; transcription decodes greedily. Long text-and-image prompts are prefilled in chunks (the dense
+attention mask of a one-shot 131 k-token prefill alone is 16 GiB). With `assistant` (the MTP drafter,
+e.g. google/gemma-4-12B-it-assistant) single-request batches decode speculatively; transformers' assisted
+generation takes one sequence at a time, so batched transcription does not use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .engine import EngineRequest, Hook, clean_response
+from .errors import ModelError
+from .memory import PREFILL_CHUNK, pick_device, pick_dtype
+
+log = logging.getLogger("mediapipe_g4")
+
+DEFAULT_MODEL = "google/gemma-4-12B-it"
+SUPPORTED_TYPES = ("gemma4_unified", "gemma4")
+PROCESSOR_PATTERNS = ("*.json", "*.jinja", "*.model")  # everything but the weights
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    model: str = DEFAULT_MODEL  # Hub id or local folder
+    device: str | None = None  # cuda, cuda:1, mps, cpu; None: the best there is
+    dtype: str | None = None  # bfloat16, float16, float32; None: bf16 on GPUs, float32 on CPU
+    quantize: str | None = None  # "4bit" or "8bit" (CUDA + bitsandbytes)
+    assistant: str | None = None  # MTP drafter for speculative decoding
+    batch_size: int = 8  # requests per batch (the CLI derives a default from memory)
+    prefill_chunk: int = PREFILL_CHUNK  # text/image prompts longer than this are prefilled in chunks
+    attn_implementation: str | None = None  # None: transformers' default (sdpa)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- finding the files
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def download_hint(model: str, *, processor_only: bool = False) -> str:
+    include = " --include " + " ".join(f'"{p}"' for p in PROCESSOR_PATTERNS) if processor_only else ""
+    return (f"download it with `hf download {model}{include}` (accept the Gemma license on huggingface.co and "
+            "`hf auth login` first), or pass --model /path/to/a/local/folder")
+
+
+def resolve_model(model: str) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, whether it is a local folder); a bad local path is a ModelError."""
+    path = Path(model).expanduser()
+    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep == "\\" and "\\" in model
+    if not looks_local:
+        return model, False
+    if not path.is_dir():
+        raise ModelError(f"model folder {model} does not exist; pass a folder made with save_pretrained "
+                         f"or a Hub id such as {DEFAULT_MODEL}")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{model} is not a model folder (it has no config.json); pass a folder made with "
+                         f"save_pretrained or a Hub id such as {DEFAULT_MODEL}")
+    return str(path), True
+
+
+def in_cache(model: str, filename: str = "config.json") -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model, filename), str)
+
+
+def _load_error(model: str, what: str, exc: Exception, *, processor_only: bool = False) -> ModelError:
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if isinstance(exc, GatedRepoError):
+        return ModelError(f"{model} is gated: accept its license on https://huggingface.co/{model}, run "
+                          f"`hf auth login`, then {download_hint(model, processor_only=processor_only)}")
+    if isinstance(exc, RepositoryNotFoundError):
+        return ModelError(f"{model} is not a model on the Hugging Face Hub; check the id, or pass --model "
+                          "/path/to/a/local/folder")
+    return ModelError(f"cannot load the {what} of {model} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                      f"{download_hint(model, processor_only=processor_only)}")
+
+
+def load_processor(model: str, *, local_only: bool = False) -> Any:
+    """The model's processor (tokenizer, chat template, audio and image processors); no weights."""
+    source, local = resolve_model(model)
+    if not local and (local_only or offline()) and not in_cache(source, "processor_config.json") \
+            and not in_cache(source, "tokenizer_config.json"):
+        raise ModelError(f"the processor files of {model} are not in the Hugging Face cache"
+                         f"{' and downloads are off (HF_HUB_OFFLINE)' if offline() else ''}; "
+                         f"{download_hint(model, processor_only=True)}")
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only or offline())
+    except Exception as exc:
+        raise _load_error(model, "processor", exc, processor_only=True) from exc
+    if getattr(processor, "tokenizer", None) is None or not hasattr(processor, "feature_extractor"):
+        raise ModelError(f"{model} has no audio-capable processor; g4media needs a Gemma 4 checkpoint "
+                         f"({' or '.join(SUPPORTED_TYPES)})")
+    return processor
+
+
+def load_config(model: str, *, local_only: bool = False) -> Any:
+    """The model's config (no weights); checks it is a Gemma 4 checkpoint."""
+    source, local = resolve_model(model)
+    if not local and (local_only or offline()) and not in_cache(source):
+        raise ModelError(f"{model} is not in the Hugging Face cache"
+                         f"{' and downloads are off (HF_HUB_OFFLINE)' if offline() else ''}; {download_hint(model)}")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only or offline())
+    except Exception as exc:
+        raise _load_error(model, "config", exc) from exc
+    if config.model_type not in SUPPORTED_TYPES:
+        raise ModelError(f"{model} is a {config.model_type!r} model; g4media runs Gemma 4 checkpoints "
+                         f"({' or '.join(SUPPORTED_TYPES)}), e.g. {DEFAULT_MODEL}")
+    return config
+
+
+def weights_size(model: str) -> float | None:
+    """Bytes of the weights as stored, from the safetensors index (downloaded with the processor files)."""
+    import json
+
+    source, local = resolve_model(model)
+    index = Path(source) / "model.safetensors.index.json" if local else None
+    if not local:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(source, "model.safetensors.index.json")
+        index = Path(found) if isinstance(found, str) else None
+    if index is None or not index.is_file():
+        return None
+    return float(json.loads(index.read_text()).get("metadata", {}).get("total_size") or 0) or None
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def _quantization_config(quantize: str, dtype: str, device: str):
+    if not device.startswith("cuda"):
+        raise ModelError(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); this run is on {device}")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ModelError("--quantize needs bitsandbytes: pip install 'g4media[quant]'") from exc
+    from transformers import BitsAndBytesConfig
+
+    # Embedders of audio/images and the output head stay in 16 bits: small, and sensitive.
+    skip = ["lm_head", "embed_vision", "embed_audio", "vision_tower", "audio_tower"]
+    if quantize == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=_torch_dtype(dtype), llm_int8_skip_modules=skip)
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    raise ModelError(f"--quantize takes 4bit or 8bit, not {quantize!r}")
+
+
+class TransformersEngine:
+    """Gemma 4 through transformers, in this process."""
+
+    name = "transformers"
+
+    def __init__(self, options: EngineOptions = EngineOptions()):
+        self.options = options
+        self.device = pick_device(options.device)
+        if options.quantize and options.dtype in (None, "auto") and self.device.startswith("cuda"):
+            self.dtype = pick_dtype(self.device)
+        else:
+            self.dtype = pick_dtype(self.device, options.dtype)
+        self.config = load_config(options.model)
+        self.processor = load_processor(options.model)
+        self.processor.tokenizer.padding_side = "left"
+        self.model = self._load_model(options.model)
+        self.assistant = self._load_assistant(options.assistant) if options.assistant else None
+
+    def _load_model(self, model: str):
+        from transformers import AutoModelForMultimodalLM
+
+        source, _ = resolve_model(model)
+        kwargs: dict[str, Any] = {"dtype": _torch_dtype(self.dtype), "local_files_only": offline()}
+        if self.options.attn_implementation:
+            kwargs["attn_implementation"] = self.options.attn_implementation
+        if self.options.quantize:
+            kwargs["quantization_config"] = _quantization_config(self.options.quantize, self.dtype, self.device)
+            kwargs["device_map"] = {"": self.device}
+        log.info("loading %s on %s (%s%s)", model, self.device, self.dtype,
+                 f", {self.options.quantize}" if self.options.quantize else "")
+        try:
+            loaded = AutoModelForMultimodalLM.from_pretrained(source, **kwargs)
+            if not self.options.quantize:
+                loaded = loaded.to(self.device)
+        except ModelError:
+            raise
+        except Exception as exc:
+            if "out of memory" in str(exc).lower():
+                raise ModelError(f"{model} does not fit in the memory of {self.device} in {self.dtype}: try "
+                                 "--quantize 4bit (CUDA), a smaller model (--model google/gemma-4-E4B-it), "
+                                 "or --device cpu") from exc
+            raise _load_error(model, "weights", exc) from exc
+        return loaded.eval()
+
+    def _load_assistant(self, assistant: str):
+        from transformers import AutoModelForCausalLM
+
+        source, local = resolve_model(assistant)
+        if not local and offline() and not in_cache(source):
+            raise ModelError(f"the drafter {assistant} is not in the Hugging Face cache; {download_hint(assistant)}")
+        try:
+            drafter = AutoModelForCausalLM.from_pretrained(
+                source, dtype=_torch_dtype(self.dtype), local_files_only=offline()
+            ).to(self.device)
+        except Exception as exc:
+            raise _load_error(assistant, "drafter", exc) from exc
+        if not type(drafter).__name__.startswith(("Gemma4Assistant", "Gemma4UnifiedAssistant")):
+            log.warning("%s is a %s, not a Gemma 4 MTP drafter; using it for generic assisted decoding",
+                        assistant, type(drafter).__name__)
+        return drafter.eval()
+
+    # ----------------------------------------------------------------- generation
+
+    def generate(self, requests: Sequence[EngineRequest], hook: Hook | None = None) -> list[str]:
+        """Texts for `requests`, in their order. Batches group requests with the same decoding settings
+        and image size, longest first (an out-of-memory shows at once; batches then halve)."""
+        outputs: list[str | None] = [None] * len(requests)
+        groups: dict[Any, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.settings, r.image_tokens if r.images else 0), []).append(i)
+        done = 0
+        for indices in groups.values():
+            indices.sort(key=lambda i: -(requests[i].tokens or self._rough_length(requests[i])))
+            size = max(1, self.options.batch_size)
+            pos = 0
+            while pos < len(indices):
+                batch = indices[pos : pos + size]
+                try:
+                    texts = self._generate_batch([requests[i] for i in batch])
+                except Exception as exc:
+                    if _is_oom(exc) and size > 1:
+                        size = max(1, size // 2)
+                        log.warning("out of memory with %d requests per batch; trying %d", len(batch), size)
+                        _empty_cache()
+                        continue
+                    if _is_oom(exc):
+                        raise ModelError(f"out of memory on {self.device} with one request of "
+                                         f"{requests[batch[0]].tokens or '?'} tokens: lower --context-tokens, "
+                                         "use --quantize 4bit, or a smaller model") from exc
+                    raise
+                for i, text in zip(batch, texts):
+                    outputs[i] = text
+                pos += len(batch)
+                done += len(batch)
+                if hook:
+                    hook("generate", done, len(requests))
+        return [o or "" for o in outputs]
+
+    @staticmethod
+    def _rough_length(request: EngineRequest) -> int:
+        return int(request.audio_seconds * 25) + 280 * len(request.images) + sum(
+            len(getattr(p, "text", "")) // 4 for p in request.parts)
+
+    def _inputs(self, requests: Sequence[EngineRequest]):
+        conversations = [r.messages() for r in requests]
+        processor_kwargs: dict[str, Any] = {"padding": True}
+        if any(r.images for r in requests):
+            processor_kwargs["images_kwargs"] = {"max_soft_tokens": requests[0].image_tokens}
+        return self.processor.apply_chat_template(
+            conversations,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            add_generation_prompt=True,
+            enable_thinking=requests[0].settings.enable_thinking,
+            processor_kwargs=processor_kwargs,
+        )
+
+    def _generate_batch(self, requests: Sequence[EngineRequest]) -> list[str]:
+        import torch
+
+        settings = requests[0].settings
+        inputs = self._inputs(requests)
+        dtype = _torch_dtype(self.dtype)
+        inputs = {k: (v.to(self.device, dtype=dtype) if torch.is_floating_point(v) else v.to(self.device))
+                  if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        length = inputs["input_ids"].shape[1]
+        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens}
+        if settings.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+        if length > self.options.prefill_chunk and "input_features" not in inputs:
+            kwargs["prefill_chunk_size"] = self.options.prefill_chunk
+        if self.assistant is not None and len(requests) == 1:
+            kwargs["assistant_model"] = self.assistant
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs)
+        tokenizer = self.processor.tokenizer
+        raw = tokenizer.batch_decode(out[:, length:], skip_special_tokens=False)
+        needs_prefix = getattr(tokenizer, "response_template", None) is not None
+        prefixes = tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=False) if needs_prefix \
+            else [None] * len(raw)
+        return [clean_response(text, tokenizer=tokenizer, prefix=prefix) for text, prefix in zip(raw, prefixes)]
+
+
+def _is_oom(exc: Exception) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _empty_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,204 @@
+"""The transformers engine on a tiny random Gemma 4 checkpoint: real audio and frames in, texts out, in
+order; output cleaning; and loading errors that say what to do."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import SAMPLES, truth
+
+from mediapipe_g4.engine import (
+    AudioPart,
+    Engine,
+    EngineRequest,
+    GenerationSettings,
+    ImagePart,
+    TextPart,
+    clean_response,
+)
+from mediapipe_g4.errors import ModelError
+from mediapipe_g4.planner import (
+    PlanOptions,
+    build_timeline,
+    plan_notes,
+    plan_transcription,
+)
+from mediapipe_g4.records import Segment, SpeakerTurn
+from mediapipe_g4.token_count import TokenCounter
+from mediapipe_g4.transformers_engine import (
+    EngineOptions,
+    TransformersEngine,
+    load_config,
+    resolve_model,
+)
+
+# --------------------------------------------------------------------------- cleaning
+
+
+@pytest.mark.parametrize("raw, answer", [
+    ("Hello there.<turn|>", "Hello there."),
+    ("Hello there.<turn|><pad><pad>", "Hello there."),
+    ("<|channel>thought\nLet me think.<channel|>The answer.<turn|>", "The answer."),
+    ("<|channel>thought\nStill thinking when the tokens ran o", ""),
+    ("Plain text<eos>", "Plain text"),
+    ("  spaced <|image|> out <bos> ", "spaced  out"),
+])
+def test_clean_response_fallback(raw, answer):
+    assert clean_response(raw) == answer
+
+
+def test_clean_response_uses_the_response_template(tiny_checkpoint):
+    from transformers import AutoTokenizer
+    from transformers.cli.serving import utils as serving
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert clean_response("<|channel>thought\nhm<channel|>Yes.<turn|>", tokenizer=tokenizer, prefix="") == "Yes."
+    tokenizer.response_template = next(v for k, v in serving._RESPONSE_TEMPLATE_FALLBACKS.items() if "gemma4" in k)
+    prefix = "<bos><|turn>user\nhi<turn|>\n<|turn>model\n"
+    assert clean_response("<|channel>thought\nhm<channel|>Yes.<turn|><pad>", tokenizer=tokenizer, prefix=prefix) == "Yes."
+    assert clean_response("Direct.<turn|>", tokenizer=tokenizer, prefix=prefix + "<|channel>thought\n<channel|>") \
+        == "Direct."
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint) -> TransformersEngine:
+    return TransformersEngine(EngineOptions(model=str(tiny_checkpoint), batch_size=3))
+
+
+@pytest.fixture(scope="module")
+def standup(tmp_path_factory):
+    from mediapipe_g4 import media
+
+    work = tmp_path_factory.mktemp("standup-engine")
+    t = truth("standup.mp4")
+    return {
+        "waveform": media.decode_audio(SAMPLES / "standup.mp4", work),
+        "keyframes": media.extract_keyframes(SAMPLES / "standup.mp4", work),
+        "turns": [SpeakerTurn(s["start"], s["end"], s["speaker"]) for s in t["segments"]],
+        "segments": [Segment(s["start"], s["end"], s["speaker"], s["text"]) for s in t["segments"]],
+    }
+
+
+def test_engine_runs_planned_requests_end_to_end(engine, standup):
+    assert isinstance(engine, Engine) and engine.device == "cpu" and engine.dtype == "float32"
+    counter = TokenCounter(engine.processor)
+    options = PlanOptions(keyframe_tokens=140, transcribe_max_new_tokens=4, notes_max_new_tokens=4,
+                          section_max_new_tokens=4)
+    requests = list(plan_transcription(standup["turns"][:5], standup["waveform"], standup["keyframes"], options,
+                                       counter))
+    requests += plan_notes(build_timeline(standup["segments"], standup["keyframes"]), 100_000, options, counter)
+    assert any(r.images for r in requests) and any(r.audio for r in requests)
+    seen: list[tuple] = []
+    texts = engine.generate(requests, hook=lambda *a: seen.append(a))
+    assert len(texts) == len(requests) and all(isinstance(t, str) for t in texts)
+    assert seen[-1] == ("generate", len(requests), len(requests))
+    # Answers come back in the requests' order, whatever order the batches ran in (greedy ones repeat exactly).
+    again = list(reversed(engine.generate(list(reversed(requests)))))
+    greedy = [i for i, r in enumerate(requests) if r.settings.greedy]
+    assert len(greedy) == 5 and [again[i] for i in greedy] == [texts[i] for i in greedy]
+
+
+def test_long_prompts_prefill_in_chunks(tiny_checkpoint, standup):
+    chunked = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), prefill_chunk=64))
+    text = " ".join(f"Line {i}: the payment service." for i in range(40))
+    request = EngineRequest(
+        "notes", (TextPart(text), ImagePart(standup["keyframes"][0].image_path), TextPart("Summarize.")),
+        settings=GenerationSettings(max_new_tokens=5), image_tokens=70,
+    )
+    calls = []
+    original = chunked.model.generate
+    chunked.model.generate = lambda **kw: calls.append(kw.get("prefill_chunk_size")) or original(**kw)
+    (answer,) = chunked.generate([request])
+    assert calls == [64] and isinstance(answer, str)
+
+
+def test_out_of_memory_halves_the_batch(engine, monkeypatch):
+    import torch
+
+    sizes = []
+
+    def fake(batch):
+        sizes.append(len(batch))
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return [f"ok {batch[0].start}"]
+
+    monkeypatch.setattr(engine, "_generate_batch", fake)
+    requests = [EngineRequest("transcribe", (TextPart("x"),), start=float(i), tokens=10 + i) for i in range(3)]
+    assert engine.generate(requests) == ["ok 0.0", "ok 1.0", "ok 2.0"]
+    assert sizes[0] == 3 and sizes[-3:] == [1, 1, 1]
+
+
+def test_drafter_is_used_only_for_single_requests(engine, monkeypatch):
+    seen = []
+    original = engine.model.generate
+
+    def spy(**kwargs):
+        seen.append(("assistant_model" in kwargs, kwargs["input_ids"].shape[0]))
+        kwargs.pop("assistant_model", None)
+        return original(**kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", spy)
+    monkeypatch.setattr(engine, "assistant", object())
+    wave = np.zeros(16_000, dtype=np.float32)
+    req = EngineRequest("transcribe", (TextPart("Transcribe."), AudioPart.of(wave)),
+                        settings=GenerationSettings(max_new_tokens=2))
+    engine.generate([req, req])
+    engine.generate([req])
+    assert seen == [(False, 2), (True, 1)]
+
+
+def test_tiny_drafter():
+    from transformers import (
+        Gemma4UnifiedAssistantConfig,
+        Gemma4UnifiedAssistantForCausalLM,
+        Gemma4UnifiedTextConfig,
+    )
+
+    text = Gemma4UnifiedTextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                   layer_types=["sliding_attention", "full_attention"], sliding_window=16)
+    try:
+        Gemma4UnifiedAssistantForCausalLM(Gemma4UnifiedAssistantConfig(text_config=text, backbone_hidden_size=64))
+    except ValueError as exc:
+        pytest.skip(f"transformers cannot build a Gemma 4 drafter from a hand-written config ({exc}); the "
+                    "published google/gemma-4-12B-it-assistant config is needed, and it cannot be downloaded here")
+
+
+# --------------------------------------------------------------------------- loading errors
+
+
+def test_missing_folder_and_non_model_folder(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model(str(tmp_path / "nowhere"))
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(tmp_path))
+    assert resolve_model("google/gemma-4-12B-it") == ("google/gemma-4-12B-it", False)
+
+
+def test_offline_model_not_downloaded_says_how(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelError) as err:
+        TransformersEngine(EngineOptions(model="google/gemma-4-12B-it"))
+    message = str(err.value)
+    assert "google/gemma-4-12B-it" in message and "hf download google/gemma-4-12B-it" in message
+    assert "--model" in message
+
+
+def test_not_a_gemma4_checkpoint(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelError, match="Gemma 4"):
+        load_config(str(tmp_path))
+
+
+def test_quantize_needs_cuda_and_bitsandbytes(tiny_checkpoint):
+    with pytest.raises(ModelError, match="CUDA"):
+        TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", quantize="4bit"))

@@ -1,0 +1,354 @@
+"""The planner: clips within Gemma 4's 30 s, cut in pauses, covering all speech; token counts equal to the
+processor's real `input_ids`; notes fitted to the context budget (sections, then merges)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_NAMES, SAMPLES, truth
+
+from mediapipe_g4.engine import AudioPart, EngineRequest, ImagePart, TextPart
+from mediapipe_g4.errors import PlanError
+from mediapipe_g4.planner import (
+    PlanOptions,
+    build_timeline,
+    clip_spans,
+    keyframe_at,
+    make_plan,
+    plan_merge,
+    plan_notes,
+    plan_transcription,
+)
+from mediapipe_g4.records import SAMPLE_RATE, Keyframe, Segment, SpeakerTurn
+from mediapipe_g4.token_count import TokenCounter, audio_tokens_for, image_tokens_for
+
+LIMIT = int(30 * SAMPLE_RATE)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def processor(tiny_checkpoint):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def decoded(tmp_path_factory) -> dict[str, dict]:
+    """Each sample's waveform, true turns and lines, and (for the video) its keyframes."""
+    from mediapipe_g4 import media
+
+    out = {}
+    for name in SAMPLE_NAMES:
+        work = tmp_path_factory.mktemp(Path(name).stem)
+        t = truth(name)
+        out[name] = {
+            "waveform": media.decode_audio(SAMPLES / name, work),
+            "turns": [SpeakerTurn(s["start"], s["end"], s["speaker"]) for s in t["segments"]],
+            "segments": [Segment(s["start"], s["end"], s["speaker"], s["text"]) for s in t["segments"]],
+            "keyframes": media.extract_keyframes(SAMPLES / name, work),
+        }
+    return out
+
+
+def real_length(processor, request: EngineRequest) -> int:
+    kwargs = {"images_kwargs": {"max_soft_tokens": request.image_tokens}} if request.images else {}
+    out = processor.apply_chat_template(request.messages(), tokenize=True, return_dict=True,
+                                        add_generation_prompt=True, processor_kwargs=kwargs)
+    return len(out["input_ids"][0])
+
+
+def local_level_db(waveform: np.ndarray, t: float, half: float) -> float:
+    a, b = max(0, int((t - half) * SAMPLE_RATE)), int((t + half) * SAMPLE_RATE)
+    x = np.asarray(waveform[a:b], dtype=np.float64)
+    return 10 * np.log10(np.mean(x**2) + 1e-12)
+
+
+def covered(turn: SpeakerTurn, spans: list[tuple[int, int, str]]) -> bool:
+    """Every 10 ms of the turn lies in some clip."""
+    for t in np.arange(turn.start, turn.end, 0.01):
+        s = round(t * SAMPLE_RATE)
+        if not any(a <= s < b for a, b, _ in spans):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- counting rules
+
+
+def test_audio_rule_is_the_processors(processor):
+    for n in (0, 1, 639, 640, 641, 16_000, 16_000 * 7 + 13, LIMIT - 1, LIMIT):
+        assert audio_tokens_for(n) == processor._compute_audio_num_tokens(range(n), SAMPLE_RATE)
+    assert audio_tokens_for(LIMIT) == 750  # 30 s is the model's cap
+
+
+@pytest.mark.parametrize("soft", [70, 140, 280, 560, 1120])
+def test_image_rule_is_the_processors(processor, soft):
+    sizes = [(360, 640), (1080, 1920), (640, 360), (48, 2000), (2000, 48), (100, 100), (31, 700), (4000, 3000)]
+    expected = processor._get_num_multimodal_tokens(image_sizes=sizes, images_kwargs={"max_soft_tokens": soft})
+    assert [image_tokens_for(h, w, soft) for h, w in sizes] == expected["num_image_tokens"]
+    assert all(n <= soft for n in expected["num_image_tokens"])
+
+
+def test_counts_exact_for_gemma4_e2b_e4b_processor():
+    """`gemma4` (E2B/E4B) checkpoints count audio through a mel + conformer rule; the counter asks it."""
+    from tiny_model import CHAT_TEMPLATE, build_tokenizer
+    from transformers import Gemma4Processor
+    from transformers.models.gemma4.feature_extraction_gemma4 import (
+        Gemma4AudioFeatureExtractor,
+    )
+    from transformers.models.gemma4.image_processing_gemma4 import Gemma4ImageProcessor
+    from transformers.models.gemma4.video_processing_gemma4 import Gemma4VideoProcessor
+
+    processor = Gemma4Processor(Gemma4AudioFeatureExtractor(), Gemma4ImageProcessor(), build_tokenizer(),
+                                Gemma4VideoProcessor(), chat_template=CHAT_TEMPLATE)
+    counter = TokenCounter(processor)
+    rng = np.random.default_rng(0)
+    for n in (321, 5000, 16_000 * 7 + 123, LIMIT):
+        request = EngineRequest("transcribe", (TextPart("Transcribe this."),
+                                               AudioPart.of(rng.normal(0, 0.1, n).astype(np.float32))))
+        assert counter.count(request) == real_length(processor, request)
+    assert counter.audio_tokens(LIMIT) == 750
+
+
+# --------------------------------------------------------------------------- clips
+
+
+def synthetic(seconds: float, words: list[tuple[float, float]], seed: int = 0) -> np.ndarray:
+    """Silence with noise bursts ("words") at the given times."""
+    rng = np.random.default_rng(seed)
+    w = np.zeros(int(max([seconds, *(b + 0.5 for _, b in words)]) * SAMPLE_RATE), dtype=np.float32)
+    for a, b in words:
+        i, j = int(a * SAMPLE_RATE), int(b * SAMPLE_RATE)
+        w[i:j] = rng.normal(0, 0.1, j - i)
+    return w
+
+
+def test_long_turn_is_cut_in_pauses_never_inside_a_word():
+    # 95 s of one speaker: 0.35 s words with 0.08 s gaps (inside words' stop consonants) and
+    # 0.4 s pauses every 7 words.
+    words, t = [], 0.5
+    while t < 94:
+        for _ in range(7):
+            words.append((t, t + 0.35))
+            t += 0.43
+        t += 0.4
+    wave = synthetic(95, words)
+    spans = clip_spans([SpeakerTurn(0.5, words[-1][1], "S1")], wave)
+    assert len(spans) >= 4
+    assert all(b - a <= LIMIT for a, b, _ in spans)
+    for a, _, _ in spans[1:]:
+        t = a / SAMPLE_RATE
+        assert not any(s - 0.01 < t < e + 0.01 for s, e in words), f"cut at {t:.2f} s is inside a word"
+        gap_after = min(s for s, _ in words if s > t) - max(e for _, e in words if e < t)
+        assert gap_after >= 0.39, "cut in a short gap, not a pause"
+    assert covered(SpeakerTurn(0.5, words[-1][1], "S1"), spans)
+
+
+def test_turns_merge_pad_and_overlap():
+    wave = synthetic(40, [(1, 3), (3.3, 5), (10, 12), (11.5, 14)])
+    turns = [SpeakerTurn(1, 3, "S1"), SpeakerTurn(3.3, 5, "S1"), SpeakerTurn(10, 12, "S2"),
+             SpeakerTurn(11.5, 14, "S1")]
+    spans = clip_spans(turns, wave, PlanOptions(pad=0.2))
+    assert [(round(a / SAMPLE_RATE, 2), round(b / SAMPLE_RATE, 2), s) for a, b, s in spans] == [
+        (0.8, 5.2, "S1"), (9.8, 12.0, "S2"), (11.5, 14.2, "S1")]  # no padding into an overlap
+    assert all(covered(t, spans) for t in turns)
+    assert clip_spans([], wave) == []
+    assert clip_spans([SpeakerTurn(50, 60, "S1")], wave) == []  # past the end of the audio
+
+
+def test_keyframe_at():
+    frames = [Keyframe(0, 14, "a.jpg", 640, 360), Keyframe(14, 31, "b.jpg", 640, 360)]
+    assert keyframe_at(frames, 13.9).image_path == "a.jpg"
+    assert keyframe_at(frames, 14).image_path == "b.jpg"
+    assert keyframe_at(frames, 40) is None
+
+
+def test_options_are_checked():
+    with pytest.raises(PlanError, match="30 s"):
+        PlanOptions(max_clip=31)
+    with pytest.raises(PlanError, match="keyframe tokens"):
+        PlanOptions(keyframe_tokens=100)
+    with pytest.raises(PlanError, match="layout"):
+        PlanOptions(layout="image-first")
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_samples_clips_cover_all_speech_within_30s(decoded, name):
+    d = decoded[name]
+    duration = len(d["waveform"]) / SAMPLE_RATE
+    for turns in (d["turns"], [SpeakerTurn(0.0, duration, "S1")]):  # true turns, and one long turn
+        spans = clip_spans(turns, d["waveform"])
+        assert all(0 < b - a <= LIMIT for a, b, _ in spans)
+        assert all(covered(t, spans) for t in turns)
+        for a, _, _ in spans[1:] if len(turns) == 1 else []:
+            t = a / SAMPLE_RATE  # a cut of the long turn: in a pause, well below the speech around it
+            assert local_level_db(d["waveform"], t, 0.01) < local_level_db(d["waveform"], t, 3.0) - 15
+
+
+# --------------------------------------------------------------------------- exact counts
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_every_planned_count_is_the_processors(decoded, processor, name):
+    d = decoded[name]
+    counter = TokenCounter(processor)
+    requests = []
+    for options in (PlanOptions(), PlanOptions(keyframe_tokens=140, language="English"),
+                    PlanOptions(keyframe_tokens=70, layout="text-image-audio", max_clip=10)):
+        requests += plan_transcription(d["turns"], d["waveform"], d["keyframes"], options, counter)
+    timeline = build_timeline(d["segments"], d["keyframes"])
+    (whole,) = plan_notes(timeline, 100_000, PlanOptions(), counter)
+    requests.append(whole)
+    small = PlanOptions(section_max_new_tokens=128, notes_max_new_tokens=256, notes_image_tokens=70)
+    for budget in range(whole.tokens + 255, 500, -50):  # the largest budget that needs two sections
+        try:
+            split = plan_notes(timeline, budget, small, counter)
+        except PlanError:
+            continue
+        if sum(r.kind == "notes_section" for r in split) >= 2:
+            break
+    assert all(r.tokens + r.settings.max_new_tokens <= budget for r in split)
+    requests += split
+    sections = [r for r in requests if r.kind == "notes_section"]
+    assert len(sections) >= 2
+    requests += plan_merge([(r.start, r.end, "A summary of this part, with 3 decisions.") for r in sections],
+                           100_000, PlanOptions(), counter)
+    for r in requests:
+        # Only a merge over summaries not yet written is an estimate (summaries at full length).
+        assert r.estimated == (r.kind in ("notes", "notes_merge") and "…" in str(r.parts))
+        if r.estimated:
+            assert r.tokens > real_length(processor, r)
+        else:
+            assert r.tokens == real_length(processor, r), r.to_dict()
+        if r.kind == "transcribe":
+            assert r.audio_seconds <= 30 and isinstance(r.parts[-1 if not r.images else 1], (AudioPart, ImagePart))
+    if d["keyframes"]:
+        assert any(r.images and r.kind == "transcribe" for r in requests)
+
+
+def test_requests_reference_the_waveform_not_copies(decoded):
+    d = decoded["standup.mp4"]
+    r = plan_transcription(d["turns"], d["waveform"])[0]
+    (audio,) = r.audio
+    assert audio.waveform is d["waveform"]
+    assert r.parts[0] == TextPart(r.parts[0].text) and "Transcribe" in r.parts[0].text  # instruction first
+
+
+# --------------------------------------------------------------------------- notes
+
+
+def _timeline(minutes: int, slides_every: int = 300) -> tuple:
+    segments = [Segment(t, t + 9, f"S{1 + (t // 10) % 3}", f"Line number {t} about the payment service and tests.")
+                for t in range(0, minutes * 60, 10)]
+    frames = [Keyframe(t, t + slides_every, __file__, 640, 360) for t in range(0, minutes * 60, slides_every)]
+    return segments, frames
+
+
+def test_notes_fit_the_budget_in_sections_then_whole(tmp_path):
+    from PIL import Image
+
+    img = tmp_path / "slide.jpg"
+    Image.new("RGB", (640, 360), "white").save(img)
+    segments, frames = _timeline(60)
+    frames = [Keyframe(k.time, k.end, str(img), 640, 360) for k in frames]
+    timeline = build_timeline(segments, frames)
+    counter = TokenCounter()
+    options = PlanOptions(notes_max_new_tokens=1000, section_max_new_tokens=500)
+    (whole,) = plan_notes(timeline, 1_000_000, options, counter)
+    assert whole.kind == "notes" and len(whole.images) == len(frames)
+    budget = 8000
+    requests = plan_notes(timeline, budget, options, counter)
+    sections = [r for r in requests if r.kind == "notes_section"]
+    assert len(sections) >= 2 and requests[-1].kind == "notes"
+    for r in requests:
+        assert r.tokens + r.settings.max_new_tokens <= budget
+    assert sections[0].start == 0 and sections[-1].end == max(segments[-1].end, frames[-1].end)
+    assert all(a.end <= b.start + 10 for a, b in itertools.pairwise(sections))  # in order, no overlap
+    assert sum(len(r.images) for r in sections) == len(frames)
+    # A small budget needs merges of merges; every request still fits.
+    tight = plan_notes(timeline, 2600, options, counter)
+    assert any(r.kind == "notes_merge" for r in tight) and tight[-1].kind == "notes"
+    assert all(r.tokens + r.settings.max_new_tokens <= 2600 for r in tight)
+    with pytest.raises(PlanError, match="context-tokens"):
+        plan_notes(timeline, 600, options, counter)
+
+
+def test_notes_at_plan_time_are_estimated_from_speech():
+    turns = [SpeakerTurn(t, t + 20, "S1") for t in range(0, 600, 20)]
+    options = PlanOptions(transcript_tokens_per_second=3.5)
+    (notes,) = plan_notes(build_timeline(turns), 1_000_000, options, TokenCounter())
+    assert notes.estimated and notes.tokens >= 600 * 3.5
+    (known,) = plan_merge([(0, 60, "First part."), (60, 120, "Second part.")], 100_000, options, TokenCounter())
+    (unknown,) = plan_merge([(0, 60, None), (60, 120, None)], 100_000, options, TokenCounter())
+    assert known.kind == unknown.kind == "notes"
+    assert unknown.tokens >= known.tokens + 2 * options.section_max_new_tokens - 10
+
+
+# --------------------------------------------------------------------------- the whole plan
+
+
+def test_make_plan_json_shape(decoded, tiny_checkpoint):
+    d = decoded["standup.mp4"]
+    plan = make_plan(d["waveform"], d["turns"], d["keyframes"], model=str(tiny_checkpoint),
+                     options=PlanOptions(keyframe_tokens=140, context_tokens=6000))
+    out = json.loads(json.dumps(plan.to_dict()))
+    assert out["exact"] is True and out["context_window"] == 8192 and out["context_budget"] == 6000
+    assert {"duration", "context_window", "requests", "totals", "memory", "warnings"} <= set(out)
+    assert {"kind", "start", "end", "audio_seconds", "images", "tokens"} <= set(out["requests"][0])
+    assert out["totals"]["by_kind"]["transcribe"]["requests"] == sum(
+        1 for r in out["requests"] if r["kind"] == "transcribe")
+
+
+def test_make_plan_without_processor_files_estimates(decoded, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    d = decoded["phone_call.wav"]
+    plan = make_plan(d["waveform"], d["turns"], model="google/gemma-4-12B-it", options=PlanOptions(context_tokens=32768))
+    assert not plan.exact and all(r.estimated for r in plan.requests)
+    assert any("hf download google/gemma-4-12B-it" in w for w in plan.warnings)
+    assert plan.context_window == 262_144
+    for r in plan.requests:
+        if r.kind == "transcribe":  # the audio part of an estimate is exact: 25 tokens a second
+            assert r.tokens >= audio_tokens_for(r.audio[0].num_samples)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_plan_command(monkeypatch, tmp_path, tiny_checkpoint):
+    """`g4media plan` on the video sample, with the tiny model's processor (diarization replaced by the truth)."""
+    from click.testing import CliRunner
+
+    from mediapipe_g4 import diarize as diarize_module
+    from mediapipe_g4 import pipeline
+    from mediapipe_g4.cli import main
+    from mediapipe_g4.records import Diarization
+
+    turns = tuple(SpeakerTurn(s["start"], s["end"], s["speaker"]) for s in truth("standup.mp4")["segments"])
+    fake = lambda waveform, **kw: Diarization(64.0, ("S1", "S2", "S3"), turns)
+    monkeypatch.setattr(diarize_module, "diarize", fake)
+    monkeypatch.setattr(pipeline, "diarize", fake, raising=False)
+    monkeypatch.setenv("G4MEDIA_CACHE", str(tmp_path))
+    runner = CliRunner()
+    args = ["plan", str(SAMPLES / "standup.mp4"), "--model", str(tiny_checkpoint), "--keyframe-tokens", "140"]
+    result = runner.invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["exact"] and out["duration"] == pytest.approx(63.94, abs=0.05)
+    kinds = [r["kind"] for r in out["requests"]]
+    assert kinds.count("transcribe") >= len(turns) - 3 and kinds[-1] == "notes"
+    assert all(r["audio_seconds"] <= 30 for r in out["requests"])
+    text = runner.invoke(main, args + ["--context-tokens", "5800"])  # the whole timeline + 4096 do not fit
+    assert text.exit_code == 0, text.output
+    assert "notes_section" in text.stdout and "exact" in text.stdout and "memory:" in text.stdout
+    bad = runner.invoke(main, args + ["--model", str(tmp_path / "missing")])
+    assert bad.exit_code == 1 and "Error:" in bad.output and "does not exist" in bad.output

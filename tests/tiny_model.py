@@ -1,0 +1,177 @@
+"""A tiny `gemma4_unified` checkpoint with random weights, built in a second or two.
+
+It has the real model's structure where the project depends on it: the Gemma 4 special tokens, a chat
+template in the Gemma 4 format (placeholders `<|audio|>`/`<|image|>`/`<|video|>` that the processor expands,
+`<|turn>model\\n<|channel>thought\\n<channel|>` as the generation prompt), the real feature extractor,
+image and video processors, and a text model with one sliding-window and one full-attention layer.
+Its text is noise: tests check structure, never words.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The Gemma 4 chat template's shape, reduced to what the project sends: system/user/model turns whose
+# content is a string or a list of text/image/audio/video parts; text parts are trimmed and parts are
+# joined with nothing between them, as in the published template.
+CHAT_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{- '<|turn>' + role + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] | trim -}}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'text' -%}{{- item['text'] | trim -}}"
+    "{%- elif item['type'] == 'image' -%}{{- '<|image|>' -}}"
+    "{%- elif item['type'] == 'audio' -%}{{- '<|audio|>' -}}"
+    "{%- elif item['type'] == 'video' -%}{{- '<|video|>' -}}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{- '<turn|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|turn>model\\n' -}}"
+    "{%- if not enable_thinking | default(false) -%}{{- '<|channel>thought\\n<channel|>' -}}{%- endif -%}"
+    "{%- endif -%}"
+)
+
+# Ids follow the real tokenizer where it matters to the code: pad 0, eos 1, bos 2; `<turn|>` also stops.
+SPECIAL_TOKENS = [
+    "<pad>", "<eos>", "<bos>", "<unk>", "<mask>",
+    "<|turn>", "<turn|>", "<|channel>", "<channel|>", "<|think|>",
+    "<|image>", "<image|>", "<|image|>", "<|audio>", "<audio|>", "<|audio|>", "<|video|>",
+]  # fmt: skip
+
+_CORPUS = [
+    "Transcribe the following speech segment in English into English text.",
+    "Follow these specific instructions for formatting the answer: only output the transcription.",
+    "When transcribing numbers, write the digits, i.e. write 1.7 and not one point seven.",
+    "Write meeting notes: summary, decisions, action items with owners, chapters and questions.",
+    "The slide on screen at this moment. Speaker S1 said hello to S2 at 00:05.",
+    "the quick brown fox jumps over the lazy dog 0123456789 [00:00] : , . ; ? ! ' \" ( ) { } - _",
+]
+
+
+def build_tokenizer(vocab_size: int = 400):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(_CORPUS, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        padding_side="left",
+        extra_special_tokens={
+            "image_token": "<|image|>",
+            "boi_token": "<|image>",
+            "eoi_token": "<image|>",
+            "audio_token": "<|audio|>",
+            "boa_token": "<|audio>",
+            "eoa_token": "<audio|>",
+            "video_token": "<|video|>",
+            "sot_token": "<|turn>",
+            "eot_token": "<turn|>",
+            "soc_token": "<|channel>",
+            "eoc_token": "<channel|>",
+            "think_token": "<|think|>",
+        },
+    )
+
+
+def build_tiny_checkpoint(folder: str | Path, *, seed: int = 0) -> Path:
+    """Write a tiny random `gemma4_unified` checkpoint (config, weights, processor) into `folder`."""
+    import torch
+    from transformers import (
+        Gemma4UnifiedAudioConfig,
+        Gemma4UnifiedConfig,
+        Gemma4UnifiedForConditionalGeneration,
+        Gemma4UnifiedProcessor,
+        Gemma4UnifiedTextConfig,
+        Gemma4UnifiedVisionConfig,
+        GenerationConfig,
+    )
+    from transformers.models.gemma4_unified.feature_extraction_gemma4_unified import (
+        Gemma4UnifiedAudioFeatureExtractor,
+    )
+    from transformers.models.gemma4_unified.image_processing_gemma4_unified import (
+        Gemma4UnifiedImageProcessor,
+    )
+    from transformers.models.gemma4_unified.video_processing_gemma4_unified import (
+        Gemma4UnifiedVideoProcessor,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+
+    text_config = Gemma4UnifiedTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        global_head_dim=32,
+        num_global_key_value_heads=1,
+        attention_k_eq_v=True,
+        sliding_window=16,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=8192,
+        final_logit_softcapping=30.0,
+        pad_token_id=ids["<pad>"],
+        eos_token_id=ids["<eos>"],
+        bos_token_id=ids["<bos>"],
+    )
+    config = Gemma4UnifiedConfig(
+        text_config=text_config,
+        vision_config=Gemma4UnifiedVisionConfig(mm_embed_dim=32, output_proj_dims=32, mm_posemb_size=64),
+        audio_config=Gemma4UnifiedAudioConfig(),
+        boi_token_id=ids["<|image>"],
+        eoi_token_id=ids["<image|>"],
+        image_token_id=ids["<|image|>"],
+        video_token_id=ids["<|video|>"],
+        boa_token_id=ids["<|audio>"],
+        eoa_token_index=ids["<audio|>"],
+        audio_token_id=ids["<|audio|>"],
+    )
+    torch.manual_seed(seed)
+    model = Gemma4UnifiedForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<bos>"],
+        eos_token_id=[ids["<eos>"], ids["<turn|>"]],
+        pad_token_id=ids["<pad>"],
+        do_sample=True,  # as the published -it models; the engine turns sampling off for transcription
+        temperature=1.0,
+        top_p=0.95,
+        top_k=64,
+    )
+    model.save_pretrained(folder)
+
+    processor = Gemma4UnifiedProcessor(
+        feature_extractor=Gemma4UnifiedAudioFeatureExtractor(),
+        image_processor=Gemma4UnifiedImageProcessor(),
+        tokenizer=tokenizer,
+        video_processor=Gemma4UnifiedVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(folder)
+    return folder
+
+
+if __name__ == "__main__":  # python tests/tiny_model.py /tmp/tiny-gemma4
+    import sys
+
+    print(build_tiny_checkpoint(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tiny-gemma4"))
