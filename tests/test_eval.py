@@ -1,0 +1,340 @@
+"""`g4media eval`: metrics on hand-made cases with known answers, reference parsing (with malformed lines),
+pairing, and one end-to-end run on a transcript made with the tiny random checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jiwer
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, SAMPLES
+
+from mediapipe_g4.cli import main
+from mediapipe_g4.evaluate import (
+    EvalError,
+    NotesItem,
+    Reference,
+    Turn,
+    Utterance,
+    cp_wer,
+    diarization_errors,
+    evaluate,
+    format_table,
+    load_references,
+    naming_accuracy,
+    normalize_text,
+    notes_recall,
+    parse_notes_reference,
+    parse_rttm,
+    parse_segments_json,
+    parse_stm,
+    phrase_coverage,
+    wer,
+    word_errors,
+)
+
+FIXTURE = ROOT / "tests" / "fixtures" / "standup_result.json"
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+def utt(speaker, text, start=0.0, end=1.0):
+    return Utterance(start, end, speaker, text)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def test_normalization_ignores_case_punctuation_and_number_spelling():
+    assert normalize_text("Twenty-one apples, please!") == normalize_text("21 apples please")
+    assert normalize_text("Let's keep the Stand-up short.") == ["let", "us", "keep", "the", "stand", "up", "short"]
+    assert normalize_text("Uh, okay.") == ["okay"]
+
+
+def test_wer_perfect_match_and_one_substitution_agree_with_jiwer():
+    ref = [utt("A", "Ship the payment retry feature next Tuesday.", 0, 3)]
+    assert wer(ref, [utt("S1", "ship the payment retry feature next tuesday", 0, 3)]).rate == 0.0
+    got = wer(ref, [utt("S1", "Ship the payment retry feature next Thursday.", 0, 3)])
+    assert (got.substitutions, got.deletions, got.insertions, got.ref_words) == (1, 0, 0, 7)
+    assert got.rate == pytest.approx(1 / 7)
+    assert got.rate == pytest.approx(jiwer.wer("ship the payment retry feature next tuesday",
+                                               "ship the payment retry feature next thursday"))
+    # words in time order across segments; speakers play no part in WER
+    two = [utt("A", "good morning", 0, 1), utt("B", "hello there", 2, 3)]
+    assert wer(two, [utt("X", "hello there", 2, 3), utt("Y", "good morning", 0, 1)]).rate == 0.0
+    assert word_errors([], ["a", "b"]).insertions == 2 and word_errors(["a"], []).deletions == 1
+
+
+# --------------------------------------------------------------------------- cpWER
+
+
+REF_WORDS = {"Alice": words("good morning bob"), "Bob": words("thanks alice")}
+
+
+def test_cpwer_perfect_and_swapped_speakers():
+    perfect = cp_wer(REF_WORDS, {"S1": words("good morning bob"), "S2": words("thanks alice")})
+    assert perfect.rate == 0.0 and dict(perfect.mapping) == {"Alice": "S1", "Bob": "S2"}
+    # the labels are permuted: the best permutation finds them, no error
+    permuted = cp_wer(REF_WORDS, {"S2": words("good morning bob"), "S1": words("thanks alice")})
+    assert permuted.rate == 0.0 and dict(permuted.mapping) == {"Alice": "S2", "Bob": "S1"}
+    # the words of the two speakers swapped between them mid-way: attribution errors that WER cannot see
+    swapped = cp_wer(REF_WORDS, {"S1": words("good morning alice"), "S2": words("thanks bob")})
+    assert swapped.errors.errors == 2 and swapped.rate == pytest.approx(2 / 5)
+    assert wer([utt("Alice", "good morning bob", 0, 1), utt("Bob", "thanks alice", 1, 2)],
+               [utt("S1", "good morning bob", 0, 1), utt("S1", "thanks alice", 1, 2)]).rate == 0.0
+    one_speaker = cp_wer(REF_WORDS, {"S1": words("good morning bob thanks alice")})
+    # S1 pairs with Alice (2 insertions) and Bob is unmatched (2 deletions): 4 errors, not 6 the other way
+    assert dict(one_speaker.mapping) == {"Alice": "S1", "Bob": None} and one_speaker.rate == pytest.approx(4 / 5)
+
+
+def test_cpwer_missing_and_extra_speakers():
+    missing = cp_wer({**REF_WORDS, "Carol": words("okay")},
+                     {"S1": words("good morning bob"), "S2": words("thanks alice")})
+    assert (missing.errors.deletions, missing.errors.errors, missing.errors.ref_words) == (1, 1, 6)
+    assert dict(missing.mapping)["Carol"] is None
+    extra = cp_wer(REF_WORDS, {"S1": words("good morning bob"), "S2": words("thanks alice"), "S3": words("hm yes")})
+    assert extra.errors.insertions == 2 and extra.unmatched_result_speakers == ("S3",)
+    assert extra.rate == pytest.approx(2 / 5)
+
+
+# --------------------------------------------------------------------------- DER, JER, naming
+
+
+REF_TURNS = [Turn(0, 10, "Alice"), Turn(10, 20, "Bob")]
+
+
+def test_der_perfect_swapped_labels_and_missing_speaker():
+    same = diarization_errors(REF_TURNS, [Turn(0, 10, "S1"), Turn(10, 20, "S2")], 20, collar=0)
+    assert same["der"] == 0 and same["jer"] == 0 and same["mapping"] == {"S1": "Alice", "S2": "Bob"}
+    swapped = diarization_errors(REF_TURNS, [Turn(0, 10, "S2"), Turn(10, 20, "S1")], 20, collar=0)
+    assert swapped["der"] == 0 and swapped["mapping"] == {"S2": "Alice", "S1": "Bob"}  # labels are free
+    one = diarization_errors(REF_TURNS, [Turn(0, 20, "S1")], 20, collar=0)
+    assert one["der"] == pytest.approx(0.5) and one["confusion"] == pytest.approx(10)  # Bob's 10 s confused
+    # JER: Alice~S1 has 10 s false alarm over a 20 s union (0.5), Bob is unmatched (1): mean 0.75
+    assert one["jer"] == pytest.approx(0.75)
+    missed = diarization_errors(REF_TURNS, [Turn(0, 10, "S1")], 20, collar=0)
+    assert missed["der"] == pytest.approx(0.5) and missed["missed"] == pytest.approx(10)
+
+
+def test_collar_is_seconds_on_each_side_like_md_eval():
+    from pyannote.core import Annotation, Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    hyp = [Turn(0, 10.2, "S1"), Turn(10.2, 20, "S2")]  # the change 0.2 s late
+    assert diarization_errors(REF_TURNS, hyp, 20, collar=0)["der"] == pytest.approx(0.2 / 20)
+    # 0.25 s each side hides a 0.2 s error; 0.125 s each side (pyannote's collar=0.25 total) does not
+    assert diarization_errors(REF_TURNS, hyp, 20, collar=0.25)["der"] == 0
+    got = diarization_errors(REF_TURNS, hyp, 20, collar=0.125)["der"]
+    assert got == pytest.approx(0.075 / 19.5)  # 0.2 - 0.125 s confused, over 20 s minus 2 collars of 0.25 s
+
+    ref, h = Annotation(), Annotation()
+    for i, t in enumerate(REF_TURNS):
+        ref[Segment(t.start, t.end), i] = t.speaker
+    for i, t in enumerate(hyp):
+        h[Segment(t.start, t.end), i] = t.speaker
+    direct = DiarizationErrorRate(collar=0.25, skip_overlap=False)(ref, h, uem=Timeline([Segment(0, 20)]))
+    assert got == pytest.approx(direct)
+
+
+def test_naming_accuracy():
+    ref = Reference("x", turns=tuple(REF_TURNS))
+    mapping = {"S1": "Alice", "S2": "Bob"}
+    both = naming_accuracy(mapping, ref, {"S1": "alice", "S2": "Bob"}, ["Alice", "Bob"])
+    assert (both["correct"], both["total"]) == (2, 2)
+    default = naming_accuracy(mapping, ref, {"S1": "Alice", "S2": "Speaker 2"}, ["Alice", "Bob"])
+    assert default["value"] == 0.5
+    swapped = naming_accuracy(mapping, ref, {"S1": "Bob", "S2": "Alice"}, ["Alice", "Bob"])
+    assert swapped["correct"] == 0
+    missing = naming_accuracy({"S1": "Alice"}, ref, {"S1": "Alice"}, ["Alice", "Bob"])  # Bob not found at all
+    assert (missing["correct"], missing["total"]) == (1, 2)
+    anonymous = Reference("x", turns=(Turn(0, 1, "spk_0"), Turn(1, 2, "SPEAKER_01")))
+    assert naming_accuracy({}, anonymous, {}, ["spk_0", "SPEAKER_01"]) is None  # n/a: no names
+    named_by_json = Reference("x", names=(("S1", "Dana"),))
+    assert naming_accuracy({"A": "S1"}, named_by_json, {"A": "Dana"}, ["S1"])["value"] == 1.0
+
+
+# --------------------------------------------------------------------------- notes
+
+
+def test_notes_recall_and_owners():
+    ref = [NotesItem("decision", "Ship the payment retry feature next Tuesday"),
+           NotesItem("action_item", "Update the API documentation", "Bob"),
+           NotesItem("action_item", "Send the release notes to the support team", "Carol")]
+    notes = {"status": "ok", "decisions": [{"text": "We will ship the retry feature on Tuesday.", "time": 1}],
+             "action_items": [{"text": "Bob updates the API docs", "owner": "S2"},
+                              {"text": "Send release notes to support", "owner": "S1"}]}
+    got = notes_recall(ref, notes, {"S1": "Alice", "S2": "Bob"})
+    # ship, retry, feature, tuesday of ship/payment/retry/feature/next/tuesday = 4/6 >= 0.6: found
+    # update, api of update/api/documentation = 2/3: found, owner S2 = Bob right
+    # send, release, note, support of send/release/note/support/team = 4/5: found, owner S1 = Alice wrong
+    assert [r["found"] for r in got["items"]] == [True, True, True]
+    assert (got["found"], got["total"], got["owners_right"], got["owners_total"]) == (3, 3, 1, 2)
+    assert phrase_coverage("Update the API documentation", "Update the docs") == pytest.approx(1 / 3)
+    # a decision is looked for among decisions only
+    only_actions = notes_recall(ref[:1], {"status": "ok", "decisions": [],
+                                          "action_items": [{"text": ref[0].text, "owner": None}]}, {})
+    assert only_actions["found"] == 0
+    assert notes_recall(ref, {"status": "failed", "error": "x"}, {})["value"] == 0.0
+    assert notes_recall(ref, {"status": "skipped"}, {})["value"] is None
+
+
+def test_fixture_scores_perfectly_on_the_standup_references(tmp_path):
+    shutil.copy(FIXTURE, tmp_path / "standup.json")
+    report = evaluate(tmp_path, SAMPLES)
+    (r,) = report["recordings"]
+    assert r["reference_files"] and r["wer"]["value"] == 0 and r["cpwer"]["value"] == 0
+    assert r["der"]["value"] == 0 and r["speakers"] == {"reference": 3, "result": 3, "error": 0}
+    assert (r["naming"]["correct"], r["naming"]["total"]) == (3, 3)
+    assert (r["notes"]["found"], r["notes"]["total"], r["notes"]["owners_right"]) == (5, 5, 3)
+    assert r["speed"]["rtf"] == pytest.approx(21.06 / 63.942, abs=1e-3)
+    assert sorted(report["references_without_result"]) == ["interview", "phone_call"]
+    table = format_table(report)
+    assert "standup.mp4" in table and "overall (1)" in table and "transcribe" in table
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_rttm_parsing_and_malformed_lines():
+    text = (";; comment\n\nSPKR-INFO f 1 <NA> <NA> <NA> unknown A <NA> <NA>\n"
+            "SPEAKER f 1 0.50 1.25 <NA> <NA> A <NA> <NA>\nSPEAKER g 1 2 0 <NA> <NA> B <NA> <NA>\n"
+            "SPEAKER g 1 3 1 <NA> <NA> B\n")
+    assert parse_rttm(text) == {"f": [Turn(0.5, 1.75, "A")], "g": [Turn(3, 4, "B")]}
+    for bad, words in [("SPEAKER f 1 0.5\n", "has 4 fields"), ("SPEAKER f 1 x 1 <NA> <NA> A <NA> <NA>\n", "start 'x'"),
+                       ("SPEAKER f 1 1 -2 <NA> <NA> A <NA> <NA>\n", "must not be negative"),
+                       ("hello world\n", "not an RTTM line")]:
+        with pytest.raises(EvalError, match=words) as err:
+            parse_rttm("SPEAKER f 1 0 1 <NA> <NA> A <NA> <NA>\n" + bad, "ref.rttm")
+        assert "ref.rttm line 2" in str(err.value)
+
+
+def test_stm_parsing_and_malformed_lines():
+    text = (";; comment\nrec 1 Alice 0.0 1.5 <o,f0,female> Good morning, Bob.\nrec 1 Bob 1.5 2.0 Hi.\n"
+            "rec 1 inter_segment_gap 2.0 3.0\nrec A Carol 3 4\n")
+    got = parse_stm(text)["rec"]
+    assert got == [Utterance(0.0, 1.5, "Alice", "Good morning, Bob."), Utterance(1.5, 2.0, "Bob", "Hi."),
+                   Utterance(3.0, 4.0, "Carol", "")]
+    for bad, words in [("rec 1 A 0\n", "has 4 fields"), ("rec 1 A 2 1 hi\n", "not a span"),
+                       ("rec 1 A 0 one hi\n", "end 'one'"), ("rec 1 A 0 1 <o,f0 hi\n", "no closing")]:
+        with pytest.raises(EvalError, match=words) as err:
+            parse_stm(bad, "ref.stm")
+        assert "ref.stm line 1" in str(err.value)
+
+
+def test_segments_and_notes_json():
+    utts, names, duration = parse_segments_json(json.loads((SAMPLES / "phone_call.truth.json").read_text()))
+    assert names == {"S1": "Dana", "S2": "Mark"} and duration > 30 and utts[0].speaker == "S1"
+    assert parse_segments_json([{"text": "hello"}])[0] == [Utterance(None, None, None, "hello")]
+    with pytest.raises(EvalError, match="segment 0 needs numeric start"):
+        parse_segments_json({"segments": [{"start": "soon", "end": 1}]}, "x.json")
+    with pytest.raises(EvalError, match="no list of segments"):
+        parse_segments_json({"turns": []})
+    items = parse_notes_reference(json.loads((SAMPLES / "standup.notes.json").read_text()))
+    assert [i.kind for i in items].count("decision") == 2 and {i.owner for i in items} == {None, "Bob", "Carol"}
+    with pytest.raises(EvalError, match=r"action_items\[0\] needs a non-empty text"):
+        parse_notes_reference({"action_items": [{"owner": "Bob"}]})
+
+
+def test_sample_references_agree_with_the_truth():
+    """samples/make_references.py keeps the RTTM and STM in step with the truth JSON."""
+    sys.path.insert(0, str(SAMPLES))
+    try:
+        import make_references
+    finally:
+        sys.path.remove(str(SAMPLES))
+    refs = load_references(SAMPLES)
+    for stem in ("standup", "phone_call", "interview"):
+        truth = json.loads((SAMPLES / f"{stem}.truth.json").read_text())
+        assert (SAMPLES / f"{stem}.rttm").read_text() == make_references.rttm_text(stem, truth)
+        assert (SAMPLES / f"{stem}.stm").read_text() == make_references.stm_text(stem, truth)
+        ref = refs[stem]
+        assert len(ref.turns) == len(ref.utterances) == len(truth["segments"])
+        assert {ref.name_of(t.speaker) for t in ref.turns} == {s["name"] for s in truth["speakers"]}
+    assert refs["standup"].notes and refs["phone_call"].notes is None
+
+
+def test_pairing_folders_and_clear_errors(tmp_path):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    shutil.copy(FIXTURE, out / "sub" / "standup.json")
+    (out / "index.html").write_text("<html></html>")
+    (out / "other.json").write_text('{"not": "a result"}')
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    shutil.copy(SAMPLES / "standup.rttm", refs / "standup.rttm")
+    shutil.copy(SAMPLES / "phone_call.rttm", refs / "phone_call.rttm")
+    report = evaluate(out, refs, collar=0.25)
+    assert [r["reference"] for r in report["recordings"]] == ["standup"]
+    assert report["recordings"][0]["wer"] is None and report["recordings"][0]["der"]["value"] == 0
+    assert report["references_without_result"] == ["phone_call"]
+    combined = tmp_path / "all.rttm"  # one RTTM for many recordings: keyed by file id
+    combined.write_text((refs / "standup.rttm").read_text() + (refs / "phone_call.rttm").read_text())
+    assert set(load_references(combined)) == {"standup", "phone_call"}
+    assert evaluate(out, combined)["recordings"][0]["der"]["value"] == 0
+    shutil.copy(combined, refs / "all.rttm")  # twice in one folder: refused, not doubled
+    with pytest.raises(EvalError, match="two references of the same kind for 'phone_call'"):
+        load_references(refs)
+    (refs / "all.rttm").unlink()
+    (refs / "phone_call.rttm").write_text("SPEAKER phone_call 1 zero 1 <NA> <NA> A <NA> <NA>\n")
+    with pytest.raises(EvalError, match="phone_call.rttm line 1: start 'zero' is not a number"):
+        evaluate(out, refs)
+    with pytest.raises(EvalError, match="no result in .* has a reference"):
+        evaluate(out, SAMPLES / "interview.rttm")  # names differ: no pair
+    # a result file and a reference file given by hand pair whatever their names
+    assert evaluate(out / "sub" / "standup.json", refs / "standup.rttm")["recordings"][0]["reference"] == "standup"
+    shutil.copy(SAMPLES / "standup.rttm", tmp_path / "mine.rttm")
+    assert evaluate(out / "sub" / "standup.json", tmp_path / "mine.rttm")["recordings"][0]["der"]["value"] == 0
+    with pytest.raises(EvalError, match="no results found"):
+        evaluate(refs, SAMPLES)
+
+
+def test_cli_eval_table_and_error_line(tmp_path):
+    shutil.copy(FIXTURE, tmp_path / "standup.json")
+    runner = CliRunner()
+    table = runner.invoke(main, ["eval", str(tmp_path), str(SAMPLES)])
+    assert table.exit_code == 0, table.output
+    assert "WER" in table.output and "cpWER" in table.output and "DER" in table.output and "overall" in table.output
+    as_json = runner.invoke(main, ["eval", str(tmp_path / "standup.json"), str(SAMPLES), "--json", "--collar", "0"])
+    assert as_json.exit_code == 0 and json.loads(as_json.output)["collar"] == 0
+    bad = runner.invoke(main, ["eval", str(tmp_path / "nothing"), str(SAMPLES)])
+    assert bad.exit_code == 1 and "does not exist" in bad.output
+
+
+# --------------------------------------------------------------------------- end to end, tiny checkpoint
+
+
+REF_WORDS_PHONE_CALL = 96  # after normalization ("you're" -> "you are")
+
+
+@pytest.mark.slow
+def test_eval_on_a_tiny_checkpoint_transcript(samples_dir, tiny_checkpoint, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "G4MEDIA_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+
+    def g4media(*args):
+        return subprocess.run([sys.executable, "-m", "mediapipe_g4", *args], capture_output=True, text=True,
+                              check=False, timeout=600, env=env, stdin=subprocess.DEVNULL)
+
+    made = g4media("transcribe", str(samples_dir / "phone_call.wav"), "--model", str(tiny_checkpoint),
+                   "-o", str(tmp_path / "out"), "--format", "json")
+    assert made.returncode == 0, made.stderr
+    out = g4media("eval", str(tmp_path / "out"), str(samples_dir), "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    (r,) = report["recordings"]
+    assert r["recording"] == "phone_call.wav" and r["reference"] == "phone_call"
+    assert r["wer"]["value"] >= 0 and r["wer"]["ref_words"] == REF_WORDS_PHONE_CALL and r["cpwer"]["value"] >= 0
+    assert 0 <= r["der"]["value"] < 10 and 0 <= r["jer"]["value"] <= 1
+    assert r["speakers"]["reference"] == 2 and isinstance(r["speakers"]["result"], int)
+    assert r["speakers"]["error"] == r["speakers"]["result"] - 2
+    assert r["naming"]["total"] == 2 and 0 <= r["naming"]["correct"] <= 2
+    assert r["notes"] is None and r["speed"]["rtf"] > 0 and "transcribe" in r["speed"]["timings"]
+    assert report["overall"]["wer"]["value"] == r["wer"]["value"]
+    table = g4media("eval", str(tmp_path / "out"), str(samples_dir))
+    assert table.returncode == 0 and "phone_call.wav" in table.stdout and "overall (1)" in table.stdout
