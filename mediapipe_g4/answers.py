@@ -2,8 +2,10 @@
 
 `CachedEngine` wraps an engine: requests answered before (same prompt, same audio slice, same images,
 same decoding settings, same model) come from disk; the rest go to the engine in chunks, and each
-chunk's answers are written atomically before the next starts. A run killed at any moment loses at
-most the chunk in flight, and the engine (the model's weights) is loaded only if something is missing.
+chunk's answers are written atomically before the next starts (an engine with `streams_answers`, such as
+the server engine, hands back each answer as it finishes, and each is written at once). A run killed at
+any moment loses at most the chunk (or the answers) in flight, and the engine (the model's weights) is
+loaded only if something is missing.
 """
 
 from __future__ import annotations
@@ -87,6 +89,19 @@ class CachedEngine:
         if todo:
             # Longest first within the model's own batching; chunks keep similar lengths together.
             todo.sort(key=lambda i: -requests[i].tokens)
+            if getattr(self.engine, "streams_answers", False):
+                # A server engine hands back each answer as it finishes (many in flight): keep each at once,
+                # so a kill loses only the answers in flight.
+                for pos, text in self.engine.iter_generate([requests[i] for i in todo]):
+                    i = todo[pos]
+                    write_json(self._path(keys[i]), {"kind": requests[i].kind, "start": requests[i].start,
+                                                     "end": requests[i].end, "answer": text})
+                    answers[i] = text
+                    self.generated += 1
+                    done += 1
+                    if hook:
+                        hook(step, done, len(requests))
+                return [a if a is not None else "" for a in answers]
             for lo in range(0, len(todo), self.chunk_size):
                 chunk = todo[lo : lo + self.chunk_size]
                 texts = self.engine.generate([requests[i] for i in chunk])

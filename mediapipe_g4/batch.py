@@ -68,6 +68,13 @@ def already_done(json_path: Path, sha256: str) -> bool:
         return False
 
 
+def default_workers(engine: str, concurrency: int) -> int:
+    """Recordings at once: one in-process (the model is the bottleneck and holds the memory); with a
+    model server two or more, so its batches stay full while a recording decodes, finds its speakers or
+    waits on its one long notes request."""
+    return 1 if engine == "transformers" else max(2, min(4, concurrency // 8))
+
+
 def run_batch(
     folder: Path,
     out_dir: Path,
@@ -77,50 +84,129 @@ def run_batch(
     recursive: bool = False,
     redo: bool = False,
     on_file: Callable[[Path, str, str], None] | None = None,
+    workers: int = 1,
 ) -> BatchReport:
     """Process every recording; an index.html in `out_dir` links each output and lists each failure.
 
     Outputs mirror the folder structure (a/meeting.mp4 -> OUT/a/meeting.html), so names never collide.
-    A model that cannot load stops the batch (every file would fail the same way).
+    A model that cannot load stops the batch (every file would fail the same way). With `workers` > 1
+    (a model server), that many recordings are processed at once, so one recording's CPU stages (decode,
+    speaker turns) overlap with the others' model calls and the server always has requests to batch.
     """
-    from .workdir import file_sha256
+    formats = list(dict.fromkeys([*formats, "json"]))  # the JSON tells a later run what is done
+    found = find_recordings(folder, recursive=recursive, exclude=out_dir.resolve())
+
+    def one(path: Path, broken: str | None) -> tuple[dict[str, Any], str, str, bool]:
+        return _one(folder, out_dir, formats, process, path, broken, redo=redo)
 
     report = BatchReport()
-    formats = list(dict.fromkeys([*formats, "json"]))  # the JSON tells a later run what is done
-    for path, broken in find_recordings(folder, recursive=recursive, exclude=out_dir.resolve()):
-        rel = path.relative_to(folder)
-        target_dir = out_dir / rel.parent
-        stem = output_stem(path.name)
-        if broken:
-            report.entries.append(failed_entry(rel, broken))
-            on_file and on_file(path, "failed", broken)
-            continue
-        try:
-            if not redo and already_done(target_dir / f"{stem}.json", file_sha256(path)):
-                outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
-                           if (target_dir / f"{stem}.{ext}").exists()]
-                result = json.loads((target_dir / f"{stem}.json").read_text(encoding="utf-8"))
-                report.entries.append(_relative(index_entry(result, outputs), out_dir))
-                report.skipped.append(str(rel))
-                on_file and on_file(path, "done before", "")
-                continue
-            result = process(path)
-            outputs = write_outputs(result, target_dir, stem, formats, media_dir=result.get("work_dir"))
-        except ModelError:
-            raise
-        except G4Error as exc:
-            report.entries.append(failed_entry(rel, str(exc)))
-            on_file and on_file(path, "failed", str(exc))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one broken recording must not end the batch
-            log.debug("failure on %s", path, exc_info=True)
-            report.entries.append(failed_entry(rel, f"unexpected {type(exc).__name__}: {exc}"))
-            on_file and on_file(path, "failed", f"unexpected {type(exc).__name__}: {exc}")
-            continue
-        report.entries.append(_relative(index_entry(result, outputs), out_dir))
-        on_file and on_file(path, "ok", ", ".join(p.name for p in outputs))
+    if workers <= 1:
+        outcomes: Iterator[tuple[int, Path, tuple[dict[str, Any], str, str, bool]]] = \
+            ((i, path, one(path, broken)) for i, (path, broken) in enumerate(found))
+    else:
+        outcomes = _concurrently(found, one, workers)
+    ordered: list[tuple[int, dict[str, Any]]] = []
+    for i, path, (entry, status, detail, skipped) in outcomes:
+        ordered.append((i, entry))
+        if skipped:
+            report.skipped.append(str(path.relative_to(folder)))
+        on_file and on_file(path, status, detail)
+    report.entries = [entry for _, entry in sorted(ordered, key=lambda p: p[0])]  # in the order found
     write_index(report.entries, out_dir)
     return report
+
+
+def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Path], dict[str, Any]], path: Path,
+         broken: str | None, *, redo: bool) -> tuple[dict[str, Any], str, str, bool]:
+    """(index entry, status, detail, whether it was done before) of one recording; a ModelError propagates."""
+    from .workdir import file_sha256
+
+    rel = path.relative_to(folder)
+    target_dir = out_dir / rel.parent
+    stem = output_stem(path.name)
+    if broken:
+        return failed_entry(rel, broken), "failed", broken, False
+    try:
+        if not redo and already_done(target_dir / f"{stem}.json", file_sha256(path)):
+            outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
+                       if (target_dir / f"{stem}.{ext}").exists()]
+            result = json.loads((target_dir / f"{stem}.json").read_text(encoding="utf-8"))
+            return _relative(index_entry(result, outputs), out_dir), "done before", "", True
+        result = process(path)
+        outputs = write_outputs(result, target_dir, stem, formats, media_dir=result.get("work_dir"))
+    except ModelError:
+        raise
+    except G4Error as exc:
+        return failed_entry(rel, str(exc)), "failed", str(exc), False
+    except Exception as exc:  # noqa: BLE001 - one broken recording must not end the batch
+        log.debug("failure on %s", path, exc_info=True)
+        detail = f"unexpected {type(exc).__name__}: {exc}"
+        return failed_entry(rel, detail), "failed", detail, False
+    return _relative(index_entry(result, outputs), out_dir), "ok", ", ".join(p.name for p in outputs), False
+
+
+def _concurrently(found: Iterator[tuple[Path, str | None]], one: Callable[..., Any], workers: int
+                  ) -> Iterator[tuple[int, Path, Any]]:
+    """(position found, path, one(path, broken)) as recordings finish, `workers` at a time, while the folder
+    is still being searched. Recordings with the same content (one work folder) never run at once. An
+    error (a ModelError) stops new work; the recordings under way finish, then it is raised. Daemon
+    threads, so Ctrl-C ends the batch at once."""
+    import queue
+    import threading
+
+    from .workdir import file_sha256
+
+    jobs: queue.Queue[tuple[int, Path, str | None] | None] = queue.Queue(maxsize=workers * 2)
+    results: queue.SimpleQueue[tuple[int, Path, Any, BaseException | None]] = queue.SimpleQueue()
+    stop = threading.Event()
+    locks: dict[str, threading.Lock] = {}
+    guard = threading.Lock()
+
+    def work() -> None:
+        while (job := jobs.get()) is not None:
+            i, path, broken = job
+            if stop.is_set():
+                continue  # drain: nothing new after an error
+            try:
+                key = "" if broken else file_sha256(path)
+                with guard:
+                    lock = locks.setdefault(key, threading.Lock()) if key else threading.Lock()
+                with lock:
+                    results.put((i, path, one(path, broken), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                results.put((i, path, None, exc))
+
+    def feed() -> None:
+        try:
+            for i, (path, broken) in enumerate(found):
+                if stop.is_set():
+                    break
+                jobs.put((i, path, broken))
+        except BaseException as exc:  # noqa: BLE001
+            results.put((-1, Path("."), None, exc))
+        finally:
+            for _ in range(workers):
+                jobs.put(None)
+
+    threads = [threading.Thread(target=work, name=f"g4media-batch-{k}", daemon=True) for k in range(workers)]
+    threads.append(threading.Thread(target=feed, name="g4media-batch-find", daemon=True))
+    for t in threads:
+        t.start()
+    error: BaseException | None = None
+    while True:
+        try:
+            i, path, outcome, exc = results.get(timeout=0.2)
+        except queue.Empty:
+            if not any(t.is_alive() for t in threads) and results.empty():
+                break
+            continue
+        if exc is None:
+            yield i, path, outcome
+        elif error is None:
+            error = exc
+            stop.set()
+    if error is not None:
+        raise error
 
 
 def _extensions(formats: list[str]) -> list[str]:
