@@ -205,6 +205,22 @@ run_options = _compose(
     click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                  help="Work folder root (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media)."),
     click.option("--fresh", is_flag=True, help="Ignore finished work in the work folder and redo everything."),
+    click.option("--engine", type=click.Choice(["transformers", "openai"]), default="transformers", show_default=True,
+                 help="Run the model in this process (transformers) or send the requests to a model server "
+                      "(openai: vLLM, llama.cpp, Ollama; see docs/SERVING.md)."),
+    click.option("--server", default=None, metavar="URL",
+                 help="The model server for --engine openai, e.g. http://localhost:8000/v1."),
+    click.option("--server-api", type=click.Choice(["openai", "vllm", "ollama"]), default="openai", show_default=True,
+                 help="How media go to the server: OpenAI input_audio parts, vLLM audio_url, or Ollama's /api/chat."),
+    click.option("--api-key-env", default=None, metavar="NAME",
+                 help="Environment variable that holds the server's API key (the key itself is never logged)."),
+    click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+                 help="Requests in flight at the server at once (vLLM: 32-64; llama.cpp: its --parallel)."),
+    click.option("--served-model", default=None, metavar="NAME",
+                 help="The model's name on the server, for every request (default: the --model id), e.g. "
+                      "gemma4:12b for Ollama."),
+    click.option("--server-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
+                 help="Seconds to wait for one answer from the server before retrying."),
 )
 
 
@@ -230,12 +246,26 @@ def _run_options(kw: dict, *, summarize: bool) -> RunOptions:
     from .pipeline import RunOptions
     from .transformers_engine import DEFAULT_MODEL
 
+    plan = _plan_options(kw)
+    engine = kw.get("engine") or "transformers"
+    if kw.get("server") and engine == "transformers":
+        engine = "openai"  # --server URL says where the model runs
+    if engine == "openai" and plan.context_tokens is None:
+        # This machine's memory says nothing about the server's context: plan for what it serves.
+        from dataclasses import replace
+
+        from .openai_engine import SERVER_CONTEXT_TOKENS
+
+        plan = replace(plan, context_tokens=SERVER_CONTEXT_TOKENS)
     return RunOptions(
         model=kw["model"] or DEFAULT_MODEL, transcribe_model=kw["transcribe_model"], device=kw["device"],
         dtype=kw["dtype"], quantize=kw["quantize"], assistant=kw["assistant"], batch_size=kw["batch_size"],
-        plan=_plan_options(kw), diarization=_diarization_options(kw),
+        plan=plan, diarization=_diarization_options(kw),
         names=tuple(parse_name_overrides(kw.get("names")).items()), summarize=summarize,
-        cache_dir=kw["cache_dir"], fresh=kw["fresh"],
+        cache_dir=kw["cache_dir"], fresh=kw["fresh"], engine=engine, server=kw.get("server"),
+        server_api=kw.get("server_api") or "openai", api_key_env=kw.get("api_key_env"),
+        concurrency=kw.get("concurrency") or 8, served_model=kw.get("served_model"),
+        server_timeout=kw.get("server_timeout") or 600.0,
     )
 
 
@@ -267,6 +297,47 @@ def plan(file: Path, as_json: bool, **kw) -> None:
         _echo_json(result.to_dict())
     else:
         click.echo(format_plan(result, name=file.name))
+
+
+# --------------------------------------------------------------------------- diarize
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print {duration, speakers, turns} as JSON.")
+@click.option("--rttm", "rttm_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the turns as an RTTM file here.")
+@click.option("--speakers", type=click.IntRange(min=1), default=None, help="Number of speakers, if known.")
+@click.option("--min-speakers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Fewest speakers to consider when finding the count.")
+@click.option("--max-speakers", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Most speakers to consider when finding the count.")
+def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
+    """Who spoke when: speaker turns (S1, S2, ...) from voice embeddings, without the model."""
+    from . import media
+    from .diarize import write_rttm
+    from .pipeline import load_diarization
+    from .progress import progress_hook
+    from .workdir import file_sha256, media_work_dir
+
+    info = media.probe(file)
+    work = media_work_dir(file_sha256(file))
+    with progress_hook(not as_json) as hook:
+        waveform = media.decode_audio(file, work, info=info, hook=hook)
+        result = load_diarization(waveform, work, _diarization_options(kw), hook, fresh=False)
+    if rttm_path is not None:
+        write_rttm(result, rttm_path, file_id=file.stem)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    click.echo(f"{file.name}: {result.duration:.1f} s, {len(result.speakers)} speakers, {len(result.turns)} turns")
+    for sid in result.speakers:
+        talk = sum(t.duration for t in result.turns if t.speaker == sid)
+        click.echo(f"  {sid:<4} {talk:7.1f} s")
+    for t in result.turns:
+        click.echo(f"  {t.start:8.2f} {t.end:8.2f}  {t.speaker}")
+    if rttm_path is not None:
+        click.echo(f"RTTM written to {rttm_path}")
 
 
 # --------------------------------------------------------------------------- transcribe / summarize / batch
@@ -350,7 +421,7 @@ def summarize(files: tuple[Path, ...], **kw) -> None:
               help=f"Outputs per recording (default: {SUMMARIZE_FORMATS}; with --transcribe-only: {TRANSCRIBE_FORMATS}).")
 def batch(folder: Path, **kw) -> None:
     """Process every recording in a folder (found by content), skip those done, write index.html."""
-    from .batch import run_batch
+    from .batch import default_workers, run_batch
     from .pipeline import make_engine_factory, process_recording
     from .progress import progress_hook
 
@@ -360,9 +431,10 @@ def batch(folder: Path, **kw) -> None:
     options = _run_options(kw, summarize=summarize)
     factory = make_engine_factory(options)
     out_dir: Path = kw["output_dir"]
+    workers = default_workers(options.engine, options.concurrency)
 
     def process(path: Path) -> dict:
-        with progress_hook() as hook:
+        with progress_hook(workers == 1) as hook:  # one progress display at a time; lines per file otherwise
             return process_recording(path, options, factory, hook=hook)
 
     def on_file(path: Path, status: str, detail: str) -> None:
@@ -370,13 +442,37 @@ def batch(folder: Path, **kw) -> None:
                    err=status == "failed")
 
     report = run_batch(folder, out_dir, formats, process, recursive=kw["recursive"], redo=kw["fresh"],
-                       on_file=on_file)
+                       on_file=on_file, workers=workers)
     ok = len(report.entries) - report.failed
     click.echo(f"{ok} done ({len(report.skipped)} from before), {report.failed} failed; index: {out_dir / 'index.html'}")
     if not report.entries:
         click.echo(f"(no recordings found in {folder})")
     if report.failed:
         sys.exit(1)
+
+
+# --------------------------------------------------------------------------- eval
+
+
+@main.command("eval")
+@click.argument("results", type=click.Path(path_type=Path))
+@click.argument("references", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
+@click.option("--collar", type=click.FloatRange(min=0), default=0.25, show_default=True,
+              help="Seconds not scored on EACH side of every reference speaker boundary (as md-eval -c).")
+def eval_(results: Path, references: Path, as_json: bool, collar: float) -> None:
+    """Score results (X.json, or a batch output folder) against references (RTTM, STM, segments JSON, notes JSON).
+
+    WER, cpWER, DER, JER, speaker counts, naming accuracy, notes recall and speed, per recording and overall.
+    References pair with results by name: X.json <-> X.rttm, X.stm, X.truth.json, X.notes.json.
+    """
+    from .evaluate import evaluate, format_table
+
+    report = evaluate(results, references, collar=collar)
+    if as_json:
+        _echo_json(report)
+    else:
+        click.echo(format_table(report))
 
 
 def run() -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, media
 from .answers import CachedEngine
@@ -31,6 +31,9 @@ from .token_count import TokenCounter
 from .transcript import segments_from_answers
 from .transformers_engine import DEFAULT_MODEL
 from .workdir import file_sha256, media_work_dir, settings_key
+
+if TYPE_CHECKING:
+    from .openai_engine import ServerOptions
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -62,15 +65,26 @@ class RunOptions:
     summarize: bool = True  # names and notes after the transcript
     cache_dir: str | None = None
     fresh: bool = False
+    # --engine openai: the model runs on a server (docs/SERVING.md)
+    server: str | None = None  # its URL, e.g. http://localhost:8000/v1
+    server_api: str = "openai"  # openai | vllm | ollama: how media go over the wire
+    api_key_env: str | None = None  # the name of the environment variable with the key (never the key)
+    concurrency: int = 8  # requests in flight at the server
+    served_model: str | None = None  # the model's name on the server (default: --model)
+    server_timeout: float = 600.0  # seconds to wait for one answer
 
     @property
     def asr_model(self) -> str:
         return self.transcribe_model or self.model
 
     def to_dict(self) -> dict[str, Any]:
+        from .openai_engine import redact_url
+
         out = dataclasses.asdict(self)
         out["names"] = dict(self.names)
         out.pop("cache_dir")
+        if self.server:
+            out["server"] = redact_url(self.server)
         return out
 
 
@@ -242,10 +256,44 @@ def process_recording(
     }
 
 
-def make_engine_factory(options: RunOptions) -> EngineFactory:
-    """Engines as the options say: in-process transformers (one load per model id)."""
+def check_models(options: RunOptions) -> None:
+    """Fail before hours of work when a model cannot possibly load: a missing folder, or a Hub id that is
+    not downloaded while offline. (Online, a missing download starts when the model is first needed.)"""
+    from .errors import ModelError
+    from .transformers_engine import download_hint, in_cache, offline, resolve_model
+
     if options.engine != "transformers":
-        raise G4Error(f"unknown engine {options.engine!r}; choose transformers")
+        return
+    for model in dict.fromkeys([options.asr_model, options.model] if options.summarize else [options.asr_model]):
+        source, local = resolve_model(model)
+        if not local and offline() and not in_cache(source):
+            raise ModelError(f"{model} is not downloaded and Hugging Face is offline (HF_HUB_OFFLINE); "
+                             f"{download_hint(model)}")
+
+
+def server_options(options: RunOptions) -> ServerOptions:
+    """The model server's settings for --engine openai; a missing --server is a ModelError."""
+    from .errors import ModelError
+    from .openai_engine import ServerOptions
+
+    if not options.server:
+        raise ModelError("--engine openai needs --server URL, e.g. --server http://localhost:8000/v1 "
+                         "(see docs/SERVING.md for starting vLLM, llama.cpp or Ollama)")
+    return ServerOptions(url=options.server, api=options.server_api, api_key_env=options.api_key_env,
+                         concurrency=options.concurrency, served_model=options.served_model,
+                         timeout=options.server_timeout, context_tokens=options.plan.context_tokens)
+
+
+def make_engine_factory(options: RunOptions) -> EngineFactory:
+    """Engines as the options say: in-process transformers (one load per model id), or a model server
+    (--engine openai: one engine per model id, all sharing the server's --concurrency bound)."""
+    if options.engine == "openai":
+        from .openai_engine import make_server_factory
+
+        return make_server_factory(server_options(options))
+    if options.engine != "transformers":
+        raise G4Error(f"unknown engine {options.engine!r}; choose transformers or openai")
+    check_models(options)
 
     def factory(model: str) -> Engine:
         from .transformers_engine import EngineOptions, TransformersEngine

@@ -1,0 +1,132 @@
+"""`g4media transcribe`, `summarize` and `batch` through the real transformers path on a tiny random
+checkpoint. Its words are noise, so these tests check structure, times, speakers, files and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, truth
+
+from mediapipe_g4.writers import output_stem
+
+
+def g4media(*args: str, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "G4MEDIA_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "mediapipe_g4", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("g4cache")
+
+
+def test_transcribe_writes_every_format(samples_dir, tiny_checkpoint, cache, tmp_path):
+    out = g4media("transcribe", str(samples_dir / "phone_call.wav"), "--model", str(tiny_checkpoint),
+                  "-o", str(tmp_path), "--format", "json,srt,vtt,txt", cache=cache)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phone_call.json", "phone_call.srt", "phone_call.txt",
+                                                          "phone_call.vtt"]
+    result = json.loads((tmp_path / "phone_call.json").read_text())
+    assert set(result) >= {"source", "model", "speakers", "segments", "keyframes", "notes", "options", "timings"}
+    assert abs(result["source"]["duration"] - truth("phone_call.wav")["duration"]) < 0.05
+    assert len(result["source"]["sha256"]) == 64 and result["model"]["id"] == str(tiny_checkpoint)
+    for seg in result["segments"]:
+        assert 0 <= seg["start"] < seg["end"] <= result["source"]["duration"] + 0.05
+        assert seg["speaker"] in {s["id"] for s in result["speakers"]}
+    assert (tmp_path / "phone_call.vtt").read_text().startswith("WEBVTT")
+    assert result["notes"]["status"] == "skipped"
+
+
+def test_summarize_video_report_is_complete(samples_dir, tiny_checkpoint, cache, tmp_path):
+    out = g4media("summarize", str(samples_dir / "standup.mp4"), "--model", str(tiny_checkpoint),
+                  "-o", str(tmp_path), cache=cache)
+    assert out.returncode == 0, out.stderr
+    html = (tmp_path / "standup.html").read_text()
+    result = json.loads((tmp_path / "standup.json").read_text())
+    # a random model writes no valid notes: the report says so and has everything else
+    assert result["notes"]["status"] in {"ok", "failed", "skipped"}
+    if result["notes"]["status"] != "ok":
+        assert "not produced" in html.lower()
+    assert len(result["keyframes"]) == 4 and html.count("data:image/jpeg;base64,") >= 4
+    assert "Transcript" in html and "Who spoke when" in html
+    assert (tmp_path / "standup.md").exists() and (tmp_path / "standup.srt").exists()
+    assert set(result["timings"]) >= {"decode", "keyframes", "diarize", "plan", "transcribe", "notes"}
+
+
+def test_missing_model_is_a_clear_error(samples_dir, cache, tmp_path):
+    out = g4media("transcribe", str(samples_dir / "phone_call.wav"), "--model", str(tmp_path / "no-model"),
+                  "-o", str(tmp_path / "o"), cache=cache)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("Error: ") and "does not exist" in out.stderr
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_killed_run_resumes_with_the_same_result(samples_dir, tiny_checkpoint, tmp_path):
+    cache = tmp_path / "cache"
+    args = ["transcribe", str(samples_dir / "standup.mp4"), "--model", str(tiny_checkpoint), "--batch-size", "1",
+            "--format", "json"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "G4MEDIA_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mediapipe_g4", *args, "-o", str(tmp_path / "a")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(cache.glob("recordings/*/answers/*/*.json"))) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    answered = len(list(cache.glob("recordings/*/answers/*/*.json")))
+    assert answered >= 1, "the run was killed before any answer was kept"
+    assert not (tmp_path / "a" / "standup.json").exists()  # no half output
+    resumed = g4media(*args, "-o", str(tmp_path / "a"), cache=cache)
+    assert resumed.returncode == 0, resumed.stderr
+    first = json.loads((tmp_path / "a" / "standup.json").read_text())
+    total = len(list(cache.glob("recordings/*/answers/*/*.json")))
+    assert first["model"]["answers_generated"] == total - answered  # only the missing ones were generated
+    clean = g4media(*args, "-o", str(tmp_path / "b"), "--fresh", cache=tmp_path / "other-cache")
+    assert clean.returncode == 0, clean.stderr
+    second = json.loads((tmp_path / "b" / "standup.json").read_text())
+    assert first["segments"] == second["segments"] and first["speakers"] == second["speakers"]
+
+
+def test_batch_goes_on_past_bad_files_and_skips_done_ones(samples_dir, media_corpus, tiny_checkpoint, cache, tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(samples_dir / "phone_call.wav", folder / "call <1> & co.wav")
+    shutil.copy(samples_dir / "interview.mp3", folder / "sub" / "interview")  # no extension: found by content
+    shutil.copy(media_corpus["text_mp4"], folder / "broken.mp4")
+    (folder / "readme.txt").write_text("not a recording")
+    out_dir = tmp_path / "out"
+    args = ["batch", str(folder), "-r", "--transcribe-only", "--model", str(tiny_checkpoint), "-o", str(out_dir)]
+    first = g4media(*args, cache=cache)
+    assert first.returncode == 1, first.stdout + first.stderr  # one failure
+    assert "broken.mp4: failed" in first.stderr and "Traceback" not in first.stderr
+    assert (out_dir / f"{output_stem('call <1> & co.wav')}.json").exists() and (out_dir / "sub" / "interview.json").exists()
+    index = (out_dir / "index.html").read_text()
+    assert "broken.mp4" in index and "not a readable media file" in index and "readme" not in index
+    assert "call &lt;1&gt; &amp; co.wav" in index
+    again = g4media(*args, cache=cache)
+    assert again.returncode == 1 and "done before" in again.stdout
+    assert "2 done (2 from before), 1 failed" in again.stdout
+
+
+def test_bad_inputs_in_transcribe(media_corpus, tiny_checkpoint, cache, tmp_path):
+    for key, words in [("empty", "empty"), ("random", "not a readable media file"), ("silent_video", "no audio track")]:
+        out = g4media("transcribe", str(media_corpus[key]), "--model", str(tiny_checkpoint), "-o", str(tmp_path),
+                      cache=cache)
+        assert out.returncode == 1 and out.stderr.startswith("Error: ") and words in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []
+    out = g4media("transcribe", str(media_corpus["unicode"]), "--model", str(tiny_checkpoint), "-o", str(tmp_path),
+                  cache=cache)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / f"{output_stem(media_corpus['unicode'].name)}.json").exists()
