@@ -117,8 +117,10 @@ def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Ho
 
 def answer_folder(work: Path, model: str, options: RunOptions) -> Path:
     """Answers depend on the model and how it runs (its numerics), besides the prompt itself."""
-    key = settings_key({"model": model, "engine": options.engine, "dtype": options.dtype,
-                        "quantize": options.quantize})
+    run = {"model": model, "engine": options.engine, "dtype": options.dtype, "quantize": options.quantize}
+    if options.engine != "transformers":  # a served model is known by the server's name and dialect
+        run.update(server_api=options.server_api, served_model=options.served_model)
+    key = settings_key(run)
     return work / "answers" / key
 
 
@@ -243,7 +245,8 @@ def process_recording(
     return {
         "source": {"path": str(src.resolve()), "name": src.name, "duration": round(info.duration, 3), "sha256": sha},
         "model": {"id": options.model, "transcribe_model": options.asr_model, "engine": options.engine,
-                  "device": plan.memory.get("device"), "dtype": plan.memory.get("dtype"),
+                  **({"device": plan.memory.get("device"), "dtype": plan.memory.get("dtype")}
+                     if options.engine == "transformers" else {"device": "server", "dtype": None}),
                   "quantize": options.quantize, "answers_generated": generated, "g4media": __version__},
         "options": options.to_dict(),
         "timings": timer.seconds,

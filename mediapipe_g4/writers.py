@@ -531,6 +531,17 @@ def _pct(value: float, total: float) -> float:
     return round(min(max(value / total * 100 if total > 0 else 0.0, 0.0), 100.0), 3)
 
 
+def _flat_options(options: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested option groups as dotted keys (plan.max_clip), so each value stays short."""
+    flat: list[tuple[str, Any]] = []
+    for key, value in options.items():
+        if isinstance(value, Mapping) and value:
+            flat.extend(_flat_options(value, f"{prefix}{key}."))
+        else:
+            flat.append((f"{prefix}{key}", value))
+    return flat
+
+
 def _compact(value: Any) -> str:
     """An option's value for people: yes/no for flags, auto for unset."""
     if value is None:
@@ -745,7 +756,7 @@ def report_context(
             "device": _text(model.get("device")),
             "dtype": _text(model.get("dtype")),
         },
-        "options": [{"key": str(k), "value": _compact(v)} for k, v in (result.get("options") or {}).items()],
+        "options": [{"key": k, "value": _compact(v)} for k, v in _flat_options(result.get("options") or {})],
         "timings": timings,
         "total_time": _num(total_time) if total_time is not None else None,
         "version": __version__,
