@@ -8,6 +8,7 @@ the prompt; a keyframe, if any, after the clip. The order is a setting (`layout`
 from __future__ import annotations
 
 from .engine import AudioPart, ImagePart, Part, TextPart
+from .records import clock  # noqa: F401 - re-exported: prompts write times this way
 
 # The model card's prompts. {language} is a language name ("English"); None means: let the model tell.
 ASR_PROMPT = (
@@ -105,11 +106,3 @@ MERGE_PROMPT = (
     "Below are summaries of consecutive parts of one meeting, in order, each headed by its time range.\n"
     "{task}"
 )
-
-
-def clock(seconds: float) -> str:
-    """mm:ss, or h:mm:ss past an hour."""
-    s = int(max(0.0, seconds))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"

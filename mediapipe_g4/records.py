@@ -12,6 +12,14 @@ from typing import Any
 SAMPLE_RATE = 16_000  # Gemma 4 reads 16 kHz mono audio
 
 
+def clock(seconds: float) -> str:
+    """`mm:ss`, or `h:mm:ss` past an hour: how times appear in prompts, TXT lines and reports."""
+    total = max(int(seconds), 0)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
 @dataclass(frozen=True)
 class AudioStream:
     index: int

@@ -33,6 +33,7 @@ from markupsafe import Markup
 from . import __version__
 from .atomic import atomic_path
 from .errors import OutputError
+from .records import clock
 from .templating import get_template, resolve_speaker_name, speaker_map, template_dir
 
 logger = logging.getLogger("mediapipe_g4")
@@ -281,12 +282,7 @@ def _vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def stamp(seconds: float) -> str:
-    """`mm:ss` below an hour, `h:mm:ss` beyond (TXT lines)."""
-    total = max(int(math.floor(seconds)), 0)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+stamp = clock  # `mm:ss` below an hour, `h:mm:ss` beyond (TXT lines)
 
 
 # -- the writers -----------------------------------------------------------------------------
