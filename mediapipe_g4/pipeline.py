@@ -237,7 +237,7 @@ def process_recording(
         if unnamed and segments:
             found = timer.run("names", lambda: name_speakers(llm, segments, budget_chars=plan.context_budget * 3))
         speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
-        counter = TokenCounter(getattr(engines.get(options.model), "processor", None))
+        counter = notes_counter(plan, options)
         notes = timer.run("notes", lambda: write_notes(llm, segments, keyframes, speakers_now, plan, counter, hook))
         generated += llm.generated if llm is not asr else 0
     speakers = build_speakers(segments, found, overrides, diarization.speakers)
@@ -257,6 +257,20 @@ def process_recording(
         "notes": notes,
         "work_dir": str(work),
     }
+
+
+def notes_counter(plan: Plan, options: RunOptions) -> TokenCounter:
+    """The notes model's token counter, the same on every run (so the notes plan, and with it the
+    cached answers, do not depend on whether the model happened to be loaded)."""
+    if options.model == options.asr_model and plan.counter is not None:
+        return plan.counter
+    from .errors import ModelError
+    from .transformers_engine import load_processor
+
+    try:
+        return TokenCounter(load_processor(options.model, local_only=True))
+    except ModelError:
+        return TokenCounter()
 
 
 def check_models(options: RunOptions) -> None:

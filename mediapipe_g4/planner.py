@@ -417,6 +417,7 @@ class Plan:
     options: PlanOptions = PlanOptions()
     memory: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    counter: TokenCounter | None = field(default=None, compare=False, repr=False)  # what counted the tokens
 
     def totals(self) -> dict[str, Any]:
         kinds: dict[str, dict[str, Any]] = {}
@@ -548,6 +549,7 @@ def make_plan(
         options=options,
         memory=memory_report,
         warnings=tuple(warnings),
+        counter=counter,
     )
 
 

@@ -60,6 +60,12 @@ def test_summarize_video_report_is_complete(samples_dir, tiny_checkpoint, cache,
     assert "Transcript" in html and "Who spoke when" in html
     assert (tmp_path / "standup.md").exists() and (tmp_path / "standup.srt").exists()
     assert set(result["timings"]) >= {"decode", "keyframes", "diarize", "plan", "transcribe", "notes"}
+    again = g4media("summarize", str(samples_dir / "standup.mp4"), "--model", str(tiny_checkpoint),
+                    "-o", str(tmp_path), "--format", "json", cache=cache)
+    assert again.returncode == 0, again.stderr
+    rerun = json.loads((tmp_path / "standup.json").read_text())
+    assert rerun["model"]["answers_generated"] == 0  # every answer, notes included, came from the work folder
+    assert rerun["segments"] == result["segments"] and rerun["notes"] == result["notes"]
 
 
 def test_missing_model_is_a_clear_error(samples_dir, cache, tmp_path):
