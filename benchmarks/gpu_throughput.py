@@ -1,0 +1,558 @@
+"""Gemma 4 throughput on one accelerator, with random weights (speed depends on shapes, not weight values).
+
+    python benchmarks/gpu_throughput.py --minutes 30              # 12B shape, bf16, on the GPU
+    python benchmarks/gpu_throughput.py --minutes 120 --json out.json
+    python benchmarks/gpu_throughput.py --smoke                   # tiny shape, CPU, < 60 s
+
+Builds the model from a config directly on the device (`--shape 12b`: the published 12B text shape
+with the default audio/vision towers; `--shape tiny`: tests/tiny_model.py's config), makes a synthetic
+meeting (alternating speakers, 3-20 s turns, short pauses, noise at speech level), plans it with the
+project's planner (plan_transcription, plan_notes) and runs the transcription requests through the
+project's TransformersEngine in batches, with decode lengths fixed (min_new_tokens = max_new_tokens).
+Then times: prefill of a batch of full 30 s requests, decode ms/step at batch 1 and at the batch used,
+long text prefills in 8 k chunks into a DynamicCache, and (with --assistant) the MTP drafter.
+Prints a table; --json PATH writes the figures (a number, or a reason string for what did not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from mediapipe_g4.engine import AudioPart, EngineRequest, GenerationSettings
+from mediapipe_g4.memory import (
+    GB,
+    PREFILL_CHUNK,
+    default_batch_size,
+    default_context_budget,
+    device_memory,
+    pick_device,
+    pick_dtype,
+    shape_from_config,
+)
+from mediapipe_g4.planner import (
+    PlanOptions,
+    build_timeline,
+    plan_notes,
+    plan_transcription,
+)
+from mediapipe_g4.prompts import transcription_parts
+from mediapipe_g4.records import SAMPLE_RATE, SpeakerTurn
+from mediapipe_g4.token_count import TokenCounter
+from mediapipe_g4.transformers_engine import (
+    EngineOptions,
+    TransformersEngine,
+    _torch_dtype,
+)
+
+TOKEN_ID_FIELDS = (
+    "boi_token_id",
+    "eoi_token_id",
+    "image_token_id",
+    "video_token_id",
+    "boa_token_id",
+    "eoa_token_index",
+    "audio_token_id",
+)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def twelve_b_config(tiny_config: Any) -> Any:
+    """The published 12B text shape (DESIGN.md), default audio/vision towers, the tiny processor's token ids."""
+    from transformers import (
+        Gemma4UnifiedAudioConfig,
+        Gemma4UnifiedConfig,
+        Gemma4UnifiedTextConfig,
+        Gemma4UnifiedVisionConfig,
+    )
+
+    tiny_text = tiny_config.get_text_config()
+    text = Gemma4UnifiedTextConfig(
+        vocab_size=262_144,
+        hidden_size=3840,
+        intermediate_size=15360,
+        num_hidden_layers=48,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=256,
+        global_head_dim=512,
+        num_global_key_value_heads=1,
+        attention_k_eq_v=True,
+        sliding_window=1024,
+        layer_types=[
+            "full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
+            for i in range(48)
+        ],
+        max_position_embeddings=262_144,
+        final_logit_softcapping=30.0,
+        pad_token_id=tiny_text.pad_token_id,
+        eos_token_id=tiny_text.eos_token_id,
+        bos_token_id=tiny_text.bos_token_id,
+    )
+    ids = {
+        k: getattr(tiny_config, k)
+        for k in TOKEN_ID_FIELDS
+        if getattr(tiny_config, k, None) is not None
+    }
+    return Gemma4UnifiedConfig(
+        text_config=text,
+        vision_config=Gemma4UnifiedVisionConfig(),
+        audio_config=Gemma4UnifiedAudioConfig(),
+        **ids,
+    )
+
+
+def build_model(shape: str, device: str, dtype: str, folder: Path):
+    """(model, processor, config): random weights, built on `device`; the processor is the tiny one."""
+    import torch
+    from tiny_model import build_tiny_checkpoint
+    from transformers import (
+        AutoConfig,
+        AutoModelForMultimodalLM,
+        AutoProcessor,
+        GenerationConfig,
+    )
+
+    build_tiny_checkpoint(folder)
+    processor = AutoProcessor.from_pretrained(folder)
+    processor.tokenizer.padding_side = "left"
+    config = AutoConfig.from_pretrained(folder)
+    if shape == "12b":
+        config = twelve_b_config(config)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForMultimodalLM.from_config(config, dtype=_torch_dtype(dtype))
+    model = model.to(device).eval()
+    model.generation_config = GenerationConfig.from_pretrained(folder)
+    return model, processor, config
+
+
+class BenchEngine(TransformersEngine):
+    """The project's engine around a model built in memory; decode lengths fixed at max_new_tokens."""
+
+    def __init__(
+        self,
+        options: EngineOptions,
+        model: Any,
+        processor: Any,
+        config: Any,
+        device: str,
+        dtype: str,
+    ):
+        self.options = options
+        self.device, self.dtype = device, dtype
+        self.config, self.processor, self.model = config, processor, model
+        self.assistant = None
+
+    def fix_decode_length(self, tokens: int) -> None:
+        # Random weights may emit <eos> at any step; min_new_tokens suppresses it until `tokens` are made.
+        self.model.generation_config.min_new_tokens = tokens
+
+    def to_device(self, inputs: Any) -> dict[str, Any]:
+        import torch
+
+        dt = _torch_dtype(self.dtype)
+        return {
+            k: (
+                v.to(self.device, dtype=dt)
+                if torch.is_floating_point(v)
+                else v.to(self.device)
+            )
+            if isinstance(v, torch.Tensor)
+            else v
+            for k, v in inputs.items()
+        }
+
+
+# --------------------------------------------------------------------------- the meeting
+
+
+def synthetic_meeting(
+    minutes: float, seed: int = 0
+) -> tuple[list[SpeakerTurn], np.ndarray]:
+    """Alternating speakers, 3-20 s turns, 0.2-1.2 s pauses; noise at speech level, quiet in the pauses."""
+    rng = np.random.default_rng(seed)
+    total = minutes * 60.0
+    waveform = (
+        rng.standard_normal(int(total * SAMPLE_RATE), dtype=np.float32) * 0.002
+    ).astype(np.float32)
+    turns, t, speaker = [], 0.3, 0
+    while t < total - 1.0:
+        end = min(total - 0.2, t + rng.uniform(3.0, 20.0))
+        first, last = int(t * SAMPLE_RATE), int(end * SAMPLE_RATE)
+        waveform[first:last] = rng.standard_normal(last - first, dtype=np.float32) * 0.1
+        turns.append(SpeakerTurn(t, end, f"S{speaker + 1}"))
+        speaker = 1 - speaker
+        t = end + rng.uniform(0.2, 1.2)
+    return turns, waveform
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(device: str, fn, repeat: int = 1) -> float:
+    """Seconds per call of `fn` (best of `repeat`), after the device finished what came before."""
+    best = float("inf")
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def peak_gb(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / GB
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
+    )  # KiB on Linux
+
+
+_PEAK = [0.0]  # the run's overall peak, kept across resets of the CUDA counter
+
+
+def reset_peak(device: str) -> None:
+    import torch
+
+    _PEAK[0] = max(_PEAK[0], peak_gb(device))
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return (
+        isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    )
+
+
+def reason(exc: BaseException) -> str:
+    kind = "out of memory" if is_oom(exc) else type(exc).__name__
+    return f"{kind}: {str(exc).splitlines()[0][:160] if str(exc) else ''}".rstrip(": ")
+
+
+def full_clip_requests(
+    waveform: np.ndarray, count: int, max_new: int
+) -> list[EngineRequest]:
+    settings = GenerationSettings(max_new_tokens=max_new, greedy=True)
+    clips = [
+        AudioPart(0.0, 30.0, waveform[i * 30 * SAMPLE_RATE :]) for i in range(count)
+    ]
+    return [
+        EngineRequest(
+            kind="transcribe",
+            parts=transcription_parts(c),
+            start=0.0,
+            end=30.0,
+            settings=settings,
+        )
+        for c in clips
+    ]
+
+
+def prefill_and_decode(
+    engine: BenchEngine, requests: list[EngineRequest], new_tokens: int, repeat: int
+):
+    """(prefill s, prompt tokens, decode s/step) for one batch: a forward pass, then generate minus it."""
+    import torch
+
+    model, device = engine.model, engine.device
+    inputs = engine.to_device(engine._inputs(requests))
+    tokens = int(inputs["attention_mask"].sum())
+    with torch.inference_mode():
+        model(**inputs, logits_to_keep=1)  # warm-up
+        prefill = timed(device, lambda: model(**inputs, logits_to_keep=1), repeat)
+        gen_kwargs = {
+            "max_new_tokens": new_tokens,
+            "min_new_tokens": new_tokens,
+            "do_sample": False,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
+        }
+        model.generate(
+            **inputs, **{**gen_kwargs, "max_new_tokens": 2, "min_new_tokens": 2}
+        )  # warm-up
+        total = timed(device, lambda: model.generate(**inputs, **gen_kwargs), 1)
+    return prefill, tokens, max(total - prefill, 1e-9) / max(1, new_tokens - 1)
+
+
+def long_prefill(
+    model: Any, device: str, tokens: int, chunk: int
+) -> tuple[float, float]:
+    """(seconds, peak GB) of one text-only prompt of random ids prefilled in chunks into a DynamicCache."""
+    import torch
+    from transformers import DynamicCache
+
+    text = model.config.get_text_config()
+    ids = torch.randint(10, text.vocab_size, (1, tokens), device=device)
+    cache = DynamicCache(config=text)
+    reset_peak(device)
+
+    def run():
+        with torch.inference_mode():
+            for start in range(0, tokens, chunk):
+                end = min(tokens, start + chunk)
+                model(
+                    input_ids=ids[:, start:end],
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    cache_position=torch.arange(start, end, device=device),
+                )
+
+    try:
+        seconds = timed(device, run)
+        return seconds, peak_gb(device)
+    finally:
+        cache = ids = None
+        reset_peak(device)
+
+
+def drafter_cost(
+    engine: BenchEngine, path: str, waveform: np.ndarray, new_tokens: int
+) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    drafter = (
+        AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(engine.dtype))
+        .to(engine.device)
+        .eval()
+    )
+    inputs = engine.to_device(
+        engine._inputs(full_clip_requests(waveform, 1, new_tokens))
+    )
+    kwargs = {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+    }
+    with torch.inference_mode():
+        engine.model.generate(**inputs, assistant_model=drafter, **kwargs)  # warm-up
+        plain = timed(engine.device, lambda: engine.model.generate(**inputs, **kwargs))
+        assisted = timed(
+            engine.device,
+            lambda: engine.model.generate(**inputs, assistant_model=drafter, **kwargs),
+        )
+    # Random weights: the target rejects nearly every draft, so this is the drafter's overhead per token.
+    return {
+        "drafter_ms_per_token_assisted": assisted / new_tokens * 1e3,
+        "drafter_ms_per_token_plain": plain / new_tokens * 1e3,
+        "drafter_overhead_ms_per_token": max(assisted - plain, 1e-9) / new_tokens * 1e3,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", choices=("12b", "tiny"), default="12b")
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="default: memory.default_batch_size",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument(
+        "--long",
+        default="32768,131072,262144",
+        help="long-prefill token counts, comma-separated",
+    )
+    p.add_argument(
+        "--chunk", type=int, default=PREFILL_CHUNK, help="long-prefill chunk (tokens)"
+    )
+    p.add_argument(
+        "--assistant",
+        default=None,
+        help="MTP drafter folder (time speculative decoding)",
+    )
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument(
+        "--repeat", type=int, default=3, help="best-of for the prefill timings"
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--shape tiny --minutes 2 --long 2048 --max-new-tokens 8, CPU",
+    )
+    p.add_argument("--json", default=None, help="write the figures here")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.shape, args.minutes, args.long, args.max_new_tokens = (
+            "tiny",
+            2.0,
+            "2048",
+            8,
+        )
+        args.device, args.chunk, args.repeat = args.device or "cpu", 1024, 1
+
+    import torch
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, processor, config = build_model(
+            args.shape, device, dtype, Path(tmp) / "tiny"
+        )
+    build_s = time.perf_counter() - t_start
+    params = sum(p.numel() for p in model.parameters())
+    shape = shape_from_config(config, f"gemma4-{args.shape}-random", params=params)
+    memory = device_memory(device)
+    counter = TokenCounter(processor)
+    options = PlanOptions(transcribe_max_new_tokens=args.max_new_tokens)
+
+    turns, waveform = synthetic_meeting(args.minutes)
+    requests = plan_transcription(turns, waveform, options=options, counter=counter)
+    budget, warning = default_context_budget(shape, memory, dtype=dtype)
+    notes = plan_notes(build_timeline(turns), budget, options, counter)
+    longest = max(r.tokens for r in requests) + args.max_new_tokens
+    batch = args.batch_size or default_batch_size(shape, memory, longest, dtype=dtype)
+    engine = BenchEngine(
+        EngineOptions(model="random", device=device, dtype=dtype, batch_size=batch),
+        model,
+        processor,
+        config,
+        device,
+        dtype,
+    )
+    engine.fix_decode_length(args.max_new_tokens)
+    audio_s = sum(r.audio_seconds for r in requests)
+
+    info: dict[str, Any] = {
+        "device": f"{device} ({memory.name})",
+        "dtype": dtype,
+        "shape": args.shape,
+        "params_b": params / 1e9,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "minutes": args.minutes,
+        "turns": len(turns),
+        "transcription_requests": len(requests),
+        "batch_size": batch,
+        "max_new_tokens": args.max_new_tokens,
+        "notes_budget_tokens": budget,
+        "notes_requests": len(notes),
+        "notes_tokens": sum(r.tokens for r in notes),
+        "budget_warning": warning,
+        "build_s": build_s,
+    }
+    figures: dict[str, Any] = {}
+
+    # End to end: every planned transcription request through the engine.
+    with torch.inference_mode():
+        engine.generate(requests[:batch])  # warm-up (kernels, allocator)
+    reset_peak(device)
+    wall = timed(device, lambda: engine.generate(requests))
+    figures["transcribe_wall_s"] = wall
+    figures["transcribe_audio_s"] = audio_s
+    figures["transcribe_rtf"] = wall / audio_s  # < 1: faster than real time
+    figures["transcribe_speed_x"] = audio_s / wall  # seconds of audio per wall second
+    figures["transcribe_peak_gb"] = peak_gb(device)
+
+    # Prefill and decode, on full 30 s requests.
+    full = full_clip_requests(waveform, batch, args.max_new_tokens)
+    for label, group in (("batch1", full[:1]), (f"batch{batch}", full)):
+        try:
+            prefill, tokens, step = prefill_and_decode(
+                engine, group, args.max_new_tokens, args.repeat
+            )
+            figures[f"prefill_tokens_per_s_{label}"] = tokens / prefill
+            figures[f"decode_ms_per_step_{label}"] = step * 1e3
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            figures[f"prefill_tokens_per_s_{label}"] = figures[
+                f"decode_ms_per_step_{label}"
+            ] = reason(exc)
+        reset_peak(device)
+
+    # Long notes prefill: text only, in chunks into a DynamicCache.
+    for tokens in (int(x) for x in args.long.split(",") if x.strip()):
+        try:
+            seconds, peak = long_prefill(model, device, tokens, args.chunk)
+            figures[f"long_prefill_{tokens}_s"] = seconds
+            figures[f"long_prefill_{tokens}_tokens_per_s"] = tokens / seconds
+            figures[f"long_prefill_{tokens}_peak_gb"] = peak
+        except Exception as exc:
+            if not is_oom(exc) and not isinstance(
+                exc, (RuntimeError, IndexError, ValueError)
+            ):
+                raise
+            figures[f"long_prefill_{tokens}_s"] = reason(exc)
+            reset_peak(device)
+
+    if args.assistant:
+        try:
+            figures.update(
+                drafter_cost(engine, args.assistant, waveform, args.max_new_tokens)
+            )
+        except Exception as exc:  # noqa: BLE001
+            figures["drafter_overhead_ms_per_token"] = reason(exc)
+    else:
+        figures["drafter_overhead_ms_per_token"] = "skipped: no drafter"
+    reset_peak(device)
+    figures["peak_gb"] = _PEAK[0]
+
+    print_table(info, figures)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"info": info, "figures": figures}, indent=2)
+        )
+    return 0
+
+
+def print_table(info: dict[str, Any], figures: dict[str, Any]) -> None:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+        return str(v)
+
+    rows = (
+        [(k, fmt(v)) for k, v in info.items() if v is not None]
+        + [("", "")]
+        + [(k, fmt(v)) for k, v in figures.items()]
+    )
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}" if k else "-" * (width + 12))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
