@@ -27,7 +27,7 @@ def make_recording(path: Path, minutes: float) -> None:
     slides = (f"color=c=white:s=1280x720:r=25:d={seconds},"
               "drawtext=text='Slide %{eif\\:floor(t/40)+1\\:d}':fontsize=72:x=80:y=80:fontcolor=black,"
               "drawtext=text='Point %{eif\\:mod(floor(t/40)*7\\,13)\\:d} of the plan':fontsize=40:x=80:y=240")
-    webcam = "mandelbrot=s=320x180:r=25"  # every pixel moves every frame, like a webcam
+    webcam = "testsrc2=s=320x180:r=25"  # a tile that moves every frame, like a webcam
     audio = f"anoisesrc=d={seconds}:c=pink:a=0.05:r=48000"
     subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-f", "lavfi", "-i", slides, "-f", "lavfi", "-i", webcam,
                     "-f", "lavfi", "-i", audio, "-filter_complex", "[0][1]overlay=x=940:y=520:shortest=1[v]",
