@@ -283,9 +283,27 @@ def check_models(options: RunOptions) -> None:
         return
     for model in dict.fromkeys([options.asr_model, options.model] if options.summarize else [options.asr_model]):
         source, local = resolve_model(model)
-        if not local and offline() and not in_cache(source):
+        if local or in_cache(source):
+            continue
+        if offline():
             raise ModelError(f"{model} is not downloaded and Hugging Face is offline (HF_HUB_OFFLINE); "
                              f"{download_hint(model)}")
+        unreachable = hub_unreachable()
+        if unreachable:
+            raise ModelError(f"{model} is not downloaded and the Hugging Face Hub cannot be reached "
+                             f"({unreachable}); {download_hint(model)}")
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hub cannot be reached (one quick try, no retries), or None if it answers at all."""
+    import requests
+    from huggingface_hub import constants
+
+    try:
+        requests.head(constants.ENDPOINT, timeout=timeout, allow_redirects=False)
+    except requests.RequestException as exc:
+        return type(exc).__name__
+    return None
 
 
 def server_options(options: RunOptions) -> ServerOptions:

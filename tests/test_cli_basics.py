@@ -84,3 +84,15 @@ def test_doctor_with_local_model_folder(tmp_path):
     res = CliRunner().invoke(main, ["doctor", "--model", str(tmp_path), "--json"])
     model = json.loads(res.output)["checks"][4]
     assert model["status"] == "ok" and "local folder" in model["detail"]
+
+
+def test_default_model_missing_and_hub_unreachable_fails_at_once(samples_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
+           "G4MEDIA_CACHE": str(tmp_path / "cache")}
+    env.pop("HF_HUB_OFFLINE", None)
+    out = subprocess.run([sys.executable, "-m", "mediapipe_g4", "summarize", str(samples_dir / "standup.mp4"),
+                          "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env,
+                         stdin=subprocess.DEVNULL)
+    line = assert_one_error_line(out)
+    assert "google/gemma-4-12B-it is not downloaded" in line and "hf download google/gemma-4-12B-it" in line
+    assert not (tmp_path / "out").exists()  # nothing half-written
