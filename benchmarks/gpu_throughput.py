@@ -72,6 +72,18 @@ TOKEN_ID_FIELDS = (
 # --------------------------------------------------------------------------- model
 
 
+def fixed_decode(new_tokens: int) -> dict:
+    """Greedy decoding of exactly `new_tokens` tokens (random weights would stop anywhere)."""
+    return {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+    }
+
+
 def twelve_b_config(tiny_config: Any) -> Any:
     """The published 12B text shape (DESIGN.md), default audio/vision towers, the tiny processor's token ids."""
     from transformers import (
@@ -290,14 +302,7 @@ def prefill_and_decode(
     with torch.inference_mode():
         model(**inputs, logits_to_keep=1)  # warm-up
         prefill = timed(device, lambda: model(**inputs, logits_to_keep=1), repeat)
-        gen_kwargs = {
-            "max_new_tokens": new_tokens,
-            "min_new_tokens": new_tokens,
-            "do_sample": False,
-            "temperature": None,
-            "top_p": None,
-            "top_k": None,
-        }
+        gen_kwargs = fixed_decode(new_tokens)
         model.generate(
             **inputs, **{**gen_kwargs, "max_new_tokens": 2, "min_new_tokens": 2}
         )  # warm-up
@@ -351,14 +356,7 @@ def drafter_cost(
     inputs = engine.to_device(
         engine._inputs(full_clip_requests(waveform, 1, new_tokens))
     )
-    kwargs = {
-        "max_new_tokens": new_tokens,
-        "min_new_tokens": new_tokens,
-        "do_sample": False,
-        "temperature": None,
-        "top_p": None,
-        "top_k": None,
-    }
+    kwargs = fixed_decode(new_tokens)
     with torch.inference_mode():
         engine.model.generate(**inputs, assistant_model=drafter, **kwargs)  # warm-up
         plain = timed(engine.device, lambda: engine.model.generate(**inputs, **kwargs))

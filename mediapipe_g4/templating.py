@@ -35,15 +35,23 @@ def template_dir() -> Path:
 # -- filters -------------------------------------------------------------------------------
 
 
-def mmss(seconds: Any) -> str:
-    """`m:ss` below an hour, `h:mm:ss` beyond; None or nonsense gives an empty string."""
+def _hms(seconds: Any, to_int) -> tuple[int, int, int] | None:
+    """(hours, minutes, seconds) of a non-negative time, or None for None or nonsense."""
     try:
-        total = int(math.floor(float(seconds)))
+        total = max(int(to_int(float(seconds))), 0)
     except (TypeError, ValueError, OverflowError):
-        return ""
-    total = max(total, 0)
+        return None
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
+    return hours, minutes, secs
+
+
+def mmss(seconds: Any) -> str:
+    """`m:ss` below an hour, `h:mm:ss` beyond; None or nonsense gives an empty string."""
+    parts = _hms(seconds, math.floor)
+    if parts is None:
+        return ""
+    hours, minutes, secs = parts
     if hours:
         return f"{hours}:{minutes:02d}:{secs:02d}"
     return f"{minutes}:{secs:02d}"
@@ -51,13 +59,10 @@ def mmss(seconds: Any) -> str:
 
 def duration(seconds: Any) -> str:
     """A human length: `45 s`, `3 min 05 s`, `1 h 02 min`."""
-    try:
-        total = int(round(float(seconds)))
-    except (TypeError, ValueError, OverflowError):
+    parts = _hms(seconds, round)
+    if parts is None:
         return ""
-    total = max(total, 0)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
+    hours, minutes, secs = parts
     if hours:
         return f"{hours} h {minutes:02d} min"
     if minutes:
