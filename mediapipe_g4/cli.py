@@ -201,6 +201,9 @@ run_options = _compose(
                  help="MTP drafter for speculative decoding, e.g. google/gemma-4-12B-it-assistant."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="Requests per model batch (default: from free memory)."),
+    click.option("--compile/--no-compile", "compile_decode", default=None,
+                 help="Decode with a static cache and torch.compile (default: on CUDA GPUs). The first run "
+                      "compiles for a minute or so; later runs reuse torch's compile cache."),
     click.option("--translate-to", default=None, help="Translate the speech into this language (e.g. English)."),
     click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                  help="Work folder root (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media)."),
@@ -260,7 +263,7 @@ def _run_options(kw: dict, *, summarize: bool) -> RunOptions:
     return RunOptions(
         model=kw["model"] or DEFAULT_MODEL, transcribe_model=kw["transcribe_model"], device=kw["device"],
         dtype=kw["dtype"], quantize=kw["quantize"], assistant=kw["assistant"], batch_size=kw["batch_size"],
-        plan=plan, diarization=_diarization_options(kw),
+        compile=kw.get("compile_decode"), plan=plan, diarization=_diarization_options(kw),
         names=tuple(parse_name_overrides(kw.get("names")).items()), summarize=summarize,
         cache_dir=kw["cache_dir"], fresh=kw["fresh"], engine=engine, server=kw.get("server"),
         server_api=kw.get("server_api") or "openai", api_key_env=kw.get("api_key_env"),

@@ -59,6 +59,7 @@ class RunOptions:
     quantize: str | None = None
     assistant: str | None = None
     batch_size: int | None = None  # None: from the plan's memory estimate
+    compile: bool | None = None  # static cache + torch.compile decoding; None: on CUDA GPUs
     plan: PlanOptions = PlanOptions()
     diarization: DiarizationOptions = DiarizationOptions()
     names: tuple[tuple[str, str], ...] = ()  # --names overrides, (id, name)
@@ -336,6 +337,6 @@ def make_engine_factory(options: RunOptions) -> EngineFactory:
         return TransformersEngine(EngineOptions(
             model=model, device=options.device, dtype=options.dtype, quantize=options.quantize,
             assistant=options.assistant if model == options.model else None,
-            batch_size=options.batch_size or 8))
+            batch_size=options.batch_size, compile=options.compile))
 
     return factory

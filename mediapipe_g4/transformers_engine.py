@@ -3,7 +3,9 @@
 Any `gemma4_unified` (12B) or `gemma4` (E2B/E4B) checkpoint loads from a Hub id or a local folder with
 `AutoProcessor` + `AutoModelForMultimodalLM`. Requests are sorted by length and batched with left
 padding; transcription decodes greedily. Long text-and-image prompts are prefilled in chunks (the dense
-attention mask of a one-shot 131 k-token prefill alone is 16 GiB). With `assistant` (the MTP drafter,
+attention mask of a one-shot 131 k-token prefill alone is 16 GiB). With `compile` (the default on CUDA),
+batches whose static cache fits in free memory decode through torch.compile (static_decode.py). With
+`assistant` (the MTP drafter,
 e.g. google/gemma-4-12B-it-assistant) single-request batches decode speculatively; transformers' assisted
 generation takes one sequence at a time, so batched transcription does not use it.
 """
@@ -35,9 +37,10 @@ class EngineOptions:
     dtype: str | None = None  # bfloat16, float16, float32; None: bf16 on GPUs, float32 on CPU
     quantize: str | None = None  # "4bit" or "8bit" (CUDA + bitsandbytes)
     assistant: str | None = None  # MTP drafter for speculative decoding
-    batch_size: int = 8  # requests per batch (the CLI derives a default from memory)
+    batch_size: int | None = None  # requests per batch; None: each call's requests (the caller sizes them)
     prefill_chunk: int = PREFILL_CHUNK  # text/image prompts longer than this are prefilled in chunks
     attn_implementation: str | None = None  # None: transformers' default (sdpa)
+    compile: bool | None = None  # static cache + torch.compile for decoding; None: on CUDA GPUs only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +194,23 @@ class TransformersEngine:
         self.processor.tokenizer.padding_side = "left"
         self.model = self._load_model(options.model)
         self.assistant = self._load_assistant(options.assistant) if options.assistant else None
+        self.static = self._static_decoder()
+
+    def _static_decoder(self):
+        """The static-cache decoder when compiling is on (CUDA by default) and possible here, else None."""
+        wanted = self.options.compile if self.options.compile is not None else self.device.startswith("cuda")
+        if not wanted:
+            return None
+        if self.options.quantize:
+            log.info("decoding without torch.compile: bitsandbytes weights do not compile")
+            return None
+        from .memory import shape_from_config
+        from .static_decode import StaticDecoder
+
+        params = sum(p.numel() for p in self.model.parameters())
+        shape = shape_from_config(self.config, self.options.model, params=params)
+        return StaticDecoder(self.model.config.get_text_config(decoder=True), shape, self.device, self.dtype,
+                             largest_batch=self.options.batch_size)
 
     def _load_model(self, model: str):
         from transformers import AutoModelForMultimodalLM
@@ -247,7 +267,11 @@ class TransformersEngine:
         done = 0
         for indices in groups.values():
             indices.sort(key=lambda i: -(requests[i].tokens or self._rough_length(requests[i])))
-            size = max(1, self.options.batch_size)
+            size = max(1, self.options.batch_size or len(indices))
+            if self.static is not None:  # a smaller batch on the static path beats a big one without it
+                longest = requests[indices[0]]
+                size = self.static.fitting_batch(size, longest.tokens or self._rough_length(longest),
+                                                 longest.settings.max_new_tokens)
             pos = 0
             while pos < len(indices):
                 batch = indices[pos : pos + size]
@@ -295,29 +319,55 @@ class TransformersEngine:
     def _generate_batch(self, requests: Sequence[EngineRequest]) -> list[str]:
         import torch
 
-        settings = requests[0].settings
+        settings, count = requests[0].settings, len(requests)
         inputs = self._inputs(requests)
+        length = inputs["input_ids"].shape[1]
+        drafting = self.assistant is not None and count == 1
+        static = self.static.plan(count, length, settings.max_new_tokens) if self.static and not drafting else None
+        if static is not None and static.batch > count:  # a bucket's batch: pad with copies of the last request
+            requests = [*requests, *[requests[-1]] * (static.batch - count)]
+            inputs = self._inputs(requests)
+            length = inputs["input_ids"].shape[1]
         dtype = _torch_dtype(self.dtype)
         inputs = {k: (v.to(self.device, dtype=dtype) if torch.is_floating_point(v) else v.to(self.device))
                   if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        length = inputs["input_ids"].shape[1]
         kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens}
         if settings.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-        if length > self.options.prefill_chunk and "input_features" not in inputs:
+        if static is not None:
+            kwargs.update(self.static.generate_kwargs(static))
+        elif length > self.options.prefill_chunk and "input_features" not in inputs:
             kwargs["prefill_chunk_size"] = self.options.prefill_chunk
-        if self.assistant is not None and len(requests) == 1:
+        if drafting:
             kwargs["assistant_model"] = self.assistant
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **kwargs)
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, **kwargs)
+        except Exception as exc:
+            if static is None:
+                raise
+            self.static.release()  # an out-of-memory retries with a smaller batch; that needs the memory back
+            if _is_oom(exc):
+                raise
+            log.warning("decoding with torch.compile failed (%s); decoding without it from now on", _root_cause(exc))
+            self.static = None
+            return self._generate_batch(requests[:count])
         tokenizer = self.processor.tokenizer
-        raw = tokenizer.batch_decode(out[:, length:], skip_special_tokens=False)
+        raw = tokenizer.batch_decode(out[:count, length:], skip_special_tokens=False)
         needs_prefix = getattr(tokenizer, "response_template", None) is not None
-        prefixes = tokenizer.batch_decode(inputs["input_ids"], skip_special_tokens=False) if needs_prefix \
+        prefixes = tokenizer.batch_decode(inputs["input_ids"][:count], skip_special_tokens=False) if needs_prefix \
             else [None] * len(raw)
         return [clean_response(text, tokenizer=tokenizer, prefix=prefix) for text, prefix in zip(raw, prefixes)]
+
+
+def _root_cause(exc: BaseException) -> str:
+    """`Type: first line` of the innermost cause (torch.compile wraps the real error in layers)."""
+    while (inner := getattr(exc, "inner_exception", None) or exc.__cause__) is not None:
+        exc = inner
+    line = next((x.strip() for x in str(exc).splitlines() if x.strip()), "")
+    return f"{type(exc).__name__}: {line[:200]}" if line else type(exc).__name__
 
 
 def _is_oom(exc: Exception) -> bool:

@@ -68,6 +68,21 @@ def test_summarize_video_report_is_complete(samples_dir, tiny_checkpoint, cache,
     assert rerun["segments"] == result["segments"] and rerun["notes"] == result["notes"]
 
 
+@pytest.mark.slow
+def test_compiled_decoding_writes_the_same_transcript(samples_dir, tiny_checkpoint, tmp_path):
+    """--compile (static cache + torch.compile, inductor's C++ kernels on the CPU) against --no-compile, each
+    with its own work folder so neither reuses the other's answers: about 45 s on 2 cores."""
+    segments = {}
+    for flag in ("--no-compile", "--compile"):
+        out = g4media("transcribe", str(samples_dir / "phone_call.wav"), "--model", str(tiny_checkpoint),
+                      "-o", str(tmp_path / flag), "--format", "json", flag, cache=tmp_path / f"cache{flag}")
+        assert out.returncode == 0, out.stderr
+        result = json.loads((tmp_path / flag / "phone_call.json").read_text())
+        assert result["options"]["compile"] is (flag == "--compile")
+        segments[flag] = result["segments"]
+    assert len(segments["--compile"]) > 3 and segments["--compile"] == segments["--no-compile"]
+
+
 def test_missing_model_is_a_clear_error(samples_dir, cache, tmp_path):
     out = g4media("transcribe", str(samples_dir / "phone_call.wav"), "--model", str(tmp_path / "no-model"),
                   "-o", str(tmp_path / "o"), cache=cache)

@@ -1,0 +1,152 @@
+"""Decoding with a static KV cache and torch.compile: one compiled step per (batch, cache length) bucket.
+
+transformers' default DynamicCache decodes launch-bound: 97.5 ms a step at batch 1 for the 12B on an H100,
+against about 7 ms of memory traffic (DESIGN.md). A static cache gives the decode step fixed shapes, so
+torch.compile can fuse it and capture it in CUDA graphs ("reduce-overhead").
+
+transformers' own StaticCache keeps sliding-window layers as rolling buffers whose fill level is a Python
+int; a compiled step is specialised on it, so it recompiles as the request grows (and CUDA graphs re-record).
+Here the sliding layers keep the whole request instead and the sliding-window attention mask does the
+windowing: nothing in the step depends on a Python int, and it compiles once per bucket. That costs memory
+only past the window (1024 tokens for the 12B), so a batch takes this path when its cache and a one-shot
+prefill fit in free memory; the rest (long notes prompts) decode with the dynamic cache, prefilled in chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .memory import ModelShape, dtype_bytes, prefill_workspace
+
+log = logging.getLogger("mediapipe_g4")
+
+COMPILE_BACKEND = "inductor"  # tests use "eager": the same tracing, no kernel compilation
+RECOMPILE_LIMIT = 64  # buckets are few; past dynamo's default of 8 it would fall back to eager silently
+HEADROOM = 0.85  # of the free memory, for the cache and the prefill's activations
+
+
+def length_bucket(tokens: int) -> int:
+    """The cache length for `tokens`: 1024, 1536, 2048, 3072, 4096, 6144 ... (two steps an octave)."""
+    size = 1024
+    while True:
+        for bucket in (size, size * 3 // 2):
+            if tokens <= bucket:
+                return bucket
+        size *= 2
+
+
+def batch_bucket(count: int, largest: int | None = None) -> int:
+    """The batch a group of `count` requests is padded to: the next power of two, at most `largest`."""
+    bucket = 1
+    while bucket < count:
+        bucket *= 2
+    return max(count, min(bucket, largest or bucket))
+
+
+def flat_cache_bytes(shape: ModelShape, tokens: int, batch: int, dtype: str) -> float:
+    """The static cache's size: every layer that keeps keys and values holds all `tokens`."""
+    per_token = sum(2 * heads * dim for heads, dim in zip(shape.kv_heads, shape.head_dims))
+    return float(per_token * tokens * batch * dtype_bytes(dtype))
+
+
+def flat_static_cache(text_config: Any, max_cache_len: int) -> Any:
+    """A StaticCache whose sliding-window layers hold the whole request (see the module's docstring)."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer, StaticSlidingWindowLayer
+
+    cache = StaticCache(config=text_config, max_cache_len=max_cache_len)
+    cache.layers = [StaticLayer(max_cache_len=max_cache_len) if isinstance(layer, StaticSlidingWindowLayer)
+                    else layer for layer in cache.layers]
+    return cache
+
+
+@dataclass(frozen=True)
+class StaticBatch:
+    """How one batch decodes on the static path."""
+
+    batch: int  # requests, padded up to a bucket
+    cache_len: int  # prompt + answer, rounded up to a bucket
+
+
+class StaticDecoder:
+    """Chooses the static path per batch and holds its cache (one at a time) and compile settings."""
+
+    def __init__(self, text_config: Any, shape: ModelShape, device: str, dtype: str,
+                 largest_batch: int | None = None):
+        self.text_config, self.shape = text_config, shape
+        self.device, self.dtype = device, dtype
+        self.largest_batch = largest_batch  # None: no cap beyond the memory check
+        self._cache_key: tuple[int, int] | None = None
+        self._cache: Any = None
+        import torch
+
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+
+    def plan(self, count: int, prompt_tokens: int, max_new_tokens: int) -> StaticBatch | None:
+        """The static batch for `count` requests of `prompt_tokens` (padded) each, if it fits in free memory."""
+        batch = batch_bucket(count, self.largest_batch)
+        cache_len = length_bucket(prompt_tokens + max_new_tokens)
+        if cache_len > self.shape.context_window:
+            return None
+        kept = flat_cache_bytes(self.shape, cache_len, batch, self.dtype) if self._cache_key != (batch, cache_len) \
+            else 0.0  # the cache already allocated is reused
+        need = kept + prefill_workspace(self.shape, prompt_tokens, prompt_tokens, self.dtype, batch=batch)
+        free = free_memory(self.device) + self._cache_bytes()
+        if need > HEADROOM * free:
+            log.debug("static decode: %d x %d tokens needs %.1f GB of %.1f GB free; dynamic cache instead",
+                      batch, cache_len, need / 2**30, free / 2**30)
+            return None
+        return StaticBatch(batch, cache_len)
+
+    def fitting_batch(self, count: int, prompt_tokens: int, max_new_tokens: int) -> int:
+        """The largest batch, at most `count`, whose static cache fits (halving); `count` if none does
+        (those requests decode with the dynamic cache)."""
+        batch = count
+        while batch > 1 and self.plan(batch, prompt_tokens, max_new_tokens) is None:
+            batch = batch_bucket(batch) // 2
+        return batch if self.plan(batch, prompt_tokens, max_new_tokens) is not None else count
+
+    def generate_kwargs(self, static: StaticBatch) -> dict[str, Any]:
+        """What `model.generate` takes to decode `static`: the (reset) cache and the compile settings."""
+        from transformers import CompileConfig
+
+        key = (static.batch, static.cache_len)
+        if self._cache_key != key:
+            self.release()
+            self._cache = flat_static_cache(self.text_config, static.cache_len)
+            self._cache_key = key
+        else:
+            import torch
+
+            with torch.inference_mode():  # its tensors were made in inference mode, by generate
+                self._cache.reset()
+        # reduce-overhead: CUDA graphs, the point on a GPU; elsewhere plain inductor kernels
+        mode = "reduce-overhead" if self.device.startswith("cuda") and COMPILE_BACKEND == "inductor" else None
+        config = CompileConfig(fullgraph=False, dynamic=False, backend=COMPILE_BACKEND, mode=mode)
+        config._compile_all_devices = True  # transformers compiles on CUDA only unless told (CPU tests, MPS)
+        return {"past_key_values": self._cache, "compile_config": config}
+
+    def release(self) -> None:
+        self._cache = self._cache_key = None
+
+    def _cache_bytes(self) -> float:
+        if self._cache_key is None:
+            return 0.0
+        batch, cache_len = self._cache_key
+        return flat_cache_bytes(self.shape, cache_len, batch, self.dtype)
+
+
+def free_memory(device: str) -> float:
+    """Bytes a new allocation can use on `device`: free GPU memory plus what torch holds unused; else free RAM."""
+    if device.startswith("cuda"):
+        import torch
+
+        index = torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+        free, _ = torch.cuda.mem_get_info(index)
+        return float(free + torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index))
+    from .memory import device_memory
+
+    return device_memory(device).available

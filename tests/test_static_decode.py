@@ -1,0 +1,123 @@
+"""Decoding with a static cache and torch.compile (static_decode.py) on the tiny checkpoint, on the CPU:
+the same greedy answers as the dynamic cache, padded batches trimmed, the memory check, and the fall back
+to plain decoding when compiling fails. Prompts are far longer than the tiny model's sliding window (16), so
+the windowing by the mask is exercised."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from mediapipe_g4 import static_decode
+from mediapipe_g4.engine import AudioPart, EngineRequest, GenerationSettings
+from mediapipe_g4.memory import prefill_workspace
+from mediapipe_g4.prompts import transcription_parts
+from mediapipe_g4.records import SAMPLE_RATE
+from mediapipe_g4.static_decode import batch_bucket, flat_cache_bytes, length_bucket
+from mediapipe_g4.transformers_engine import EngineOptions, TransformersEngine
+
+
+def test_buckets():
+    assert [length_bucket(n) for n in (1, 1024, 1025, 1536, 1537, 2049, 5000, 7000)] == \
+        [1024, 1024, 1536, 1536, 2048, 3072, 6144, 8192]
+    assert [batch_bucket(n) for n in (1, 2, 3, 5, 60)] == [1, 2, 4, 8, 64]
+    assert batch_bucket(3, largest=4) == 4 and batch_bucket(5, largest=6) == 6 and batch_bucket(7, largest=6) == 7
+
+
+def test_flat_cache_bytes_counts_every_layer_that_keeps_a_cache():
+    from mediapipe_g4.memory import ModelShape
+
+    shape = ModelShape("t", 1e6, 1e5, 64, 128, ("sliding_attention", "full_attention", "sliding_attention"),
+                       (2, 1, 0), (16, 32, 16), 8, 4096)
+    # (2*2*16 + 2*1*32) values per token, 2 bytes each, no window cap; the third layer reuses a cache
+    assert flat_cache_bytes(shape, 100, 3, "bfloat16") == (64 + 64) * 100 * 3 * 2
+
+
+def _requests(seconds=(3.0, 7.5, 12.0, 4.0, 9.0, 2.0, 6.0), new_tokens=12):
+    rng = np.random.default_rng(0)
+    wave = (rng.standard_normal(SAMPLE_RATE * 13) * 0.1).astype(np.float32)
+    settings = GenerationSettings(max_new_tokens=new_tokens, greedy=True)
+    return [EngineRequest("transcribe", transcription_parts(AudioPart(0.0, s, wave[: int(s * SAMPLE_RATE)])),
+                          start=float(i), end=float(i) + s, settings=settings) for i, s in enumerate(seconds)]
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_checkpoint):
+    return TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", batch_size=4, compile=False))
+
+
+@pytest.fixture
+def eager_backend(monkeypatch):
+    monkeypatch.setattr(static_decode, "COMPILE_BACKEND", "eager")
+
+
+def _spy_generate(engine):
+    calls = []
+    original = engine.model.generate
+
+    def spy(**kw):
+        calls.append({"batch": kw["input_ids"].shape[0], "static": "compile_config" in kw,
+                      "cache": type(kw.get("past_key_values")).__name__})
+        return original(**kw)
+
+    engine.model.generate = spy
+    return calls
+
+
+def test_static_decoding_gives_the_dynamic_answers(tiny_checkpoint, plain, eager_backend):
+    assert plain.static is None  # off on the CPU unless asked for
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", batch_size=4, compile=True))
+    calls = _spy_generate(fast)
+    requests = _requests()
+    expected = plain.generate(requests)
+    assert fast.generate(requests) == expected
+    # 7 requests at 4 a batch: 4, then 3 padded to 4 with a copy; the padding's answer is dropped.
+    assert [c["batch"] for c in calls] == [4, 4] and all(c["static"] and c["cache"] == "StaticCache" for c in calls)
+    assert fast.static._cache_key == (4, 1024)
+    assert fast.generate(requests[:1]) == expected[:1]  # a new bucket, a new cache
+    assert fast.static._cache_key == (1, 1024)
+
+
+def test_batches_that_do_not_fit_decode_with_the_dynamic_cache(tiny_checkpoint, plain, eager_backend, monkeypatch):
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
+    monkeypatch.setattr(static_decode, "free_memory", lambda device: 1e6)  # 1 MB free
+    calls = _spy_generate(fast)
+    requests = _requests()[:3]
+    assert fast.generate(requests) == plain.generate(requests)
+    assert calls == [{"batch": 3, "static": False, "cache": "NoneType"}]
+
+
+def test_a_failed_compile_falls_back_to_plain_decoding(tiny_checkpoint, plain, monkeypatch, caplog):
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no compiler for this")
+
+    monkeypatch.setattr(static_decode, "COMPILE_BACKEND", broken_backend)
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
+    requests = _requests()[:2]
+    with caplog.at_level(logging.WARNING, logger="mediapipe_g4"):
+        assert fast.generate(requests) == plain.generate(requests)
+    assert fast.static is None
+    assert "decoding with torch.compile failed" in caplog.text and "no compiler for this" in caplog.text
+
+
+def test_batches_shrink_to_what_the_static_path_fits(tiny_checkpoint, plain, eager_backend, monkeypatch):
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
+    requests = _requests()[:4]
+    length = fast._inputs(requests)["input_ids"].shape[1]
+    need = {b: flat_cache_bytes(fast.static.shape, 1024, b, "float32")
+            + prefill_workspace(fast.static.shape, length, length, "float32", batch=b) for b in (2, 4)}
+    monkeypatch.setattr(static_decode, "free_memory", lambda device: (need[2] + need[4]) / 2 / static_decode.HEADROOM)
+    calls = _spy_generate(fast)
+    assert fast.generate(requests) == plain.generate(requests)
+    assert [(c["batch"], c["static"]) for c in calls] == [(2, True), (2, True)]
+
+
+@pytest.mark.slow
+def test_inductor_compiled_decoding_gives_the_dynamic_answers(tiny_checkpoint, plain):
+    """The real compiler (C++ kernels on the CPU; CUDA graphs on a GPU): about 30 s on 2 cores."""
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
+    requests = _requests()[:3]
+    assert fast.generate(requests) == plain.generate(requests)
+    assert fast.static is not None and fast.static._cache_key == (4, 1024)
