@@ -49,6 +49,27 @@ def check_torch() -> dict[str, Any]:
     return _check("torch", "ok", f"torch {torch.__version__}: " + "; ".join(devices), devices=devices)
 
 
+def check_compile() -> dict[str, Any]:
+    """Whether decoding can use torch.compile (docs/MODEL.md): on CUDA it needs Triton, and both need a C compiler."""
+    try:
+        import torch
+    except ImportError:
+        return _check("compile", "warn", "torch does not import")
+    compiler = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None)
+    if not torch.cuda.is_available():
+        return _check("compile", "ok", "no CUDA GPU: decoding runs without torch.compile (--compile turns it on)")
+    try:
+        import triton
+    except ImportError:
+        return _check("compile", "warn", "Triton is missing: decoding runs without torch.compile, several times "
+                      "slower (pip install triton)")
+    if compiler is None:
+        return _check("compile", "warn", "no C compiler: decoding runs without torch.compile, several times "
+                      "slower (install gcc, e.g. apt-get install gcc)")
+    return _check("compile", "ok", f"static-cache decoding with torch.compile (Triton {triton.__version__}, "
+                  f"{shutil.which(compiler)})")
+
+
 def check_memory() -> dict[str, Any]:
     import psutil
 
@@ -96,7 +117,7 @@ def versions() -> dict[str, str]:
 
 
 def run_checks(model: str | None = None) -> dict[str, Any]:
-    checks = [check_ffmpeg(), check_torch(), check_memory(), check_disk(), check_model(model)]
+    checks = [check_ffmpeg(), check_torch(), check_compile(), check_memory(), check_disk(), check_model(model)]
     pkgs = versions()
     checks.append(_check("packages", "ok", ", ".join(f"{k} {v}" for k, v in pkgs.items())))
     return {"checks": checks, "versions": pkgs}

@@ -72,17 +72,17 @@ def test_doctor_reports_every_check():
     out = g4media("doctor", "--json")
     report = json.loads(out.stdout)
     names = [c["name"] for c in report["checks"]]
-    assert names == ["ffmpeg", "torch", "memory", "cache", "model", "packages"]
+    assert names == ["ffmpeg", "torch", "compile", "memory", "cache", "model", "packages"]
     ffmpeg = report["checks"][0]
     assert ffmpeg["status"] == "ok" and "ffmpeg version" in ffmpeg["detail"]
-    model = report["checks"][4]
+    model = report["checks"][5]
     assert model["status"] == "ok" or "hf download" in model["detail"]
 
 
 def test_doctor_with_local_model_folder(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     res = CliRunner().invoke(main, ["doctor", "--model", str(tmp_path), "--json"])
-    model = json.loads(res.output)["checks"][4]
+    model = json.loads(res.output)["checks"][5]
     assert model["status"] == "ok" and "local folder" in model["detail"]
 
 
