@@ -23,6 +23,8 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mediapipe_g4.engine import AudioPart, EngineRequest, GenerationSettings
+from mediapipe_g4 import static_decode
+from mediapipe_g4.diarize import diarize
+from mediapipe_g4.engine import AudioPart, EngineRequest, GenerationSettings, TextPart
 from mediapipe_g4.memory import (
     GB,
     PREFILL_CHUNK,
@@ -43,6 +47,7 @@ from mediapipe_g4.memory import (
     pick_dtype,
     shape_from_config,
 )
+from mediapipe_g4.names import names_prompt
 from mediapipe_g4.planner import (
     PlanOptions,
     build_timeline,
@@ -50,7 +55,7 @@ from mediapipe_g4.planner import (
     plan_transcription,
 )
 from mediapipe_g4.prompts import transcription_parts
-from mediapipe_g4.records import SAMPLE_RATE, SpeakerTurn
+from mediapipe_g4.records import SAMPLE_RATE, Segment, SpeakerTurn
 from mediapipe_g4.token_count import TokenCounter
 from mediapipe_g4.transformers_engine import (
     EngineOptions,
@@ -58,6 +63,7 @@ from mediapipe_g4.transformers_engine import (
     _torch_dtype,
 )
 
+TOKENS_PER_SECOND = 2.5 * 1.3  # words a second of speech x Gemma tokens a word
 TOKEN_ID_FIELDS = (
     "boi_token_id",
     "eoi_token_id",
@@ -170,6 +176,24 @@ class BenchEngine(TransformersEngine):
         self.device, self.dtype = device, dtype
         self.config, self.processor, self.model = config, processor, model
         self.assistant = None
+        self.static = None
+
+    def set_decode(self, mode: str) -> None:
+        """`dynamic`: transformers' default cache; `static`: static cache + torch.compile (the engine's path)."""
+        if self.static is not None:
+            self.static.release()
+        self.options = replace(self.options, compile=mode == "static")
+        self.static = self._static_decoder()
+
+    def decode_kwargs(self, inputs: dict[str, Any], new_tokens: int) -> dict[str, Any]:
+        """The cache/compile arguments the engine passes to generate for this batch."""
+        if self.static is None:
+            return {}
+        batch, length = inputs["input_ids"].shape
+        plan = self.static.plan(batch, length, new_tokens)
+        if plan is None or plan.batch != batch:
+            raise RuntimeError(f"the static path does not take a batch of {batch} x {length} tokens here")
+        return self.static.generate_kwargs(plan)
 
     def fix_decode_length(self, tokens: int) -> None:
         # Random weights may emit <eos> at any step; min_new_tokens suppresses it until `tokens` are made.
@@ -293,21 +317,29 @@ def full_clip_requests(
 def prefill_and_decode(
     engine: BenchEngine, requests: list[EngineRequest], new_tokens: int, repeat: int
 ):
-    """(prefill s, prompt tokens, decode s/step) for one batch: a forward pass, then generate minus it."""
+    """(prefill s, prompt tokens, decode s/step) for one batch: a forward pass; and generate with
+    `new_tokens` minus generate with one token (the prefill and generate's set-up cancel), per step."""
     import torch
 
     model, device = engine.model, engine.device
     inputs = engine.to_device(engine._inputs(requests))
     tokens = int(inputs["attention_mask"].sum())
+
+    def generate(n: int) -> None:
+        engine.fix_decode_length(n)
+        model.generate(
+            **inputs,
+            **{**fixed_decode(n), "max_new_tokens": n},
+            **engine.decode_kwargs(inputs, new_tokens),  # one cache size for both
+        )
+
     with torch.inference_mode():
         model(**inputs, logits_to_keep=1)  # warm-up
         prefill = timed(device, lambda: model(**inputs, logits_to_keep=1), repeat)
-        gen_kwargs = fixed_decode(new_tokens)
-        model.generate(
-            **inputs, **{**gen_kwargs, "max_new_tokens": 2, "min_new_tokens": 2}
-        )  # warm-up
-        total = timed(device, lambda: model.generate(**inputs, **gen_kwargs), 1)
-    return prefill, tokens, max(total - prefill, 1e-9) / max(1, new_tokens - 1)
+        generate(new_tokens)  # warm-up (and the compile, on the static path)
+        one = timed(device, lambda: generate(1), repeat)
+        full = timed(device, lambda: generate(new_tokens), repeat)
+    return prefill, tokens, max(full - one, 1e-9) / max(1, new_tokens - 1)
 
 
 def long_prefill(
@@ -372,6 +404,102 @@ def drafter_cost(
     }
 
 
+# --------------------------------------------------------------------------- stages
+
+
+def synthetic_transcript(turns: list[SpeakerTurn], tokenizer: Any) -> list[Segment]:
+    """Lines with as many tokens as real speech has with Gemma's tokenizer (about 2.5 words a second,
+    1.3 tokens a word), made of words that are one token each in the tiny tokenizer."""
+    pool = []
+    for token_id in range(tokenizer.vocab_size):
+        word = tokenizer.decode([token_id]).strip()
+        if word.isalpha() and len(tokenizer(" ".join([word] * 4), add_special_tokens=False)["input_ids"]) == 4:
+            pool.append(word)
+    rng = np.random.default_rng(1)
+    return [
+        Segment(t.start, t.end, t.speaker,
+                " ".join(rng.choice(pool, size=max(1, round(TOKENS_PER_SECOND * (t.end - t.start))))))
+        for t in turns
+    ]
+
+
+def names_request(segments: list[Segment], new_tokens: int) -> EngineRequest:
+    return EngineRequest(
+        kind="names",
+        parts=(TextPart(names_prompt(segments)),),
+        start=segments[0].start,
+        end=segments[-1].end,
+        settings=GenerationSettings(max_new_tokens=new_tokens, greedy=True),
+    )
+
+
+def fixed_notes(notes: list[EngineRequest], new_tokens: int) -> list[EngineRequest]:
+    """The planned notes requests with answers of `new_tokens` (the planner allows up to 4096)."""
+    return [
+        replace(r, settings=replace(r.settings, max_new_tokens=new_tokens)) for r in notes
+    ]
+
+
+def run_stages(
+    engine: BenchEngine,
+    mode: str,
+    stages: dict[str, tuple[list[EngineRequest], int]],
+    audio_s: float,
+    diarize_s: float,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Wall time of each stage's requests through the engine: a first (cold: compiles) and a second run."""
+    engine.set_decode(mode)
+    out: dict[str, Any] = {}
+    total = diarize_s
+    for stage, (group, new_tokens) in stages.items():
+        engine.fix_decode_length(new_tokens)
+        reset_peak(engine.device)
+        try:
+            run = partial(engine.generate, group)
+            first = timed(engine.device, run)  # compiles the shapes it needs, on the static path
+            wall = timed(engine.device, run)
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            out[f"{stage}_wall_s_{mode}"] = reason(exc)
+            total = float("nan")
+            continue
+        out[f"{stage}_first_s_{mode}"] = first
+        out[f"{stage}_wall_s_{mode}"] = wall
+        out[f"{stage}_rtf_{mode}"] = wall / audio_s  # real-time factor: < 1 is faster than real time
+        out[f"{stage}_speed_x_{mode}"] = audio_s / wall  # seconds of audio per wall second
+        out[f"{stage}_peak_gb_{mode}"] = peak_gb(engine.device)
+        total += wall
+    out[f"pipeline_wall_s_{mode}"] = total  # diarization + the model stages, warm
+    out[f"pipeline_rtf_{mode}"] = total / audio_s
+    out[f"pipeline_speed_x_{mode}"] = audio_s / total
+    return out
+
+
+def prefill_decode_figures(
+    engine: BenchEngine, mode: str, waveform: np.ndarray, batch: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Prefill tokens/s and decode ms/step on full 30 s requests, at batch 1 and at the batch used."""
+    engine.set_decode(mode)
+    engine.fix_decode_length(args.max_new_tokens)
+    out: dict[str, Any] = {}
+    full = full_clip_requests(waveform, batch, args.max_new_tokens)
+    for label, group in (("batch1", full[:1]), (f"batch{batch}", full)):
+        try:
+            prefill, tokens, step = prefill_and_decode(
+                engine, group, args.max_new_tokens, args.repeat
+            )
+            out[f"prefill_tokens_per_s_{label}"] = tokens / prefill
+            out[f"decode_ms_per_step_{label}_{mode}"] = step * 1e3
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            out[f"decode_ms_per_step_{label}_{mode}"] = reason(exc)
+        reset_peak(engine.device)
+    return out
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -385,7 +513,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="default: memory.default_batch_size",
     )
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=64, help="transcription answer tokens")
+    p.add_argument("--names-new-tokens", type=int, default=200)
+    p.add_argument("--notes-new-tokens", type=int, default=1024)
+    p.add_argument("--no-notes", action="store_true", help="time transcription only")
+    p.add_argument(
+        "--decode",
+        default="dynamic,static",
+        help="decode modes to time: dynamic (transformers' default cache), static (static cache + "
+        "torch.compile, the engine's default on CUDA)",
+    )
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend for --decode static (eager: trace only, for the smoke run)",
+    )
     p.add_argument(
         "--long",
         default="32768,131072,262144",
@@ -407,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help="--shape tiny --minutes 2 --long 2048 --max-new-tokens 8, CPU",
+        help="--shape tiny --minutes 2 --long 2048 --max-new-tokens 8, names/notes 8, "
+        "--compile-backend eager, CPU",
     )
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
@@ -419,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
             8,
         )
         args.device, args.chunk, args.repeat = args.device or "cpu", 1024, 1
+        args.names_new_tokens = args.notes_new_tokens = 8
+        args.compile_backend = "eager"
+    static_decode.COMPILE_BACKEND = args.compile_backend
 
     import torch
 
@@ -439,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     turns, waveform = synthetic_meeting(args.minutes)
     requests = plan_transcription(turns, waveform, options=options, counter=counter)
     budget, warning = default_context_budget(shape, memory, dtype=dtype)
-    notes = plan_notes(build_timeline(turns), budget, options, counter)
+    segments = synthetic_transcript(turns, processor.tokenizer)
+    notes = plan_notes(build_timeline(segments), budget, options, counter)
     longest = max(r.tokens for r in requests) + args.max_new_tokens
     batch = args.batch_size or default_batch_size(shape, memory, longest, dtype=dtype)
     engine = BenchEngine(
@@ -450,7 +597,6 @@ def main(argv: list[str] | None = None) -> int:
         device,
         dtype,
     )
-    engine.fix_decode_length(args.max_new_tokens)
     audio_s = sum(r.audio_seconds for r in requests)
 
     info: dict[str, Any] = {
@@ -462,44 +608,34 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "minutes": args.minutes,
         "turns": len(turns),
+        "speech_s": audio_s,
         "transcription_requests": len(requests),
         "batch_size": batch,
         "max_new_tokens": args.max_new_tokens,
         "notes_budget_tokens": budget,
         "notes_requests": len(notes),
         "notes_tokens": sum(r.tokens for r in notes),
+        "notes_new_tokens": 0 if args.no_notes else args.notes_new_tokens,
+        "names_new_tokens": 0 if args.no_notes else args.names_new_tokens,
         "budget_warning": warning,
         "build_s": build_s,
     }
     figures: dict[str, Any] = {}
 
-    # End to end: every planned transcription request through the engine.
-    with torch.inference_mode():
-        engine.generate(requests[:batch])  # warm-up (kernels, allocator)
-    reset_peak(device)
-    wall = timed(device, lambda: engine.generate(requests))
-    figures["transcribe_wall_s"] = wall
-    figures["transcribe_audio_s"] = audio_s
-    figures["transcribe_rtf"] = wall / audio_s  # < 1: faster than real time
-    figures["transcribe_speed_x"] = audio_s / wall  # seconds of audio per wall second
-    figures["transcribe_peak_gb"] = peak_gb(device)
-
-    # Prefill and decode, on full 30 s requests.
-    full = full_clip_requests(waveform, batch, args.max_new_tokens)
-    for label, group in (("batch1", full[:1]), (f"batch{batch}", full)):
-        try:
-            prefill, tokens, step = prefill_and_decode(
-                engine, group, args.max_new_tokens, args.repeat
-            )
-            figures[f"prefill_tokens_per_s_{label}"] = tokens / prefill
-            figures[f"decode_ms_per_step_{label}"] = step * 1e3
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
-            figures[f"prefill_tokens_per_s_{label}"] = figures[
-                f"decode_ms_per_step_{label}"
-            ] = reason(exc)
-        reset_peak(device)
+    # Diarization of the meeting's audio on the CPU side (noise at speech level: the work is real, the
+    # answer is not); then every model stage through the engine, with each decode mode.
+    figures: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    diarize(waveform, num_speakers=2)
+    figures["diarize_s"] = time.perf_counter() - t0
+    stages = {"transcribe": (requests, args.max_new_tokens)}
+    if not args.no_notes:
+        stages["names"] = ([names_request(segments, args.names_new_tokens)], args.names_new_tokens)
+        stages["notes"] = (fixed_notes(notes, args.notes_new_tokens), args.notes_new_tokens)
+    for mode in args.decode.split(","):
+        figures.update(run_stages(engine, mode, stages, audio_s, figures["diarize_s"], args))
+        figures.update(prefill_decode_figures(engine, mode, waveform, batch, args))
+        engine.set_decode("dynamic")  # frees the static cache before the long prefills
 
     # Long notes prefill: text only, in chunks into a DynamicCache.
     for tokens in (int(x) for x in args.long.split(",") if x.strip()):
