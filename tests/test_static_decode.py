@@ -121,3 +121,26 @@ def test_inductor_compiled_decoding_gives_the_dynamic_answers(tiny_checkpoint, p
     requests = _requests()[:3]
     assert fast.generate(requests) == plain.generate(requests)
     assert fast.static is not None and fast.static._cache_key == (4, 1024)
+
+
+def test_token_types_are_dropped_only_where_they_change_nothing(plain, tmp_path):
+    """mm_token_type_ids only add a bidirectional mask over image/video tokens; without such tokens they are
+    dropped (with a static cache transformers would rebuild that mask every step) and the output is the same."""
+    import torch
+    from PIL import Image
+
+    from mediapipe_g4.engine import ImagePart, TextPart
+
+    audio = _requests()[:2]
+    dropped = plain._inputs(audio)
+    full = plain.processor.apply_chat_template(
+        [r.messages() for r in audio], tokenize=True, return_dict=True, return_tensors="pt",
+        add_generation_prompt=True, processor_kwargs={"padding": True})
+    assert "mm_token_type_ids" not in dropped and "mm_token_type_ids" in full
+    greedy = {"max_new_tokens": 12, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    with torch.inference_mode():
+        assert torch.equal(plain.model.generate(**dropped, **greedy), plain.model.generate(**full, **greedy))
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "slide.png")
+    image = EngineRequest("notes", (TextPart("What is on screen?"), ImagePart(str(tmp_path / "slide.png"))),
+                          settings=GenerationSettings(max_new_tokens=4), image_tokens=70)
+    assert "mm_token_type_ids" in plain._inputs([image])
