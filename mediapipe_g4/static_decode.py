@@ -73,9 +73,8 @@ class StaticBatch:
 class StaticDecoder:
     """Chooses the static path per batch and holds its cache (one at a time) and compile settings."""
 
-    def __init__(self, text_config: Any, shape: ModelShape, device: str, dtype: str,
-                 largest_batch: int | None = None):
-        self.text_config, self.shape = text_config, shape
+    def __init__(self, model: Any, shape: ModelShape, device: str, dtype: str, largest_batch: int | None = None):
+        self.text_config, self.shape = model.config.get_text_config(decoder=True), shape
         self.device, self.dtype = device, dtype
         self.largest_batch = largest_batch  # None: no cap beyond the memory check
         self._cache_key: tuple[int, int] | None = None
@@ -83,6 +82,7 @@ class StaticDecoder:
         import torch
 
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        skip_vision_overlay_when_decoding(model)
 
     def plan(self, count: int, prompt_tokens: int, max_new_tokens: int) -> StaticBatch | None:
         """The static batch for `count` requests of `prompt_tokens` (padded) each, if it fits in free memory."""
@@ -136,6 +136,30 @@ class StaticDecoder:
             return 0.0
         batch, cache_len = self._cache_key
         return flat_cache_bytes(self.shape, cache_len, batch, self.dtype)
+
+
+def skip_vision_overlay_when_decoding(model: Any) -> None:
+    """Make the masks of a decoding step without the image/video overlay, which cannot change them.
+
+    With a static cache, transformers builds each step's attention masks outside the compiled graph, and
+    Gemma 4 adds a bidirectional overlay for image and video tokens whenever `mm_token_type_ids` is passed;
+    it goes through `vmap` and was half of a step's host time in a profile. A decoded token is text, so
+    the overlay is a no-op for a one-token query, as it is for a prompt without images; other prompts
+    keep it.
+    """
+    make_masks = getattr(model, "create_masks_for_generate", None)
+    if make_masks is None or getattr(make_masks, "skips_overlay_when_decoding", False):
+        return
+
+    def masks(*args: Any, **kwargs: Any) -> Any:
+        embeds, types = kwargs.get("inputs_embeds"), kwargs.get("mm_token_type_ids")
+        if embeds is not None and types is not None and (
+                embeds.shape[1] == 1 or not bool(((types == 1) | (types == 2)).any())):  # 1, 2: image, video
+            kwargs["mm_token_type_ids"] = None
+        return make_masks(*args, **kwargs)
+
+    masks.skips_overlay_when_decoding = True  # type: ignore[attr-defined]
+    model.create_masks_for_generate = masks
 
 
 def free_memory(device: str) -> float:

@@ -209,8 +209,7 @@ class TransformersEngine:
 
         params = sum(p.numel() for p in self.model.parameters())
         shape = shape_from_config(self.config, self.options.model, params=params)
-        return StaticDecoder(self.model.config.get_text_config(decoder=True), shape, self.device, self.dtype,
-                             largest_batch=self.options.batch_size)
+        return StaticDecoder(self.model, shape, self.device, self.dtype, largest_batch=self.options.batch_size)
 
     def _load_model(self, model: str):
         from transformers import AutoModelForMultimodalLM
@@ -306,7 +305,7 @@ class TransformersEngine:
         processor_kwargs: dict[str, Any] = {"padding": True}
         if any(r.images for r in requests):
             processor_kwargs["images_kwargs"] = {"max_soft_tokens": requests[0].image_tokens}
-        inputs = self.processor.apply_chat_template(
+        return self.processor.apply_chat_template(
             conversations,
             tokenize=True,
             return_dict=True,
@@ -315,12 +314,6 @@ class TransformersEngine:
             enable_thinking=requests[0].settings.enable_thinking,
             processor_kwargs=processor_kwargs,
         )
-        types = inputs.get("mm_token_type_ids")
-        if types is not None and not bool(((types == 1) | (types == 2)).any()):
-            # The types only shape the attention mask (images and video attend bidirectionally); without such
-            # tokens the overlay is a no-op, and with a static cache transformers rebuilds it every step.
-            del inputs["mm_token_type_ids"]
-        return inputs
 
     def _generate_batch(self, requests: Sequence[EngineRequest]) -> list[str]:
         import torch

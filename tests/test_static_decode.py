@@ -123,24 +123,31 @@ def test_inductor_compiled_decoding_gives_the_dynamic_answers(tiny_checkpoint, p
     assert fast.static is not None and fast.static._cache_key == (4, 1024)
 
 
-def test_token_types_are_dropped_only_where_they_change_nothing(plain, tmp_path):
-    """mm_token_type_ids only add a bidirectional mask over image/video tokens; without such tokens they are
-    dropped (with a static cache transformers would rebuild that mask every step) and the output is the same."""
-    import torch
+def test_requests_with_images_give_the_dynamic_answers(tiny_checkpoint, plain, eager_backend, tmp_path,
+                                                       monkeypatch):
+    """Image tokens attend bidirectionally (an overlay on the mask); the static path leaves the overlay out of
+    decoding steps only, where it changes nothing."""
     from PIL import Image
 
     from mediapipe_g4.engine import ImagePart, TextPart
 
-    audio = _requests()[:2]
-    dropped = plain._inputs(audio)
-    full = plain.processor.apply_chat_template(
-        [r.messages() for r in audio], tokenize=True, return_dict=True, return_tensors="pt",
-        add_generation_prompt=True, processor_kwargs={"padding": True})
-    assert "mm_token_type_ids" not in dropped and "mm_token_type_ids" in full
-    greedy = {"max_new_tokens": 12, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    with torch.inference_mode():
-        assert torch.equal(plain.model.generate(**dropped, **greedy), plain.model.generate(**full, **greedy))
-    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "slide.png")
-    image = EngineRequest("notes", (TextPart("What is on screen?"), ImagePart(str(tmp_path / "slide.png"))),
-                          settings=GenerationSettings(max_new_tokens=4), image_tokens=70)
-    assert "mm_token_type_ids" in plain._inputs([image])
+    made = []
+    original = type(plain.model).create_masks_for_generate
+
+    def spy(*args, **kwargs):
+        made.append((kwargs["inputs_embeds"].shape[1], kwargs.get("mm_token_type_ids") is not None))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(type(plain.model), "create_masks_for_generate", staticmethod(spy))
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
+    requests = []
+    for i, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+        Image.new("RGB", (64, 48), colour).save(tmp_path / f"slide{i}.png")
+        requests.append(EngineRequest(
+            "notes", (TextPart(f"[00:0{i}] On screen:"), ImagePart(str(tmp_path / f"slide{i}.png")),
+                      TextPart("What is on screen? " * 30)),
+            settings=GenerationSettings(max_new_tokens=10, greedy=True), image_tokens=70))
+    assert fast.generate(requests) == plain.generate(requests)
+    prefill, steps = made[0], made[1:]
+    assert prefill[0] > 100 and prefill[1]  # the prompt's masks have the overlay
+    assert steps and all(step == (1, False) for step in steps)  # the steps' do not
