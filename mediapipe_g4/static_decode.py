@@ -15,10 +15,12 @@ prefill fit in free memory; the rest (long notes prompts) decode with the dynami
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from .memory import ModelShape, dtype_bytes, prefill_workspace
+from .workdir import cache_root
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -82,6 +84,8 @@ class StaticDecoder:
         import torch
 
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        # Compiled kernels outlive a reboot in g4media's cache (torch's default is /tmp/torchinductor_$USER).
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torch-compile"))
         skip_vision_overlay_when_decoding(model)
 
     def plan(self, count: int, prompt_tokens: int, max_new_tokens: int) -> StaticBatch | None:

@@ -43,6 +43,12 @@ def _requests(seconds=(3.0, 7.5, 12.0, 4.0, 9.0, 2.0, 6.0), new_tokens=12):
                           start=float(i), end=float(i) + s, settings=settings) for i, s in enumerate(seconds)]
 
 
+@pytest.fixture(autouse=True)
+def compile_cache(tmp_path_factory, monkeypatch):
+    """Compiled kernels go to a test folder, not the user's cache."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "torch-compile"))
+
+
 @pytest.fixture(scope="module")
 def plain(tiny_checkpoint):
     return TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", batch_size=4, compile=False))
@@ -78,6 +84,18 @@ def test_static_decoding_gives_the_dynamic_answers(tiny_checkpoint, plain, eager
     assert fast.static._cache_key == (4, 1024)
     assert fast.generate(requests[:1]) == expected[:1]  # a new bucket, a new cache
     assert fast.static._cache_key == (1, 1024)
+
+
+def test_compiled_kernels_are_kept_in_the_work_cache(tiny_checkpoint, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.setenv("G4MEDIA_CACHE", str(tmp_path))
+    TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "torch-compile")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")  # the user's choice wins
+    TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/else"
 
 
 def test_batches_that_do_not_fit_decode_with_the_dynamic_cache(tiny_checkpoint, plain, eager_backend, monkeypatch):
