@@ -177,6 +177,11 @@ class BenchEngine(TransformersEngine):
         self.config, self.processor, self.model = config, processor, model
         self.assistant = None
         self.static = None
+        self.batch_calls = 0
+
+    def _generate_batch(self, requests: Any) -> list[str]:
+        self.batch_calls += 1
+        return super()._generate_batch(requests)
 
     def set_decode(self, mode: str) -> None:
         """`dynamic`: transformers' default cache; `static`: static cache + torch.compile (the engine's path)."""
@@ -455,6 +460,8 @@ def run_stages(
     for stage, (group, new_tokens) in stages.items():
         engine.fix_decode_length(new_tokens)
         reset_peak(engine.device)
+        static_before = engine.static.batches if engine.static else 0
+        calls_before = engine.batch_calls
         try:
             run = partial(engine.generate, group)
             first = timed(engine.device, run)  # compiles the shapes it needs, on the static path
@@ -465,6 +472,14 @@ def run_stages(
             out[f"{stage}_wall_s_{mode}"] = reason(exc)
             total = float("nan")
             continue
+        out[f"{stage}_batches_{mode}"] = (engine.batch_calls - calls_before) / 2  # per run
+        if mode == "static":
+            if engine.static is None:  # the engine logged why and decoded the rest without compiling
+                out[f"{stage}_wall_s_{mode}"] = "torch.compile failed, the engine fell back to the dynamic cache"
+                out[f"pipeline_wall_s_{mode}"] = "see the stages"
+                return out
+            # Batches too big for a static cache in free memory take the dynamic path: say how many did not.
+            out[f"{stage}_static_batches_{mode}"] = (engine.static.batches - static_before) / 2
         out[f"{stage}_first_s_{mode}"] = first
         out[f"{stage}_wall_s_{mode}"] = wall
         out[f"{stage}_rtf_{mode}"] = wall / audio_s  # real-time factor: < 1 is faster than real time
@@ -493,7 +508,7 @@ def prefill_decode_figures(
             out[f"prefill_tokens_per_s_{label}"] = tokens / prefill
             out[f"decode_ms_per_step_{label}_{mode}"] = step * 1e3
         except Exception as exc:
-            if not is_oom(exc):
+            if not is_oom(exc) and not isinstance(exc, RuntimeError):
                 raise
             out[f"decode_ms_per_step_{label}_{mode}"] = reason(exc)
         reset_peak(engine.device)

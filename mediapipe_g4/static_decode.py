@@ -81,6 +81,7 @@ class StaticDecoder:
         self.largest_batch = largest_batch  # None: no cap beyond the memory check
         self._cache_key: tuple[int, int] | None = None
         self._cache: Any = None
+        self.batches = 0  # batches decoded on this path (a benchmark checks the path was taken)
         import torch
 
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
@@ -117,6 +118,7 @@ class StaticDecoder:
         from transformers import CompileConfig
 
         key = (static.batch, static.cache_len)
+        self.batches += 1
         if self._cache_key != key:
             self.release()
             self._cache = flat_static_cache(self.text_config, static.cache_len)

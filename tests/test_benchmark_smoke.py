@@ -71,4 +71,7 @@ def test_gpu_throughput_smoke(tmp_path):
     for mode in ("dynamic", "static"):
         stages = sum(figures[f"{stage}_wall_s_{mode}"] for stage in ("transcribe", "names", "notes"))
         assert figures[f"pipeline_wall_s_{mode}"] == pytest.approx(figures["diarize_s"] + stages)
+    # Every batch of the smoke run fits the static path.
+    for stage in ("transcribe", "names", "notes"):
+        assert figures[f"{stage}_static_batches_static"] == figures[f"{stage}_batches_static"] >= 1, stage
     assert "pipeline_rtf_static" in run.stdout and "decode_ms_per_step_batch1_dynamic" in run.stdout
