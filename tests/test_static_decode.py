@@ -6,6 +6,7 @@ the windowing by the mask is exercised."""
 from __future__ import annotations
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -133,6 +134,7 @@ def test_batches_shrink_to_what_the_static_path_fits(tiny_checkpoint, plain, eag
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="no C++ compiler")
 def test_inductor_compiled_decoding_gives_the_dynamic_answers(tiny_checkpoint, plain):
     """The real compiler (C++ kernels on the CPU; CUDA graphs on a GPU): about 30 s on 2 cores."""
     fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
