@@ -82,6 +82,7 @@ class StaticDecoder:
         self._cache_key: tuple[int, int] | None = None
         self._cache: Any = None
         self.batches = 0  # batches decoded on this path (a benchmark checks the path was taken)
+        self._compiled: set[tuple[int, int]] = set()
         import torch
 
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
@@ -119,6 +120,10 @@ class StaticDecoder:
 
         key = (static.batch, static.cache_len)
         self.batches += 1
+        if key not in self._compiled:
+            self._compiled.add(key)
+            log.info("compiling the decoder for %d x %d tokens (once per shape; kernels are cached in %s)",
+                     static.batch, static.cache_len, os.environ.get("TORCHINDUCTOR_CACHE_DIR", "torch's cache"))
         if self._cache_key != key:
             self.release()
             self._cache = flat_static_cache(self.text_config, static.cache_len)
