@@ -338,7 +338,7 @@ def prefill_and_decode(
             **engine.decode_kwargs(inputs, new_tokens),  # one cache size for both
         )
 
-    with torch.inference_mode():
+    with torch.no_grad():  # as the engine's static path (its caches are reused across calls)
         model(**inputs, logits_to_keep=1)  # warm-up
         prefill = timed(device, lambda: model(**inputs, logits_to_keep=1), repeat)
         generate(new_tokens)  # warm-up (and the compile, on the static path)

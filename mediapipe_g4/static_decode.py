@@ -129,10 +129,7 @@ class StaticDecoder:
             self._cache = flat_static_cache(self.text_config, static.cache_len)
             self._cache_key = key
         else:
-            import torch
-
-            with torch.inference_mode():  # its tensors were made in inference mode, by generate
-                self._cache.reset()
+            self._cache.reset()
         # reduce-overhead: CUDA graphs, the point on a GPU; elsewhere plain inductor kernels
         mode = "reduce-overhead" if self.device.startswith("cuda") and COMPILE_BACKEND == "inductor" else None
         config = CompileConfig(fullgraph=False, dynamic=False, backend=COMPILE_BACKEND, mode=mode)

@@ -342,7 +342,9 @@ class TransformersEngine:
         if drafting:
             kwargs["assistant_model"] = self.assistant
         try:
-            with torch.inference_mode():
+            # no_grad, as transformers' own generate, on the compiled path: CUDA graphs and tensors made under
+            # inference_mode have had issues together (pytorch#135892); nothing is gained there either way.
+            with torch.no_grad() if static is not None else torch.inference_mode():
                 out = self.model.generate(**inputs, **kwargs)
         except Exception as exc:
             if static is None:
