@@ -203,7 +203,7 @@ run_options = _compose(
                  help="Requests per model batch (default: from free memory)."),
     click.option("--compile/--no-compile", "compile_decode", default=None,
                  help="Decode with a static cache and torch.compile (default: on CUDA GPUs). The first run "
-                      "compiles for a minute or so; later runs reuse torch's compile cache."),
+                      "compiles each batch shape; later runs reuse the compiled kernels."),
     click.option("--translate-to", default=None, help="Translate the speech into this language (e.g. English)."),
     click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                  help="Work folder root (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media)."),

@@ -96,10 +96,11 @@ class StaticDecoder:
         cache_len = length_bucket(prompt_tokens + max_new_tokens)
         if cache_len > self.shape.context_window:
             return None
-        kept = flat_cache_bytes(self.shape, cache_len, batch, self.dtype) if self._cache_key != (batch, cache_len) \
-            else 0.0  # the cache already allocated is reused
-        need = kept + prefill_workspace(self.shape, prompt_tokens, prompt_tokens, self.dtype, batch=batch)
-        free = free_memory(self.device) + self._cache_bytes()
+        need = prefill_workspace(self.shape, prompt_tokens, prompt_tokens, self.dtype, batch=batch)
+        free = free_memory(self.device)
+        if self._cache_key != (batch, cache_len):  # a new cache, in place of the one held now (if any)
+            need += flat_cache_bytes(self.shape, cache_len, batch, self.dtype)
+            free += self._cache_bytes()
         if need > HEADROOM * free:
             log.debug("static decode: %d x %d tokens needs %.1f GB of %.1f GB free; dynamic cache instead",
                       batch, cache_len, need / 2**30, free / 2**30)

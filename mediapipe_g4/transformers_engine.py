@@ -5,9 +5,9 @@ Any `gemma4_unified` (12B) or `gemma4` (E2B/E4B) checkpoint loads from a Hub id 
 padding; transcription decodes greedily. Long text-and-image prompts are prefilled in chunks (the dense
 attention mask of a one-shot 131 k-token prefill alone is 16 GiB). With `compile` (the default on CUDA),
 batches whose static cache fits in free memory decode through torch.compile (static_decode.py). With
-`assistant` (the MTP drafter,
-e.g. google/gemma-4-12B-it-assistant) single-request batches decode speculatively; transformers' assisted
-generation takes one sequence at a time, so batched transcription does not use it.
+`assistant` (the MTP drafter, e.g. google/gemma-4-12B-it-assistant) single-request batches decode
+speculatively; transformers' assisted generation takes one sequence at a time, so batched transcription
+does not use it.
 """
 
 from __future__ import annotations

@@ -121,6 +121,27 @@ def test_a_failed_compile_falls_back_to_plain_decoding(tiny_checkpoint, plain, m
     assert "decoding with torch.compile failed" in caplog.text and "no compiler for this" in caplog.text
 
 
+def test_the_cache_held_is_counted_once(tiny_checkpoint, monkeypatch):
+    """Reusing the cache it holds needs only the prefill's memory; a new shape may use the held cache's room."""
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
+    decoder, shape = fast.static, fast.static.shape
+    held = flat_cache_bytes(shape, 1024, 4, "float32")
+
+    def free(prefill):
+        monkeypatch.setattr(static_decode, "free_memory", lambda device: (prefill + held / 2) / static_decode.HEADROOM)
+
+    free(prefill_workspace(shape, 500, 500, "float32", batch=4))
+    assert decoder.plan(4, 500, 100) is None  # a new 4 x 1024 cache does not fit
+    decoder._cache_key = (4, 1024)  # once held, it is reused: only the prefill needs room
+    assert decoder.plan(4, 500, 100) == decoder.plan(3, 500, 100) == static_decode.StaticBatch(4, 1024)
+
+    free(prefill_workspace(shape, 100, 100, "float32", batch=1))
+    decoder._cache_key = None
+    assert decoder.plan(1, 100, 2900) is None  # 1 x 3072 is 3/4 of the held cache's size
+    decoder._cache_key = (4, 1024)  # ... and fits in its place
+    assert decoder.plan(1, 100, 2900) == static_decode.StaticBatch(1, 3072)
+
+
 def test_batches_shrink_to_what_the_static_path_fits(tiny_checkpoint, plain, eager_backend, monkeypatch):
     fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
     requests = _requests()[:4]
