@@ -215,18 +215,17 @@ class TransformersEngine:
         from transformers import AutoModelForMultimodalLM
 
         source, _ = resolve_model(model)
-        kwargs: dict[str, Any] = {"dtype": _torch_dtype(self.dtype), "local_files_only": offline()}
+        # device_map: the shards load straight onto the device (no second copy of the weights in host RAM).
+        kwargs: dict[str, Any] = {"dtype": _torch_dtype(self.dtype), "local_files_only": offline(),
+                                  "device_map": {"": self.device}}
         if self.options.attn_implementation:
             kwargs["attn_implementation"] = self.options.attn_implementation
         if self.options.quantize:
             kwargs["quantization_config"] = _quantization_config(self.options.quantize, self.dtype, self.device)
-            kwargs["device_map"] = {"": self.device}
         log.info("loading %s on %s (%s%s)", model, self.device, self.dtype,
                  f", {self.options.quantize}" if self.options.quantize else "")
         try:
             loaded = AutoModelForMultimodalLM.from_pretrained(source, **kwargs)
-            if not self.options.quantize:
-                loaded = loaded.to(self.device)
         except ModelError:
             raise
         except Exception as exc:
