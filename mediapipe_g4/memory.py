@@ -233,13 +233,17 @@ def system_memory() -> tuple[float, float]:
 
 
 def device_memory(device: str) -> DeviceMemory:
-    """What the model can use on `device`: a CUDA GPU's free memory, ~70 % of a Mac's RAM, or free RAM."""
+    """What the model can use on `device`: a CUDA GPU's free memory (plus what this process's torch holds),
+    ~70 % of a Mac's RAM, or free RAM."""
     if device.startswith("cuda"):
         import torch
 
         index = torch.device(device).index or 0
         free, total = torch.cuda.mem_get_info(index)
-        return DeviceMemory("cuda", torch.cuda.get_device_name(index), float(total), float(free))
+        # What this process's torch holds (the model, once loaded; its cached blocks) is the model's to use:
+        # the estimates count the weights, so a plan made after the load must not count them twice.
+        held = torch.cuda.memory_reserved(index)
+        return DeviceMemory("cuda", torch.cuda.get_device_name(index), float(total), float(free + held))
     total, available = system_memory()
     if device == "mps":  # unified memory; macOS lets the GPU use about 70-75 % of it
         return DeviceMemory("mps", "Apple GPU", total, min(available, 0.7 * total))

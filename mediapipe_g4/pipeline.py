@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,9 +23,17 @@ from .atomic import write_json
 from .diarize import DiarizationOptions, diarize
 from .engine import Engine, EngineRequest, GenerationSettings, TextPart
 from .errors import G4Error, MediaError
+from .memory import pick_device
 from .names import build_speakers, names_prompt, parse_names
 from .notes_schema import NotesParseError, ground_notes, parse_notes
-from .planner import Plan, PlanOptions, build_timeline, make_plan, plan_merge, plan_notes
+from .planner import (
+    Plan,
+    PlanOptions,
+    build_timeline,
+    make_plan,
+    plan_merge,
+    plan_notes,
+)
 from .progress import Hook, null_hook
 from .records import Diarization, Keyframe, Segment, SpeakerTurn
 from .token_count import TokenCounter
@@ -104,9 +113,13 @@ class Timer:
 # --------------------------------------------------------------------------- stages
 
 
+def turns_path(work: Path, options: DiarizationOptions) -> Path:
+    return work / f"turns-{settings_key(options.to_dict())}.json"
+
+
 def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Hook, fresh: bool) -> Diarization:
     """Speaker turns over the whole recording, cached by the diarization settings."""
-    path = work / f"turns-{settings_key(options.to_dict())}.json"
+    path = turns_path(work, options)
     if path.is_file() and not fresh:
         data = json.loads(path.read_text())
         return Diarization(data["duration"], tuple(data["speakers"]),
@@ -186,6 +199,23 @@ def write_notes(
 # --------------------------------------------------------------------------- the whole run
 
 
+def load_early(make_engine: EngineFactory, options: RunOptions) -> None:
+    """Load the transcription model on a CUDA GPU in a background thread while FFmpeg and diarization
+    run: loading is disk and PCIe work, they are CPU work. The factory loads each model once, so the
+    pipeline's own call waits for this load; a failure is the factory's to raise there."""
+    if not getattr(make_engine, "loads_in_process", False) or not pick_device(options.device).startswith("cuda"):
+        return
+
+    def load() -> None:
+        try:
+            make_engine(options.asr_model)
+        except Exception as exc:  # noqa: BLE001 - raised again where the pipeline asks for the model
+            log.debug("loading %s early failed: %s", options.asr_model, exc)
+
+    threading.Thread(target=load, name="g4-load-model", daemon=True).start()
+
+
+
 def process_recording(
     path: str | Path,
     options: RunOptions,
@@ -202,6 +232,8 @@ def process_recording(
     if not info.has_audio:
         raise MediaError(f"{src} has no audio track, so there is no speech to transcribe; "
                          "`g4media probe` shows its streams")
+    if options.fresh or not turns_path(work, options.diarization).is_file():
+        load_early(make_engine, options)  # a first run: the model will be needed
     waveform = timer.run("decode", lambda: media.decode_audio(src, work, info=info, hook=hook))
     keyframes = timer.run("keyframes", lambda: media.extract_keyframes(src, work, info=info, hook=hook))
     diarization = timer.run("diarize", lambda: load_diarization(waveform, work, options.diarization, hook,
@@ -330,13 +362,26 @@ def make_engine_factory(options: RunOptions) -> EngineFactory:
     if options.engine != "transformers":
         raise G4Error(f"unknown engine {options.engine!r}; choose transformers or openai")
     check_models(options)
+    loaded: dict[str, Engine] = {}
+    failed: dict[str, G4Error] = {}
+    lock = threading.Lock()  # one load per model, also when the pipeline loads it early in a thread
 
     def factory(model: str) -> Engine:
         from .transformers_engine import EngineOptions, TransformersEngine
 
-        return TransformersEngine(EngineOptions(
-            model=model, device=options.device, dtype=options.dtype, quantize=options.quantize,
-            assistant=options.assistant if model == options.model else None,
-            batch_size=options.batch_size, compile=options.compile))
+        with lock:
+            if model in failed:
+                raise failed[model]
+            if model not in loaded:
+                try:
+                    loaded[model] = TransformersEngine(EngineOptions(
+                        model=model, device=options.device, dtype=options.dtype, quantize=options.quantize,
+                        assistant=options.assistant if model == options.model else None,
+                        batch_size=options.batch_size, compile=options.compile))
+                except G4Error as exc:  # e.g. out of memory: trying again would fail the same way
+                    failed[model] = exc
+                    raise
+            return loaded[model]
 
+    factory.loads_in_process = True  # type: ignore[attr-defined]
     return factory

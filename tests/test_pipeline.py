@@ -111,3 +111,51 @@ def test_recording_without_audio_is_a_clear_error(media_corpus, cache):
 
     with pytest.raises(MediaError, match="no audio track"):
         run(media_corpus["silent_video"], cache, standup_engine_script())
+
+
+def test_a_first_run_on_a_gpu_loads_the_model_while_diarizing(samples_dir, tmp_path, monkeypatch):
+    """On CUDA the transcription model loads in a thread from the start of a first run; a run whose turns are
+    cached loads nothing early (its answers may all be cached too)."""
+    import threading
+
+    from mediapipe_g4 import pipeline
+
+    monkeypatch.setattr(pipeline, "pick_device", lambda requested=None: "cuda")
+    engine = ScriptedEngine(standup_engine_script())
+    calls = []
+    lock = threading.Lock()
+
+    def factory(model):
+        with lock:
+            calls.append((model, threading.current_thread().name))
+            return engine
+
+    factory.loads_in_process = True
+    options = RunOptions(cache_dir=str(tmp_path))
+    first = process_recording(samples_dir / "phone_call.wav", options, factory)
+    assert calls[0] == (options.asr_model, "g4-load-model")
+    assert threading.current_thread().name in {name for _, name in calls[1:]}
+    calls.clear()
+    second = process_recording(samples_dir / "phone_call.wav", options, factory)
+    assert calls == [] and second["segments"] == first["segments"]
+
+
+def test_the_transformers_factory_loads_each_model_once(tiny_checkpoint, monkeypatch):
+    from mediapipe_g4 import transformers_engine
+    from mediapipe_g4.errors import ModelError
+    from mediapipe_g4.pipeline import make_engine_factory
+
+    factory = make_engine_factory(RunOptions(model=str(tiny_checkpoint)))
+    assert factory(str(tiny_checkpoint)) is factory(str(tiny_checkpoint))
+    tries = []
+
+    def no_memory(self, model):
+        tries.append(model)
+        raise ModelError(f"{model} does not fit")
+
+    monkeypatch.setattr(transformers_engine.TransformersEngine, "_load_model", no_memory)
+    other = make_engine_factory(RunOptions(model=str(tiny_checkpoint)))
+    for _ in range(2):  # a failed load is not tried again
+        with pytest.raises(ModelError, match="does not fit"):
+            other(str(tiny_checkpoint))
+    assert len(tries) == 1
