@@ -379,6 +379,33 @@ def long_prefill(
         reset_peak(device)
 
 
+def lower_right_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """sdpa, but a global (full-attention) layer of one unpadded sequence uses a lower-right causal bias instead
+    of the dense chunk x context mask: an experiment for the 256 k prefill (the sliding layers are unchanged)."""
+    import torch.nn.functional as F
+    from torch.nn.attention.bias import causal_lower_right
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if getattr(module, "sliding_window", None) is None and query.shape[0] == 1 and query.shape[2] > 1:
+        bias = causal_lower_right(query.shape[2], key.shape[2])
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=bias, scale=scaling, enable_gqa=key.shape[1] != query.shape[1]
+        )
+        return out.transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+    )
+
+
+def register_lower_right() -> str:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register("g4_lower_right", lower_right_attention)
+    AttentionMaskInterface.register("g4_lower_right", sdpa_mask)
+    return "g4_lower_right"
+
+
 def drafter_cost(
     engine: BenchEngine, path: str, waveform: np.ndarray, new_tokens: int
 ) -> dict[str, Any]:
@@ -552,6 +579,12 @@ def main(argv: list[str] | None = None) -> int:
         "--chunk", type=int, default=PREFILL_CHUNK, help="long-prefill chunk (tokens)"
     )
     p.add_argument(
+        "--long-attention",
+        default="sdpa,lower-right",
+        help="attention for the long prefills: sdpa (transformers' default, a dense chunk x context "
+        "mask), lower-right (global layers use sdpa with a lower-right causal bias, no mask)",
+    )
+    p.add_argument(
         "--assistant",
         default=None,
         help="MTP drafter folder (time speculative decoding)",
@@ -652,20 +685,26 @@ def main(argv: list[str] | None = None) -> int:
         figures.update(prefill_decode_figures(engine, mode, waveform, batch, args))
         engine.set_decode("dynamic")  # frees the static cache before the long prefills
 
-    # Long notes prefill: text only, in chunks into a DynamicCache.
-    for tokens in (int(x) for x in args.long.split(",") if x.strip()):
-        try:
-            seconds, peak = long_prefill(model, device, tokens, args.chunk)
-            figures[f"long_prefill_{tokens}_s"] = seconds
-            figures[f"long_prefill_{tokens}_tokens_per_s"] = tokens / seconds
-            figures[f"long_prefill_{tokens}_peak_gb"] = peak
-        except Exception as exc:
-            if not is_oom(exc) and not isinstance(
-                exc, (RuntimeError, IndexError, ValueError)
-            ):
-                raise
-            figures[f"long_prefill_{tokens}_s"] = reason(exc)
-            reset_peak(device)
+    # Long notes prefill: text only, in chunks into a DynamicCache; per attention kernel.
+    for attention in args.long_attention.split(","):
+        suffix = "" if attention == "sdpa" else f"_{attention}"
+        model.set_attn_implementation(
+            {"text_config": register_lower_right() if attention == "lower-right" else "sdpa"}
+        )
+        for tokens in (int(x) for x in args.long.split(",") if x.strip()):
+            try:
+                seconds, peak = long_prefill(model, device, tokens, args.chunk)
+                figures[f"long_prefill_{tokens}_s{suffix}"] = seconds
+                figures[f"long_prefill_{tokens}_tokens_per_s{suffix}"] = tokens / seconds
+                figures[f"long_prefill_{tokens}_peak_gb{suffix}"] = peak
+            except Exception as exc:
+                if not is_oom(exc) and not isinstance(
+                    exc, (RuntimeError, IndexError, ValueError)
+                ):
+                    raise
+                figures[f"long_prefill_{tokens}_s{suffix}"] = reason(exc)
+                reset_peak(device)
+    model.set_attn_implementation({"text_config": "sdpa"})
 
     if args.assistant:
         try:

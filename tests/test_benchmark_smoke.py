@@ -17,7 +17,7 @@ PER_MODE = [
 ] + ["pipeline_wall_s", "pipeline_rtf", "pipeline_speed_x", "decode_ms_per_step_batch1"]
 EXPECTED = [
     "diarize_s", "prefill_tokens_per_s_batch1", "long_prefill_2048_s", "long_prefill_2048_tokens_per_s",
-    "long_prefill_2048_peak_gb", "drafter_overhead_ms_per_token", "peak_gb",
+    "long_prefill_2048_peak_gb", "long_prefill_2048_s_lower-right", "drafter_overhead_ms_per_token", "peak_gb",
 ] + [f"{name}_{mode}" for name in PER_MODE for mode in ("dynamic", "static")]  # fmt: skip
 
 
@@ -75,3 +75,41 @@ def test_gpu_throughput_smoke(tmp_path):
     for stage in ("transcribe", "names", "notes"):
         assert figures[f"{stage}_static_batches_static"] == figures[f"{stage}_batches_static"] >= 1, stage
     assert "pipeline_rtf_static" in run.stdout and "decode_ms_per_step_batch1_dynamic" in run.stdout
+
+
+def test_lower_right_attention_gives_the_masked_results(tiny_checkpoint):
+    """The long-prefill experiment's attention (global layers without the dense mask) changes no number."""
+    import torch
+    from transformers import AutoModelForMultimodalLM, DynamicCache
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_throughput
+
+    model = AutoModelForMultimodalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32).eval()
+    ids = torch.randint(10, 390, (1, 700), generator=torch.Generator().manual_seed(0))
+
+    def chunked_logits():
+        cache, out = DynamicCache(config=model.config.get_text_config()), []
+        with torch.no_grad():
+            for s in range(0, 700, 128):
+                e = min(700, s + 128)
+                out.append(model(input_ids=ids[:, s:e], past_key_values=cache, use_cache=True,
+                                 cache_position=torch.arange(s, e)).logits)
+        return torch.cat(out, 1)
+
+    expected = chunked_logits()
+    calls = []
+    original = gpu_throughput.lower_right_attention
+
+    def spy(module, query, key, *args, **kwargs):
+        calls.append((module.sliding_window, query.shape[2], key.shape[2]))
+        return original(module, query, key, *args, **kwargs)
+
+    gpu_throughput.lower_right_attention = spy
+    try:
+        model.set_attn_implementation({"text_config": gpu_throughput.register_lower_right()})
+        got = chunked_logits()
+    finally:
+        gpu_throughput.lower_right_attention = original
+    assert (None, 128, 384) in calls  # a global layer, a chunk against the cache before it
+    torch.testing.assert_close(got, expected)
