@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .memory import ModelShape, dtype_bytes, prefill_workspace
+from .memory import ModelShape, device_memory, dtype_bytes, prefill_workspace
 from .workdir import cache_root
 
 log = logging.getLogger("mediapipe_g4")
@@ -111,9 +111,11 @@ class StaticDecoder:
         """The largest batch, at most `count`, whose static cache fits (halving); `count` if none does
         (those requests decode with the dynamic cache)."""
         batch = count
-        while batch > 1 and self.plan(batch, prompt_tokens, max_new_tokens) is None:
+        while self.plan(batch, prompt_tokens, max_new_tokens) is None:
+            if batch == 1:
+                return count
             batch = batch_bucket(batch) // 2
-        return batch if self.plan(batch, prompt_tokens, max_new_tokens) is not None else count
+        return batch
 
     def generate_kwargs(self, static: StaticBatch) -> dict[str, Any]:
         """What `model.generate` takes to decode `static`: the (reset) cache and the compile settings."""
@@ -172,14 +174,11 @@ def skip_vision_overlay_when_decoding(model: Any) -> None:
 
 
 def free_memory(device: str) -> float:
-    """Bytes a new allocation can use on `device`: free GPU memory plus what torch holds unused; else free RAM."""
+    """Bytes a new allocation can use on `device`: what the model may use there (memory.device_memory: on
+    CUDA, free memory plus what this process's torch holds) less what torch has allocated (the weights)."""
+    available = device_memory(device).available
     if device.startswith("cuda"):
         import torch
 
-        index = torch.device(device).index
-        index = torch.cuda.current_device() if index is None else index
-        free, _ = torch.cuda.mem_get_info(index)
-        return float(free + torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index))
-    from .memory import device_memory
-
-    return device_memory(device).available
+        available -= torch.cuda.memory_allocated(torch.device(device).index or 0)
+    return available
