@@ -360,6 +360,7 @@ def _formats(text: str) -> list[str]:
 
 
 def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> None:
+    from . import media
     from .errors import G4Error, ModelError
     from .pipeline import make_engine_factory, process_recording
     from .progress import progress_hook
@@ -367,6 +368,14 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
 
     formats = _formats(kw["format"])
     options = _run_options(kw, summarize=summarize)
+    problems = []
+    for file in files:
+        try:
+            media.check_input_file(file)
+        except G4Error as exc:
+            problems.append(exc)
+    if len(problems) == len(files):
+        raise problems[0]  # nothing to work on: say so before anything about the model
     factory = make_engine_factory(options)
     failed = 0
     for file in files:

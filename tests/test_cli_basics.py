@@ -96,3 +96,14 @@ def test_default_model_missing_and_hub_unreachable_fails_at_once(samples_dir, tm
     line = assert_one_error_line(out)
     assert "google/gemma-4-12B-it is not downloaded" in line and "hf download google/gemma-4-12B-it" in line
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_a_missing_file_is_reported_before_the_model(tmp_path):
+    """A mistyped path says so, not that the (default, not downloaded) model is missing."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
+           "G4MEDIA_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-m", "mediapipe_g4", "transcribe", str(tmp_path / "mistyped.wav"),
+                          str(tmp_path)], capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
+                         check=False)
+    line = assert_one_error_line(out)
+    assert "mistyped.wav: no such file" in line and "gemma" not in line
