@@ -10,7 +10,8 @@ meeting (alternating speakers, 3-20 s turns, short pauses, noise at speech level
 project's planner (plan_transcription, plan_notes) and runs the transcription requests through the
 project's TransformersEngine in batches, with decode lengths fixed (min_new_tokens = max_new_tokens).
 Then times: prefill of a batch of full 30 s requests, decode ms/step at batch 1 and at the batch used,
-long text prefills in 8 k chunks into a DynamicCache, and (with --assistant) the MTP drafter.
+long text prefills in 8 k chunks into a DynamicCache, and the MTP drafter (random weights by default:
+its cost per draft step, not its acceptance).
 Prints a table; --json PATH writes the figures (a number, or a reason string for what did not run).
 """
 
@@ -406,33 +407,69 @@ def register_lower_right() -> str:
     return "g4_lower_right"
 
 
-def drafter_cost(
-    engine: BenchEngine, path: str, waveform: np.ndarray, new_tokens: int
-) -> dict[str, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM
+# Random drafters: hidden and intermediate sizes of the published 26B/31B drafters (the 12B's own config was not
+# at hand); heads, head dims and window follow the target, as they must to read its K/V.
+DRAFTER_SIZES = {"12b": (1024, 8192), "tiny": (32, 64)}
 
-    drafter = (
-        AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(engine.dtype))
-        .to(engine.device)
-        .eval()
+
+def make_drafter(engine: BenchEngine, spec: str, shape: str) -> Any:
+    """`random`: a drafter with random weights shaped for the target; else a drafter checkpoint (folder or id)."""
+    import torch
+
+    from mediapipe_g4.drafter import (
+        check_pair,
+        load_drafter,
+        random_drafter,
+        share_kv_with_drafter,
     )
-    inputs = engine.to_device(
-        engine._inputs(full_clip_requests(waveform, 1, new_tokens))
-    )
+
+    if spec == "random":
+        hidden, intermediate = DRAFTER_SIZES[shape]
+        torch.manual_seed(1)
+        with torch.device(engine.device):
+            drafter = random_drafter(engine.config, hidden=hidden, intermediate=intermediate)
+        drafter = drafter.to(engine.device, _torch_dtype(engine.dtype))
+    else:
+        drafter = load_drafter(spec, dtype=_torch_dtype(engine.dtype), device=engine.device, local_files_only=True)
+    check_pair(drafter, engine.config, (spec, "the benchmark model"))
+    share_kv_with_drafter(engine.model)
+    return drafter
+
+
+def drafter_cost(engine: BenchEngine, drafter: Any, waveform: np.ndarray, new_tokens: int) -> dict[str, Any]:
+    """ms per generated token at batch 1 with and without the drafter, and one draft step's own cost."""
+    import torch
+
+    inputs = engine.to_device(engine._inputs(full_clip_requests(waveform, 1, new_tokens)))
     kwargs = fixed_decode(new_tokens)
+    spent: list[float] = []
+
+    def before(*_):
+        sync(engine.device)
+        spent.append(-time.perf_counter())
+
+    def after(*_):
+        sync(engine.device)
+        spent[-1] += time.perf_counter()
+
     with torch.inference_mode():
         engine.model.generate(**inputs, assistant_model=drafter, **kwargs)  # warm-up
         plain = timed(engine.device, lambda: engine.model.generate(**inputs, **kwargs))
-        assisted = timed(
-            engine.device,
-            lambda: engine.model.generate(**inputs, assistant_model=drafter, **kwargs),
-        )
-    # Random weights: the target rejects nearly every draft, so this is the drafter's overhead per token.
+        assisted = timed(engine.device, lambda: engine.model.generate(**inputs, assistant_model=drafter, **kwargs))
+        hooks = [drafter.register_forward_pre_hook(before), drafter.register_forward_hook(after)]
+        try:
+            engine.model.generate(**inputs, assistant_model=drafter, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+    # Random weights: the target rejects nearly every draft, so assisted decoding here is the drafter's overhead;
+    # with real weights each accepted draft saves a target step.
     return {
-        "drafter_ms_per_token_assisted": assisted / new_tokens * 1e3,
         "drafter_ms_per_token_plain": plain / new_tokens * 1e3,
+        "drafter_ms_per_token_assisted": assisted / new_tokens * 1e3,
         "drafter_overhead_ms_per_token": max(assisted - plain, 1e-9) / new_tokens * 1e3,
+        "drafter_step_ms": sum(spent) / max(1, len(spent)) * 1e3,
+        "drafter_steps_per_token": len(spent) / new_tokens,
     }
 
 
@@ -586,8 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--assistant",
-        default=None,
-        help="MTP drafter folder (time speculative decoding)",
+        default="random",
+        help="MTP drafter to time speculative decoding with: random (random weights shaped for the model, "
+        "the default), a drafter folder, or none",
     )
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
@@ -706,11 +744,10 @@ def main(argv: list[str] | None = None) -> int:
                 reset_peak(device)
     model.set_attn_implementation({"text_config": "sdpa"})
 
-    if args.assistant:
+    if args.assistant != "none":
         try:
-            figures.update(
-                drafter_cost(engine, args.assistant, waveform, args.max_new_tokens)
-            )
+            drafter = make_drafter(engine, args.assistant, args.shape)
+            figures.update(drafter_cost(engine, drafter, waveform, args.max_new_tokens))
         except Exception as exc:  # noqa: BLE001
             figures["drafter_overhead_ms_per_token"] = reason(exc)
     else:

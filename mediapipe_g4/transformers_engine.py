@@ -237,21 +237,23 @@ class TransformersEngine:
         return loaded.eval()
 
     def _load_assistant(self, assistant: str):
-        from transformers import AutoModelForCausalLM
+        from .drafter import check_pair, is_mtp_drafter, load_drafter, share_kv_with_drafter
 
         source, local = resolve_model(assistant)
         if not local and offline() and not in_cache(source):
             raise ModelError(f"the drafter {assistant} is not in the Hugging Face cache; {download_hint(assistant)}")
         try:
-            drafter = AutoModelForCausalLM.from_pretrained(
-                source, dtype=_torch_dtype(self.dtype), local_files_only=offline()
-            ).to(self.device)
+            drafter = load_drafter(source, dtype=_torch_dtype(self.dtype), device=self.device,
+                                   local_files_only=offline())
         except Exception as exc:
             raise _load_error(assistant, "drafter", exc) from exc
-        if not type(drafter).__name__.startswith(("Gemma4Assistant", "Gemma4UnifiedAssistant")):
+        if is_mtp_drafter(drafter):
+            check_pair(drafter, self.config, (assistant, self.options.model))
+            share_kv_with_drafter(self.model)
+        else:
             log.warning("%s is a %s, not a Gemma 4 MTP drafter; using it for generic assisted decoding",
                         assistant, type(drafter).__name__)
-        return drafter.eval()
+        return drafter
 
     # ----------------------------------------------------------------- generation
 

@@ -67,3 +67,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from tiny_model import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-gemma4"))
+
+
+@pytest.fixture(scope="session")
+def tiny_drafter(tiny_checkpoint, tmp_path_factory) -> Path:
+    """A tiny random MTP drafter (the `-assistant` checkpoints' layout) for the tiny checkpoint."""
+    from tiny_model import build_tiny_drafter
+
+    return build_tiny_drafter(tmp_path_factory.mktemp("tiny-drafter"), tiny_checkpoint)

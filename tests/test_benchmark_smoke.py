@@ -17,7 +17,8 @@ PER_MODE = [
 ] + ["pipeline_wall_s", "pipeline_rtf", "pipeline_speed_x", "decode_ms_per_step_batch1"]
 EXPECTED = [
     "diarize_s", "prefill_tokens_per_s_batch1", "long_prefill_2048_s", "long_prefill_2048_tokens_per_s",
-    "long_prefill_2048_peak_gb", "long_prefill_2048_s_lower-right", "drafter_overhead_ms_per_token", "peak_gb",
+    "long_prefill_2048_peak_gb", "long_prefill_2048_s_lower-right", "drafter_overhead_ms_per_token", "drafter_step_ms",
+    "drafter_ms_per_token_plain", "drafter_ms_per_token_assisted", "drafter_steps_per_token", "peak_gb",
 ] + [f"{name}_{mode}" for name in PER_MODE for mode in ("dynamic", "static")]  # fmt: skip
 
 
@@ -63,9 +64,11 @@ def test_gpu_throughput_smoke(tmp_path):
             assert value, name
         else:
             assert isinstance(value, (int, float)) and value > 0, (name, value)
-    assert figures["drafter_overhead_ms_per_token"] == "skipped: no drafter"
+    # A random drafter: every generated token cost at least one draft step.
+    assert isinstance(figures["drafter_step_ms"], float) and figures["drafter_steps_per_token"] >= 1
     assert abs(info["speech_s"] - 120) < 10  # 2 minutes of turns
-    for name in ("transcribe_rtf_static", "decode_ms_per_step_batch1_static", "long_prefill_2048_s"):
+    for name in ("transcribe_rtf_static", "decode_ms_per_step_batch1_static", "long_prefill_2048_s",
+                 "drafter_overhead_ms_per_token"):
         assert isinstance(figures[name], float), name
     # The pipeline is diarization plus the three model stages, warm.
     for mode in ("dynamic", "static"):

@@ -87,6 +87,18 @@ def test_static_decoding_gives_the_dynamic_answers(tiny_checkpoint, plain, eager
     assert fast.static._cache_key == (1, 1024)
 
 
+def test_a_drafter_beside_static_decoding(tiny_checkpoint, tiny_drafter, plain, eager_backend):
+    """The drafter marks target layers to hand over their K/V; batches still compile and decode the same,
+    and single requests draft (on the dynamic cache) to the same answers."""
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", batch_size=4, compile=True,
+                                            assistant=str(tiny_drafter)))
+    calls = _spy_generate(fast)
+    requests = _requests()
+    assert fast.generate(requests) == plain.generate(requests)
+    assert fast.generate(requests[:1]) == plain.generate(requests[:1])
+    assert [c["static"] for c in calls] == [True, True, False]
+
+
 def test_compiled_kernels_are_kept_in_the_work_cache(tiny_checkpoint, tmp_path, monkeypatch):
     import os
 

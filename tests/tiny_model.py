@@ -171,6 +171,19 @@ def build_tiny_checkpoint(folder: str | Path, *, seed: int = 0) -> Path:
     return folder
 
 
+def build_tiny_drafter(folder: str | Path, target: str | Path, *, seed: int = 1) -> Path:
+    """Write a tiny random MTP drafter for the tiny checkpoint in `target` (4 layers, hidden 32) into `folder`."""
+    import torch
+    from transformers import AutoConfig
+
+    from mediapipe_g4.drafter import random_drafter
+
+    torch.manual_seed(seed)
+    drafter = random_drafter(AutoConfig.from_pretrained(target), hidden=32, intermediate=64)
+    drafter.save_pretrained(folder)
+    return Path(folder)
+
+
 if __name__ == "__main__":  # python tests/tiny_model.py /tmp/tiny-gemma4
     import sys
 
