@@ -55,13 +55,13 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def download_hint(model: str, *, processor_only: bool = False) -> str:
+def download_hint(model: str, *, processor_only: bool = False, option: str = "--model") -> str:
     include = " --include " + " ".join(f'"{p}"' for p in PROCESSOR_PATTERNS) if processor_only else ""
     return (f"download it with `hf download {model}{include}` (accept the Gemma license on huggingface.co and "
-            "`hf auth login` first), or pass --model /path/to/a/local/folder")
+            f"`hf auth login` first), or pass {option} /path/to/a/local/folder")
 
 
-def resolve_model(model: str) -> tuple[str, bool]:
+def resolve_model(model: str, *, example: str = DEFAULT_MODEL) -> tuple[str, bool]:
     """(what to pass to from_pretrained, whether it is a local folder); a bad local path is a ModelError."""
     path = Path(model).expanduser()
     looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep == "\\" and "\\" in model
@@ -69,10 +69,10 @@ def resolve_model(model: str) -> tuple[str, bool]:
         return model, False
     if not path.is_dir():
         raise ModelError(f"model folder {model} does not exist; pass a folder made with save_pretrained "
-                         f"or a Hub id such as {DEFAULT_MODEL}")
+                         f"or a Hub id such as {example}")
     if not (path / "config.json").is_file():
         raise ModelError(f"{model} is not a model folder (it has no config.json); pass a folder made with "
-                         f"save_pretrained or a Hub id such as {DEFAULT_MODEL}")
+                         f"save_pretrained or a Hub id such as {example}")
     return str(path), True
 
 
@@ -82,17 +82,18 @@ def in_cache(model: str, filename: str = "config.json") -> bool:
     return isinstance(try_to_load_from_cache(model, filename), str)
 
 
-def _load_error(model: str, what: str, exc: Exception, *, processor_only: bool = False) -> ModelError:
+def _load_error(model: str, what: str, exc: Exception, *, processor_only: bool = False,
+                option: str = "--model") -> ModelError:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     if isinstance(exc, GatedRepoError):
         return ModelError(f"{model} is gated: accept its license on https://huggingface.co/{model}, run "
-                          f"`hf auth login`, then {download_hint(model, processor_only=processor_only)}")
+                          f"`hf auth login`, then {download_hint(model, processor_only=processor_only, option=option)}")
     if isinstance(exc, RepositoryNotFoundError):
-        return ModelError(f"{model} is not a model on the Hugging Face Hub; check the id, or pass --model "
+        return ModelError(f"{model} is not a model on the Hugging Face Hub; check the id, or pass {option} "
                           "/path/to/a/local/folder")
     return ModelError(f"cannot load the {what} of {model} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                      f"{download_hint(model, processor_only=processor_only)}")
+                      f"{download_hint(model, processor_only=processor_only, option=option)}")
 
 
 def load_processor(model: str, *, local_only: bool = False) -> Any:
@@ -239,14 +240,15 @@ class TransformersEngine:
     def _load_assistant(self, assistant: str):
         from .drafter import check_pair, is_mtp_drafter, load_drafter, share_kv_with_drafter
 
-        source, local = resolve_model(assistant)
+        source, local = resolve_model(assistant, example=DEFAULT_MODEL + "-assistant")
         if not local and offline() and not in_cache(source):
-            raise ModelError(f"the drafter {assistant} is not in the Hugging Face cache; {download_hint(assistant)}")
+            raise ModelError(f"the drafter {assistant} is not in the Hugging Face cache; "
+                             f"{download_hint(assistant, option='--assistant')}")
         try:
             drafter = load_drafter(source, dtype=_torch_dtype(self.dtype), device=self.device,
                                    local_files_only=offline())
         except Exception as exc:
-            raise _load_error(assistant, "drafter", exc) from exc
+            raise _load_error(assistant, "drafter weights", exc, option="--assistant") from exc
         if is_mtp_drafter(drafter):
             check_pair(drafter, self.config, (assistant, self.options.model))
             share_kv_with_drafter(self.model)

@@ -202,6 +202,19 @@ def test_offline_model_not_downloaded_says_how(monkeypatch, tmp_path):
     assert "--model" in message
 
 
+def test_missing_drafter_errors_name_the_assistant_option(tiny_checkpoint, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    with pytest.raises(ModelError, match="does not exist.*google/gemma-4-12B-it-assistant"):
+        TransformersEngine(EngineOptions(model=str(tiny_checkpoint), assistant=str(tmp_path / "nowhere")))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelError) as err:
+        TransformersEngine(EngineOptions(model=str(tiny_checkpoint), assistant="google/gemma-4-12B-it-assistant"))
+    message = str(err.value)
+    assert "hf download google/gemma-4-12B-it-assistant" in message and "--assistant /path" in message
+
+
 def test_not_a_gemma4_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ModelError, match="Gemma 4"):
