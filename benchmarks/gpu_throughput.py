@@ -638,7 +638,13 @@ def main(argv: list[str] | None = None) -> int:
         help="--shape tiny --minutes 2 --long 2048 --max-new-tokens 8, names/notes 8, "
         "--compile-backend eager, CPU",
     )
-    p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument(
+        "--parts",
+        default="stages,long,drafter",
+        help="what to time: stages (diarization, the model stages, prefill and decode per --decode mode), "
+        "long (the long prefills), drafter; split a GPU run into commands that each fit a time limit",
+    )
+    p.add_argument("--json", default=None, help="write the figures here (after every part, so a run cut short keeps them)")
     args = p.parse_args(argv)
     if args.smoke:
         args.shape, args.minutes, args.long, args.max_new_tokens = (
@@ -707,24 +713,34 @@ def main(argv: list[str] | None = None) -> int:
         "build_s": build_s,
     }
     figures: dict[str, Any] = {}
+    parts = {x.strip() for x in args.parts.split(",") if x.strip()}
+    if unknown := parts - {"stages", "long", "drafter"}:
+        p.error(f"unknown --parts {', '.join(sorted(unknown))}")
+
+    def done(part: str) -> None:
+        """Progress on stderr, and the figures so far on disk (a run cut short by a time limit keeps them)."""
+        print(f"[{time.perf_counter() - t_start:7.1f} s] {part} done", file=sys.stderr, flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"info": info, "figures": figures}, indent=2))
 
     # Diarization of the meeting's audio on the CPU side (noise at speech level: the work is real, the
     # answer is not); then every model stage through the engine, with each decode mode.
-    figures: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    diarize(waveform, num_speakers=2)
-    figures["diarize_s"] = time.perf_counter() - t0
-    stages = {"transcribe": (requests, args.max_new_tokens)}
-    if not args.no_notes:
-        stages["names"] = ([names_request(segments, args.names_new_tokens)], args.names_new_tokens)
-        stages["notes"] = (fixed_notes(notes, args.notes_new_tokens), args.notes_new_tokens)
-    for mode in args.decode.split(","):
-        figures.update(run_stages(engine, mode, stages, audio_s, figures["diarize_s"], args))
-        figures.update(prefill_decode_figures(engine, mode, waveform, batch, args))
-        engine.set_decode("dynamic")  # frees the static cache before the long prefills
+    if "stages" in parts:
+        t0 = time.perf_counter()
+        diarize(waveform, num_speakers=2)
+        figures["diarize_s"] = time.perf_counter() - t0
+        stages = {"transcribe": (requests, args.max_new_tokens)}
+        if not args.no_notes:
+            stages["names"] = ([names_request(segments, args.names_new_tokens)], args.names_new_tokens)
+            stages["notes"] = (fixed_notes(notes, args.notes_new_tokens), args.notes_new_tokens)
+        for mode in args.decode.split(","):
+            figures.update(run_stages(engine, mode, stages, audio_s, figures["diarize_s"], args))
+            figures.update(prefill_decode_figures(engine, mode, waveform, batch, args))
+            engine.set_decode("dynamic")  # frees the static cache before the long prefills
+            done(f"stages ({mode})")
 
     # Long notes prefill: text only, in chunks into a DynamicCache; per attention kernel.
-    for attention in args.long_attention.split(","):
+    for attention in args.long_attention.split(",") if "long" in parts else ():
         suffix = "" if attention == "sdpa" else f"_{attention}"
         model.set_attn_implementation(
             {"text_config": register_lower_right() if attention == "lower-right" else "sdpa"}
@@ -742,24 +758,22 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 figures[f"long_prefill_{tokens}_s{suffix}"] = reason(exc)
                 reset_peak(device)
+            done(f"long prefill {tokens} ({attention})")
     model.set_attn_implementation({"text_config": "sdpa"})
 
-    if args.assistant != "none":
+    if "drafter" in parts and args.assistant == "none":
+        figures["drafter_overhead_ms_per_token"] = "skipped: no drafter"
+    elif "drafter" in parts:
         try:
             drafter = make_drafter(engine, args.assistant, args.shape)
             figures.update(drafter_cost(engine, drafter, waveform, args.max_new_tokens))
         except Exception as exc:  # noqa: BLE001
             figures["drafter_overhead_ms_per_token"] = reason(exc)
-    else:
-        figures["drafter_overhead_ms_per_token"] = "skipped: no drafter"
     reset_peak(device)
     figures["peak_gb"] = _PEAK[0]
+    done("all")
 
     print_table(info, figures)
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"info": info, "figures": figures}, indent=2)
-        )
     return 0
 
 

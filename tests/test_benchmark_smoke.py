@@ -80,6 +80,20 @@ def test_gpu_throughput_smoke(tmp_path):
     assert "pipeline_rtf_static" in run.stdout and "decode_ms_per_step_batch1_dynamic" in run.stdout
 
 
+@pytest.mark.slow
+def test_parts_split_a_run(tmp_path):
+    """--parts times only what is asked (a GPU run split into commands under a time limit)."""
+    out = tmp_path / "long.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_throughput.py"), "--smoke", "--parts", "long",
+                          "--long-attention", "sdpa", "--json", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(out.read_text())["figures"]
+    assert sorted(figures) == ["long_prefill_2048_peak_gb", "long_prefill_2048_s", "long_prefill_2048_tokens_per_s",
+                               "peak_gb"]
+    assert "long prefill 2048 (sdpa) done" in run.stderr
+
+
 def test_lower_right_attention_gives_the_masked_results(tiny_checkpoint):
     """The long-prefill experiment's attention (global layers without the dense mask) changes no number."""
     import torch
