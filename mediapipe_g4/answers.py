@@ -35,8 +35,11 @@ def request_key(request: EngineRequest) -> str:
             parts.append(["audio", *part.sample_range()])
         elif isinstance(part, ImagePart):
             parts.append(["image", Path(part.path).name])
+    settings = dataclasses.asdict(request.settings)
+    if settings["seed"] is None:  # unseeded requests keep the keys they had before there was a seed
+        del settings["seed"]
     blob = json.dumps(
-        [request.kind, request.system, parts, request.image_tokens, dataclasses.asdict(request.settings)],
+        [request.kind, request.system, parts, request.image_tokens, settings],
         sort_keys=True, ensure_ascii=False,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

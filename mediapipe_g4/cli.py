@@ -183,6 +183,8 @@ plan_options = _compose(
     click.option("--max-clip", type=click.FloatRange(1, 30), default=30.0, show_default=True,
                  help="Longest clip of one transcription request, in seconds."),
     click.option("--language", default=None, help="Spoken language, e.g. English (default: the model tells)."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed of the notes' sampling: a rerun with --fresh writes the same notes on the same machine."),
     click.option("--speakers", type=click.IntRange(min=1), default=None, help="Number of speakers, if known."),
     click.option("--min-speakers", type=click.IntRange(min=1), default=1, show_default=True,
                  help="Fewest speakers to consider when finding the count."),
@@ -232,7 +234,7 @@ def _plan_options(kw: dict) -> PlanOptions:
 
     return PlanOptions(max_clip=kw["max_clip"], keyframe_tokens=int(kw["keyframe_tokens"]),
                        notes_image_tokens=int(kw["image_tokens"]), language=kw["language"],
-                       translate_to=kw.get("translate_to"), context_tokens=kw["context_tokens"])
+                       translate_to=kw.get("translate_to"), context_tokens=kw["context_tokens"], seed=kw["seed"])
 
 
 def _diarization_options(kw: dict) -> DiarizationOptions:

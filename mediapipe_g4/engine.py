@@ -78,6 +78,7 @@ class GenerationSettings:
     top_p: float = 0.95
     top_k: int = 64
     enable_thinking: bool = False
+    seed: int | None = None  # seeds sampling, so a rerun samples the same answer; greedy decoding needs none
 
 
 @dataclass(frozen=True)

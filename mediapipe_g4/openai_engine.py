@@ -181,6 +181,8 @@ def request_body(request: EngineRequest, model: str, options: ServerOptions) -> 
             opts.update(temperature=0.0, top_k=1)
         else:
             opts.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+            if s.seed is not None:
+                opts["seed"] = s.seed
         if options.context_tokens:
             opts["num_ctx"] = options.context_tokens
         # think: explicit, since Ollama may turn thinking on by default for models that can think
@@ -206,6 +208,8 @@ def request_body(request: EngineRequest, model: str, options: ServerOptions) -> 
         body["temperature"] = 0.0  # greedy on vLLM, llama.cpp and Ollama
     else:  # top_k is not OpenAI's, but vLLM and llama.cpp take it (the model card's sampling needs it)
         body.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+        if s.seed is not None:  # OpenAI's, vLLM's and llama.cpp's per-request seed
+            body["seed"] = s.seed
     if s.enable_thinking or options.api == "vllm":
         body["chat_template_kwargs"] = {"enable_thinking": s.enable_thinking}
     if request.images and request.image_tokens != DEFAULT_IMAGE_TOKENS:

@@ -64,6 +64,7 @@ class PlanOptions:
     section_max_new_tokens: int = 1024
     transcript_tokens_per_second: float = 3.5  # ~160 words a minute at ~1.3 tokens a word
     context_tokens: int | None = None  # the notes prompt + answer budget; None: what memory allows
+    seed: int = 0  # the notes are sampled (the model card's settings): same seed, prompt and machine, same notes
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.max_clip <= MAX_CLIP_SECONDS:
@@ -241,7 +242,7 @@ def _notes_like(kind: str, instruction: str, body: tuple[Part, ...], start: floa
         start=start,
         end=end,
         system=NOTES_SYSTEM,
-        settings=GenerationSettings(max_new_tokens=max_new, greedy=False),
+        settings=GenerationSettings(max_new_tokens=max_new, greedy=False, seed=options.seed),
         image_tokens=options.notes_image_tokens,
     )
     return replace(request, tokens=counter.count(request) + extra, estimated=estimated or not counter.exact)

@@ -338,6 +338,8 @@ class TransformersEngine:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)  # every device's generator: the batch samples as it did before
         if static is not None:
             kwargs.update(self.static.generate_kwargs(static))
         elif length > self.options.prefill_chunk and "input_features" not in inputs:

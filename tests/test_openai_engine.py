@@ -123,6 +123,18 @@ def test_endpoints_wav_and_redaction():
         ServerOptions(url="http://h", api="tgi")
 
 
+@pytest.mark.parametrize("api", ["openai", "vllm", "ollama"])
+def test_sampled_requests_carry_their_seed(api):
+    from mediapipe_g4.openai_engine import request_body
+
+    options = ServerOptions(url="http://h/v1", api=api)
+    sampled = EngineRequest("notes", (TextPart("notes"),), settings=GenerationSettings(greedy=False, seed=5))
+    greedy = EngineRequest("names", (TextPart("names"),), settings=GenerationSettings(greedy=True, seed=5))
+    where = (lambda body: body["options"]) if api == "ollama" else (lambda body: body)
+    assert where(request_body(sampled, "m", options))["seed"] == 5
+    assert "seed" not in where(request_body(greedy, "m", options))
+
+
 # --------------------------------------------------------------------------- same texts as in-process
 
 

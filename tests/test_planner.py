@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +279,10 @@ def test_notes_fit_the_budget_in_sections_then_whole(tmp_path):
     assert all(r.tokens + r.settings.max_new_tokens <= 2600 for r in tight)
     with pytest.raises(PlanError, match="context-tokens"):
         plan_notes(timeline, 600, options, counter)
+    # Notes are sampled, with the plan's seed (so a rerun samples the same notes).
+    assert all(not r.settings.greedy and r.settings.seed == 0 for r in tight)
+    reseeded = plan_notes(timeline, 2600, replace(options, seed=7), counter)
+    assert {r.settings.seed for r in reseeded} == {7}
 
 
 def test_notes_at_plan_time_are_estimated_from_speech():

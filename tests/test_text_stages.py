@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from fake_engine import ScriptedEngine
@@ -10,8 +11,18 @@ from fake_engine import ScriptedEngine
 from mediapipe_g4.answers import CachedEngine, request_key
 from mediapipe_g4.engine import AudioPart, EngineRequest, TextPart, clean_response
 from mediapipe_g4.errors import G4Error
-from mediapipe_g4.names import build_speakers, names_prompt, parse_name_overrides, parse_names
-from mediapipe_g4.notes_schema import NotesParseError, ground_notes, parse_notes, parse_time
+from mediapipe_g4.names import (
+    build_speakers,
+    names_prompt,
+    parse_name_overrides,
+    parse_names,
+)
+from mediapipe_g4.notes_schema import (
+    NotesParseError,
+    ground_notes,
+    parse_notes,
+    parse_time,
+)
 from mediapipe_g4.records import Segment
 from mediapipe_g4.transcript import clean_transcript_text, segments_from_answers
 
@@ -178,3 +189,5 @@ def test_request_key_changes_with_what_the_model_sees():
     assert request_key(base) == request_key(req(1.0, 2.0, "S2"))  # the speaker label is not in the prompt
     assert request_key(base) != request_key(req(1.0, 2.5, "S1"))
     assert request_key(base) != request_key(req(1.0, 2.0, "S1", kind="notes"))
+    seeded = [replace(base, settings=replace(base.settings, seed=s)) for s in (0, 1)]
+    assert len({request_key(base), *map(request_key, seeded)}) == 3  # another seed, another answer
