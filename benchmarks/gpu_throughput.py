@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import long_attention
+
 from mediapipe_g4 import static_decode
 from mediapipe_g4.diarize import diarize
 from mediapipe_g4.engine import AudioPart, EngineRequest, GenerationSettings, TextPart
@@ -349,21 +351,20 @@ def prefill_and_decode(
 
 
 def long_prefill(
-    model: Any, device: str, tokens: int, chunk: int
+    model: Any, device: str, tokens: int, chunk: int, variant: str = "sdpa"
 ) -> tuple[float, float]:
-    """(seconds, peak GB) of one text-only prompt of random ids prefilled in chunks into a DynamicCache."""
+    """(seconds, peak GB) of one text-only prompt of random ids prefilled in chunks, with the long-prefill
+    attention `variant` (long_attention.py) and the cache it needs; a compile (flex) is done before the timing."""
     import torch
-    from transformers import DynamicCache
 
     text = model.config.get_text_config()
     ids = torch.randint(10, text.vocab_size, (1, tokens), device=device)
-    cache = DynamicCache(config=text)
-    reset_peak(device)
+    cache = long_attention.prefill_cache(variant, text, tokens)
 
-    def run():
+    def run(upto: int = tokens):
         with torch.inference_mode():
-            for start in range(0, tokens, chunk):
-                end = min(tokens, start + chunk)
+            for start in range(0, upto, chunk):
+                end = min(upto, start + chunk)
                 model(
                     input_ids=ids[:, start:end],
                     past_key_values=cache,
@@ -372,39 +373,18 @@ def long_prefill(
                     cache_position=torch.arange(start, end, device=device),
                 )
 
+    if long_attention.CACHES[variant] == "static":  # same shapes every chunk: compile once, untimed
+        run(min(chunk, tokens))
+        with torch.inference_mode():  # the cache's tensors were made in inference mode
+            cache.reset()
+    reset_peak(device)
+
     try:
         seconds = timed(device, run)
         return seconds, peak_gb(device)
     finally:
         cache = ids = None
         reset_peak(device)
-
-
-def lower_right_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """sdpa, but a global (full-attention) layer of one unpadded sequence uses a lower-right causal bias instead
-    of the dense chunk x context mask: an experiment for the 256 k prefill (the sliding layers are unchanged)."""
-    import torch.nn.functional as F
-    from torch.nn.attention.bias import causal_lower_right
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if getattr(module, "sliding_window", None) is None and query.shape[0] == 1 and query.shape[2] > 1:
-        bias = causal_lower_right(query.shape[2], key.shape[2])
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=bias, scale=scaling, enable_gqa=key.shape[1] != query.shape[1]
-        )
-        return out.transpose(1, 2).contiguous(), None
-    return sdpa_attention_forward(
-        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-    )
-
-
-def register_lower_right() -> str:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register("g4_lower_right", lower_right_attention)
-    AttentionMaskInterface.register("g4_lower_right", sdpa_mask)
-    return "g4_lower_right"
 
 
 # Random drafters: hidden and intermediate sizes of the published 26B/31B drafters (the 12B's own config was not
@@ -617,9 +597,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--long-attention",
-        default="sdpa,lower-right",
-        help="attention for the long prefills: sdpa (transformers' default, a dense chunk x context "
-        "mask), lower-right (global layers use sdpa with a lower-right causal bias, no mask)",
+        default="sdpa,lower-right,flex",
+        help="attention of the global layers in the long prefills (long_attention.py): sdpa (transformers' "
+        "default, a dense chunk x context mask), lower-right (sdpa with a lower-right causal bias), flex "
+        "(compiled flex attention over a static K/V buffer, small Triton blocks for head dim 512)",
     )
     p.add_argument(
         "--assistant",
@@ -739,15 +720,13 @@ def main(argv: list[str] | None = None) -> int:
             engine.set_decode("dynamic")  # frees the static cache before the long prefills
             done(f"stages ({mode})")
 
-    # Long notes prefill: text only, in chunks into a DynamicCache; per attention kernel.
+    # Long notes prefill: text only, in chunks; per attention variant (long_attention.py).
     for attention in args.long_attention.split(",") if "long" in parts else ():
         suffix = "" if attention == "sdpa" else f"_{attention}"
-        model.set_attn_implementation(
-            {"text_config": register_lower_right() if attention == "lower-right" else "sdpa"}
-        )
+        model.set_attn_implementation({"text_config": long_attention.register(attention)})
         for tokens in (int(x) for x in args.long.split(",") if x.strip()):
             try:
-                seconds, peak = long_prefill(model, device, tokens, args.chunk)
+                seconds, peak = long_prefill(model, device, tokens, args.chunk, attention)
                 figures[f"long_prefill_{tokens}_s{suffix}"] = seconds
                 figures[f"long_prefill_{tokens}_tokens_per_s{suffix}"] = tokens / seconds
                 figures[f"long_prefill_{tokens}_peak_gb{suffix}"] = peak
@@ -758,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 figures[f"long_prefill_{tokens}_s{suffix}"] = reason(exc)
                 reset_peak(device)
+            if attention == "flex":
+                info["flex_kernel_options"] = str(long_attention.FLEX.options)
             done(f"long prefill {tokens} ({attention})")
     model.set_attn_implementation({"text_config": "sdpa"})
 

@@ -17,7 +17,8 @@ PER_MODE = [
 ] + ["pipeline_wall_s", "pipeline_rtf", "pipeline_speed_x", "decode_ms_per_step_batch1"]
 EXPECTED = [
     "diarize_s", "prefill_tokens_per_s_batch1", "long_prefill_2048_s", "long_prefill_2048_tokens_per_s",
-    "long_prefill_2048_peak_gb", "long_prefill_2048_s_lower-right", "drafter_overhead_ms_per_token", "drafter_step_ms",
+    "long_prefill_2048_peak_gb", "long_prefill_2048_s_lower-right", "long_prefill_2048_s_flex",
+    "drafter_overhead_ms_per_token", "drafter_step_ms",
     "drafter_ms_per_token_plain", "drafter_ms_per_token_assisted", "drafter_steps_per_token", "peak_gb",
 ] + [f"{name}_{mode}" for name in PER_MODE for mode in ("dynamic", "static")]  # fmt: skip
 
@@ -68,7 +69,7 @@ def test_gpu_throughput_smoke(tmp_path):
     assert isinstance(figures["drafter_step_ms"], float) and figures["drafter_steps_per_token"] >= 1
     assert abs(info["speech_s"] - 120) < 10  # 2 minutes of turns
     for name in ("transcribe_rtf_static", "decode_ms_per_step_batch1_static", "long_prefill_2048_s",
-                 "drafter_overhead_ms_per_token"):
+                 "long_prefill_2048_s_lower-right", "long_prefill_2048_s_flex", "drafter_overhead_ms_per_token"):
         assert isinstance(figures[name], float), name
     # The pipeline is diarization plus the three model stages, warm.
     for mode in ("dynamic", "static"):
@@ -94,19 +95,23 @@ def test_parts_split_a_run(tmp_path):
     assert "long prefill 2048 (sdpa) done" in run.stderr
 
 
-def test_lower_right_attention_gives_the_masked_results(tiny_checkpoint):
-    """The long-prefill experiment's attention (global layers without the dense mask) changes no number."""
+@pytest.mark.parametrize("variant", ["lower-right", "flex"])
+def test_long_prefill_attention_variants_give_the_masked_results(tiny_checkpoint, variant, monkeypatch):
+    """The long-prefill experiments (global layers without the dense mask; flex over a static K/V buffer)
+    change no number: chunked logits as with transformers' sdpa and a DynamicCache."""
     import torch
-    from transformers import AutoModelForMultimodalLM, DynamicCache
+    from transformers import AutoModelForMultimodalLM
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import gpu_throughput
+    import long_attention
 
     model = AutoModelForMultimodalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32).eval()
+    text = model.config.get_text_config()
     ids = torch.randint(10, 390, (1, 700), generator=torch.Generator().manual_seed(0))
 
-    def chunked_logits():
-        cache, out = DynamicCache(config=model.config.get_text_config()), []
+    def chunked_logits(name):
+        model.set_attn_implementation({"text_config": long_attention.register(name)})
+        cache, out = long_attention.prefill_cache(name, text, 700), []
         with torch.no_grad():
             for s in range(0, 700, 128):
                 e = min(700, s + 128)
@@ -114,19 +119,19 @@ def test_lower_right_attention_gives_the_masked_results(tiny_checkpoint):
                                  cache_position=torch.arange(s, e)).logits)
         return torch.cat(out, 1)
 
-    expected = chunked_logits()
+    expected = chunked_logits("sdpa")
     calls = []
-    original = gpu_throughput.lower_right_attention
+    original = long_attention.lower_right_attention
 
     def spy(module, query, key, *args, **kwargs):
         calls.append((module.sliding_window, query.shape[2], key.shape[2]))
         return original(module, query, key, *args, **kwargs)
 
-    gpu_throughput.lower_right_attention = spy
-    try:
-        model.set_attn_implementation({"text_config": gpu_throughput.register_lower_right()})
-        got = chunked_logits()
-    finally:
-        gpu_throughput.lower_right_attention = original
-    assert (None, 128, 384) in calls  # a global layer, a chunk against the cache before it
+    monkeypatch.setattr(long_attention, "lower_right_attention", spy)
+    flex_before = long_attention.FLEX.calls
+    got = chunked_logits(variant)
+    if variant == "lower-right":
+        assert (None, 128, 384) in calls  # a global layer, a chunk against the cache before it
+    else:
+        assert long_attention.FLEX.calls - flex_before == 6  # the global layer of each of the 6 chunks
     torch.testing.assert_close(got, expected)
