@@ -66,6 +66,7 @@ class FlexGlobal:
 
     def __init__(self) -> None:
         self.offset = None  # the chunk's first position, a device tensor the mask reads
+        self._causal = None
         self.flex = None
         self.options = None  # the kernel options that compiled, on CUDA
         self._mask_key: Any = None
@@ -80,14 +81,16 @@ class FlexGlobal:
         key_id = (id(position_ids), q_len, kv_len)
         if key_id != self._mask_key:
             if self.offset is None or self.offset.device != query.device:
-                self.offset = torch.zeros((), dtype=torch.long, device=query.device)
+                # One mask function for every chunk (a new closure each time could recompile the compiled
+                # block-mask maker); it reads the chunk's offset from this tensor.
+                offset = self.offset = torch.zeros((), dtype=torch.long, device=query.device)
+
+                def causal(b, h, q_idx, kv_idx):
+                    return q_idx + offset >= kv_idx
+
+                self._causal = causal
             self.offset.copy_(position_ids.reshape(-1)[0])
-            offset = self.offset
-
-            def causal(b, h, q_idx, kv_idx):
-                return q_idx + offset >= kv_idx
-
-            self._mask = create_block_mask(causal, None, None, q_len, kv_len, device=query.device,
+            self._mask = create_block_mask(self._causal, None, None, q_len, kv_len, device=query.device,
                                            _compile=query.device.type == "cuda")
             self._mask_key = key_id
         return self._mask
