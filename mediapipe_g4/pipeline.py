@@ -358,6 +358,13 @@ def make_engine_factory(options: RunOptions) -> EngineFactory:
     if options.engine == "openai":
         from .openai_engine import make_server_factory
 
+        ignored = [flag for flag, value in (("--assistant", options.assistant), ("--quantize", options.quantize),
+                                            ("--device", options.device), ("--dtype", options.dtype),
+                                            ("--batch-size", options.batch_size), ("--compile", options.compile))
+                   if value is not None]
+        if ignored:
+            log.warning("%s %s the in-process engine's; with --server the server decides (docs/SERVING.md)",
+                        ", ".join(ignored), "is" if len(ignored) == 1 else "are")
         return make_server_factory(server_options(options))
     if options.engine != "transformers":
         raise G4Error(f"unknown engine {options.engine!r}; choose transformers or openai")

@@ -368,3 +368,16 @@ def test_batch_runs_recordings_at_once_and_stops_on_a_model_error(tmp_path):
 
     with pytest.raises(ModelError, match="cannot reach"):
         list(_concurrently(iter((f, None) for f in files), failing, 2))
+
+
+def test_in_process_options_with_a_server_are_named_as_ignored(caplog):
+    from mediapipe_g4.pipeline import RunOptions, make_engine_factory
+
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        make_engine_factory(RunOptions(engine="openai", server="http://localhost:1/v1",
+                                       assistant="google/gemma-4-12B-it-assistant", quantize="4bit"))
+    assert "--assistant, --quantize are the in-process engine's" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        make_engine_factory(RunOptions(engine="openai", server="http://localhost:1/v1"))
+    assert caplog.text == ""
