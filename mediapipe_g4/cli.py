@@ -373,7 +373,7 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
     problems = []
     for file in files:
         try:
-            media.check_input_file(file)
+            media.probe(file)  # a quick ffprobe: a file that is no recording fails here, not after a download
         except G4Error as exc:
             problems.append(exc)
     if len(problems) == len(files):

@@ -98,7 +98,7 @@ def test_default_model_missing_and_hub_unreachable_fails_at_once(samples_dir, tm
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
-def test_a_missing_file_is_reported_before_the_model(tmp_path):
+def test_a_missing_or_bad_file_is_reported_before_the_model(tmp_path):
     """A mistyped path says so, not that the (default, not downloaded) model is missing."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
            "G4MEDIA_CACHE": str(tmp_path / "cache")}
@@ -107,3 +107,8 @@ def test_a_missing_file_is_reported_before_the_model(tmp_path):
                          check=False)
     line = assert_one_error_line(out)
     assert "mistyped.wav: no such file" in line and "gemma" not in line
+    (tmp_path / "notes.mp4").write_text("not a recording")
+    out = subprocess.run([sys.executable, "-m", "mediapipe_g4", "summarize", str(tmp_path / "notes.mp4")],
+                         capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL, check=False)
+    line = assert_one_error_line(out)
+    assert "notes.mp4" in line and "not a readable media file" in line and "gemma" not in line
