@@ -263,7 +263,8 @@ def default_context_budget(
         need = peak_bytes(shape, MIN_CONTEXT, dtype=dtype, quantize=quantize)
         hint = "use --quantize 4bit on a CUDA GPU, " if memory.device == "cuda" and not quantize else ""
         return FALLBACK_CONTEXT, (
-            f"{shape.name} needs about {need / GB:.0f} GB ({dtype}{', ' + quantize if quantize else ''}) and "
+            f"{shape.name} needs about {need / GB:.0f} GB ({dtype}{', ' + quantize if quantize else ''}, with a "
+            f"{MIN_CONTEXT:,}-token prompt) and "
             f"{memory.name} has {memory.available / GB:.0f} GB available: {hint}pick a smaller model "
             f"(--model google/gemma-4-E4B-it) or run on a bigger machine; planning with {FALLBACK_CONTEXT} tokens"
         )
