@@ -16,7 +16,7 @@ PER_MODE = [
     for figure in ("first_s", "wall_s", "rtf", "speed_x", "peak_gb")
 ] + ["pipeline_wall_s", "pipeline_rtf", "pipeline_speed_x", "decode_ms_per_step_batch1"]
 EXPECTED = [
-    "diarize_s", "prefill_tokens_per_s_batch1", "long_prefill_2048_s", "long_prefill_2048_tokens_per_s",
+    "diarize_s", "diarize_vad_s", "diarize_embed_cluster_s", "prefill_tokens_per_s_batch1", "long_prefill_2048_s", "long_prefill_2048_tokens_per_s",
     "long_prefill_2048_peak_gb", "long_prefill_2048_s_lower-right", "long_prefill_2048_s_flex",
     "drafter_overhead_ms_per_token", "drafter_step_ms",
     "drafter_ms_per_token_plain", "drafter_ms_per_token_assisted", "drafter_steps_per_token", "peak_gb",
@@ -68,6 +68,7 @@ def test_gpu_throughput_smoke(tmp_path):
     # A random drafter: every generated token cost at least one draft step.
     assert isinstance(figures["drafter_step_ms"], float) and figures["drafter_steps_per_token"] >= 1
     assert abs(info["speech_s"] - 120) < 10  # 2 minutes of turns
+    assert info["diarize_turns"] >= 10  # voices were embedded and clustered, not skipped as non-speech
     for name in ("transcribe_rtf_static", "decode_ms_per_step_batch1_static", "long_prefill_2048_s",
                  "long_prefill_2048_s_lower-right", "long_prefill_2048_s_flex", "drafter_overhead_ms_per_token"):
         assert isinstance(figures[name], float), name
