@@ -177,6 +177,30 @@ def test_seeded_sampling_repeats_itself(engine):
     assert any(ask(seed) != first for seed in (4, 5, 6))  # the seed is what made them equal
 
 
+def test_drafter_for_the_e2b_family(tmp_path):
+    """E2B/E4B targets share K/V themselves (transformers marks their producers): nothing to mark, and a drafter
+    of `gemma4_assistant` type drafts to the same greedy tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma4TextConfig
+
+    from mediapipe_g4.drafter import random_drafter, share_kv_with_drafter
+
+    text = Gemma4TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, global_head_dim=32,
+                            sliding_window=16, num_kv_shared_layers=2, hidden_size_per_layer_input=8,
+                            vocab_size_per_layer_input=300, layer_types=["sliding_attention", "full_attention"] * 2,
+                            eos_token_id=1, pad_token_id=0, bos_token_id=2)
+    torch.manual_seed(0)
+    target = AutoModelForCausalLM.from_config(text).eval()
+    assert share_kv_with_drafter(target) == []
+    drafter = random_drafter(target.config, hidden=32, intermediate=64)
+    assert type(drafter).__name__ == "Gemma4AssistantForCausalLM"
+    ids = torch.randint(3, 300, (1, 40), generator=torch.Generator().manual_seed(0))
+    settings = {"max_new_tokens": 30, "min_new_tokens": 30, "do_sample": False}
+    with torch.no_grad():
+        assert torch.equal(target.generate(ids, assistant_model=drafter, **settings), target.generate(ids, **settings))
+
+
 def test_drafter_for_another_model_is_refused(tiny_checkpoint, tmp_path):
     from transformers import AutoConfig
 
