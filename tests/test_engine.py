@@ -177,7 +177,7 @@ def test_seeded_sampling_repeats_itself(engine):
     assert any(ask(seed) != first for seed in (4, 5, 6))  # the seed is what made them equal
 
 
-def test_drafter_for_the_e2b_family(tmp_path):
+def test_drafter_for_the_e2b_family():
     """E2B/E4B targets share K/V themselves (transformers marks their producers): nothing to mark, and a drafter
     of `gemma4_assistant` type drafts to the same greedy tokens."""
     import torch
