@@ -19,12 +19,9 @@ tiny random pair); only the speed changes.
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Any
 
 from .errors import ModelError
-
-log = logging.getLogger("mediapipe_g4")
 
 # Tokens drafted per round when the checkpoint's generation config does not say (transformers would fail on
 # None). 4-8 is what was reported to work for the larger Gemma 4 targets.
