@@ -370,14 +370,17 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
 
     formats = _formats(kw["format"])
     options = _run_options(kw, summarize=summarize)
-    problems = []
+    # Before anything about the model: if no file is a recording (a quick ffprobe each, up to the first that is),
+    # say what is wrong with the first. The rest are probed when their turn comes.
+    first_problem: G4Error | None = None
     for file in files:
         try:
-            media.probe(file)  # a quick ffprobe: a file that is no recording fails here, not after a download
+            media.probe(file)
+            break
         except G4Error as exc:
-            problems.append(exc)
-    if len(problems) == len(files):
-        raise problems[0]  # nothing to work on: say so before anything about the model
+            first_problem = first_problem or exc
+    else:
+        raise first_problem
     factory = make_engine_factory(options)
     failed = 0
     for file in files:
