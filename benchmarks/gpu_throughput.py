@@ -18,7 +18,6 @@ Prints a table; --json PATH writes the figures (a number, or a reason string for
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import long_attention
 
 from mediapipe_g4 import static_decode
+from mediapipe_g4.atomic import write_json
 from mediapipe_g4.diarize import diarize
 from mediapipe_g4.vad import detect_speech
 from mediapipe_g4.engine import AudioPart, EngineRequest, GenerationSettings, TextPart
@@ -702,8 +702,8 @@ def main(argv: list[str] | None = None) -> int:
     def done(part: str) -> None:
         """Progress on stderr, and the figures so far on disk (a run cut short by a time limit keeps them)."""
         print(f"[{time.perf_counter() - t_start:7.1f} s] {part} done", file=sys.stderr, flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps({"info": info, "figures": figures}, indent=2))
+        if args.json:  # atomically: a run killed at its time limit must not leave half a file
+            write_json(args.json, {"info": info, "figures": figures})
 
     # Diarization of the meeting's audio on the CPU side, then every model stage through the engine, with each
     # decode mode. Silero VAD hears no speech in the synthetic noise, and diarization would stop there: the VAD is
