@@ -69,7 +69,7 @@ class FlexGlobal:
         self._causal = None
         self.flex = None
         self.options = None  # the kernel options that compiled, on CUDA
-        self._mask_key: Any = None
+        self._mask_for: Any = None  # (position_ids, q_len, kv_len) of the mask held: all global layers of a forward
         self._mask: Any = None
         self.calls = 0
 
@@ -78,8 +78,10 @@ class FlexGlobal:
         from torch.nn.attention.flex_attention import create_block_mask
 
         q_len, kv_len = query.shape[2], key.shape[2]
-        key_id = (id(position_ids), q_len, kv_len)
-        if key_id != self._mask_key:
+        # The same position_ids tensor goes to every layer of one forward. It is kept (not its id(): a freed
+        # tensor's id can come back for the next chunk's positions, which would reuse a stale mask).
+        held = self._mask_for
+        if held is None or held[0] is not position_ids or held[1:] != (q_len, kv_len):
             if self.offset is None or self.offset.device != query.device:
                 # One mask function for every chunk (a new closure each time could recompile the compiled
                 # block-mask maker); it reads the chunk's offset from this tensor.
@@ -92,7 +94,7 @@ class FlexGlobal:
             self.offset.copy_(position_ids.reshape(-1)[0])
             self._mask = create_block_mask(self._causal, None, None, q_len, kv_len, device=query.device,
                                            _compile=query.device.type == "cuda")
-            self._mask_key = key_id
+            self._mask_for = (position_ids, q_len, kv_len)
         return self._mask
 
     def _run(self, query, key, value, block_mask, scaling):
