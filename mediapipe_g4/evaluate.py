@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import G4Error
+from .records import STAGES
 
 COLLAR = 0.25  # seconds on EACH side of every reference boundary, as NIST md-eval `-c 0.25`
 NOTES_THRESHOLD = 0.6  # share of a reference phrase's content words a notes item must contain
-STAGES = ("hash", "probe", "decode", "keyframes", "diarize", "plan", "transcribe", "names", "notes", "total")
 NORMALIZATION = ("Whisper's EnglishTextNormalizer (lower case, punctuation and fillers removed, contractions "
                  "expanded, numbers written as digits, British spellings kept); BasicTextNormalizer for a result "
                  "whose --language is not English")

@@ -6,6 +6,7 @@ come one at a time from a generator, so a 3-hour recording never sits in memory.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -545,7 +546,8 @@ def extract_keyframes(
         return [Keyframe(**k) for k in json.loads(index.read_text())]
     if folder.exists():
         shutil.rmtree(folder)  # an unfinished run: its images may not match what we find now
-    frames = iter_frames(path, fps=fps, max_size=max_size, info=info)
-    found = keyframes(frames, folder, duration=info.duration, options=options, hook=hook)
+    # closing: an error (or a cancel from the hook) stops FFmpeg now, not when the generator is collected
+    with contextlib.closing(iter_frames(path, fps=fps, max_size=max_size, info=info)) as frames:
+        found = keyframes(frames, folder, duration=info.duration, options=options, hook=hook)
     write_json(index, [k.to_dict() for k in found])
     return found

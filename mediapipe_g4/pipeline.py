@@ -35,7 +35,7 @@ from .planner import (
     plan_notes,
 )
 from .progress import Hook, null_hook
-from .records import Diarization, Keyframe, Segment, SpeakerTurn
+from .records import STAGES, Diarization, Keyframe, Segment, SpeakerTurn
 from .token_count import TokenCounter
 from .transcript import segments_from_answers
 from .transformers_engine import DEFAULT_MODEL
@@ -100,7 +100,11 @@ class RunOptions:
 
 @dataclass
 class Timer:
+    """Seconds per stage; stages may overlap (keyframes run beside decoding and diarization), so the
+    total is the wall time since the timer was made, not their sum."""
+
     seconds: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
 
     def run(self, stage: str, fn: Callable[[], Any]) -> Any:
         t0 = time.perf_counter()
@@ -108,6 +112,47 @@ class Timer:
             return fn()
         finally:
             self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3)
+
+    def stop(self) -> None:
+        self.seconds["total"] = round(time.perf_counter() - self.started, 3)
+        self.seconds = {k: self.seconds[k] for k in sorted(self.seconds, key=STAGES.index)}
+
+
+class Cancelled(Exception):
+    """Raised inside background work whose result is no longer wanted."""
+
+
+class Background:
+    """`fn(hook)` in a daemon thread, beside the caller's own work: `result()` waits for it and returns its
+    value or raises its exception; `cancel()` stops it at its next progress call (FFmpeg is then killed by
+    the frame reader's cleanup), so a failed run leaves nothing working behind it."""
+
+    def __init__(self, fn: Callable[[Hook], Any], hook: Hook, name: str):
+        self._stop = threading.Event()
+        self._box: dict[str, Any] = {}
+
+        def checked_hook(step: str, completed: int, total: int) -> None:
+            if self._stop.is_set():
+                raise Cancelled(name)
+            hook(step, completed, total)
+
+        def work() -> None:
+            try:
+                self._box["value"] = fn(checked_hook)
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
+                self._box["error"] = exc
+
+        self._thread = threading.Thread(target=work, name=f"g4-{name}", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
+
+    def cancel(self) -> None:
+        self._stop.set()
 
 
 # --------------------------------------------------------------------------- stages
@@ -234,10 +279,18 @@ def process_recording(
                          "`g4media probe` shows its streams")
     if options.fresh or not turns_path(work, options.diarization).is_file():
         load_early(make_engine, options)  # a first run: the model will be needed
-    waveform = timer.run("decode", lambda: media.decode_audio(src, work, info=info, hook=hook))
-    keyframes = timer.run("keyframes", lambda: media.extract_keyframes(src, work, info=info, hook=hook))
-    diarization = timer.run("diarize", lambda: load_diarization(waveform, work, options.diarization, hook,
-                                                                options.fresh))
+    # Keyframes need only the video and FFmpeg's own threads: they run beside audio decoding and diarization.
+    slides = Background(
+        lambda h: timer.run("keyframes", lambda: media.extract_keyframes(src, work, info=info, hook=h)),
+        hook, "keyframes")
+    try:
+        waveform = timer.run("decode", lambda: media.decode_audio(src, work, info=info, hook=hook))
+        diarization = timer.run("diarize", lambda: load_diarization(waveform, work, options.diarization, hook,
+                                                                    options.fresh))
+    except BaseException:
+        slides.cancel()
+        raise
+    keyframes = slides.result()
     plan = timer.run("plan", lambda: make_plan(
         waveform, diarization.turns, keyframes, model=options.asr_model, options=options.plan,
         device=options.device, dtype=options.dtype, quantize=options.quantize))
@@ -274,7 +327,7 @@ def process_recording(
         notes = timer.run("notes", lambda: write_notes(llm, segments, keyframes, speakers_now, plan, counter, hook))
         generated += llm.generated if llm is not asr else 0
     speakers = build_speakers(segments, found, overrides, diarization.speakers)
-    timer.seconds["total"] = round(sum(v for k, v in timer.seconds.items() if k != "total"), 3)
+    timer.stop()
     return {
         "source": {"path": str(src.resolve()), "name": src.name, "duration": round(info.duration, 3), "sha256": sha},
         "model": {"id": options.model, "transcribe_model": options.asr_model, "engine": options.engine,

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SAMPLE_RATE = 16_000  # Gemma 4 reads 16 kHz mono audio
+# A result's `timings`, in the order the stages run ("total" is the wall time: some stages overlap)
+STAGES = ("hash", "probe", "decode", "keyframes", "diarize", "plan", "transcribe", "names", "notes", "total")
 
 
 def clock(seconds: float) -> str:

@@ -140,6 +140,98 @@ def test_a_first_run_on_a_gpu_loads_the_model_while_diarizing(samples_dir, tmp_p
     assert calls == [] and second["segments"] == first["segments"]
 
 
+def test_keyframes_run_beside_decoding_and_diarization(samples_dir, tmp_path, monkeypatch):
+    """Keyframes are found in their own thread while the audio is decoded and diarized; the stages' times
+    then overlap, so `total` is the wall time (less than their sum), in the stages' order."""
+    import threading
+
+    from mediapipe_g4 import media, pipeline
+
+    threads = {}
+    started = threading.Event()
+    extract, diarization = media.extract_keyframes, pipeline.load_diarization
+
+    def keyframes(*args, **kwargs):
+        threads["keyframes"] = threading.current_thread().name
+        started.set()
+        return extract(*args, **kwargs)
+
+    def turns(*args, **kwargs):
+        threads["diarize"] = threading.current_thread().name
+        assert started.wait(10)  # keyframes began before diarization finished
+        return diarization(*args, **kwargs)
+
+    monkeypatch.setattr(media, "extract_keyframes", keyframes)
+    monkeypatch.setattr(pipeline, "load_diarization", turns)
+    result, _, _ = run(samples_dir / "standup.mp4", tmp_path, standup_engine_script())
+    assert threads == {"keyframes": "g4-keyframes", "diarize": threading.current_thread().name}
+    assert len(result["keyframes"]) == 4
+    timings = result["timings"]
+    assert list(timings) == [s for s in pipeline.STAGES if s in timings] and list(timings)[-1] == "total"
+    assert max(v for k, v in timings.items() if k != "total") <= timings["total"]
+
+
+def test_a_failed_diarization_stops_the_keyframes(samples_dir, tmp_path, monkeypatch):
+    """An error beside the keyframe thread cancels it at its next frame: FFmpeg does not go on decoding."""
+    import threading
+
+    from mediapipe_g4 import media, pipeline
+
+    frames_seen = []
+    stopped = threading.Event()
+    iter_frames = media.iter_frames
+
+    def slow_frames(*args, **kwargs):
+        try:
+            for frame in iter_frames(*args, **kwargs):
+                frames_seen.append(frame.time)
+                yield frame
+        finally:
+            stopped.set()
+
+    def failing_diarization(*args, **kwargs):
+        while not frames_seen:  # fail once the keyframe thread is under way
+            threading.Event().wait(0.01)
+        raise pipeline.MediaError("diarization failed")
+
+    monkeypatch.setattr(media, "iter_frames", slow_frames)
+    monkeypatch.setattr(pipeline, "load_diarization", failing_diarization)
+    with pytest.raises(pipeline.MediaError, match="diarization failed"):
+        run(samples_dir / "standup.mp4", tmp_path, standup_engine_script())
+    assert stopped.wait(10)
+    assert len(frames_seen) < 64  # the sample has 64 one-second frames: it stopped early
+    assert not (tmp_path / "keyframes" / "index.json").exists()
+
+
+def test_background_work_hands_over_its_value_or_its_error():
+    from mediapipe_g4.pipeline import Background, Cancelled
+
+    seen = []
+    assert Background(lambda hook: hook("step", 1, 2) or 42, lambda *a: seen.append(a), "ok").result() == 42
+    assert seen == [("step", 1, 2)]
+
+    def broken(hook):
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="bad frame"):
+        Background(broken, lambda *a: None, "broken").result()
+
+    import threading
+
+    go = threading.Event()
+
+    def waits_then_reports(hook):
+        go.wait(10)
+        hook("step", 1, 1)
+        return "finished"
+
+    job = Background(waits_then_reports, lambda *a: None, "cancelled")
+    job.cancel()
+    go.set()
+    with pytest.raises(Cancelled):
+        job.result()
+
+
 def test_the_transformers_factory_loads_each_model_once(tiny_checkpoint, monkeypatch):
     from mediapipe_g4 import transformers_engine
     from mediapipe_g4.errors import ModelError
