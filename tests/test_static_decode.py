@@ -87,16 +87,22 @@ def test_static_decoding_gives_the_dynamic_answers(tiny_checkpoint, plain, eager
     assert fast.static._cache_key == (1, 1024)
 
 
-def test_a_drafter_beside_static_decoding(tiny_checkpoint, tiny_drafter, plain, eager_backend):
-    """The drafter marks target layers to hand over their K/V; batches still compile and decode the same,
-    and single requests draft (on the dynamic cache) to the same answers."""
+def test_a_drafter_beside_static_decoding(tiny_checkpoint, tiny_drafter, plain, eager_backend, monkeypatch):
+    """The drafter marks target layers to hand over their K/V; batches still compile and decode the same.
+    A single request takes the compiled static path when it fits (faster than drafting on the dynamic cache,
+    the only cache transformers drafts on) and drafts when it does not, to the same answers."""
     fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", batch_size=4, compile=True,
                                             assistant=str(tiny_drafter)))
     calls = _spy_generate(fast)
+    drafts = []
+    fast.assistant.register_forward_hook(lambda *_: drafts.append(1))
     requests = _requests()
     assert fast.generate(requests) == plain.generate(requests)
     assert fast.generate(requests[:1]) == plain.generate(requests[:1])
-    assert [c["static"] for c in calls] == [True, True, False]
+    assert [c["static"] for c in calls] == [True, True, True] and not drafts
+    monkeypatch.setattr(static_decode, "free_memory", lambda device: 1e6)  # no static cache fits now
+    assert fast.generate(requests[1:2]) == plain.generate(requests[1:2])
+    assert calls[-1] == {"batch": 1, "static": False, "cache": "NoneType"} and drafts
 
 
 def test_compiled_kernels_are_kept_in_the_work_cache(tiny_checkpoint, tmp_path, monkeypatch):
