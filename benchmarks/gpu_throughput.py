@@ -39,7 +39,6 @@ import long_attention
 from mediapipe_g4 import static_decode
 from mediapipe_g4.atomic import write_json
 from mediapipe_g4.diarize import diarize
-from mediapipe_g4.vad import detect_speech
 from mediapipe_g4.engine import AudioPart, EngineRequest, GenerationSettings, TextPart
 from mediapipe_g4.memory import (
     GB,
@@ -66,6 +65,7 @@ from mediapipe_g4.transformers_engine import (
     TransformersEngine,
     _torch_dtype,
 )
+from mediapipe_g4.vad import detect_speech
 
 TOKENS_PER_SECOND = 2.5 * 1.3  # words a second of speech x Gemma tokens a word
 TOKEN_ID_FIELDS = (

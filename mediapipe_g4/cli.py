@@ -7,10 +7,9 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-
-from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import G4Error
@@ -435,7 +434,8 @@ def summarize(files: tuple[Path, ...], **kw) -> None:
 @click.option("--recursive", "-r", is_flag=True, help="Look in sub-folders too.")
 @click.option("--transcribe-only", is_flag=True, help="Transcripts only, no names or notes.")
 @click.option("--format", default=None,
-              help=f"Outputs per recording (default: {SUMMARIZE_FORMATS}; with --transcribe-only: {TRANSCRIBE_FORMATS}).")
+              help=f"Outputs per recording (default: {SUMMARIZE_FORMATS}; "
+                   f"with --transcribe-only: {TRANSCRIBE_FORMATS}).")
 def batch(folder: Path, **kw) -> None:
     """Process every recording in a folder (found by content), skip those done, write index.html."""
     from .batch import default_workers, run_batch
@@ -461,7 +461,8 @@ def batch(folder: Path, **kw) -> None:
     report = run_batch(folder, out_dir, formats, process, recursive=kw["recursive"], redo=kw["fresh"],
                        on_file=on_file, workers=workers)
     ok = len(report.entries) - report.failed
-    click.echo(f"{ok} done ({len(report.skipped)} from before), {report.failed} failed; index: {out_dir / 'index.html'}")
+    click.echo(f"{ok} done ({len(report.skipped)} from before), {report.failed} failed; "
+               f"index: {out_dir / 'index.html'}")
     if not report.entries:
         click.echo(f"(no recordings found in {folder})")
     if report.failed:

@@ -245,7 +245,8 @@ def embed_windows(
         for length in sorted(pending):
             flush(pool, length)
         collect(0)
-    emb = np.stack([out[i] for i in range(len(starts))]).astype(np.float32) if starts else np.zeros((0, 256), np.float32)
+    emb = (np.stack([out[i] for i in range(len(starts))]).astype(np.float32) if starts
+           else np.zeros((0, 256), np.float32))
     return _Windows(
         start=np.asarray(starts, dtype=np.int64),
         end=np.asarray(ends, dtype=np.int64),

@@ -826,7 +826,8 @@ def format_table(report: Mapping[str, Any]) -> str:
     for r in report["recordings"]:
         spk = r["speakers"]
         notes = r.get("notes")
-        notes_cell = "-" if not notes else ("skipped" if notes["value"] is None else _frac(notes["found"], notes["total"]))
+        notes_cell = "-" if not notes else (
+            "skipped" if notes["value"] is None else _frac(notes["found"], notes["total"]))
         rows.append([
             r["recording"], f"{r['duration']:.1f}", _pct((r["wer"] or {}).get("value")),
             _pct((r["cpwer"] or {}).get("value")), _pct((r["der"] or {}).get("value")),

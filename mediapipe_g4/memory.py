@@ -90,7 +90,7 @@ def shape_from_config(config: Any, name: str, *, params: float | None = None) ->
     modes = getattr(text, "kv_sharing_modes", None) or [None] * len(kinds)
     per_layer = getattr(text, "per_layer_config", None) or {}
     heads, dims = [], []
-    for i, kind in enumerate(kinds):
+    for i in range(len(kinds)):
         layer = per_layer.get(i) if isinstance(per_layer, dict) else per_layer[i]
         h = getattr(layer, "num_key_value_heads", None) or text.num_key_value_heads
         d = getattr(layer, "head_dim", None) or text.head_dim

@@ -71,7 +71,8 @@ class PlanOptions:
             raise PlanError(f"a clip must be 1 to {MAX_CLIP_SECONDS:g} s long (Gemma 4 hears at most 30 s at once), "
                             f"not {self.max_clip:g} s")
         if self.keyframe_tokens and self.keyframe_tokens not in SOFT_TOKEN_SIZES:
-            raise PlanError(f"keyframe tokens must be 0 (none) or one of {SOFT_TOKEN_SIZES}, not {self.keyframe_tokens}")
+            raise PlanError(f"keyframe tokens must be 0 (none) or one of {SOFT_TOKEN_SIZES}, "
+                            f"not {self.keyframe_tokens}")
         if self.notes_image_tokens not in SOFT_TOKEN_SIZES:
             raise PlanError(f"image tokens must be one of {SOFT_TOKEN_SIZES}, not {self.notes_image_tokens}")
         if self.layout not in LAYOUTS:
@@ -194,7 +195,9 @@ def entry_time(entry: TimelineEntry) -> float:
     return entry.time if isinstance(entry, Keyframe) else entry.start
 
 
-def build_timeline(speech: Sequence[Segment | SpeakerTurn], keyframes: Sequence[Keyframe] = ()) -> tuple[TimelineEntry, ...]:
+def build_timeline(
+    speech: Sequence[Segment | SpeakerTurn], keyframes: Sequence[Keyframe] = ()
+) -> tuple[TimelineEntry, ...]:
     """Transcript lines (or turns) and keyframes in time order; a keyframe goes before speech at its time."""
     entries: list[TimelineEntry] = [*keyframes, *speech]
     return tuple(sorted(entries, key=lambda e: (entry_time(e), 0 if isinstance(e, Keyframe) else 1)))
@@ -310,7 +313,8 @@ def split_sections(
             j = best
         section = tuple(entries[i:j])
         # The sum of line costs approximates the rendered prompt; check the real count and shrink if needed.
-        while len(section) > 1 and _section_request(section, options, counter).tokens + options.section_max_new_tokens > budget:
+        while len(section) > 1 and (
+                _section_request(section, options, counter).tokens + options.section_max_new_tokens > budget):
             section = section[:-1]
         sections.append(section)
         i += len(section)

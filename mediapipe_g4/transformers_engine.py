@@ -64,7 +64,8 @@ def download_hint(model: str, *, processor_only: bool = False, option: str = "--
 def resolve_model(model: str, *, example: str = DEFAULT_MODEL) -> tuple[str, bool]:
     """(what to pass to from_pretrained, whether it is a local folder); a bad local path is a ModelError."""
     path = Path(model).expanduser()
-    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep == "\\" and "\\" in model
+    looks_local = (path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
+                   or (os.sep == "\\" and "\\" in model))
     if not looks_local:
         return model, False
     if not path.is_dir():

@@ -339,7 +339,9 @@ def test_plan_command(monkeypatch, tmp_path, tiny_checkpoint):
     from mediapipe_g4.records import Diarization
 
     turns = tuple(SpeakerTurn(s["start"], s["end"], s["speaker"]) for s in truth("standup.mp4")["segments"])
-    fake = lambda waveform, **kw: Diarization(64.0, ("S1", "S2", "S3"), turns)
+    def fake(waveform, **kw):
+        return Diarization(64.0, ("S1", "S2", "S3"), turns)
+
     monkeypatch.setattr(diarize_module, "diarize", fake)
     monkeypatch.setattr(pipeline, "diarize", fake, raising=False)
     monkeypatch.setenv("G4MEDIA_CACHE", str(tmp_path))
