@@ -85,13 +85,16 @@ def run_batch(
     redo: bool = False,
     on_file: Callable[[Path, str, str], None] | None = None,
     workers: int = 1,
+    ahead: Callable[[Path], None] | None = None,
 ) -> BatchReport:
     """Process every recording; an index.html in `out_dir` links each output and lists each failure.
 
     Outputs mirror the folder structure (a/meeting.mp4 -> OUT/a/meeting.html), so names never collide.
     A model that cannot load stops the batch (every file would fail the same way). With `workers` > 1
     (a model server), that many recordings are processed at once, so one recording's CPU stages (decode,
-    speaker turns) overlap with the others' model calls and the server always has requests to batch.
+    speaker turns) overlap with the others' model calls and the server always has requests to batch. With one
+    worker, `ahead(path)` is called with the next recording to process (not done before) as the current one
+    starts, so it can be prepared meanwhile (`pipeline.Lookahead`).
     """
     formats = list(dict.fromkeys([*formats, "json"]))  # the JSON tells a later run what is done
     found = find_recordings(folder, recursive=recursive, exclude=out_dir.resolve())
@@ -99,10 +102,17 @@ def run_batch(
     def one(path: Path, broken: str | None) -> tuple[dict[str, Any], str, str, bool]:
         return _one(folder, out_dir, formats, process, path, broken, redo=redo)
 
+    def announce(path: Path, broken: str | None) -> None:
+        try:
+            if ahead is not None and not broken and (redo or not _done(folder, out_dir, path)):
+                ahead(path)
+        except OSError:  # gone or unreadable: its own turn reports it
+            pass
+
     report = BatchReport()
     if workers <= 1:
         outcomes: Iterator[tuple[int, Path, tuple[dict[str, Any], str, str, bool]]] = \
-            ((i, path, one(path, broken)) for i, (path, broken) in enumerate(found))
+            _one_by_one(found, one, announce)
     else:
         outcomes = _concurrently(found, one, workers)
     ordered: list[tuple[int, dict[str, Any]]] = []
@@ -116,18 +126,39 @@ def run_batch(
     return report
 
 
+def _one_by_one(found: Iterator[tuple[Path, str | None]], one: Callable[..., Any],
+                announce: Callable[[Path, str | None], None]) -> Iterator[tuple[int, Path, Any]]:
+    """(position found, path, one(path, broken)) in turn; `announce` hears of each recording (path, broken)
+    as the one before it starts."""
+    items = enumerate(found)
+    current = next(items, None)
+    while current is not None:
+        following = next(items, None)
+        if following is not None:
+            announce(*following[1])
+        i, (path, broken) = current
+        yield i, path, one(path, broken)
+        current = following
+
+
+def _done(folder: Path, out_dir: Path, path: Path) -> bool:
+    """Whether `path`'s outputs are there, made from this very content."""
+    from .workdir import file_sha256
+
+    rel = path.relative_to(folder)
+    return already_done(out_dir / rel.parent / f"{output_stem(path.name)}.json", file_sha256(path))
+
+
 def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Path], dict[str, Any]], path: Path,
          broken: str | None, *, redo: bool) -> tuple[dict[str, Any], str, str, bool]:
     """(index entry, status, detail, whether it was done before) of one recording; a ModelError propagates."""
-    from .workdir import file_sha256
-
     rel = path.relative_to(folder)
     target_dir = out_dir / rel.parent
     stem = output_stem(path.name)
     if broken:
         return failed_entry(rel, broken), "failed", broken, False
     try:
-        if not redo and already_done(target_dir / f"{stem}.json", file_sha256(path)):
+        if not redo and _done(folder, out_dir, path):
             outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
                        if (target_dir / f"{stem}.{ext}").exists()]
             result = json.loads((target_dir / f"{stem}.json").read_text(encoding="utf-8"))

@@ -363,7 +363,7 @@ def _formats(text: str) -> list[str]:
 def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> None:
     from . import media
     from .errors import G4Error, ModelError
-    from .pipeline import make_engine_factory, process_recording
+    from .pipeline import Lookahead, make_engine_factory, prepares_ahead, process_recording
     from .progress import progress_hook
     from .writers import output_stem, write_outputs
 
@@ -381,11 +381,15 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
     else:
         raise first_problem
     factory = make_engine_factory(options)
+    ahead = Lookahead(options, factory) if len(files) > 1 and prepares_ahead(options) else None
     failed = 0
-    for file in files:
+    for k, file in enumerate(files):
         try:
             with progress_hook() as hook:
-                result = process_recording(file, options, factory, hook=hook)
+                if ahead is not None and k + 1 < len(files):
+                    ahead.queue(files[k + 1])  # its FFmpeg and speaker turns while the model works on this one
+                prepared = ahead.prepare(file, hook) if ahead is not None else None
+                result = process_recording(file, options, factory, hook=hook, prepared=prepared)
             paths = write_outputs(result, kw["output_dir"], output_stem(file.name), formats,
                                   media_dir=result.get("work_dir"))
         except ModelError:
@@ -439,7 +443,7 @@ def summarize(files: tuple[Path, ...], **kw) -> None:
 def batch(folder: Path, **kw) -> None:
     """Process every recording in a folder (found by content), skip those done, write index.html."""
     from .batch import default_workers, run_batch
-    from .pipeline import make_engine_factory, process_recording
+    from .pipeline import Lookahead, make_engine_factory, prepares_ahead, process_recording
     from .progress import progress_hook
 
     summarize = not kw["transcribe_only"]
@@ -449,17 +453,19 @@ def batch(folder: Path, **kw) -> None:
     factory = make_engine_factory(options)
     out_dir: Path = kw["output_dir"]
     workers = default_workers(options.engine, options.concurrency)
+    ahead = Lookahead(options, factory) if workers == 1 and prepares_ahead(options) else None
 
     def process(path: Path) -> dict:
         with progress_hook(workers == 1) as hook:  # one progress display at a time; lines per file otherwise
-            return process_recording(path, options, factory, hook=hook)
+            prepared = ahead.prepare(path, hook) if ahead is not None else None
+            return process_recording(path, options, factory, hook=hook, prepared=prepared)
 
     def on_file(path: Path, status: str, detail: str) -> None:
         click.echo(f"{path.relative_to(folder)}: {status}{': ' + detail if detail else ''}",
                    err=status == "failed")
 
     report = run_batch(folder, out_dir, formats, process, recursive=kw["recursive"], redo=kw["fresh"],
-                       on_file=on_file, workers=workers)
+                       on_file=on_file, workers=workers, ahead=ahead.queue if ahead is not None else None)
     ok = len(report.entries) - report.failed
     click.echo(f"{ok} done ({len(report.skipped)} from before), {report.failed} failed; "
                f"index: {out_dir / 'index.html'}")

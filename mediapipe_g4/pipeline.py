@@ -35,7 +35,7 @@ from .planner import (
     plan_notes,
 )
 from .progress import Hook, null_hook
-from .records import STAGES, Diarization, Keyframe, Segment, SpeakerTurn
+from .records import STAGES, Diarization, Keyframe, MediaInfo, Segment, SpeakerTurn
 from .token_count import TokenCounter
 from .transcript import segments_from_answers
 from .transformers_engine import DEFAULT_MODEL
@@ -260,15 +260,26 @@ def load_early(make_engine: EngineFactory, options: RunOptions) -> None:
     threading.Thread(target=load, name="g4-load-model", daemon=True).start()
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A recording's CPU stages, done: what the model stages start from. `prepare_recording` makes it, in a
+    thread while the model works on the recording before (`Lookahead`), or as the first step of a run."""
 
-def process_recording(
-    path: str | Path,
-    options: RunOptions,
-    make_engine: EngineFactory,
-    *,
-    hook: Hook = null_hook,
-) -> dict[str, Any]:
-    """The result dict (the X.json schema) for one recording."""
+    src: Path
+    sha256: str
+    work: Path
+    info: MediaInfo
+    waveform: Any  # the 16 kHz mono waveform, memory-mapped from the work folder
+    keyframes: list[Keyframe]
+    diarization: Diarization
+    seconds: dict[str, float]  # the stages' own times
+    wall: float  # their wall time (keyframes overlap the rest)
+
+
+def prepare_recording(
+    path: str | Path, options: RunOptions, make_engine: EngineFactory, *, hook: Hook = null_hook
+) -> Prepared:
+    """Hash, probe, decode, keyframes and speaker turns of one recording (each cached in its work folder)."""
     src = media.check_input_file(path)
     timer = Timer()
     sha = timer.run("hash", lambda: file_sha256(src))
@@ -291,6 +302,63 @@ def process_recording(
         slides.cancel()
         raise
     keyframes = slides.result()
+    return Prepared(src, sha, work, info, waveform, keyframes, diarization, dict(timer.seconds),
+                    time.perf_counter() - timer.started)
+
+
+class Lookahead:
+    """Prepares the next recording in a thread while the model works on this one, so its FFmpeg and speaker
+    turns (CPU) overlap the model (GPU); the model stays on the caller's thread. The next one starts only once
+    this one is prepared, so two preparations never share a work folder. A preparation that failed is done
+    again in its turn, where its error is reported as usual."""
+
+    def __init__(self, options: RunOptions, make_engine: EngineFactory):
+        self.options, self.make_engine = options, make_engine
+        self._next: Path | None = None
+        self._jobs: dict[Path, Background] = {}
+
+    def queue(self, path: str | Path) -> None:
+        """`path` comes next: it starts preparing as soon as the recording in hand is prepared."""
+        self._next = Path(path)
+
+    def prepare(self, path: str | Path, hook: Hook = null_hook) -> Prepared:
+        """`path`'s CPU stages, prepared ahead or now (reporting to `hook`); then the queued one starts."""
+        key = Path(path)
+        try:
+            job = self._jobs.pop(key, None)
+            if job is not None:
+                try:
+                    return job.result()
+                except Exception as exc:  # noqa: BLE001 - prepared again below, which reports the error
+                    log.debug("preparing %s ahead failed: %s", key, exc)
+            return prepare_recording(key, self.options, self.make_engine, hook=hook)
+        finally:
+            following, self._next = self._next, None
+            if following is not None and following != key and following not in self._jobs:
+                self._jobs[following] = Background(
+                    lambda h: prepare_recording(following, self.options, self.make_engine, hook=h),
+                    null_hook, "prepare")
+
+
+def prepares_ahead(options: RunOptions) -> bool:
+    """Whether several recordings gain from a Lookahead: with the model in this process on a GPU, whose
+    stages leave the CPU idle (on a CPU the model needs every core; a server has its own batching)."""
+    return options.engine == "transformers" and pick_device(options.device).startswith("cuda")
+
+
+def process_recording(
+    path: str | Path,
+    options: RunOptions,
+    make_engine: EngineFactory,
+    *,
+    hook: Hook = null_hook,
+    prepared: Prepared | None = None,
+) -> dict[str, Any]:
+    """The result dict (the X.json schema) for one recording; `prepared`: its CPU stages, if already done."""
+    prepared = prepared or prepare_recording(path, options, make_engine, hook=hook)
+    src, sha, work, info = prepared.src, prepared.sha256, prepared.work, prepared.info
+    waveform, keyframes, diarization = prepared.waveform, prepared.keyframes, prepared.diarization
+    timer = Timer(dict(prepared.seconds), started=time.perf_counter() - prepared.wall)
     plan = timer.run("plan", lambda: make_plan(
         waveform, diarization.turns, keyframes, model=options.asr_model, options=options.plan,
         device=options.device, dtype=options.dtype, quantize=options.quantize))

@@ -7,6 +7,7 @@ Every file is written atomically, so a rerun after a crash resumes from what was
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,6 +30,14 @@ def cache_root(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The content hash, read once per version of the file in a process (a batch asks for it more than once:
+    is it done, which work folder)."""
+    st = os.stat(path)
+    return _sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):

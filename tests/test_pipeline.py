@@ -203,6 +203,103 @@ def test_a_failed_diarization_stops_the_keyframes(samples_dir, tmp_path, monkeyp
     assert not (tmp_path / "keyframes" / "index.json").exists()
 
 
+def test_lookahead_prepares_the_next_recording_while_the_model_works(samples_dir, media_corpus, tmp_path,
+                                                                      monkeypatch):
+    """Several recordings on a GPU: the next one's CPU stages run in a thread while the model works on this one
+    (on this thread), only once this one is prepared; the results are those of one recording at a time."""
+    import threading
+    import time
+
+    from mediapipe_g4 import pipeline
+    from mediapipe_g4.errors import MediaError
+
+    options = RunOptions(cache_dir=str(tmp_path / "cache"))
+    events = []
+    prepare = pipeline.prepare_recording
+
+    def spy(path, *args, **kwargs):
+        events.append(("prepare", Path(path).name, threading.current_thread().name, time.perf_counter()))
+        out = prepare(path, *args, **kwargs)
+        events.append(("prepared", Path(path).name, threading.current_thread().name, time.perf_counter()))
+        return out
+
+    monkeypatch.setattr(pipeline, "prepare_recording", spy)
+    engine = ScriptedEngine(standup_engine_script())
+    generate = engine.generate
+
+    def slow_generate(requests, hook=None):  # the model's turn lasts long enough for the next to be prepared
+        events.append(("generate", None, threading.current_thread().name, time.perf_counter()))
+        time.sleep(0.02)
+        return generate(requests, hook)
+
+    engine.generate = slow_generate
+    a, b = samples_dir / "standup.mp4", samples_dir / "phone_call.wav"
+    ahead = pipeline.Lookahead(options, lambda model: engine)
+    ahead.queue(b)
+    first = process_recording(a, options, lambda model: engine, prepared=ahead.prepare(a))
+    second = process_recording(b, options, lambda model: engine, prepared=ahead.prepare(b))
+    main = threading.current_thread().name
+    assert [e[:3] for e in events if e[0] != "generate"] == [
+        ("prepare", "standup.mp4", main), ("prepared", "standup.mp4", main),  # A in its turn (nothing was ahead)
+        ("prepare", "phone_call.wav", "g4-prepare"), ("prepared", "phone_call.wav", "g4-prepare")]  # B after A
+    b_start, b_end = (t for kind, name, _, t in events if name == "phone_call.wav")
+    assert any(b_start < t < b_end for kind, _, _, t in events if kind == "generate")  # the model worked on A
+    assert {thread for kind, _, thread, _ in events if kind == "generate"} == {main}
+    alone, _, _ = run(b, tmp_path / "alone", standup_engine_script())
+    assert second["segments"] == alone["segments"] and second["speakers"] == alone["speakers"]
+    assert first["keyframes"] and set(second["timings"]) >= {"hash", "decode", "diarize", "transcribe", "total"}
+
+    ahead.queue(media_corpus["silent_video"])  # prepared ahead in vain: its own turn reports the error
+    ahead.prepare(b)
+    with pytest.raises(MediaError, match="no audio track"):
+        ahead.prepare(media_corpus["silent_video"])
+
+
+def test_batch_queues_the_next_recording_to_do(samples_dir, media_corpus, tmp_path):
+    """One recording at a time, the batch names the next one to prepare ahead: not a broken file, not one done."""
+    import shutil
+
+    from mediapipe_g4 import pipeline
+    from mediapipe_g4.batch import run_batch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for src, name in [(media_corpus["text_mp4"], "a broken.mp4"), (samples_dir / "phone_call.wav", "b call.wav"),
+                      (samples_dir / "standup.mp4", "c standup.mp4")]:
+        shutil.copy(src, folder / name)
+    options = RunOptions(cache_dir=str(tmp_path / "cache"))
+    engine = ScriptedEngine(standup_engine_script())
+    queued = []
+
+    def batch():
+        ahead = pipeline.Lookahead(options, lambda model: engine)
+
+        def queue(path):
+            queued.append(path.name)
+            ahead.queue(path)
+
+        def process(path):
+            return process_recording(path, options, lambda model: engine, prepared=ahead.prepare(path))
+
+        return run_batch(folder, tmp_path / "out", ["json"], process, ahead=queue)
+
+    report = batch()
+    assert report.failed == 1 and queued == ["b call.wav", "c standup.mp4"]
+    assert json.loads((tmp_path / "out" / "c standup.json").read_text())["keyframes"]
+    queued.clear()
+    again = batch()
+    assert len(again.skipped) == 2 and queued == []  # done before: nothing to prepare
+
+
+def test_recordings_are_prepared_ahead_only_beside_an_in_process_gpu_model(monkeypatch):
+    from mediapipe_g4 import pipeline
+
+    monkeypatch.setattr(pipeline, "pick_device", lambda requested=None: requested or "cuda")
+    assert pipeline.prepares_ahead(RunOptions())
+    assert not pipeline.prepares_ahead(RunOptions(device="cpu"))  # the model needs every core
+    assert not pipeline.prepares_ahead(RunOptions(engine="openai", server="http://x/v1"))  # workers do it there
+
+
 def test_background_work_hands_over_its_value_or_its_error():
     from mediapipe_g4.pipeline import Background, Cancelled
 
