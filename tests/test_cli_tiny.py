@@ -151,3 +151,33 @@ def test_bad_inputs_in_transcribe(media_corpus, tiny_checkpoint, cache, tmp_path
                   cache=cache)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / f"{output_stem(media_corpus['unicode'].name)}.json").exists()
+
+
+def test_several_files_are_prepared_ahead_beside_a_gpu_model(samples_dir, tiny_checkpoint, tmp_path, monkeypatch):
+    """`transcribe a b` with the model in process on a GPU (here: told so) prepares b in a thread while the model
+    works on a, and writes both as without it."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from mediapipe_g4 import pipeline
+    from mediapipe_g4.cli import main
+
+    threads = []
+    prepare = pipeline.prepare_recording
+
+    def spy(path, *args, **kwargs):
+        threads.append((Path(path).name, threading.current_thread().name))
+        return prepare(path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "prepares_ahead", lambda options: True)
+    monkeypatch.setattr(pipeline, "prepare_recording", spy)
+    monkeypatch.setenv("G4MEDIA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    files = [str(samples_dir / "phone_call.wav"), str(samples_dir / "interview.mp3")]
+    res = CliRunner().invoke(main, ["transcribe", *files, "--model", str(tiny_checkpoint), "--device", "cpu",
+                                    "-o", str(tmp_path / "out"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert threads == [("phone_call.wav", threading.current_thread().name), ("interview.mp3", "g4-prepare")]
+    for name in ("phone_call", "interview"):
+        assert json.loads((tmp_path / "out" / f"{name}.json").read_text())["segments"]
