@@ -250,14 +250,7 @@ def load_early(make_engine: EngineFactory, options: RunOptions) -> None:
     pipeline's own call waits for this load; a failure is the factory's to raise there."""
     if not getattr(make_engine, "loads_in_process", False) or not pick_device(options.device).startswith("cuda"):
         return
-
-    def load() -> None:
-        try:
-            make_engine(options.asr_model)
-        except Exception as exc:  # noqa: BLE001 - raised again where the pipeline asks for the model
-            log.debug("loading %s early failed: %s", options.asr_model, exc)
-
-    threading.Thread(target=load, name="g4-load-model", daemon=True).start()
+    Background(lambda _: make_engine(options.asr_model), null_hook, "load-model")  # its result is not asked for
 
 
 @dataclass(frozen=True)
