@@ -154,6 +154,9 @@ class Background:
     def cancel(self) -> None:
         self._stop.set()
 
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
 
 # --------------------------------------------------------------------------- stages
 
@@ -320,6 +323,8 @@ class Lookahead:
         try:
             job = self._jobs.pop(key, None)
             if job is not None:
+                if job.running():
+                    log.info("%s: waiting for its audio, slides and speaker turns (prepared ahead)", key.name)
                 try:
                     return job.result()
                 except Exception as exc:  # noqa: BLE001 - prepared again below, which reports the error
