@@ -60,6 +60,7 @@ class PlanOptions:
     translate_to: str | None = None
     layout: str = "text-audio-image"  # order of instruction, clip and keyframe (see prompts.LAYOUTS)
     transcribe_max_new_tokens: int = 320  # 30 s of fast speech is ~130 tokens; room for other scripts
+    answer_tokens_per_second: float = 10.0  # a clip's answer budget: this many tokens a second of audio + 48
     notes_max_new_tokens: int = 4096
     section_max_new_tokens: int = 1024
     transcript_tokens_per_second: float = 3.5  # ~160 words a minute at ~1.3 tokens a word
@@ -156,6 +157,15 @@ def keyframe_at(keyframes: Sequence[Keyframe], time: float) -> Keyframe | None:
     return on[-1] if on else None
 
 
+def answer_budget(seconds: float, options: PlanOptions = PlanOptions()) -> int:
+    """max_new_tokens of one clip's transcription: room for its speech at a fast pace in any script (twice that
+    with a translation, which repeats it), rounded up to 64, at most `transcribe_max_new_tokens`. A decoding loop
+    on a short clip then stops at its own budget, not at the longest clip's."""
+    rate = options.answer_tokens_per_second * (2 if options.translate_to else 1)
+    need = math.ceil(seconds * rate) + 48
+    return min(options.transcribe_max_new_tokens, -(-need // 64) * 64)
+
+
 def plan_transcription(
     turns: Sequence[SpeakerTurn],
     waveform: np.ndarray,
@@ -164,10 +174,10 @@ def plan_transcription(
     counter: TokenCounter | None = None,
 ) -> tuple[EngineRequest, ...]:
     """One greedy transcription request per clip; audio is referenced as a slice of `waveform`."""
-    settings = GenerationSettings(max_new_tokens=options.transcribe_max_new_tokens, greedy=True)
     requests = []
     for first, last, speaker in clip_spans(turns, waveform, options):
         start, end = first / SAMPLE_RATE, last / SAMPLE_RATE
+        settings = GenerationSettings(max_new_tokens=answer_budget(end - start, options), greedy=True)
         frame = keyframe_at(keyframes, (start + end) / 2) if options.keyframe_tokens else None
         parts = transcription_parts(
             AudioPart(start, end, waveform),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -261,12 +261,14 @@ class TransformersEngine:
     # ----------------------------------------------------------------- generation
 
     def generate(self, requests: Sequence[EngineRequest], hook: Hook | None = None) -> list[str]:
-        """Texts for `requests`, in their order. Batches group requests with the same decoding settings
-        and image size, longest first (an out-of-memory shows at once; batches then halve)."""
+        """Texts for `requests`, in their order. Batches group requests with the same decoding settings (but
+        for their answer budgets: a batch decodes up to its largest) and image size, longest first (an
+        out-of-memory shows at once; batches then halve)."""
         outputs: list[str | None] = [None] * len(requests)
         groups: dict[Any, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault((r.settings, r.image_tokens if r.images else 0), []).append(i)
+            groups.setdefault((replace(r.settings, max_new_tokens=0), r.image_tokens if r.images else 0),
+                              []).append(i)
         done = 0
         for indices in groups.values():
             indices.sort(key=lambda i: -(requests[i].tokens or self._rough_length(requests[i])))
@@ -274,7 +276,7 @@ class TransformersEngine:
             if self.static is not None:  # a smaller batch on the static path beats a big one without it
                 longest = requests[indices[0]]
                 size = self.static.fitting_batch(size, longest.tokens or self._rough_length(longest),
-                                                 longest.settings.max_new_tokens)
+                                                 max(requests[i].settings.max_new_tokens for i in indices))
             pos = 0
             while pos < len(indices):
                 batch = indices[pos : pos + size]
@@ -323,9 +325,11 @@ class TransformersEngine:
         import torch
 
         settings, count = requests[0].settings, len(requests)
+        budgets = [r.settings.max_new_tokens for r in requests]
+        max_new = max(budgets)
         inputs = self._inputs(requests)
         length = inputs["input_ids"].shape[1]
-        static = self.static.plan(count, length, settings.max_new_tokens) if self.static else None
+        static = self.static.plan(count, length, max_new) if self.static else None
         # transformers drafts on a dynamic cache only, whose launch-bound steps cost about 4x a compiled static step
         # on a GPU (DESIGN.md: 97.5 vs 22 ms at batch 1) against a reported 1.9-2.4x from drafting: the drafter
         # takes the single requests that do not get the static path (prompts too long for its cache, no compile).
@@ -337,7 +341,7 @@ class TransformersEngine:
         dtype = _torch_dtype(self.dtype)
         inputs = {k: (v.to(self.device, dtype=dtype) if torch.is_floating_point(v) else v.to(self.device))
                   if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens}
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new}
         if settings.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
@@ -365,7 +369,9 @@ class TransformersEngine:
             self.static = None
             return self._generate_batch(requests[:count])
         tokenizer = self.processor.tokenizer
-        raw = tokenizer.batch_decode(out[:count, length:], skip_special_tokens=False)
+        # each answer as long as its own budget allows, whatever the batch decoded for the others
+        raw = [tokenizer.decode(row[length:length + budget], skip_special_tokens=False)
+               for row, budget in zip(out[:count], budgets)]
         needs_prefix = getattr(tokenizer, "response_template", None) is not None
         prefixes = tokenizer.batch_decode(inputs["input_ids"][:count], skip_special_tokens=False) if needs_prefix \
             else [None] * len(raw)

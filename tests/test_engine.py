@@ -103,6 +103,25 @@ def test_engine_runs_planned_requests_end_to_end(engine, standup):
     assert len(greedy) == 5 and [again[i] for i in greedy] == [texts[i] for i in greedy]
 
 
+def test_a_batch_decodes_to_its_largest_budget_and_cuts_each_answer_to_its_own(engine, monkeypatch):
+    """Clips of different lengths share a batch; the batch decodes up to the largest answer budget and each
+    answer is what decoding alone with its own budget gives."""
+    wave = (np.random.default_rng(3).standard_normal(16_000 * 4) * 0.1).astype(np.float32)
+    requests = [EngineRequest("transcribe", (TextPart("Transcribe."), AudioPart.of(wave[: 16_000 * (i + 1)])),
+                              settings=GenerationSettings(max_new_tokens=budget))
+                for i, budget in enumerate((3, 9, 6))]
+    monkeypatch.setattr(engine.model.generation_config, "eos_token_id", [])  # random weights: never stop early
+    calls = []
+    original = engine.model.generate
+    monkeypatch.setattr(engine.model, "generate", lambda **kw: calls.append(kw) or original(**kw))
+    together = engine.generate(requests)
+    assert [(c["input_ids"].shape[0], c["max_new_tokens"]) for c in calls] == [(3, 9)]  # one batch, largest budget
+    alone = [engine.generate([r])[0] for r in requests]
+    assert together == alone
+    tokens = [len(engine.processor.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in together]
+    assert tokens[0] < tokens[2] < tokens[1]
+
+
 def test_long_prompts_prefill_in_chunks(tiny_checkpoint, standup):
     chunked = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), prefill_chunk=64))
     text = " ".join(f"Line {i}: the payment service." for i in range(40))

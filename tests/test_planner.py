@@ -164,6 +164,20 @@ def test_turns_merge_pad_and_overlap():
     assert clip_spans([SpeakerTurn(50, 60, "S1")], wave) == []  # past the end of the audio
 
 
+def test_a_clips_answer_budget_follows_its_length():
+    from mediapipe_g4.planner import answer_budget
+
+    # 10 tokens a second + 48, in steps of 64, at most transcribe_max_new_tokens (320)
+    assert [answer_budget(s) for s in (0.5, 1.0, 1.7, 5.0, 10.0, 14.4, 20.0, 30.0)] == \
+        [64, 64, 128, 128, 192, 192, 256, 320]
+    assert answer_budget(10.0, PlanOptions(translate_to="English")) == 256  # the answer says it twice
+    assert answer_budget(30.0, PlanOptions(transcribe_max_new_tokens=100)) == 100
+    wave = np.zeros(SAMPLE_RATE * 40, dtype=np.float32)
+    turns = [SpeakerTurn(0.0, 1.0, "S1"), SpeakerTurn(3.0, 30.0, "S2")]
+    budgets = [r.settings.max_new_tokens for r in plan_transcription(turns, wave, (), PlanOptions(pad=0.0))]
+    assert budgets == [64, 320]
+
+
 def test_keyframe_at():
     frames = [Keyframe(0, 14, "a.jpg", 640, 360), Keyframe(14, 31, "b.jpg", 640, 360)]
     assert keyframe_at(frames, 13.9).image_path == "a.jpg"
