@@ -536,7 +536,8 @@ def extract_keyframes(
     options: KeyframeOptions = KeyframeOptions(),
     hook: Hook | None = None,
 ) -> list[Keyframe]:
-    """Keyframes of a recording's video (empty for audio-only files), cached in the work folder."""
+    """Keyframes of a recording's video, cached in the work folder. Empty for audio-only files, and for a video
+    FFmpeg cannot decode at all (a warning says so): its sound is still worth a transcript."""
     info = info or probe(path)
     if not info.has_video:
         return []
@@ -548,6 +549,10 @@ def extract_keyframes(
         shutil.rmtree(folder)  # an unfinished run: its images may not match what we find now
     # closing: an error (or a cancel from the hook) stops FFmpeg now, not when the generator is collected
     with contextlib.closing(iter_frames(path, fps=fps, max_size=max_size, info=info)) as frames:
-        found = keyframes(frames, folder, duration=info.duration, options=options, hook=hook)
+        try:
+            found = keyframes(frames, folder, duration=info.duration, options=options, hook=hook)
+        except MediaError as exc:  # only the frame reader raises it: not one frame could be decoded
+            log.warning("%s; going on without slides", exc)
+            return []  # not cached: a later run (another FFmpeg) tries again
     write_json(index, [k.to_dict() for k in found])
     return found

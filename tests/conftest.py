@@ -56,6 +56,9 @@ def media_corpus(tmp_path_factory) -> dict[str, Path]:
     files["truncated"] = d / "truncated.mp4"
     files["truncated"].write_bytes(full.read_bytes()[: full.stat().st_size // 3])
 
+    files["broken_video"] = d / "broken video.mp4"  # good sound, a video stream no frame of which decodes
+    ffmpeg("-i", str(SAMPLES / "standup.mp4"), "-c", "copy", "-bsf:v", "noise=amount=2", str(files["broken_video"]))
+
     files["offset"] = d / "offset.ts"
     ffmpeg("-f", "lavfi", "-i", "sine=f=400:d=2", "-c:a", "mp2", "-output_ts_offset", "5", str(files["offset"]))
     return files

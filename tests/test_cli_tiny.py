@@ -151,6 +151,11 @@ def test_bad_inputs_in_transcribe(media_corpus, tiny_checkpoint, cache, tmp_path
                   cache=cache)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / f"{output_stem(media_corpus['unicode'].name)}.json").exists()
+    out = g4media("transcribe", str(media_corpus["broken_video"]), "--model", str(tiny_checkpoint), "-o",
+                  str(tmp_path), "--format", "json", cache=cache)
+    assert out.returncode == 0 and "going on without slides" in out.stderr, out.stderr
+    result = json.loads((tmp_path / f"{output_stem(media_corpus['broken_video'].name)}.json").read_text())
+    assert result["segments"] and result["keyframes"] == []  # the sound still made a transcript
 
 
 def test_several_files_are_prepared_ahead_beside_a_gpu_model(samples_dir, tiny_checkpoint, tmp_path, monkeypatch):

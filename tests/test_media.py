@@ -72,6 +72,18 @@ def test_static_video_is_one_keyframe_and_moving_video_few(media_corpus, tmp_pat
     assert 1 <= len(moving) <= 2  # a moving test pattern is not a new slide every second
 
 
+def test_a_video_that_does_not_decode_gives_no_slides_and_a_warning(media_corpus, tmp_path, caplog):
+    """Its sound is still worth a transcript: no keyframes, a warning with FFmpeg's reason, nothing cached."""
+    path = media_corpus["broken_video"]
+    with pytest.raises(MediaError, match="could not decode the video"):
+        list(media.iter_frames(path))  # FFmpeg decodes not one frame of it
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        assert media.extract_keyframes(path, tmp_path) == []
+    assert "could not decode the video" in caplog.text and "going on without slides" in caplog.text
+    assert not (tmp_path / "keyframes" / "index.json").exists()  # another FFmpeg may do better next time
+    assert len(media.decode_audio(path, tmp_path)) == pytest.approx(64.0 * SAMPLE_RATE, rel=0.01)
+
+
 def test_keyframes_from_synthetic_frames(tmp_path):
     """A one-word edit counts; encoder-like noise does not."""
     rng = np.random.default_rng(0)
