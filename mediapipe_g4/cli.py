@@ -283,20 +283,14 @@ def _run_options(kw: dict, *, summarize: bool) -> RunOptions:
 @plan_options
 def plan(file: Path, as_json: bool, **kw) -> None:
     """Show the model requests a recording needs, their exact token counts and the memory, without the weights."""
-    from . import media
-    from .pipeline import load_diarization
+    from .pipeline import RunOptions, prepare_recording
     from .planner import format_plan, make_plan
     from .progress import progress_hook
-    from .workdir import file_sha256, media_work_dir
 
-    info = media.probe(file)
-    work = media_work_dir(file_sha256(file))
-    with progress_hook(not as_json) as hook:
-        waveform = media.decode_audio(file, work, info=info, hook=hook)
-        turns = load_diarization(waveform, work, _diarization_options(kw), hook, fresh=False).turns
-        frames = media.extract_keyframes(file, work, info=info, hook=hook)
-    result = make_plan(waveform, turns, frames, model=kw["model"], options=_plan_options(kw), device=kw["device"],
-                       dtype=kw["dtype"], quantize=kw["quantize"])
+    with progress_hook(not as_json) as hook:  # the same audio, slides and turns as summarize (and its cache)
+        ready = prepare_recording(file, RunOptions(diarization=_diarization_options(kw)), hook=hook)
+    result = make_plan(ready.waveform, ready.diarization.turns, ready.keyframes, model=kw["model"],
+                       options=_plan_options(kw), device=kw["device"], dtype=kw["dtype"], quantize=kw["quantize"])
     if as_json:
         _echo_json(result.to_dict())
     else:

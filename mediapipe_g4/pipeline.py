@@ -273,9 +273,10 @@ class Prepared:
 
 
 def prepare_recording(
-    path: str | Path, options: RunOptions, make_engine: EngineFactory, *, hook: Hook = null_hook
+    path: str | Path, options: RunOptions, make_engine: EngineFactory | None = None, *, hook: Hook = null_hook
 ) -> Prepared:
-    """Hash, probe, decode, keyframes and speaker turns of one recording (each cached in its work folder)."""
+    """Hash, probe, decode, keyframes and speaker turns of one recording (each cached in its work folder).
+    With `make_engine`, a first run starts loading the model meanwhile (`load_early`)."""
     src = media.check_input_file(path)
     timer = Timer()
     sha = timer.run("hash", lambda: file_sha256(src))
@@ -284,7 +285,7 @@ def prepare_recording(
     if not info.has_audio:
         raise MediaError(f"{src} has no audio track, so there is no speech to transcribe; "
                          "`g4media probe` shows its streams")
-    if options.fresh or not turns_path(work, options.diarization).is_file():
+    if make_engine is not None and (options.fresh or not turns_path(work, options.diarization).is_file()):
         load_early(make_engine, options)  # a first run: the model will be needed
     # Keyframes need only the video and FFmpeg's own threads: they run beside audio decoding and diarization.
     slides = Background(
