@@ -484,6 +484,7 @@ def test_reports_without_notes_say_why_and_keep_the_rest(result, work, out, note
     assert "<title>standup – transcript</title>" in html
     assert "<h2>Decisions" not in html and "<h2>Action items" not in html
     assert "<h2>Who spoke when" in html and "<h2>Slides" in html and "<h2>Transcript" in html
+    assert "The speakers, slides and full transcript below are complete." in text
     assert "Alice 49% · 0:27" in text and "See you tomorrow." in text
     assert len(re.findall(r'<img src="data:image/jpeg', html)) == 4
     md = render("md", result, out / "standup.md", media_dir=work)
@@ -496,8 +497,9 @@ def test_report_survives_a_minimal_result(out):
     minimal = {"source": {"path": "/x/clip.wav", "name": "clip.wav", "duration": 0}, "segments": []}
     html = render("html", minimal, out / "clip.html")
     assert "Nothing was transcribed." in html and "Meeting notes were not produced" in html
+    assert "The speakers and full transcript below are complete." in html  # no slides to speak of
     md = render("md", minimal, out / "clip.md")
-    assert "Nothing was transcribed." in md
+    assert "Nothing was transcribed." in md and "> The speakers and full transcript below are complete." in md
     for name in ("srt", "vtt", "txt", "json"):
         render(name, minimal, out / f"clip.{name}")
 
