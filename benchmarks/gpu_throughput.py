@@ -94,8 +94,11 @@ def fixed_decode(new_tokens: int) -> dict:
     }
 
 
-def twelve_b_config(tiny_config: Any) -> Any:
-    """The published 12B text shape (DESIGN.md), default audio/vision towers, the tiny processor's token ids."""
+def twelve_b_config(tiny_config: Any, layers: int = 48) -> Any:
+    """The published 12B text shape (DESIGN.md), default audio/vision towers, the tiny processor's token ids.
+
+    `layers` < 48 keeps every layer's shapes and the 5 sliding : 1 global pattern with fewer layers: a rehearsal
+    of the 12B's kernels and cache layout on a machine that cannot hold 24 GB of weights."""
     from transformers import (
         Gemma4UnifiedAudioConfig,
         Gemma4UnifiedConfig,
@@ -108,7 +111,7 @@ def twelve_b_config(tiny_config: Any) -> Any:
         vocab_size=262_144,
         hidden_size=3840,
         intermediate_size=15360,
-        num_hidden_layers=48,
+        num_hidden_layers=layers,
         num_attention_heads=16,
         num_key_value_heads=8,
         head_dim=256,
@@ -118,7 +121,7 @@ def twelve_b_config(tiny_config: Any) -> Any:
         sliding_window=1024,
         layer_types=[
             "full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
-            for i in range(48)
+            for i in range(layers)
         ],
         max_position_embeddings=262_144,
         final_logit_softcapping=30.0,
@@ -139,7 +142,7 @@ def twelve_b_config(tiny_config: Any) -> Any:
     )
 
 
-def build_model(shape: str, device: str, dtype: str, folder: Path):
+def build_model(shape: str, device: str, dtype: str, folder: Path, layers: int = 48):
     """(model, processor, config): random weights, built on `device`; the processor is the tiny one."""
     import torch
     from tiny_model import build_tiny_checkpoint
@@ -155,7 +158,7 @@ def build_model(shape: str, device: str, dtype: str, folder: Path):
     processor.tokenizer.padding_side = "left"
     config = AutoConfig.from_pretrained(folder)
     if shape == "12b":
-        config = twelve_b_config(config)
+        config = twelve_b_config(config, layers)
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForMultimodalLM.from_config(config, dtype=_torch_dtype(dtype))
@@ -418,7 +421,9 @@ def make_drafter(engine: BenchEngine, spec: str, shape: str) -> Any:
 
 
 def drafter_cost(engine: BenchEngine, drafter: Any, waveform: np.ndarray, new_tokens: int) -> dict[str, Any]:
-    """ms per generated token at batch 1 with and without the drafter, and one draft step's own cost."""
+    """ms per generated token at batch 1 with and without the drafter, and one draft step's own cost. As for
+    `decode_ms_per_step`, the prefill (and the first token it gives) is left out: (generate of `new_tokens` -
+    generate of 1) / (new_tokens - 1)."""
     import torch
 
     inputs = engine.to_device(engine._inputs(full_clip_requests(waveform, 1, new_tokens)))
@@ -435,8 +440,10 @@ def drafter_cost(engine: BenchEngine, drafter: Any, waveform: np.ndarray, new_to
 
     with torch.inference_mode():
         engine.model.generate(**inputs, assistant_model=drafter, **kwargs)  # warm-up
-        plain = timed(engine.device, lambda: engine.model.generate(**inputs, **kwargs))
-        assisted = timed(engine.device, lambda: engine.model.generate(**inputs, assistant_model=drafter, **kwargs))
+        first = timed(engine.device, lambda: engine.model.generate(**inputs, **fixed_decode(1)))
+        plain = timed(engine.device, lambda: engine.model.generate(**inputs, **kwargs)) - first
+        assisted = timed(engine.device,
+                         lambda: engine.model.generate(**inputs, assistant_model=drafter, **kwargs)) - first
         hooks = [drafter.register_forward_pre_hook(before), drafter.register_forward_hook(after)]
         try:
             engine.model.generate(**inputs, assistant_model=drafter, **kwargs)
@@ -445,10 +452,11 @@ def drafter_cost(engine: BenchEngine, drafter: Any, waveform: np.ndarray, new_to
                 hook.remove()
     # Random weights: the target rejects nearly every draft, so assisted decoding here is the drafter's overhead;
     # with real weights each accepted draft saves a target step.
+    steps = max(1, new_tokens - 1)
     return {
-        "drafter_ms_per_token_plain": plain / new_tokens * 1e3,
-        "drafter_ms_per_token_assisted": assisted / new_tokens * 1e3,
-        "drafter_overhead_ms_per_token": max(assisted - plain, 1e-9) / new_tokens * 1e3,
+        "drafter_ms_per_token_plain": max(plain, 1e-9) / steps * 1e3,
+        "drafter_ms_per_token_assisted": max(assisted, 1e-9) / steps * 1e3,
+        "drafter_overhead_ms_per_token": max(assisted - plain, 1e-9) / steps * 1e3,
         "drafter_step_ms": sum(spent) / max(1, len(spent)) * 1e3,
         "drafter_steps_per_token": len(spent) / new_tokens,
     }
@@ -566,6 +574,13 @@ def prefill_decode_figures(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", choices=("12b", "tiny"), default="12b")
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=48,
+        help="--shape 12b with fewer layers (every layer's shapes kept, 5 sliding : 1 global): to rehearse the "
+        "12B's kernels on a small machine; figures are then not the 12B's",
+    )
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument(
         "--batch-size",
@@ -638,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
         args.device, args.chunk, args.repeat = args.device or "cpu", 1024, 1
         args.names_new_tokens = args.notes_new_tokens = 8
         args.compile_backend = "eager"
+    if args.layers < 1 or (args.layers != 48 and args.shape != "12b"):
+        p.error("--layers takes a positive count, with --shape 12b")
     static_decode.COMPILE_BACKEND = args.compile_backend
 
     import torch
@@ -647,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model, processor, config = build_model(
-            args.shape, device, dtype, Path(tmp) / "tiny"
+            args.shape, device, dtype, Path(tmp) / "tiny", args.layers
         )
     build_s = time.perf_counter() - t_start
     params = sum(p.numel() for p in model.parameters())
@@ -677,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": f"{device} ({memory.name})",
         "dtype": dtype,
         "shape": args.shape,
+        "layers": config.get_text_config().num_hidden_layers,
         "params_b": params / 1e9,
         "torch": torch.__version__,
         "python": platform.python_version(),
