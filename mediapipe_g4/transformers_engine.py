@@ -338,10 +338,13 @@ class TransformersEngine:
             requests = [*requests, *[requests[-1]] * (static.batch - count)]
             inputs = self._inputs(requests)
             length = inputs["input_ids"].shape[1]
+            budgets = [*budgets, *[1] * (static.batch - count)]  # the copies' answers are dropped
         dtype = _torch_dtype(self.dtype)
         inputs = {k: (v.to(self.device, dtype=dtype) if torch.is_floating_point(v) else v.to(self.device))
                   if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         kwargs: dict[str, Any] = {"max_new_tokens": max_new}
+        if min(budgets) < max_new:
+            kwargs["stopping_criteria"] = row_budgets(budgets, length)
         if settings.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
@@ -376,6 +379,25 @@ class TransformersEngine:
         prefixes = tokenizer.batch_decode(inputs["input_ids"][:count], skip_special_tokens=False) if needs_prefix \
             else [None] * len(raw)
         return [clean_response(text, tokenizer=tokenizer, prefix=prefix) for text, prefix in zip(raw, prefixes)]
+
+
+def row_budgets(budgets: Sequence[int], prompt_length: int) -> Any:
+    """A stopping criterion that ends each row of a batch at its own answer budget. A row that is done only pads
+    while the others go on, so the batch ends once every row has said <eos> or used its budget: a decoding loop
+    on a short clip no longer holds a batch whose other rows have finished for the largest budget's steps."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class RowBudgets(StoppingCriteria):
+        def __init__(self) -> None:
+            self.limits: torch.Tensor | None = None
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            if self.limits is None:  # made once, on the batch's device
+                self.limits = torch.tensor(budgets, device=input_ids.device) + prompt_length
+            return input_ids.shape[1] >= self.limits
+
+    return StoppingCriteriaList([RowBudgets()])
 
 
 def _root_cause(exc: BaseException) -> str:

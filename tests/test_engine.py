@@ -122,6 +122,39 @@ def test_a_batch_decodes_to_its_largest_budget_and_cuts_each_answer_to_its_own(e
     assert tokens[0] < tokens[2] < tokens[1]
 
 
+def test_a_batch_ends_when_every_row_has_ended_or_used_its_own_budget(engine, monkeypatch):
+    """A row that has used its budget stops with the batch's rows that said <eos>: the batch does not go on to
+    the largest budget for it (a decoding loop on a short clip beside a long clip that has finished)."""
+    wave = (np.random.default_rng(4).standard_normal(16_000 * 3) * 0.1).astype(np.float32)
+    short, long = (EngineRequest("transcribe", (TextPart("Transcribe."), AudioPart.of(wave[: 16_000 * s])),
+                                 settings=GenerationSettings(max_new_tokens=budget)) for s, budget in ((1, 3), (3, 9)))
+    config = engine.model.generation_config
+    monkeypatch.setattr(config, "eos_token_id", [])
+    made = []
+    original = engine.model.generate
+    monkeypatch.setattr(engine.model, "generate",
+                        lambda **kw: made.append((out := original(**kw))[:, kw["input_ids"].shape[1]:]) or out)
+    engine.generate([long])
+    stop = int(made[-1][0, 1])  # the long clip's second token ends it from now on: it finishes after 2 steps
+    monkeypatch.setattr(config, "eos_token_id", [stop])
+    alone = [engine.generate([r])[0] for r in (short, long)]
+    steps_alone = [int(m.shape[1]) for m in made[-2:]]
+    assert steps_alone[1] == 2 and steps_alone[0] <= 3
+    made.clear()
+    assert engine.generate([short, long]) == alone
+    assert made[0].shape[1] == max(steps_alone)  # not 9: the short clip stopped at its budget of 3
+
+
+def test_row_budgets_stop_each_row_at_its_own_length():
+    import torch
+
+    from mediapipe_g4.transformers_engine import row_budgets
+
+    criteria = row_budgets([2, 5, 3], prompt_length=10)
+    assert criteria(torch.zeros(3, 12, dtype=torch.long), None).tolist() == [True, False, False]
+    assert criteria(torch.zeros(3, 13, dtype=torch.long), None).tolist() == [True, False, True]
+
+
 def test_long_prompts_prefill_in_chunks(tiny_checkpoint, standup):
     chunked = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), prefill_chunk=64))
     text = " ".join(f"Line {i}: the payment service." for i in range(40))

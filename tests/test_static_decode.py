@@ -36,12 +36,13 @@ def test_flat_cache_bytes_counts_every_layer_that_keeps_a_cache():
     assert flat_cache_bytes(shape, 100, 3, "bfloat16") == (64 + 64) * 100 * 3 * 2
 
 
-def _requests(seconds=(3.0, 7.5, 12.0, 4.0, 9.0, 2.0, 6.0), new_tokens=12):
+def _requests(seconds=(3.0, 7.5, 12.0, 4.0, 9.0, 2.0, 6.0), new_tokens=(12, 5, 12, 8, 12, 3, 9)):
+    """Clips with answer budgets of their own (a batch stops each row at its budget)."""
     rng = np.random.default_rng(0)
     wave = (rng.standard_normal(SAMPLE_RATE * 13) * 0.1).astype(np.float32)
-    settings = GenerationSettings(max_new_tokens=new_tokens, greedy=True)
     return [EngineRequest("transcribe", transcription_parts(AudioPart(0.0, s, wave[: int(s * SAMPLE_RATE)])),
-                          start=float(i), end=float(i) + s, settings=settings) for i, s in enumerate(seconds)]
+                          start=float(i), end=float(i) + s, settings=GenerationSettings(max_new_tokens=n, greedy=True))
+            for i, (s, n) in enumerate(zip(seconds, new_tokens, strict=True))]
 
 
 @pytest.fixture(autouse=True)
