@@ -262,7 +262,7 @@ class TransformersEngine:
 
     def generate(self, requests: Sequence[EngineRequest], hook: Hook | None = None) -> list[str]:
         """Texts for `requests`, in their order. Batches group requests with the same decoding settings (but
-        for their answer budgets: a batch decodes up to its largest) and image size, longest first (an
+        for their answer budgets: each row stops at its own) and image size, longest first (an
         out-of-memory shows at once; batches then halve)."""
         outputs: list[str | None] = [None] * len(requests)
         groups: dict[Any, list[int]] = {}
