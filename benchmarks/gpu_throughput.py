@@ -8,7 +8,8 @@ Builds the model from a config directly on the device (`--shape 12b`: the publis
 with the default audio/vision towers; `--shape tiny`: tests/tiny_model.py's config), makes a synthetic
 meeting (alternating speakers, 3-20 s turns, short pauses, noise at speech level), plans it with the
 project's planner (plan_transcription, plan_notes) and runs the transcription requests through the
-project's TransformersEngine in batches, with decode lengths fixed (min_new_tokens = max_new_tokens).
+project's TransformersEngine in batches, each answer as long as its clip's speech at a meeting's pace (or
+all of one length) and <eos> held back, since random weights would stop anywhere.
 Then times: prefill of a batch of full 30 s requests, decode ms/step at batch 1 and at the batch used,
 long text prefills in 8 k chunks into a DynamicCache, and the MTP drafter (random weights by default:
 its cost per draft step, not its acceptance).
@@ -18,6 +19,7 @@ Prints a table; --json PATH writes the figures (a number, or a reason string for
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import resource
 import sys
@@ -498,6 +500,17 @@ def fixed_notes(notes: list[EngineRequest], new_tokens: int) -> list[EngineReque
     ]
 
 
+def speech_answers(requests: list[EngineRequest], fixed: int | None) -> list[EngineRequest]:
+    """The transcription requests with the answers they would get: each as long as its clip's speech at a
+    meeting's pace (TOKENS_PER_SECOND), or all `fixed` tokens long. Random weights never stop on their own
+    (<eos> is held back); the engine stops each row at its own length, so a batch decodes for its longest clip,
+    as it does with real weights."""
+    def length(r: EngineRequest) -> int:
+        return fixed or max(1, math.ceil(TOKENS_PER_SECOND * r.audio_seconds))
+
+    return [replace(r, settings=replace(r.settings, max_new_tokens=length(r))) for r in requests]
+
+
 def run_stages(
     engine: BenchEngine,
     mode: str,
@@ -588,7 +601,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="default: memory.default_batch_size",
     )
-    p.add_argument("--max-new-tokens", type=int, default=64, help="transcription answer tokens")
+    p.add_argument(
+        "--answer-lengths",
+        choices=("speech", "fixed"),
+        default="speech",
+        help="transcription answers in the stages: speech (each as long as its clip's speech at "
+        f"{TOKENS_PER_SECOND:g} tokens a second, a meeting's pace) or fixed (all --max-new-tokens)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=64,
+        help="decode length of the decode ms/step and drafter figures (and of every transcription answer with "
+        "--answer-lengths fixed)",
+    )
     p.add_argument("--names-new-tokens", type=int, default=200)
     p.add_argument("--notes-new-tokens", type=int, default=1024)
     p.add_argument("--no-notes", action="store_true", help="time transcription only")
@@ -671,14 +697,16 @@ def main(argv: list[str] | None = None) -> int:
     shape = shape_from_config(config, f"gemma4-{args.shape}-random", params=params)
     memory = device_memory(device)
     counter = TokenCounter(processor)
-    options = PlanOptions(transcribe_max_new_tokens=args.max_new_tokens)
+    fixed = args.max_new_tokens if args.answer_lengths == "fixed" else None
+    options = PlanOptions(transcribe_max_new_tokens=fixed) if fixed else PlanOptions()
 
     turns, waveform = synthetic_meeting(args.minutes)
-    requests = plan_transcription(turns, waveform, options=options, counter=counter)
+    requests = speech_answers(list(plan_transcription(turns, waveform, options=options, counter=counter)), fixed)
+    answers = [r.settings.max_new_tokens for r in requests]
     budget, warning = default_context_budget(shape, memory, dtype=dtype)
     segments = synthetic_transcript(turns, processor.tokenizer)
     notes = plan_notes(build_timeline(segments), budget, options, counter)
-    longest = max(r.tokens for r in requests) + args.max_new_tokens
+    longest = max(r.tokens for r in requests) + max(answers)
     batch = args.batch_size or default_batch_size(shape, memory, longest, dtype=dtype)
     engine = BenchEngine(
         EngineOptions(model="random", device=device, dtype=dtype, batch_size=batch),
@@ -703,6 +731,9 @@ def main(argv: list[str] | None = None) -> int:
         "speech_s": audio_s,
         "transcription_requests": len(requests),
         "batch_size": batch,
+        "answer_lengths": args.answer_lengths,
+        "transcribe_answer_tokens": sum(answers),
+        "transcribe_answer_tokens_max": max(answers),
         "max_new_tokens": args.max_new_tokens,
         "notes_budget_tokens": budget,
         "notes_requests": len(notes),
@@ -736,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["diarize_embed_cluster_s"] = time.perf_counter() - t0
         figures["diarize_s"] = figures["diarize_vad_s"] + figures["diarize_embed_cluster_s"]
         info["diarize_turns"] = len(speakers.turns)
-        stages = {"transcribe": (requests, args.max_new_tokens)}
+        stages = {"transcribe": (requests, max(answers))}
         if not args.no_notes:
             stages["names"] = ([names_request(segments, args.names_new_tokens)], args.names_new_tokens)
             stages["notes"] = (fixed_notes(notes, args.notes_new_tokens), args.notes_new_tokens)

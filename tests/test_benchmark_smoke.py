@@ -68,6 +68,11 @@ def test_gpu_throughput_smoke(tmp_path):
     # A random drafter: every generated token cost at least one draft step.
     assert isinstance(figures["drafter_step_ms"], float) and figures["drafter_steps_per_token"] >= 1
     assert abs(info["speech_s"] - 120) < 10  # 2 minutes of turns
+    # Transcription answers as long as each clip's speech (3.25 tokens a second), not one length for all.
+    assert info["answer_lengths"] == "speech"
+    assert 3.25 * info["speech_s"] <= info["transcribe_answer_tokens"] <= 3.25 * info["speech_s"] + \
+        info["transcription_requests"]
+    assert info["transcribe_answer_tokens_max"] > info["transcribe_answer_tokens"] / info["transcription_requests"]
     assert info["diarize_turns"] >= 10  # voices were embedded and clustered, not skipped as non-speech
     for name in ("transcribe_rtf_static", "decode_ms_per_step_batch1_static", "long_prefill_2048_s",
                  "long_prefill_2048_s_lower-right", "long_prefill_2048_s_flex", "drafter_overhead_ms_per_token"):
