@@ -204,7 +204,7 @@ class BenchEngine(TransformersEngine):
         if self.static is None:
             return {}
         batch, length = inputs["input_ids"].shape
-        plan = self.static.plan(batch, length, new_tokens)
+        plan = self.static.plan(batch, length, new_tokens, reuse=False)  # timings at this very batch
         if plan is None or plan.batch != batch:
             raise RuntimeError(f"the static path does not take a batch of {batch} x {length} tokens here")
         return self.static.generate_kwargs(plan)
@@ -552,6 +552,8 @@ def run_stages(
         out[f"{stage}_speed_x_{mode}"] = audio_s / wall  # seconds of audio per wall second
         out[f"{stage}_peak_gb_{mode}"] = peak_gb(engine.device)
         total += wall
+    if mode == "static":  # each costs a trace per process (a compile, the first time ever)
+        out["static_shapes_compiled"] = len(engine.static.compiled)
     out[f"pipeline_wall_s_{mode}"] = total  # diarization + the model stages, warm
     out[f"pipeline_rtf_{mode}"] = total / audio_s
     out[f"pipeline_speed_x_{mode}"] = audio_s / total

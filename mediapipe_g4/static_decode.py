@@ -27,6 +27,10 @@ log = logging.getLogger("mediapipe_g4")
 COMPILE_BACKEND = "inductor"  # tests use "eager": the same tracing, no kernel compilation
 RECOMPILE_LIMIT = 64  # buckets are few; past dynamo's default of 8 it would fall back to eager silently
 HEADROOM = 0.85  # of the free memory, for the cache and the prefill's activations
+# A shape compiled before serves a batch whose own shape is not compiled yet when it is at most this many times
+# as wide (copies pad the batch) and as long: tracing a new shape costs seconds per process (~0.26 s a layer with
+# the kernels on disk, ~1.5 s a layer without, on 2 CPU cores), more than a few padded rows or masked slots.
+REUSE_BATCH, REUSE_LENGTH = 4, 2
 
 
 def length_bucket(tokens: int) -> int:
@@ -90,22 +94,38 @@ class StaticDecoder:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torch-compile"))
         skip_vision_overlay_when_decoding(model)
 
-    def plan(self, count: int, prompt_tokens: int, max_new_tokens: int) -> StaticBatch | None:
-        """The static batch for `count` requests of `prompt_tokens` (padded) each, if it fits in free memory."""
-        batch = batch_bucket(count, self.largest_batch)
-        cache_len = length_bucket(prompt_tokens + max_new_tokens)
-        if cache_len > self.shape.context_window:
+    def plan(self, count: int, prompt_tokens: int, max_new_tokens: int, *, reuse: bool = True) -> StaticBatch | None:
+        """The static batch for `count` requests of `prompt_tokens` (padded) each, if it fits in free memory:
+        a shape compiled before that holds them (`reuse`), else their own bucket."""
+        own = StaticBatch(batch_bucket(count, self.largest_batch), length_bucket(prompt_tokens + max_new_tokens))
+        if own.cache_len > self.shape.context_window:
             return None
+        shapes = [own]
+        if reuse and (own.batch, own.cache_len) not in self._compiled:
+            shapes[:0] = sorted((StaticBatch(b, n) for b, n in self._compiled
+                                 if own.batch <= b <= REUSE_BATCH * own.batch
+                                 and own.cache_len <= n <= REUSE_LENGTH * own.cache_len),
+                                key=lambda s: (s.batch * s.cache_len, (s.batch, s.cache_len) != self._cache_key))
+        for shape in shapes:
+            if self._fits(shape, prompt_tokens):
+                if shape != own:
+                    log.debug("static decode: %d x %d tokens on the compiled %d x %d shape", own.batch,
+                              own.cache_len, shape.batch, shape.cache_len)
+                return shape
+        return None
+
+    def _fits(self, static: StaticBatch, prompt_tokens: int) -> bool:
+        batch, cache_len = static.batch, static.cache_len
         need = prefill_workspace(self.shape, prompt_tokens, prompt_tokens, self.dtype, batch=batch)
         free = free_memory(self.device)
         if self._cache_key != (batch, cache_len):  # a new cache, in place of the one held now (if any)
             need += flat_cache_bytes(self.shape, cache_len, batch, self.dtype)
             free += self._cache_bytes()
         if need > HEADROOM * free:
-            log.debug("static decode: %d x %d tokens needs %.1f GB of %.1f GB free; dynamic cache instead",
-                      batch, cache_len, need / 2**30, free / 2**30)
-            return None
-        return StaticBatch(batch, cache_len)
+            log.debug("static decode: %d x %d tokens needs %.1f GB of %.1f GB free", batch, cache_len,
+                      need / 2**30, free / 2**30)
+            return False
+        return True
 
     def fitting_batch(self, count: int, prompt_tokens: int, max_new_tokens: int) -> int:
         """The largest batch, at most `count`, whose static cache fits (halving); `count` if none does
@@ -138,6 +158,11 @@ class StaticDecoder:
         config = CompileConfig(fullgraph=False, dynamic=False, backend=COMPILE_BACKEND, mode=mode)
         config._compile_all_devices = True  # transformers compiles on CUDA only unless told (CPU tests, MPS)
         return {"past_key_values": self._cache, "compile_config": config}
+
+    @property
+    def compiled(self) -> frozenset[tuple[int, int]]:
+        """The (batch, cache length) shapes compiled in this process."""
+        return frozenset(self._compiled)
 
     def release(self) -> None:
         self._cache = self._cache_key = None

@@ -84,8 +84,8 @@ def test_static_decoding_gives_the_dynamic_answers(tiny_checkpoint, plain, eager
     # 7 requests at 4 a batch: 4, then 3 padded to 4 with a copy; the padding's answer is dropped.
     assert [c["batch"] for c in calls] == [4, 4] and all(c["static"] and c["cache"] == "StaticCache" for c in calls)
     assert fast.static._cache_key == (4, 1024)
-    assert fast.generate(requests[:1]) == expected[:1]  # a new bucket, a new cache
-    assert fast.static._cache_key == (1, 1024)
+    assert fast.generate(requests[:1]) == expected[:1]  # on the shape compiled already, padded with copies
+    assert fast.static._cache_key == (4, 1024) and fast.static._compiled == {(4, 1024)}
 
 
 def test_a_drafter_beside_static_decoding(tiny_checkpoint, tiny_drafter, plain, eager_backend, monkeypatch):
@@ -159,6 +159,20 @@ def test_the_cache_held_is_counted_once(tiny_checkpoint, monkeypatch):
     assert decoder.plan(1, 100, 2900) is None  # 1 x 3072 is 3/4 of the held cache's size
     decoder._cache_key = (4, 1024)  # ... and fits in its place
     assert decoder.plan(1, 100, 2900) == static_decode.StaticBatch(1, 3072)
+
+
+def test_a_compiled_shape_serves_batches_up_to_four_times_narrower_and_half_as_long(tiny_checkpoint):
+    """Tracing a new shape costs seconds per process (more for a 48-layer model than padding a few rows)."""
+    decoder = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True)).static
+    assert decoder.plan(3, 500, 100) == static_decode.StaticBatch(4, 1024)  # nothing compiled: its own bucket
+    decoder._compiled = {(16, 2048), (8, 4096)}
+    assert decoder.plan(4, 500, 100) == static_decode.StaticBatch(16, 2048)
+    assert decoder.plan(7, 500, 100) == static_decode.StaticBatch(16, 2048)  # 8 x 4096 is more than twice as long
+    assert decoder.plan(2, 500, 100) == static_decode.StaticBatch(2, 1024)  # 16 is more than 4 x 2 wide
+    assert decoder.plan(8, 2500, 400) == static_decode.StaticBatch(8, 4096)  # 3072 needed; the least work
+    assert decoder.plan(8, 500, 100, reuse=False) == static_decode.StaticBatch(8, 1024)
+    decoder._compiled.add((8, 2048))
+    assert decoder.plan(7, 500, 100) == static_decode.StaticBatch(8, 2048)  # the least work of those that serve
 
 
 def test_batches_shrink_to_what_the_static_path_fits(tiny_checkpoint, plain, eager_backend, monkeypatch):
