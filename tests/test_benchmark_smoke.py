@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,15 @@ def test_long_prefill_attention_variants_give_the_masked_results(tiny_checkpoint
     else:
         assert long_attention.FLEX.calls - flex_before == 6  # the global layer of each of the 6 chunks
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.slow
+def test_compile_time_prints_what_a_shape_costs(tmp_path):
+    """benchmarks/compile_time.py on the tiny shape with the eager backend (tracing only)."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_time.py"), "--shape", "tiny",
+                          "--device", "cpu", "--backend", "eager", "--cache-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = run.stdout.strip().splitlines()[-1]
+    first, second, traced = (float(x) for x in re.findall(r"(?:first call|second|compile_inner) ([\d.]+) s", line))
+    assert first > second >= 0 and traced > 0 and "shapes [(2, 1024)]" in line
