@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "tests")]
 
     import numpy as np
-    from gpu_throughput import BenchEngine, build_model, peak_gb, sync
+    from gpu_throughput import BenchEngine, build_model, peak_gb, timed
     from torch._dynamo.utils import compile_times
 
     from mediapipe_g4 import static_decode
@@ -54,13 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     wave = (np.random.default_rng(0).standard_normal(16_000 * 4) * 0.1).astype(np.float32)
     requests = [EngineRequest("transcribe", transcription_parts(AudioPart(0.0, 2.0 + i, wave)), start=0.0,
                               end=2.0 + i, settings=GenerationSettings(max_new_tokens=4, greedy=True)) for i in range(2)]
-    seconds = []
-    for _ in range(2):
-        sync(device)
-        t0 = time.perf_counter()
-        engine.generate(requests)
-        sync(device)
-        seconds.append(time.perf_counter() - t0)
+    seconds = [timed(device, lambda: engine.generate(requests)) for _ in range(2)]  # compile + run, then run
     traced = sum(float(line.split(",")[1]) for line in compile_times(repr="str", aggregate=True).splitlines()
                  if line.startswith("_compile.compile_inner"))
     print(f"{args.shape}, {config.get_text_config().num_hidden_layers} layers, {device} ({dtype}), kernels in {os.environ['TORCHINDUCTOR_CACHE_DIR']}")

@@ -25,6 +25,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -493,22 +494,16 @@ def names_request(segments: list[Segment], new_tokens: int) -> EngineRequest:
     )
 
 
-def fixed_notes(notes: list[EngineRequest], new_tokens: int) -> list[EngineRequest]:
-    """The planned notes requests with answers of `new_tokens` (the planner allows up to 4096)."""
-    return [
-        replace(r, settings=replace(r.settings, max_new_tokens=new_tokens)) for r in notes
-    ]
-
-
-def speech_answers(requests: list[EngineRequest], fixed: int | None) -> list[EngineRequest]:
-    """The transcription requests with the answers they would get: each as long as its clip's speech at a
-    meeting's pace (TOKENS_PER_SECOND), or all `fixed` tokens long. Random weights never stop on their own
-    (<eos> is held back); the engine stops each row at its own length, so a batch decodes for its longest clip,
-    as it does with real weights."""
-    def length(r: EngineRequest) -> int:
-        return fixed or max(1, math.ceil(TOKENS_PER_SECOND * r.audio_seconds))
-
+def with_answers(requests: Sequence[EngineRequest], length: Callable[[EngineRequest], int]) -> list[EngineRequest]:
+    """The planned requests with answers of `length(request)` tokens (the planner's budgets are upper bounds).
+    Random weights never stop on their own (<eos> is held back); the engine stops each row at its own length."""
     return [replace(r, settings=replace(r.settings, max_new_tokens=length(r))) for r in requests]
+
+
+def speech_length(request: EngineRequest) -> int:
+    """A transcription answer as long as its clip's speech at a meeting's pace (TOKENS_PER_SECOND), so a batch
+    decodes for its longest clip, as it does with real weights."""
+    return max(1, math.ceil(TOKENS_PER_SECOND * request.audio_seconds))
 
 
 def run_stages(
@@ -699,11 +694,11 @@ def main(argv: list[str] | None = None) -> int:
     shape = shape_from_config(config, f"gemma4-{args.shape}-random", params=params)
     memory = device_memory(device)
     counter = TokenCounter(processor)
-    fixed = args.max_new_tokens if args.answer_lengths == "fixed" else None
-    options = PlanOptions(transcribe_max_new_tokens=fixed) if fixed else PlanOptions()
+    options = PlanOptions()
 
     turns, waveform = synthetic_meeting(args.minutes)
-    requests = speech_answers(list(plan_transcription(turns, waveform, options=options, counter=counter)), fixed)
+    requests = with_answers(plan_transcription(turns, waveform, options=options, counter=counter),
+                            speech_length if args.answer_lengths == "speech" else lambda r: args.max_new_tokens)
     answers = [r.settings.max_new_tokens for r in requests]
     budget, warning = default_context_budget(shape, memory, dtype=dtype)
     segments = synthetic_transcript(turns, processor.tokenizer)
@@ -772,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = {"transcribe": (requests, max(answers))}
         if not args.no_notes:
             stages["names"] = ([names_request(segments, args.names_new_tokens)], args.names_new_tokens)
-            stages["notes"] = (fixed_notes(notes, args.notes_new_tokens), args.notes_new_tokens)
+            stages["notes"] = (with_answers(notes, lambda r: args.notes_new_tokens), args.notes_new_tokens)
         for mode in args.decode.split(","):
             figures.update(run_stages(engine, mode, stages, audio_s, figures["diarize_s"], args))
             figures.update(prefill_decode_figures(engine, mode, waveform, batch, args))
