@@ -1,7 +1,7 @@
 """Decoding with a static cache and torch.compile (static_decode.py) on the tiny checkpoint, on the CPU:
 the same greedy answers as the dynamic cache, padded batches trimmed, the memory check, and the fall back
 to plain decoding when compiling fails. Prompts are far longer than the tiny model's sliding window (16), so
-the windowing by the mask is exercised."""
+the sliding layers' rings wrap many times."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from mediapipe_g4.engine import AudioPart, EngineRequest, GenerationSettings
 from mediapipe_g4.memory import prefill_workspace
 from mediapipe_g4.prompts import transcription_parts
 from mediapipe_g4.records import SAMPLE_RATE
-from mediapipe_g4.static_decode import batch_bucket, flat_cache_bytes, length_bucket
+from mediapipe_g4.static_decode import batch_bucket, length_bucket, static_cache
 from mediapipe_g4.transformers_engine import EngineOptions, TransformersEngine
 
 
@@ -27,13 +27,62 @@ def test_buckets():
     assert batch_bucket(3, largest=4) == 4 and batch_bucket(5, largest=6) == 6 and batch_bucket(7, largest=6) == 7
 
 
-def test_flat_cache_bytes_counts_every_layer_that_keeps_a_cache():
-    from mediapipe_g4.memory import ModelShape
+def _ids(batch=3, length=40, padding=(0, 7, 30), seed=0):
+    """Token ids, left-padded per row: rows with `padding` pad tokens (0 ones: no padding)."""
+    import torch
 
-    shape = ModelShape("t", 1e6, 1e5, 64, 128, ("sliding_attention", "full_attention", "sliding_attention"),
-                       (2, 1, 0), (16, 32, 16), 8, 4096)
-    # (2*2*16 + 2*1*32) values per token, 2 bytes each, no window cap; the third layer reuses a cache
-    assert flat_cache_bytes(shape, 100, 3, "bfloat16") == (64 + 64) * 100 * 3 * 2
+    ids = torch.randint(10, 200, (batch, length), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones_like(ids)
+    for row, pad in enumerate(padding):
+        mask[row, :pad] = 0
+    return ids * mask, mask
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # boolean and additive masks
+@pytest.mark.parametrize("prompt", [40, 10])  # longer and shorter than the window of 16
+def test_ring_cache_decodes_past_the_window_as_the_dynamic_cache(tiny_checkpoint, attention, prompt):
+    """The sliding layers keep only the window, in slots p % 16; 25 steps wrap the ring more than once, with left
+    padding (2-D mask) and without (no mask: generate passes none), compiled once for all the steps."""
+    import torch
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForMultimodalLM, CompileConfig
+
+    model = AutoModelForMultimodalLM.from_pretrained(str(tiny_checkpoint), dtype=torch.float32,
+                                                     attn_implementation=attention).eval()
+    static_decode.static_step_masks(model)
+    cache = static_cache(model.config.get_text_config(decoder=True), 128)
+    config = CompileConfig(fullgraph=False, dynamic=False, backend="eager")
+    config._compile_all_devices = True
+    for padding in ((0, 7, 30), (0, 0, 0)):
+        ids, mask = _ids(length=prompt, padding=[min(p, prompt - 1) for p in padding])
+        expected = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=25, do_sample=False)
+        cache.reset()
+        assert torch.equal(model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=25, do_sample=False,
+                                          past_key_values=cache), expected)
+        torch._dynamo.reset()
+        counters.clear()
+        cache.reset()
+        assert torch.equal(model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=25, do_sample=False,
+                                          past_key_values=cache, compile_config=config), expected)
+        assert counters["stats"]["unique_graphs"] == 1  # one graph for 24 steps: nothing in it is a Python int
+    sliding = [layer for layer in cache.layers if layer.is_sliding]
+    assert sliding and all(layer.keys.shape[-2] == 16 for layer in sliding)  # the window, not the 128 tokens
+
+
+def test_the_static_cache_is_as_large_as_the_dynamic_one(tiny_checkpoint):
+    """What the memory check counts (ModelShape.kv_bytes: sliding layers capped at the window) is what is held."""
+    import torch
+    from transformers import AutoModelForMultimodalLM
+
+    from mediapipe_g4.memory import shape_from_config
+
+    model = AutoModelForMultimodalLM.from_pretrained(str(tiny_checkpoint), dtype=torch.float32).eval()
+    static_decode.static_step_masks(model)
+    cache = static_cache(model.config.get_text_config(decoder=True), 1024)
+    ids, mask = _ids()
+    model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False, past_key_values=cache)
+    held = sum(layer.keys.numel() + layer.values.numel() for layer in cache.layers if layer.is_initialized) * 4
+    assert held == shape_from_config(model.config, "tiny").kv_bytes(1024, 4, batch=3)
 
 
 def _requests(seconds=(3.0, 7.5, 12.0, 4.0, 9.0, 2.0, 6.0), new_tokens=(12, 5, 12, 8, 12, 3, 9)):
@@ -144,7 +193,7 @@ def test_the_cache_held_is_counted_once(tiny_checkpoint, monkeypatch):
     """Reusing the cache it holds needs only the prefill's memory; a new shape may use the held cache's room."""
     fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
     decoder, shape = fast.static, fast.static.shape
-    held = flat_cache_bytes(shape, 1024, 4, "float32")
+    held = shape.kv_bytes(1024, 4, batch=4)
 
     def free(prefill):
         monkeypatch.setattr(static_decode, "free_memory", lambda device: (prefill + held / 2) / static_decode.HEADROOM)
@@ -179,7 +228,7 @@ def test_batches_shrink_to_what_the_static_path_fits(tiny_checkpoint, plain, eag
     fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True))
     requests = _requests()[:4]
     length = fast._inputs(requests)["input_ids"].shape[1]
-    need = {b: flat_cache_bytes(fast.static.shape, 1024, b, "float32")
+    need = {b: fast.static.shape.kv_bytes(1024, 4, batch=b)
             + prefill_workspace(fast.static.shape, length, length, "float32", batch=b) for b in (2, 4)}
     monkeypatch.setattr(static_decode, "free_memory", lambda device: (need[2] + need[4]) / 2 / static_decode.HEADROOM)
     calls = _spy_generate(fast)
