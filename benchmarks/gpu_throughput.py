@@ -556,14 +556,17 @@ def run_stages(
 
 
 def prefill_decode_figures(
-    engine: BenchEngine, mode: str, waveform: np.ndarray, batch: int, args: argparse.Namespace
+    engine: BenchEngine, mode: str, waveform: np.ndarray, batch: int, args: argparse.Namespace,
+    notes: Sequence[EngineRequest] = (),
 ) -> dict[str, Any]:
-    """Prefill tokens/s and decode ms/step on full 30 s requests, at batch 1 and at the batch used."""
+    """Prefill tokens/s and decode ms/step on full 30 s requests, at batch 1 and at the batch used, and on the
+    meeting's notes request (batch 1, a cache of the notes' length)."""
     engine.set_decode(mode)
     engine.fix_decode_length(args.max_new_tokens)
     out: dict[str, Any] = {}
     full = full_clip_requests(waveform, batch, args.max_new_tokens)
-    for label, group in (("batch1", full[:1]), (f"batch{batch}", full)):
+    groups = [("batch1", full[:1]), (f"batch{batch}", full)] + [("notes", list(notes[:1]))] * bool(notes)
+    for label, group in groups:
         try:
             prefill, tokens, step = prefill_and_decode(
                 engine, group, args.max_new_tokens, args.repeat
@@ -770,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
             stages["notes"] = (with_answers(notes, lambda r: args.notes_new_tokens), args.notes_new_tokens)
         for mode in args.decode.split(","):
             figures.update(run_stages(engine, mode, stages, audio_s, figures["diarize_s"], args))
-            figures.update(prefill_decode_figures(engine, mode, waveform, batch, args))
+            figures.update(prefill_decode_figures(engine, mode, waveform, batch, args, stages.get("notes", ([],))[0]))
             engine.set_decode("dynamic")  # frees the static cache before the long prefills
             done(f"stages ({mode})")
 

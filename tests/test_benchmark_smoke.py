@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PER_MODE = [
     f"{stage}_{figure}" for stage in ("transcribe", "names", "notes")
     for figure in ("first_s", "wall_s", "rtf", "speed_x", "peak_gb")
-] + ["pipeline_wall_s", "pipeline_rtf", "pipeline_speed_x", "decode_ms_per_step_batch1"]
+] + ["pipeline_wall_s", "pipeline_rtf", "pipeline_speed_x", "decode_ms_per_step_batch1", "decode_ms_per_step_notes"]
 EXPECTED = [
-    "diarize_s", "diarize_vad_s", "diarize_embed_cluster_s", "prefill_tokens_per_s_batch1", "long_prefill_2048_s", "long_prefill_2048_tokens_per_s",
+    "diarize_s", "diarize_vad_s", "diarize_embed_cluster_s", "prefill_tokens_per_s_batch1", "prefill_tokens_per_s_notes", "long_prefill_2048_s", "long_prefill_2048_tokens_per_s",
     "long_prefill_2048_peak_gb", "long_prefill_2048_s_lower-right", "long_prefill_2048_s_flex",
     "drafter_overhead_ms_per_token", "drafter_step_ms",
     "drafter_ms_per_token_plain", "drafter_ms_per_token_assisted", "drafter_steps_per_token", "peak_gb",
@@ -75,7 +75,8 @@ def test_gpu_throughput_smoke(tmp_path):
         info["transcription_requests"]
     assert info["transcribe_answer_tokens_max"] > info["transcribe_answer_tokens"] / info["transcription_requests"]
     assert info["diarize_turns"] >= 10  # voices were embedded and clustered, not skipped as non-speech
-    for name in ("transcribe_rtf_static", "decode_ms_per_step_batch1_static", "long_prefill_2048_s",
+    for name in ("transcribe_rtf_static", "decode_ms_per_step_batch1_static", "decode_ms_per_step_notes_static",
+                 "long_prefill_2048_s",
                  "long_prefill_2048_s_lower-right", "long_prefill_2048_s_flex", "drafter_overhead_ms_per_token"):
         assert isinstance(figures[name], float), name
     # The pipeline is diarization plus the three model stages, warm.
