@@ -37,6 +37,10 @@ HEADROOM = 0.85  # of the free memory, for the cache and the prefill's activatio
 # as wide (copies pad the batch) and as long: tracing a new shape costs seconds per process (~0.26 s a layer with
 # the kernels on disk, ~1.5 s a layer without, on 2 CPU cores), more than a few padded rows or masked slots.
 REUSE_BATCH, REUSE_LENGTH = 4, 2
+# A batch of one compiles a shape this many times its length: a longer request of one often follows (the notes,
+# ~1.5x the names' prompt) and then takes the same shape. Slack costs one row little with ring sliding layers:
+# the 12B's global layers read 16 KB a token of cache (0.27 GB a step at 16 k, ~1% of the weights).
+RESERVE_ONE = 2
 
 
 def length_bucket(tokens: int) -> int:
@@ -170,22 +174,25 @@ class StaticDecoder:
         static_step_masks(model)
 
     def plan(self, count: int, prompt_tokens: int, max_new_tokens: int, *, reuse: bool = True) -> StaticBatch | None:
-        """The static batch for `count` requests of `prompt_tokens` (padded) each, if it fits in free memory:
-        a shape compiled before that holds them (`reuse`), else their own bucket."""
-        own = StaticBatch(batch_bucket(count, self.largest_batch), length_bucket(prompt_tokens + max_new_tokens))
-        if own.cache_len > self.shape.context_window:
+        """The static batch for `count` requests of `prompt_tokens` (padded) each, if it fits in free memory: the
+        compiled shape with the least work that holds them (`reuse`), else their own bucket (for a batch of one,
+        `RESERVE_ONE` times as long, or if that does not fit, its own length)."""
+        batch, need = batch_bucket(count, self.largest_batch), length_bucket(prompt_tokens + max_new_tokens)
+        if need > self.shape.context_window:
             return None
-        shapes = [own]
-        if reuse and (own.batch, own.cache_len) not in self._compiled:
-            shapes[:0] = sorted((StaticBatch(b, n) for b, n in self._compiled
-                                 if own.batch <= b <= REUSE_BATCH * own.batch
-                                 and own.cache_len <= n <= REUSE_LENGTH * own.cache_len),
-                                key=lambda s: (s.batch * s.cache_len, (s.batch, s.cache_len) != self._cache_key))
+        wanted = min(length_bucket(need * RESERVE_ONE), self.shape.context_window) if batch == 1 and reuse else need
+        own = [StaticBatch(batch, n) for n in dict.fromkeys((wanted, need))]
+        shapes = own
+        if reuse:
+            compiled = sorted((StaticBatch(b, n) for b, n in self._compiled
+                               if batch <= b <= REUSE_BATCH * batch and need <= n <= REUSE_LENGTH * wanted),
+                              key=lambda s: (s.batch * s.cache_len, (s.batch, s.cache_len) != self._cache_key))
+            shapes = compiled + [s for s in own if s not in compiled]
         for shape in shapes:
             if self._fits(shape, prompt_tokens):
-                if shape != own:
-                    log.debug("static decode: %d x %d tokens on the compiled %d x %d shape", own.batch,
-                              own.cache_len, shape.batch, shape.cache_len)
+                if shape not in own:
+                    log.debug("static decode: %d x %d tokens on the compiled %d x %d shape", batch, need,
+                              shape.batch, shape.cache_len)
                 return shape
         return None
 
