@@ -738,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes_budget_tokens": budget,
         "notes_requests": len(notes),
         "notes_tokens": sum(r.tokens for r in notes),
+        "names_tokens": counter.template_tokens(names_request(segments, args.names_new_tokens)),
         "notes_new_tokens": 0 if args.no_notes else args.notes_new_tokens,
         "names_new_tokens": 0 if args.no_notes else args.names_new_tokens,
         "budget_warning": warning,

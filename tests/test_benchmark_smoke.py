@@ -53,6 +53,7 @@ def test_gpu_throughput_smoke(tmp_path):
         info["transcription_requests"] > 0
         and info["batch_size"] >= 1
         and info["notes_requests"] >= 1
+        and info["names_tokens"] > 0
     )
     batch = info["batch_size"]
     for name in EXPECTED + [
