@@ -13,8 +13,10 @@ step attends to the window's slots in ring order; the mask, built outside the co
 position is a Python int, is the window's mask in that order (`ring_mask`). Nothing in the step depends on a
 Python int, so it compiles once per bucket, and a step reads the window, not the request: for the 12B's
 notes of a 30-minute meeting (16 k-token cache) 0.3 GB of sliding-layer keys and values a step instead of
-5 GB. The cache's size is the dynamic cache's (`ModelShape.kv_bytes`). A batch takes this path when its
-cache and a one-shot prefill fit in free memory; the rest decode with the dynamic cache, prefilled in chunks.
+5 GB. The cache's size is the dynamic cache's (`ModelShape.kv_bytes`). The global layers (`PrefixLayer`)
+hold the whole bucket; their prefill attends over the prompt's slots only, a step over all of them, masked.
+A batch takes this path when its cache and a one-shot prefill fit in free memory; the rest decode with the
+dynamic cache, prefilled in chunks.
 """
 
 from __future__ import annotations
@@ -62,21 +64,49 @@ def batch_bucket(count: int, largest: int | None = None) -> int:
 
 
 def static_cache(text_config: Any, max_cache_len: int) -> Any:
-    """A StaticCache whose sliding-window layers are rings (see the module's docstring)."""
+    """A StaticCache whose sliding-window layers are rings and whose global layers' prefill attends to the prompt
+    only (see the module's docstring)."""
     from transformers import StaticCache
-    from transformers.cache_utils import StaticSlidingWindowLayer
+    from transformers.cache_utils import StaticLayer, StaticSlidingWindowLayer
 
+    ring, prefix = layer_classes()
     cache = StaticCache(config=text_config, max_cache_len=max_cache_len)
-    cache.layers = [ring_layer()(layer.max_cache_len) if isinstance(layer, StaticSlidingWindowLayer) else layer
+    cache.layers = [ring(layer.max_cache_len) if isinstance(layer, StaticSlidingWindowLayer)
+                    else prefix(layer.max_cache_len) if type(layer) is StaticLayer else layer
                     for layer in cache.layers]
     return cache
 
 
 @functools.cache
-def ring_layer() -> type:
-    """The ring cache layer class (built on first use: transformers is imported lazily)."""
+def layer_classes() -> tuple[type, type]:
+    """The ring (sliding) and prefix (global) cache layer classes; built on first use, as transformers is
+    imported lazily."""
     import torch
     from transformers.cache_utils import StaticLayer
+
+    class PrefixLayer(StaticLayer):
+        """A global layer's keys and values, all `max_cache_len` slots; its prefill (from empty: the static path
+        prefills once) attends over the prompt's slots only, not the whole buffer (a quarter of the work when the
+        buffer is twice the prompt), and decoding steps over the whole buffer (fixed shapes), masked."""
+
+        def __init__(self, max_cache_len: int):
+            super().__init__(max_cache_len=max_cache_len)
+            self.prefilled = False  # set by the (uncompiled) prefill; constant while decoding
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            keys, values = super().update(key_states, value_states, *args, **kwargs)
+            if self.prefilled:
+                return keys, values
+            self.prefilled = True
+            count = key_states.shape[-2]
+            return keys[:, :, :count], values[:, :, :count]
+
+        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+            return (self.max_cache_len, 0) if self.prefilled else (query_length, 0)
+
+        def reset(self) -> None:
+            super().reset()
+            self.prefilled = False
 
     class RingLayer(StaticLayer):
         """A sliding-window layer's keys and values in `window` slots: position p lives in slot p % window.
@@ -119,7 +149,7 @@ def ring_layer() -> type:
             super().reset()
             self.prefilled = False
 
-    return RingLayer
+    return RingLayer, PrefixLayer
 
 
 def ring_mask(cache: Any, attention_mask: Any, like: Any = None) -> Any:
@@ -132,7 +162,7 @@ def ring_mask(cache: Any, attention_mask: Any, like: Any = None) -> Any:
     exists (>= 0) and is not left padding."""
     import torch
 
-    ring = next(layer for layer in cache.layers if getattr(layer, "prefilled", False))
+    ring = next(layer for layer in cache.layers if layer.is_sliding)
     window = ring.max_cache_len
     query = attention_mask.shape[-1] - 1 if attention_mask is not None else int(ring.cumulative_length)
     slots = torch.arange(window, device=ring.device)
@@ -279,7 +309,7 @@ def static_step_masks(model: Any) -> None:
         made = make_masks(*args, **kwargs)
         cache = kwargs.get("past_key_values")
         if decoding and isinstance(made, dict) and "sliding_attention" in made and any(
-                getattr(layer, "prefilled", False) for layer in getattr(cache, "layers", ())):
+                isinstance(layer, layer_classes()[0]) and layer.prefilled for layer in getattr(cache, "layers", ())):
             made = {**made, "sliding_attention": ring_mask(cache, kwargs.get("attention_mask"),
                                                            made["sliding_attention"])}
         return made

@@ -69,6 +69,29 @@ def test_ring_cache_decodes_past_the_window_as_the_dynamic_cache(tiny_checkpoint
     assert sliding and all(layer.keys.shape[-2] == 16 for layer in sliding)  # the window, not the 128 tokens
 
 
+def test_the_prefill_attends_to_the_prompt_and_the_steps_to_the_cache(tiny_checkpoint):
+    """The prefill's masks (and keys) are the prompt's length, not the cache's; a step's are the global layers'
+    whole cache and the sliding layers' window."""
+    import torch
+    from transformers import AutoModelForMultimodalLM
+
+    model = AutoModelForMultimodalLM.from_pretrained(str(tiny_checkpoint), dtype=torch.float32).eval()
+    static_decode.static_step_masks(model)
+    made, original = [], model.create_masks_for_generate
+
+    def spy(*args, **kwargs):
+        masks = original(*args, **kwargs)
+        made.append({kind: tuple(mask.shape[-2:]) for kind, mask in masks.items()})
+        return masks
+
+    model.create_masks_for_generate = spy
+    ids, mask = _ids()
+    model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False,
+                   past_key_values=static_cache(model.config.get_text_config(decoder=True), 1024))
+    assert made == [{"sliding_attention": (40, 40), "full_attention": (40, 40)}] + \
+        [{"sliding_attention": (1, 16), "full_attention": (1, 1024)}] * 2
+
+
 def test_the_static_cache_is_as_large_as_the_dynamic_one(tiny_checkpoint):
     """What the memory check counts (ModelShape.kv_bytes: sliding layers capped at the window) is what is held."""
     import torch
