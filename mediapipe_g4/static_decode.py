@@ -15,13 +15,16 @@ Python int, so it compiles once per bucket, and a step reads the window, not the
 notes of a 30-minute meeting (16 k-token cache) 0.3 GB of sliding-layer keys and values a step instead of
 5 GB. The cache's size is the dynamic cache's (`ModelShape.kv_bytes`). The global layers (`PrefixLayer`)
 hold the whole bucket; their prefill attends over the prompt's slots only, a step over all of them, masked.
-A batch takes this path when its cache and a one-shot prefill fit in free memory; the rest decode with the
-dynamic cache, prefilled in chunks.
+A batch takes this path when its cache and its prefill fit in free memory: at once, or for a long prompt in
+chunks (8 k tokens), uncompiled, into the same cache (`StaticBatch.chunk`; the engine then continues from the
+cache, compiled); the rest decode with the dynamic cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -85,69 +88,78 @@ def layer_classes() -> tuple[type, type]:
     from transformers.cache_utils import StaticLayer
 
     class PrefixLayer(StaticLayer):
-        """A global layer's keys and values, all `max_cache_len` slots; its prefill (from empty: the static path
-        prefills once) attends over the prompt's slots only, not the whole buffer (a quarter of the work when the
-        buffer is twice the prompt), and decoding steps over the whole buffer (fixed shapes), masked."""
+        """A global layer's keys and values, all `max_cache_len` slots. A prefill chunk (uncompiled) attends over
+        the slots written so far, not the whole buffer (a quarter of the work when the buffer is twice the
+        prompt); a decoding step over the whole buffer (fixed shapes), masked."""
 
         def __init__(self, max_cache_len: int):
             super().__init__(max_cache_len=max_cache_len)
-            self.prefilled = False  # set by the (uncompiled) prefill; constant while decoding
+            self.prefilled = False  # a prefill chunk was written; constant while decoding (compiled code reads it)
+            self.length = 0  # tokens the prefill chunks wrote (read outside compiled code only)
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             keys, values = super().update(key_states, value_states, *args, **kwargs)
-            if self.prefilled:
+            if key_states.shape[-2] == 1 and self.prefilled:
                 return keys, values
+            self.length += key_states.shape[-2]
             self.prefilled = True
-            count = key_states.shape[-2]
-            return keys[:, :, :count], values[:, :, :count]
+            return keys[:, :, :self.length], values[:, :, :self.length]
 
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-            return (self.max_cache_len, 0) if self.prefilled else (query_length, 0)
+            decoding = query_length == 1 and self.prefilled
+            return (self.max_cache_len, 0) if decoding else (self.length + query_length, 0)
 
         def reset(self) -> None:
             super().reset()
-            self.prefilled = False
+            self.prefilled, self.length = False, 0
 
     class RingLayer(StaticLayer):
         """A sliding-window layer's keys and values in `window` slots: position p lives in slot p % window.
 
-        The prefill (from empty: the static path prefills once) writes the prompt's last `window` tokens to
-        their slots and attends over the whole prompt with the usual sliding mask; a decoding step writes
+        A prefill chunk (uncompiled) attends over the window before it (the ring in position order) and itself,
+        with the usual sliding mask, and leaves its last `window` tokens in their slots; a decoding step writes
         one token at the slot its tensor position gives and returns the ring, which `ring_mask` masks."""
 
         is_sliding = True
 
         def __init__(self, window: int):
             super().__init__(max_cache_len=window)
-            self.prefilled = False  # set by the (uncompiled) prefill; constant while decoding
+            self.prefilled = False  # a prefill chunk was written; constant while decoding (compiled code reads it)
+            self.length = 0  # tokens the prefill chunks wrote (read outside compiled code only)
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-            count, window = key_states.shape[-2], self.max_cache_len
+            count, window, past = key_states.shape[-2], self.max_cache_len, self.length
             if count == 1 and self.prefilled:
                 slot = (self.cumulative_length % window).view(1)
                 self.keys.index_copy_(2, slot, key_states)
                 self.values.index_copy_(2, slot, value_states)
                 self.cumulative_length.add_(1)
                 return self.keys, self.values
-            if self.prefilled:
-                raise NotImplementedError("a ring cache takes one prefill, then one token a step")
+            keys, values = key_states, value_states
+            if past:  # the window before the chunk, oldest first: slots [0, past), or the ring from slot past % window
+                before = [self.keys[:, :, :past], self.values[:, :, :past]] if past <= window else \
+                    [torch.roll(held, -(past % window), dims=2) for held in (self.keys, self.values)]
+                keys, values = torch.cat((before[0], key_states), dim=2), torch.cat((before[1], value_states), dim=2)
             kept = min(count, window)
-            slots = torch.arange(count - kept, count, device=self.device) % window
+            slots = torch.arange(past + count - kept, past + count, device=self.device) % window
             self.keys.index_copy_(2, slots, key_states[:, :, count - kept:])
             self.values.index_copy_(2, slots, value_states[:, :, count - kept:])
             self.cumulative_length.add_(count)
+            self.length += count
             self.prefilled = True
-            return key_states, value_states
+            return keys, values
 
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-            # decoding: the ring's slots (ring_mask replaces transformers' mask); prefill: the prompt
-            return (self.max_cache_len, 0) if self.prefilled else (query_length, 0)
+            if query_length == 1 and self.prefilled:  # decoding: the ring's slots (ring_mask replaces the mask)
+                return self.max_cache_len, 0
+            past, window = self.length, self.max_cache_len
+            return min(past, window) + query_length, max(0, past - window)
 
         def reset(self) -> None:
             super().reset()
-            self.prefilled = False
+            self.prefilled, self.length = False, 0
 
     return RingLayer, PrefixLayer
 
@@ -183,15 +195,18 @@ class StaticBatch:
 
     batch: int  # requests, padded up to a bucket
     cache_len: int  # prompt + answer, rounded up to a bucket
+    chunk: int | None = None  # prefill in chunks of this many tokens (a one-shot prefill does not fit), or at once
 
 
 class StaticDecoder:
     """Chooses the static path per batch and holds its cache (one at a time) and compile settings."""
 
-    def __init__(self, model: Any, shape: ModelShape, device: str, dtype: str, largest_batch: int | None = None):
+    def __init__(self, model: Any, shape: ModelShape, device: str, dtype: str, largest_batch: int | None = None,
+                 prefill_chunk: int | None = None):
         self.text_config, self.shape = model.config.get_text_config(decoder=True), shape
         self.device, self.dtype = device, dtype
         self.largest_batch = largest_batch  # None: no cap beyond the memory check
+        self.prefill_chunk = prefill_chunk  # None: prompts prefill at once, or take the dynamic path
         self._cache_key: tuple[int, int] | None = None
         self._cache: Any = None
         self.batches = 0  # batches decoded on this path (a benchmark checks the path was taken)
@@ -206,7 +221,8 @@ class StaticDecoder:
     def plan(self, count: int, prompt_tokens: int, max_new_tokens: int, *, reuse: bool = True) -> StaticBatch | None:
         """The static batch for `count` requests of `prompt_tokens` (padded) each, if it fits in free memory: the
         compiled shape with the least work that holds them (`reuse`), else their own bucket (for a batch of one,
-        `RESERVE_ONE` times as long, or if that does not fit, its own length)."""
+        `RESERVE_ONE` times as long, or if that does not fit, its own length). A prompt whose one-shot prefill does
+        not fit is prefilled in chunks (`StaticBatch.chunk`) when those fit."""
         batch, need = batch_bucket(count, self.largest_batch), length_bucket(prompt_tokens + max_new_tokens)
         if need > self.shape.context_window:
             return None
@@ -218,17 +234,19 @@ class StaticDecoder:
                                if batch <= b <= REUSE_BATCH * batch and need <= n <= REUSE_LENGTH * wanted),
                               key=lambda s: (s.batch * s.cache_len, (s.batch, s.cache_len) != self._cache_key))
             shapes = compiled + [s for s in own if s not in compiled]
-        for shape in shapes:
-            if self._fits(shape, prompt_tokens):
-                if shape not in own:
-                    log.debug("static decode: %d x %d tokens on the compiled %d x %d shape", batch, need,
-                              shape.batch, shape.cache_len)
-                return shape
+        chunks = [None] + [self.prefill_chunk] * bool(self.prefill_chunk and prompt_tokens > self.prefill_chunk)
+        for shape, chunk in itertools.product(shapes, chunks):
+            if not self._fits(shape, prompt_tokens, chunk or prompt_tokens):
+                continue
+            if shape not in own:
+                log.debug("static decode: %d x %d tokens on the compiled %d x %d shape", batch, need,
+                          shape.batch, shape.cache_len)
+            return dataclasses.replace(shape, chunk=chunk)
         return None
 
-    def _fits(self, static: StaticBatch, prompt_tokens: int) -> bool:
+    def _fits(self, static: StaticBatch, prompt_tokens: int, chunk: int) -> bool:
         batch, cache_len = static.batch, static.cache_len
-        need = prefill_workspace(self.shape, prompt_tokens, prompt_tokens, self.dtype, batch=batch)
+        need = prefill_workspace(self.shape, chunk, prompt_tokens, self.dtype, batch=batch)
         free = free_memory(self.device)
         if self._cache_key != (batch, cache_len):  # a new cache, in place of the one held now (if any)
             need += self.shape.kv_bytes(cache_len, dtype_bytes(self.dtype), batch=batch)

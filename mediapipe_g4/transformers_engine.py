@@ -27,6 +27,7 @@ log = logging.getLogger("mediapipe_g4")
 
 DEFAULT_MODEL = "google/gemma-4-12B-it"
 SUPPORTED_TYPES = ("gemma4_unified", "gemma4")
+SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")  # one value a token
 PROCESSOR_PATTERNS = ("*.json", "*.jinja", "*.model")  # everything but the weights
 
 
@@ -198,6 +199,15 @@ class TransformersEngine:
         self.assistant = self._load_assistant(options.assistant) if options.assistant else None
         self.static = self._static_decoder()
 
+    def _prefill_in_chunks(self, inputs: dict[str, Any], cache: Any, chunk: int) -> dict[str, Any]:
+        """Prefill all but the prompt's last token into the static `cache` in chunks, uncompiled (transformers
+        would compile a graph for every chunk's shape), and return what `generate` continues from the cache with:
+        the token sequences (the images were read)."""
+        head = {k: v[:, :-1] if k in SEQUENCE_INPUTS else v for k, v in inputs.items()}
+        self.model.generate(**head, past_key_values=cache, max_new_tokens=1, min_new_tokens=0, do_sample=False,
+                            temperature=None, top_p=None, top_k=None, prefill_chunk_size=chunk, disable_compile=True)
+        return {k: v for k, v in inputs.items() if k in SEQUENCE_INPUTS}
+
     def _static_decoder(self):
         """The static-cache decoder when compiling is on (CUDA by default) and possible here, else None."""
         wanted = self.options.compile if self.options.compile is not None else self.device.startswith("cuda")
@@ -211,7 +221,8 @@ class TransformersEngine:
 
         params = sum(p.numel() for p in self.model.parameters())
         shape = shape_from_config(self.config, self.options.model, params=params)
-        return StaticDecoder(self.model, shape, self.device, self.dtype, largest_batch=self.options.batch_size)
+        return StaticDecoder(self.model, shape, self.device, self.dtype, largest_batch=self.options.batch_size,
+                             prefill_chunk=self.options.prefill_chunk)
 
     def _load_model(self, model: str):
         from transformers import AutoModelForMultimodalLM
@@ -330,6 +341,8 @@ class TransformersEngine:
         inputs = self._inputs(requests)
         length = inputs["input_ids"].shape[1]
         static = self.static.plan(count, length, max_new) if self.static else None
+        if static is not None and static.chunk and "input_features" in inputs:  # raw audio does not split in chunks
+            static = None
         # transformers drafts on a dynamic cache only, whose launch-bound steps cost about 4x a compiled static step
         # on a GPU (DESIGN.md: 97.5 vs 22 ms at batch 1) against a reported 1.9-2.4x from drafting: the drafter
         # takes the single requests that do not get the static path (prompts too long for its cache, no compile).
@@ -361,6 +374,8 @@ class TransformersEngine:
             # no_grad, as transformers' own generate, on the compiled path: CUDA graphs and tensors made under
             # inference_mode have had issues together (pytorch#135892); nothing is gained there either way.
             with torch.no_grad() if static is not None else torch.inference_mode():
+                if static is not None and static.chunk:
+                    inputs = self._prefill_in_chunks(inputs, kwargs["past_key_values"], static.chunk)
                 out = self.model.generate(**inputs, **kwargs)
         except Exception as exc:
             if static is None:

@@ -270,6 +270,57 @@ def test_batches_shrink_to_what_the_static_path_fits(tiny_checkpoint, plain, eag
     assert [(c["batch"], c["static"]) for c in calls] == [(2, True), (2, True)]
 
 
+def test_a_prompt_whose_prefill_does_not_fit_at_once_prefills_in_chunks(tiny_checkpoint, plain, eager_backend,
+                                                                         monkeypatch):
+    """A long notes prompt on a GPU with too little memory for its one-shot prefill: prefilled in chunks into the
+    static cache without compiling, then decoded compiled, to the dynamic path's answer."""
+    from mediapipe_g4.engine import TextPart
+
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True, prefill_chunk=64))
+    text = " ".join(f"Line {i}: the payment service." for i in range(40))
+    request = EngineRequest("notes", (TextPart(text), TextPart("Summarize.")),
+                            settings=GenerationSettings(max_new_tokens=20, greedy=True))
+    length, shape = fast._inputs([request])["input_ids"].shape[1], fast.static.shape
+    caches = [shape.kv_bytes(n, 4) for n in (length_bucket(length + 20), 2 * length_bucket(length + 20))]
+    chunked = max(caches) + prefill_workspace(shape, 64, length, "float32")
+    at_once = min(caches) + prefill_workspace(shape, length, length, "float32")
+    assert length > 64 and chunked < at_once
+    monkeypatch.setattr(static_decode, "free_memory", lambda device: (chunked + at_once) / 2 / static_decode.HEADROOM)
+    calls = []
+    original = fast.model.generate
+    fast.model.generate = lambda **kw: calls.append((kw["input_ids"].shape[1], kw.get("prefill_chunk_size"),
+                                                     "compile_config" in kw)) or original(**kw)
+    assert fast.generate([request]) == plain.generate([request])
+    assert calls == [(length - 1, 64, False), (length, None, True)]  # the chunks, then from the cache, compiled
+
+
+@pytest.mark.parametrize("chunk", [7, 64])  # chunks shorter and longer than the window; the slide spans chunks
+def test_chunks_into_the_ring_cache_as_into_transformers_static_cache(tiny_checkpoint, plain, tmp_path, chunk):
+    """With a slide, chunked prefill follows transformers' own static-cache masks (a slide's tokens in one chunk
+    cannot see its tokens in the next; its forward with a dynamic cache composes that mask a little differently):
+    the same logits as transformers' StaticCache, whose sliding layers shift instead of ringing."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForMultimodalLM, StaticCache
+
+    from mediapipe_g4.engine import ImagePart, TextPart
+
+    Image.new("RGB", (320, 240), (200, 40, 40)).save(tmp_path / "slide.png")
+    text = " ".join(f"Line {i}: the payment service." for i in range(40))
+    request = EngineRequest("notes", (TextPart(text), ImagePart(str(tmp_path / "slide.png")), TextPart("Summarize.")),
+                            image_tokens=70)
+    model = AutoModelForMultimodalLM.from_pretrained(str(tiny_checkpoint), dtype=torch.float32).eval()
+    static_decode.static_step_masks(model)
+    inputs = plain._inputs([request])
+    config = model.config.get_text_config(decoder=True)
+    runs = [model.generate(**inputs, max_new_tokens=6, do_sample=False, output_scores=True,
+                           return_dict_in_generate=True, prefill_chunk_size=chunk, disable_compile=True,
+                           past_key_values=cache)
+            for cache in (StaticCache(config=config, max_cache_len=2048), static_cache(config, 2048))]
+    assert torch.equal(runs[0].sequences, runs[1].sequences)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(runs[0].scores, runs[1].scores, strict=True))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="no C++ compiler")
 def test_inductor_compiled_decoding_gives_the_dynamic_answers(tiny_checkpoint, plain):
