@@ -42,10 +42,11 @@ HEADROOM = 0.85  # of the free memory, for the cache and the prefill's activatio
 # as wide (copies pad the batch) and as long: tracing a new shape costs seconds per process (~0.26 s a layer with
 # the kernels on disk, ~1.5 s a layer without, on 2 CPU cores), more than a few padded rows or masked slots.
 REUSE_BATCH, REUSE_LENGTH = 4, 2
-# A batch of one compiles a shape this many times its length: a longer request of one often follows (the notes,
-# ~1.5x the names' prompt) and then takes the same shape. Slack costs one row little with ring sliding layers:
-# the 12B's global layers read 16 KB a token of cache (0.27 GB a step at 16 k, ~1% of the weights).
-RESERVE_ONE = 2
+# A batch of one compiles a shape this many times its length: a longer request of one follows (the notes after
+# the names: about the same prompt, but 4096 answer tokens against 400) and then takes the same shape. Slack
+# costs one row little with ring sliding layers: the 12B's global layers read 16 KB a token of cache, so 3 x 8 k
+# tokens of slack are 0.4 GB a step (~1.6 % of the weights, ~0.1 ms on an H100), against a trace of seconds.
+RESERVE_ONE = 4
 
 
 def length_bucket(tokens: int) -> int:
@@ -174,7 +175,7 @@ def ring_mask(cache: Any, attention_mask: Any, like: Any = None) -> Any:
     exists (>= 0) and is not left padding."""
     import torch
 
-    ring = next(layer for layer in cache.layers if layer.is_sliding)
+    ring = next(layer for layer in cache.layers if isinstance(layer, layer_classes()[0]))
     window = ring.max_cache_len
     query = attention_mask.shape[-1] - 1 if attention_mask is not None else int(ring.cumulative_length)
     slots = torch.arange(window, device=ring.device)

@@ -229,7 +229,7 @@ def test_the_cache_held_is_counted_once(tiny_checkpoint, monkeypatch):
     free(prefill_workspace(shape, 100, 100, "float32", batch=1))
     decoder._cache_key = None
     assert decoder.plan(1, 100, 2900) is None  # 1 x 3072 is 3/4 of the held cache's size
-    decoder._cache_key = (4, 1024)  # ... and fits in its place (1 x 6144, reserved for a batch of one, does not)
+    decoder._cache_key = (4, 1024)  # ... and fits in its place (1 x 8192, reserved for a batch of one, does not)
     assert decoder.plan(1, 100, 2900) == static_decode.StaticBatch(1, 3072)
 
 
@@ -247,15 +247,16 @@ def test_a_compiled_shape_serves_batches_up_to_four_times_narrower_and_half_as_l
     assert decoder.plan(7, 500, 100) == static_decode.StaticBatch(8, 2048)  # the least work of those that serve
 
 
-def test_a_batch_of_one_compiles_a_shape_twice_as_long(tiny_checkpoint):
-    """The names then the notes (about 1.5x as long), each a batch of one: one compiled shape for both."""
+def test_a_batch_of_one_compiles_a_shape_four_times_as_long(tiny_checkpoint):
+    """The names then the notes (the same prompt, 400 then 4096 answer tokens), each a batch of one: one
+    compiled shape for both."""
     decoder = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True)).static
-    assert decoder.plan(1, 1500, 200) == static_decode.StaticBatch(1, 4096)  # 2048 needed
-    assert decoder.plan(2, 1500, 200) == static_decode.StaticBatch(2, 2048)  # wider batches: their own length
-    assert decoder.plan(1, 1500, 200, reuse=False) == static_decode.StaticBatch(1, 2048)
-    decoder._compiled.add((1, 4096))
-    assert decoder.plan(1, 2500, 400) == static_decode.StaticBatch(1, 4096)  # the longer one: the same shape
-    assert decoder.plan(1, 7000, 1000) == static_decode.StaticBatch(1, 8192)  # the tiny model's whole context
+    assert decoder.plan(1, 1000, 400) == static_decode.StaticBatch(1, 6144)  # 1536 needed
+    assert decoder.plan(2, 1000, 400) == static_decode.StaticBatch(2, 1536)  # wider batches: their own length
+    assert decoder.plan(1, 1000, 400, reuse=False) == static_decode.StaticBatch(1, 1536)
+    assert decoder.plan(1, 3000, 400) == static_decode.StaticBatch(1, 8192)  # 4 x 4096, cut to the whole context
+    decoder._compiled.add((1, 6144))
+    assert decoder.plan(1, 1000, 4096) == static_decode.StaticBatch(1, 6144)  # the notes: the same shape
 
 
 def test_batches_shrink_to_what_the_static_path_fits(tiny_checkpoint, plain, eager_backend, monkeypatch):
