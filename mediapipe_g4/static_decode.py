@@ -131,14 +131,14 @@ def layer_classes() -> tuple[type, type]:
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-            count, window, past = key_states.shape[-2], self.max_cache_len, self.length
+            count, window = key_states.shape[-2], self.max_cache_len
             if count == 1 and self.prefilled:
                 slot = (self.cumulative_length % window).view(1)
                 self.keys.index_copy_(2, slot, key_states)
                 self.values.index_copy_(2, slot, value_states)
                 self.cumulative_length.add_(1)
                 return self.keys, self.values
-            keys, values = key_states, value_states
+            keys, values, past = key_states, value_states, self.length  # a Python int: prefill only
             if past:  # the window before the chunk, oldest first: slots [0, past), or the ring from slot past % window
                 before = [self.keys[:, :, :past], self.values[:, :, :past]] if past <= window else \
                     [torch.roll(held, -(past % window), dims=2) for held in (self.keys, self.values)]

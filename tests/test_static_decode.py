@@ -69,6 +69,27 @@ def test_ring_cache_decodes_past_the_window_as_the_dynamic_cache(tiny_checkpoint
     assert sliding and all(layer.keys.shape[-2] == 16 for layer in sliding)  # the window, not the 128 tokens
 
 
+def test_prompts_of_other_lengths_reuse_the_compiled_step(tiny_checkpoint):
+    """The prefill's Python counts (`length`) change per request; the compiled step must not depend on them."""
+    import torch
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForMultimodalLM, CompileConfig
+
+    model = AutoModelForMultimodalLM.from_pretrained(str(tiny_checkpoint), dtype=torch.float32).eval()
+    static_decode.static_step_masks(model)
+    cache = static_cache(model.config.get_text_config(decoder=True), 128)
+    config = CompileConfig(fullgraph=False, dynamic=False, backend="eager")
+    config._compile_all_devices = True
+    torch._dynamo.reset()
+    counters.clear()
+    for length in (40, 33, 50, 10):
+        ids, mask = _ids(batch=2, length=length, padding=(0, 3))
+        cache.reset()
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False, past_key_values=cache,
+                       compile_config=config)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
 def test_the_prefill_attends_to_the_prompt_and_the_steps_to_the_cache(tiny_checkpoint):
     """The prefill's masks (and keys) are the prompt's length, not the cache's; a step's are the global layers'
     whole cache and the sliding layers' window."""
