@@ -468,14 +468,43 @@ def drafter_cost(engine: BenchEngine, drafter: Any, waveform: np.ndarray, new_to
 # --------------------------------------------------------------------------- stages
 
 
-def synthetic_transcript(turns: list[SpeakerTurn], tokenizer: Any) -> list[Segment]:
-    """Lines with as many tokens as real speech has with Gemma's tokenizer (about 2.5 words a second,
-    1.3 tokens a word), made of words that are one token each in the tiny tokenizer."""
+def one_token_words(tokenizer: Any) -> list[str]:
+    """Words that are one token each, also four in a row (the tiny tokenizer's)."""
     pool = []
     for token_id in range(tokenizer.vocab_size):
         word = tokenizer.decode([token_id]).strip()
         if word.isalpha() and len(tokenizer(" ".join([word] * 4), add_special_tokens=False)["input_ids"]) == 4:
             pool.append(word)
+    return pool
+
+
+def long_notes(engine: BenchEngine, words: list[str], tokens: int, new_tokens: int) -> tuple[float, float, str]:
+    """(seconds, peak GB, path) of one text-only notes request of about `tokens` tokens, prompt and answer,
+    through the engine (one run: a new shape's compile included); the path says how it was prefilled."""
+    text = " ".join(np.random.default_rng(2).choice(words, size=max(1, tokens - new_tokens - 64)))
+    request = EngineRequest("notes", (TextPart(text),), settings=GenerationSettings(max_new_tokens=new_tokens,
+                                                                                     greedy=True))
+    engine.fix_decode_length(new_tokens)
+    calls: list[dict[str, Any]] = []
+    original = engine.model.generate
+    engine.model.generate = lambda **kw: calls.append(kw) or original(**kw)
+    try:
+        seconds = timed(engine.device, lambda: engine.generate([request]))
+    finally:
+        del engine.model.generate  # the instance attribute; the class's method again
+    if any(c.get("disable_compile") for c in calls):
+        path = f"static cache, prefilled in chunks of {engine.options.prefill_chunk}, compiled decoding"
+    elif any("compile_config" in c for c in calls):
+        path = "static cache, prefilled at once, compiled decoding"
+    else:
+        path = "dynamic cache" + (", prefilled in chunks" if any(c.get("prefill_chunk_size") for c in calls) else "")
+    return seconds, peak_gb(engine.device), path
+
+
+def synthetic_transcript(turns: list[SpeakerTurn], tokenizer: Any) -> list[Segment]:
+    """Lines with as many tokens as real speech has with Gemma's tokenizer (about 2.5 words a second,
+    1.3 tokens a word), made of words that are one token each in the tiny tokenizer."""
+    pool = one_token_words(tokenizer)
     rng = np.random.default_rng(1)
     return [
         Segment(t.start, t.end, t.speaker,
@@ -663,9 +692,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--parts",
-        default="stages,long,drafter",
+        default="stages,long,notes-long,drafter",
         help="what to time: stages (diarization, the model stages, prefill and decode per --decode mode), "
-        "long (the long prefills), drafter; split a GPU run into commands that each fit a time limit",
+        "long (the long prefills per attention variant), notes-long (a notes request of each --long length "
+        "through the engine's static path), drafter; split a GPU run into commands that each fit a time limit",
     )
     p.add_argument("--json", default=None, help="write the figures here (after every part, so a run cut short keeps them)")
     args = p.parse_args(argv)
@@ -746,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     figures: dict[str, Any] = {}
     parts = {x.strip() for x in args.parts.split(",") if x.strip()}
-    if unknown := parts - {"stages", "long", "drafter"}:
+    if unknown := parts - {"stages", "long", "notes-long", "drafter"}:
         p.error(f"unknown --parts {', '.join(sorted(unknown))}")
 
     def done(part: str) -> None:
@@ -799,6 +829,25 @@ def main(argv: list[str] | None = None) -> int:
                 info["flex_kernel_options"] = str(long_attention.FLEX.options)
             done(f"long prefill {tokens} ({attention})")
     model.set_attn_implementation({"text_config": "sdpa"})
+
+    # The same lengths as one notes request through the engine, as `summarize` runs it: the static path
+    # (prefilled at once, or in chunks when that does not fit) and compiled decoding, or the dynamic cache.
+    if "notes-long" in parts:
+        engine.options = replace(engine.options, prefill_chunk=args.chunk)
+        engine.set_decode("static")
+        words = one_token_words(processor.tokenizer)
+        for tokens in (int(x) for x in args.long.split(",") if x.strip()):
+            name = f"long_notes_{tokens}"
+            try:
+                figures[f"{name}_s"], figures[f"{name}_peak_gb"], info[f"{name}_path"] = long_notes(
+                    engine, words, tokens, args.max_new_tokens)
+            except Exception as exc:
+                if not is_oom(exc) and not isinstance(exc, RuntimeError):
+                    raise
+                figures[f"{name}_s"] = reason(exc)
+            reset_peak(device)
+            done(f"long notes {tokens}")
+        engine.set_decode("dynamic")
 
     if "drafter" in parts and args.assistant == "none":
         figures["drafter_overhead_ms_per_token"] = "skipped: no drafter"

@@ -19,6 +19,7 @@ PER_MODE = [
 EXPECTED = [
     "diarize_s", "diarize_vad_s", "diarize_embed_cluster_s", "prefill_tokens_per_s_batch1", "prefill_tokens_per_s_notes", "long_prefill_2048_s", "long_prefill_2048_tokens_per_s",
     "long_prefill_2048_peak_gb", "long_prefill_2048_s_lower-right", "long_prefill_2048_s_flex",
+    "long_notes_2048_s", "long_notes_2048_peak_gb",
     "drafter_overhead_ms_per_token", "drafter_step_ms",
     "drafter_ms_per_token_plain", "drafter_ms_per_token_assisted", "drafter_steps_per_token", "peak_gb",
 ] + [f"{name}_{mode}" for name in PER_MODE for mode in ("dynamic", "static")]  # fmt: skip
@@ -75,6 +76,7 @@ def test_gpu_throughput_smoke(tmp_path):
     assert 3.25 * info["speech_s"] <= info["transcribe_answer_tokens"] <= 3.25 * info["speech_s"] + \
         info["transcription_requests"]
     assert info["transcribe_answer_tokens_max"] > info["transcribe_answer_tokens"] / info["transcription_requests"]
+    assert info["long_notes_2048_path"].startswith("static cache")  # the engine's path on the CPU with --compile
     assert info["diarize_turns"] >= 10  # voices were embedded and clustered, not skipped as non-speech
     for name in ("transcribe_rtf_static", "decode_ms_per_step_batch1_static", "decode_ms_per_step_notes_static",
                  "long_prefill_2048_s",
