@@ -697,6 +697,9 @@ def main(argv: list[str] | None = None) -> int:
         "long (the long prefills per attention variant), notes-long (a notes request of each --long length "
         "through the engine's static path), drafter; split a GPU run into commands that each fit a time limit",
     )
+    p.add_argument("--static-free-gb", type=float, default=None,
+                   help="the free memory the static path plans with (default: the device's): e.g. what a 40 GB card "
+                   "would leave, so that long notes prefill in chunks into the static cache on a bigger one")
     p.add_argument("--json", default=None, help="write the figures here (after every part, so a run cut short keeps them)")
     args = p.parse_args(argv)
     if args.smoke:
@@ -712,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.layers < 1 or (args.layers != 48 and args.shape != "12b"):
         p.error("--layers takes a positive count, with --shape 12b")
     static_decode.COMPILE_BACKEND = args.compile_backend
+    if args.static_free_gb is not None:
+        static_decode.free_memory = lambda device: args.static_free_gb * 2**30
 
     import torch
 
@@ -772,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes_new_tokens": 0 if args.no_notes else args.notes_new_tokens,
         "names_new_tokens": 0 if args.no_notes else args.names_new_tokens,
         "budget_warning": warning,
+        "static_free_gb": args.static_free_gb,
         "build_s": build_s,
     }
     figures: dict[str, Any] = {}

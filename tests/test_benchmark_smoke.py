@@ -158,3 +158,17 @@ def test_compile_time_prints_what_a_shape_costs(tmp_path):
     line = run.stdout.strip().splitlines()[-1]
     first, second, traced = (float(x) for x in re.findall(r"(?:first call|second|compile_inner) ([\d.]+) s", line))
     assert first > second >= 0 and traced > 0 and "shapes [(2, 1024)]" in line
+
+
+@pytest.mark.slow
+def test_long_notes_take_the_static_path_in_chunks_when_at_once_does_not_fit(tmp_path):
+    """--static-free-gb: 25 MB leaves the tiny model's 2048-token notes room for 1024-token chunks only."""
+    out = tmp_path / "notes.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_throughput.py"), "--smoke", "--parts",
+                          "notes-long", "--static-free-gb", "0.025", "--json", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["info"]["long_notes_2048_path"] == \
+        "static cache, prefilled in chunks of 1024, compiled decoding"
+    assert isinstance(data["figures"]["long_notes_2048_s"], float)
