@@ -315,8 +315,11 @@ def static_step_masks(model: Any) -> None:
     step's host time in a profile. A decoded token is text, so the overlay is a no-op for a one-token query,
     as it is for a prompt without images; other prompts keep it.
     """
-    make_masks = getattr(model, "create_masks_for_generate", None)
-    if make_masks is None or getattr(make_masks, "static_step_masks", False):
+    from transformers import masking_utils
+
+    # a model without its own (text-only Gemma 4) gets generate's default, wrapped
+    make_masks = getattr(model, "create_masks_for_generate", masking_utils.create_masks_for_generate)
+    if getattr(make_masks, "static_step_masks", False):
         return
 
     def masks(*args: Any, **kwargs: Any) -> Any:

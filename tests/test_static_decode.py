@@ -381,3 +381,31 @@ def test_requests_with_images_give_the_dynamic_answers(tiny_checkpoint, plain, e
     prefill, steps = made[0], made[1:]
     assert prefill[0] > 100 and prefill[1]  # the prompt's masks have the overlay
     assert steps and all(step == (1, False) for step in steps)  # the steps' do not
+
+
+def test_a_text_only_gemma4_with_shared_kv_decodes_on_the_ring_cache():
+    """E2B/E4B-like layers (the last two reuse earlier layers' K/V; no cache of their own) in a model without
+    its own mask builder (generate's default is wrapped): the same tokens as the dynamic cache, compiled, and
+    prefilled in chunks."""
+    import torch
+    from transformers import AutoModelForCausalLM, CompileConfig, Gemma4TextConfig
+
+    text = Gemma4TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, global_head_dim=32,
+                            sliding_window=16, num_kv_shared_layers=2, hidden_size_per_layer_input=8,
+                            vocab_size_per_layer_input=300, layer_types=["sliding_attention", "full_attention"] * 2,
+                            eos_token_id=1, pad_token_id=0, bos_token_id=2)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(text).eval()
+    static_decode.static_step_masks(model)
+    ids, mask = _ids(batch=2, padding=(0, 5))
+    settings = {"max_new_tokens": 25, "min_new_tokens": 25, "do_sample": False}
+    config = CompileConfig(fullgraph=False, dynamic=False, backend="eager")
+    config._compile_all_devices = True
+    cache = static_cache(model.config, 128)
+    with torch.no_grad():
+        expected = model.generate(input_ids=ids, attention_mask=mask, **settings)
+        for extra in ({"compile_config": config}, {"prefill_chunk_size": 7, "disable_compile": True}):
+            cache.reset()
+            assert torch.equal(model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **extra,
+                                              **settings), expected), extra
