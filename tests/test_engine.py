@@ -233,17 +233,11 @@ def test_drafter_for_the_e2b_family():
     """E2B/E4B targets share K/V themselves (transformers marks their producers): nothing to mark, and a drafter
     of `gemma4_assistant` type drafts to the same greedy tokens."""
     import torch
-    from transformers import AutoModelForCausalLM, Gemma4TextConfig
+    from tiny_model import shared_kv_text_model
 
     from mediapipe_g4.drafter import random_drafter, share_kv_with_drafter
 
-    text = Gemma4TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, global_head_dim=32,
-                            sliding_window=16, num_kv_shared_layers=2, hidden_size_per_layer_input=8,
-                            vocab_size_per_layer_input=300, layer_types=["sliding_attention", "full_attention"] * 2,
-                            eos_token_id=1, pad_token_id=0, bos_token_id=2)
-    torch.manual_seed(0)
-    target = AutoModelForCausalLM.from_config(text).eval()
+    target = shared_kv_text_model()
     assert share_kv_with_drafter(target) == []
     drafter = random_drafter(target.config, hidden=32, intermediate=64)
     assert type(drafter).__name__ == "Gemma4AssistantForCausalLM"

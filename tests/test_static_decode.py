@@ -388,15 +388,10 @@ def test_a_text_only_gemma4_with_shared_kv_decodes_on_the_ring_cache():
     its own mask builder (generate's default is wrapped): the same tokens as the dynamic cache, compiled, and
     prefilled in chunks."""
     import torch
-    from transformers import AutoModelForCausalLM, CompileConfig, Gemma4TextConfig
+    from tiny_model import shared_kv_text_model
+    from transformers import CompileConfig
 
-    text = Gemma4TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, global_head_dim=32,
-                            sliding_window=16, num_kv_shared_layers=2, hidden_size_per_layer_input=8,
-                            vocab_size_per_layer_input=300, layer_types=["sliding_attention", "full_attention"] * 2,
-                            eos_token_id=1, pad_token_id=0, bos_token_id=2)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(text).eval()
+    model = shared_kv_text_model()
     static_decode.static_step_masks(model)
     ids, mask = _ids(batch=2, padding=(0, 5))
     settings = {"max_new_tokens": 25, "min_new_tokens": 25, "do_sample": False}

@@ -184,6 +184,20 @@ def build_tiny_drafter(folder: str | Path, target: str | Path, *, seed: int = 1)
     return Path(folder)
 
 
+def shared_kv_text_model(seed: int = 0):
+    """A tiny random text-only `gemma4` model shaped like E2B/E4B: its last two layers reuse earlier layers' K/V."""
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma4TextConfig
+
+    text = Gemma4TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, global_head_dim=32,
+                            sliding_window=16, num_kv_shared_layers=2, hidden_size_per_layer_input=8,
+                            vocab_size_per_layer_input=300, layer_types=["sliding_attention", "full_attention"] * 2,
+                            eos_token_id=1, pad_token_id=0, bos_token_id=2)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(text).eval()
+
+
 if __name__ == "__main__":  # python tests/tiny_model.py /tmp/tiny-gemma4
     import sys
 
