@@ -88,33 +88,40 @@ def layer_classes() -> tuple[type, type]:
     import torch
     from transformers.cache_utils import StaticLayer
 
-    class PrefixLayer(StaticLayer):
+    class PrefilledLayer(StaticLayer):
+        """A static layer that counts what its prefill chunks wrote: `prefilled`, a bool constant while decoding
+        (compiled code reads it), and `length`, a Python int read outside compiled code only (a compiled step
+        that read it would be specialised on each prompt's length)."""
+
+        def __init__(self, max_cache_len: int):
+            super().__init__(max_cache_len=max_cache_len)
+            self.prefilled, self.length = False, 0
+
+        def decoding(self, count: int) -> bool:
+            """Whether `count` new tokens are a decoding step (one token after a prefill) or a prefill chunk."""
+            return count == 1 and self.prefilled
+
+        def reset(self) -> None:
+            super().reset()
+            self.prefilled, self.length = False, 0
+
+    class PrefixLayer(PrefilledLayer):
         """A global layer's keys and values, all `max_cache_len` slots. A prefill chunk (uncompiled) attends over
         the slots written so far, not the whole buffer (a quarter of the work when the buffer is twice the
         prompt); a decoding step over the whole buffer (fixed shapes), masked."""
 
-        def __init__(self, max_cache_len: int):
-            super().__init__(max_cache_len=max_cache_len)
-            self.prefilled = False  # a prefill chunk was written; constant while decoding (compiled code reads it)
-            self.length = 0  # tokens the prefill chunks wrote (read outside compiled code only)
-
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             keys, values = super().update(key_states, value_states, *args, **kwargs)
-            if key_states.shape[-2] == 1 and self.prefilled:
+            if self.decoding(key_states.shape[-2]):
                 return keys, values
             self.length += key_states.shape[-2]
             self.prefilled = True
             return keys[:, :, :self.length], values[:, :, :self.length]
 
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-            decoding = query_length == 1 and self.prefilled
-            return (self.max_cache_len, 0) if decoding else (self.length + query_length, 0)
+            return (self.max_cache_len, 0) if self.decoding(query_length) else (self.length + query_length, 0)
 
-        def reset(self) -> None:
-            super().reset()
-            self.prefilled, self.length = False, 0
-
-    class RingLayer(StaticLayer):
+    class RingLayer(PrefilledLayer):
         """A sliding-window layer's keys and values in `window` slots: position p lives in slot p % window.
 
         A prefill chunk (uncompiled) attends over the window before it (the ring in position order) and itself,
@@ -123,16 +130,11 @@ def layer_classes() -> tuple[type, type]:
 
         is_sliding = True
 
-        def __init__(self, window: int):
-            super().__init__(max_cache_len=window)
-            self.prefilled = False  # a prefill chunk was written; constant while decoding (compiled code reads it)
-            self.length = 0  # tokens the prefill chunks wrote (read outside compiled code only)
-
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             count, window = key_states.shape[-2], self.max_cache_len
-            if count == 1 and self.prefilled:
+            if self.decoding(count):
                 slot = (self.cumulative_length % window).view(1)
                 self.keys.index_copy_(2, slot, key_states)
                 self.values.index_copy_(2, slot, value_states)
@@ -153,21 +155,18 @@ def layer_classes() -> tuple[type, type]:
             return keys, values
 
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-            if query_length == 1 and self.prefilled:  # decoding: the ring's slots (ring_mask replaces the mask)
+            if self.decoding(query_length):  # the ring's slots (ring_mask replaces the mask)
                 return self.max_cache_len, 0
             past, window = self.length, self.max_cache_len
             return min(past, window) + query_length, max(0, past - window)
 
-        def reset(self) -> None:
-            super().reset()
-            self.prefilled, self.length = False, 0
-
     return RingLayer, PrefixLayer
 
 
-def ring_mask(cache: Any, attention_mask: Any, like: Any = None) -> Any:
-    """The sliding layers' mask for one decoding step on a ring cache (batch x 1 x 1 x window), typed as `like`
-    (transformers' mask for the step: boolean, or additive floats), boolean without it.
+def ring_mask(ring: Any, attention_mask: Any, like: Any = None) -> Any:
+    """The sliding layers' mask for one decoding step on a ring cache (batch x 1 x 1 x window) whose sliding
+    layers are like `ring` (one of them, prefilled), typed as `like` (transformers' mask for the step: boolean,
+    or additive floats), boolean without it.
 
     The token decoded now is at position q: the 2-D padding mask's length - 1 (generate grows it a column a
     step), or without one (no padding) the ring's count of tokens written. After its write, slot j holds
@@ -175,7 +174,6 @@ def ring_mask(cache: Any, attention_mask: Any, like: Any = None) -> Any:
     exists (>= 0) and is not left padding."""
     import torch
 
-    ring = next(layer for layer in cache.layers if isinstance(layer, layer_classes()[0]))
     window = ring.max_cache_len
     query = attention_mask.shape[-1] - 1 if attention_mask is not None else int(ring.cumulative_length)
     slots = torch.arange(window, device=ring.device)
@@ -329,11 +327,13 @@ def static_step_masks(model: Any) -> None:
                 decoding or not bool(((types == 1) | (types == 2)).any())):  # 1, 2: image, video
             kwargs["mm_token_type_ids"] = None
         made = make_masks(*args, **kwargs)
-        cache = kwargs.get("past_key_values")
-        if decoding and isinstance(made, dict) and "sliding_attention" in made and any(
-                isinstance(layer, layer_classes()[0]) and layer.prefilled for layer in getattr(cache, "layers", ())):
-            made = {**made, "sliding_attention": ring_mask(cache, kwargs.get("attention_mask"),
-                                                           made["sliding_attention"])}
+        if decoding and isinstance(made, dict) and "sliding_attention" in made:
+            ring_class = layer_classes()[0]
+            ring = next((layer for layer in getattr(kwargs.get("past_key_values"), "layers", ())
+                         if isinstance(layer, ring_class) and layer.prefilled), None)
+            if ring is not None:
+                made = {**made, "sliding_attention": ring_mask(ring, kwargs.get("attention_mask"),
+                                                               made["sliding_attention"])}
         return made
 
     masks.static_step_masks = True  # type: ignore[attr-defined]
