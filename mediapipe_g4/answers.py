@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,6 +24,15 @@ from .engine import AudioPart, Engine, EngineRequest, ImagePart, TextPart
 log = logging.getLogger("mediapipe_g4")
 
 Hook = Callable[[str, int, int], None]
+
+# C0 and C1 control characters other than tab, newline and carriage return: a random or byte-fallback token
+# can decode to them (NUL included), and they have no place in a transcript, a subtitle file or a report.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def printable(answer: str) -> str:
+    """A model answer without control characters (the cache keeps the answer as the model gave it)."""
+    return _CONTROL.sub("", answer)
 
 
 def request_key(request: EngineRequest) -> str:
@@ -89,31 +99,30 @@ class CachedEngine:
         done = len(requests) - len(todo)
         if hook:
             hook(step, done, len(requests))
-        if todo:
-            # Longest first within the model's own batching; chunks keep similar lengths together.
-            todo.sort(key=lambda i: -requests[i].tokens)
-            if getattr(self.engine, "streams_answers", False):
-                # A server engine hands back each answer as it finishes (many in flight): keep each at once,
-                # so a kill loses only the answers in flight.
-                for pos, text in self.engine.iter_generate([requests[i] for i in todo]):
-                    i = todo[pos]
-                    write_json(self._path(keys[i]), {"kind": requests[i].kind, "start": requests[i].start,
-                                                     "end": requests[i].end, "answer": text})
-                    answers[i] = text
-                    self.generated += 1
-                    done += 1
-                    if hook:
-                        hook(step, done, len(requests))
-                return [a if a is not None else "" for a in answers]
-            for lo in range(0, len(todo), self.chunk_size):
-                chunk = todo[lo : lo + self.chunk_size]
-                texts = self.engine.generate([requests[i] for i in chunk])
-                for i, text in zip(chunk, texts, strict=True):
-                    write_json(self._path(keys[i]), {"kind": requests[i].kind, "start": requests[i].start,
-                                                     "end": requests[i].end, "answer": text})
-                    answers[i] = text
-                self.generated += len(chunk)
-                done += len(chunk)
+
+        def keep(i: int, text: str) -> None:
+            write_json(self._path(keys[i]), {"kind": requests[i].kind, "start": requests[i].start,
+                                             "end": requests[i].end, "answer": text})
+            answers[i] = text
+
+        # Longest first within the model's own batching; chunks keep similar lengths together.
+        todo.sort(key=lambda i: -requests[i].tokens)
+        if todo and getattr(self.engine, "streams_answers", False):
+            # A server engine hands back each answer as it finishes (many in flight): keep each at once,
+            # so a kill loses only the answers in flight.
+            for pos, text in self.engine.iter_generate([requests[i] for i in todo]):
+                keep(todo[pos], text)
+                self.generated += 1
+                done += 1
                 if hook:
                     hook(step, done, len(requests))
-        return [a if a is not None else "" for a in answers]
+            todo = []
+        for lo in range(0, len(todo), self.chunk_size):
+            chunk = todo[lo : lo + self.chunk_size]
+            for i, text in zip(chunk, self.engine.generate([requests[i] for i in chunk]), strict=True):
+                keep(i, text)
+            self.generated += len(chunk)
+            done += len(chunk)
+            if hook:
+                hook(step, done, len(requests))
+        return [printable(a) if a is not None else "" for a in answers]

@@ -24,7 +24,7 @@ import numpy as np
 
 from .atomic import atomic_path, write_json
 from .errors import FFmpegNotFound, MediaError
-from .records import SAMPLE_RATE, AudioStream, Keyframe, MediaInfo, VideoStream
+from .records import SAMPLE_RATE, AudioStream, Keyframe, MediaInfo, VideoStream, clock
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -325,6 +325,17 @@ def _open_waveform(path: Path) -> np.ndarray:
     if size < 4:
         return np.zeros(0, dtype=np.float32)
     return np.memmap(path, dtype="<f4", mode="r", shape=(size // 4,))
+
+
+def audio_shortfall(info: MediaInfo, decoded_seconds: float) -> str | None:
+    """What to tell the user when less audio decoded than the file states (a recording cut off by a crash, a
+    full disk or an unfinished copy: FFmpeg decodes up to the damage and exits 0), or None. The transcript
+    then covers only the part that decoded, which a reader of the report has to know."""
+    stated = (info.audio_streams[0].duration if info.audio_streams else None) or info.duration
+    if not stated or decoded_seconds >= stated - max(1.0, 0.02 * stated):
+        return None
+    return (f"only the first {clock(decoded_seconds)} of the {clock(stated)} of audio the file states could be "
+            "decoded; the file may be incomplete, and the transcript covers only that part")
 
 
 # --------------------------------------------------------------------------- frames

@@ -35,7 +35,7 @@ from .planner import (
     plan_notes,
 )
 from .progress import Hook, null_hook
-from .records import STAGES, Diarization, Keyframe, MediaInfo, Segment, SpeakerTurn
+from .records import SAMPLE_RATE, STAGES, Diarization, Keyframe, MediaInfo, Segment, SpeakerTurn
 from .token_count import TokenCounter
 from .transcript import segments_from_answers
 from .transformers_engine import DEFAULT_MODEL
@@ -270,6 +270,7 @@ class Prepared:
     diarization: Diarization
     seconds: dict[str, float]  # the stages' own times
     wall: float  # their wall time (keyframes overlap the rest)
+    short: str | None = None  # less audio decoded than the file states (media.audio_shortfall), said to the user
 
 
 def prepare_recording(
@@ -299,8 +300,10 @@ def prepare_recording(
         slides.cancel()
         raise
     keyframes = slides.result()
+    if short := media.audio_shortfall(info, len(waveform) / SAMPLE_RATE):
+        log.warning("%s: %s", src.name, short)
     return Prepared(src, sha, work, info, waveform, keyframes, diarization, dict(timer.seconds),
-                    time.perf_counter() - timer.started)
+                    time.perf_counter() - timer.started, short)
 
 
 class Lookahead:
@@ -396,7 +399,9 @@ def process_recording(
     speakers = build_speakers(segments, found, overrides, diarization.speakers)
     timer.stop()
     return {
-        "source": {"path": str(src.resolve()), "name": src.name, "duration": round(info.duration, 3), "sha256": sha},
+        "source": {"path": str(src.resolve()), "name": src.name, "duration": round(info.duration, 3), "sha256": sha,
+                   "audio_duration": round(len(waveform) / SAMPLE_RATE, 3),
+                   **({"warning": prepared.short} if prepared.short else {})},
         "model": {"id": options.model, "transcribe_model": options.asr_model, "engine": options.engine,
                   **({"device": plan.memory.get("device"), "dtype": plan.memory.get("dtype")}
                      if options.engine == "transformers" else {"device": "server", "dtype": None}),

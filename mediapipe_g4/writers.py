@@ -736,6 +736,7 @@ def report_context(
             "duration": total,
             "sha256": str(source.get("sha256") or ""),
         },
+        "warning": _text(source.get("warning")),  # e.g. the file is cut off (media.audio_shortfall)
         "date": _report_date(result),
         "duration": total,
         "speakers": speakers,

@@ -55,6 +55,11 @@ def media_corpus(tmp_path_factory) -> dict[str, Path]:
            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(full))
     files["truncated"] = d / "truncated.mp4"
     files["truncated"].write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    # Its index first (as a recorder or `-movflags +faststart` writes it), then cut: the first part still decodes.
+    whole_index_first = d / "index_first.mp4"
+    ffmpeg("-i", str(full), "-c", "copy", "-movflags", "+faststart", str(whole_index_first))
+    files["cut_off"] = d / "cut_off.mp4"
+    files["cut_off"].write_bytes(whole_index_first.read_bytes()[: whole_index_first.stat().st_size // 2])
 
     files["broken_video"] = d / "broken video.mp4"  # good sound, a video stream no frame of which decodes
     ffmpeg("-i", str(SAMPLES / "standup.mp4"), "-c", "copy", "-bsf:v", "noise=amount=2", str(files["broken_video"]))

@@ -8,7 +8,7 @@ from conftest import SAMPLE_NAMES, truth
 
 from mediapipe_g4 import media
 from mediapipe_g4.errors import MediaError
-from mediapipe_g4.records import SAMPLE_RATE
+from mediapipe_g4.records import SAMPLE_RATE, AudioStream, MediaInfo
 
 
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
@@ -175,3 +175,14 @@ def test_moving_tile_beside_slides_is_ignored(tmp_path):
     found = media.keyframes(frames, tmp_path, duration=40.0)
     assert [k.time for k in found][-1] == 25.0
     assert len(found) <= 3  # the first frame, perhaps one while the tile's motion is learned, the slide
+
+
+@pytest.mark.parametrize("decoded, said", [(10.0, False), (9.1, False), (8.5, True), (2.0, True)])
+def test_audio_shortfall_is_said_past_a_second_or_two_percent(decoded, said):
+    audio = AudioStream(index=0, codec="aac", sample_rate=16000, channels=1, duration=10.0)
+    info = MediaInfo(path="x.m4a", format_name="mov", duration=10.02, start_time=0.0, size_bytes=1,
+                     audio_streams=(audio,))
+    short = media.audio_shortfall(info, decoded)
+    assert (short is not None) == said
+    if said:
+        assert short.startswith(f"only the first 00:0{int(decoded)} of the 00:10 of audio")

@@ -113,6 +113,24 @@ def test_recording_without_audio_is_a_clear_error(media_corpus, cache):
         run(media_corpus["silent_video"], cache, standup_engine_script())
 
 
+def test_a_cut_off_recording_is_said_in_the_result_and_the_reports(media_corpus, samples_dir, cache, tmp_path,
+                                                                     caplog):
+    # The file states 6 s; the first half of its bytes decode to about 3 s (a recording whose copy or writing
+    # stopped).
+    result, _, _ = run(media_corpus["cut_off"], cache, standup_engine_script())
+    source = result["source"]
+    assert source["duration"] == pytest.approx(6.0, abs=0.1) and source["audio_duration"] < 5.0
+    assert "could be decoded; the file may be incomplete" in source["warning"]
+    assert any("may be incomplete" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    write_outputs(result, tmp_path, "cut_off", ["html", "md"])
+    assert "may be incomplete" in (tmp_path / "cut_off.html").read_text()
+    assert "**Note:** only the first" in (tmp_path / "cut_off.md").read_text()
+
+    whole, _, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script())
+    assert "warning" not in whole["source"]
+    assert whole["source"]["audio_duration"] == pytest.approx(whole["source"]["duration"], abs=0.1)
+
+
 def test_a_first_run_on_a_gpu_loads_the_model_while_diarizing(samples_dir, tmp_path, monkeypatch):
     """On CUDA the transcription model loads in a thread from the start of a first run; a run whose turns are
     cached loads nothing early (its answers may all be cached too)."""

@@ -184,6 +184,17 @@ def test_cached_engine_reuses_answers_and_loads_the_model_lazily(tmp_path):
     assert fresh.generated == 1
 
 
+def test_answers_reach_the_pipeline_without_control_characters(tmp_path):
+    raw = "Hello\x00 wor\x1bld\x7f,\tsaid\x85 Bob.\nNext"  # NUL, ESC, DEL and C1: what a random model decodes
+    requests = [req(0.0, 1.0, "S1")]
+    first = CachedEngine(lambda: ScriptedEngine(lambda r: raw), tmp_path)
+    assert first.generate(requests) == ["Hello world,\tsaid Bob.\nNext"]
+    saved = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert saved["answer"] == raw  # the cache keeps what the model said
+    again = CachedEngine(lambda: pytest.fail("the cached answer is reused"), tmp_path)
+    assert again.generate(requests) == first.generate(requests)
+
+
 def test_request_key_changes_with_what_the_model_sees():
     base = req(1.0, 2.0, "S1")
     assert request_key(base) == request_key(req(1.0, 2.0, "S2"))  # the speaker label is not in the prompt
