@@ -781,6 +781,7 @@ def index_entry(result: Mapping[str, Any], outputs: Sequence[str | os.PathLike[s
         "speakers": list(names.values()),
         "summary": summary,
         "notes_error": None if summary or not isinstance(notes, Mapping) else _text(notes.get("error")) or None,
+        "warning": _text((result.get("source") or {}).get("warning")) or None,
     }
 
 
@@ -795,6 +796,7 @@ def failed_entry(source: str | os.PathLike[str], error: str) -> dict[str, Any]:
         "speakers": [],
         "summary": "",
         "notes_error": None,
+        "warning": None,
     }
 
 
@@ -827,6 +829,7 @@ def write_index(
             "speakers": [str(s) for s in entry.get("speakers") or ()],
             "summary": summary if len(summary) <= 280 else summary[:279].rsplit(" ", 1)[0] + "\u2026",
             "notes_error": _text(entry.get("notes_error")),
+            "warning": _text(entry.get("warning")),
         })
     context = {
         "title": title,

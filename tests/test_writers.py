@@ -589,6 +589,11 @@ def test_index_lists_outputs_and_failures(result, work, tmp_path):
     assert "3 recordings: 1 done, " in html and "2 failed" in html
     assert "Alice, Bob, Carol" in html and "Short daily stand-up." in html
     assert "http" not in html.replace("http-equiv", "")
+    assert "Note:" not in html
+
+    result["source"]["warning"] = "only the first 00:20 of the 01:03 of audio the file states could be <decoded>"
+    html = write_index([index_entry(result, paths)], out).read_text(encoding="utf-8")
+    assert "Note: only the first 00:20 of the 01:03 of audio the file states could be &lt;decoded&gt;." in html
 
 
 def test_markdown_renders_to_safe_html(result, work, out):
