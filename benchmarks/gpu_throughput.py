@@ -19,13 +19,15 @@ Prints a table; --json PATH writes the figures (a number, or a reason string for
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
 import platform
 import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -584,6 +586,38 @@ def run_stages(
     return out
 
 
+@contextlib.contextmanager
+def compile_watch(mode: str, figures: dict[str, Any], info: dict[str, Any]) -> Iterator[None]:
+    """What torch.compile did inside the block, into the figures: graph breaks (each splits a decode step into
+    graphs with eager code between them), graphs traced, and the compiled graphs that did not get CUDA graphs
+    (inductor then launches every kernel of every step from Python: the launch-bound decoding the static path
+    is there to avoid); the reasons into `info`. On the CPU there are no CUDA graphs, so no skips."""
+    from torch._dynamo.utils import counters
+    from torch._inductor import cudagraph_utils
+
+    skips: list[str] = []
+
+    class Skips(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            skips.append(record.getMessage())
+
+    handler = Skips(level=logging.WARNING)
+    cudagraph_utils.cudagraphs_log.addHandler(handler)
+    counters.clear()
+    try:
+        yield
+    finally:
+        cudagraph_utils.cudagraphs_log.removeHandler(handler)
+        breaks = counters["graph_break"]
+        figures[f"compile_graph_breaks_{mode}"] = sum(breaks.values())
+        figures[f"compile_graphs_{mode}"] = counters["stats"]["unique_graphs"]
+        figures[f"cudagraph_skips_{mode}"] = counters["inductor"]["cudagraph_skips"]
+        if breaks:
+            info[f"graph_break_reasons_{mode}"] = [text.split("\n", 1)[0] for text, _ in breaks.most_common(5)]
+        if skips:
+            info[f"cudagraph_skip_reasons_{mode}"] = list(dict.fromkeys(skips))[:5]
+
+
 def prefill_decode_figures(
     engine: BenchEngine, mode: str, waveform: np.ndarray, batch: int, args: argparse.Namespace,
     notes: Sequence[EngineRequest] = (),
@@ -809,8 +843,10 @@ def main(argv: list[str] | None = None) -> int:
             stages["names"] = ([names_request(segments, args.names_new_tokens)], args.names_new_tokens)
             stages["notes"] = (with_answers(notes, lambda r: args.notes_new_tokens), args.notes_new_tokens)
         for mode in args.decode.split(","):
-            figures.update(run_stages(engine, mode, stages, audio_s, figures["diarize_s"], args))
-            figures.update(prefill_decode_figures(engine, mode, waveform, batch, args, stages.get("notes", ([],))[0]))
+            with compile_watch(mode, figures, info) if mode == "static" else contextlib.nullcontext():
+                figures.update(run_stages(engine, mode, stages, audio_s, figures["diarize_s"], args))
+                figures.update(prefill_decode_figures(engine, mode, waveform, batch, args,
+                                                      stages.get("notes", ([],))[0]))
             engine.set_decode("dynamic")  # frees the static cache before the long prefills
             done(f"stages ({mode})")
 
@@ -842,17 +878,18 @@ def main(argv: list[str] | None = None) -> int:
         engine.options = replace(engine.options, prefill_chunk=args.chunk)
         engine.set_decode("static")
         words = one_token_words(processor.tokenizer)
-        for tokens in (int(x) for x in args.long.split(",") if x.strip()):
-            name = f"long_notes_{tokens}"
-            try:
-                figures[f"{name}_s"], figures[f"{name}_peak_gb"], info[f"{name}_path"] = long_notes(
-                    engine, words, tokens, args.max_new_tokens)
-            except Exception as exc:
-                if not is_oom(exc) and not isinstance(exc, RuntimeError):
-                    raise
-                figures[f"{name}_s"] = reason(exc)
-            reset_peak(device)
-            done(f"long notes {tokens}")
+        with compile_watch("long_notes", figures, info):
+            for tokens in (int(x) for x in args.long.split(",") if x.strip()):
+                name = f"long_notes_{tokens}"
+                try:
+                    figures[f"{name}_s"], figures[f"{name}_peak_gb"], info[f"{name}_path"] = long_notes(
+                        engine, words, tokens, args.max_new_tokens)
+                except Exception as exc:
+                    if not is_oom(exc) and not isinstance(exc, RuntimeError):
+                        raise
+                    figures[f"{name}_s"] = reason(exc)
+                reset_peak(device)
+                done(f"long notes {tokens}")
         engine.set_decode("dynamic")
 
     if "drafter" in parts and args.assistant == "none":

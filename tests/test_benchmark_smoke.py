@@ -63,11 +63,20 @@ def test_gpu_throughput_smoke(tmp_path):
         f"decode_ms_per_step_batch{batch}_static",
     ]:
         assert name in figures, name
+    counts = {f"{kind}_{part}" for kind in ("compile_graph_breaks", "compile_graphs", "cudagraph_skips")
+              for part in ("static", "long_notes")}
+    assert counts <= set(figures)
     for name, value in figures.items():
         if isinstance(value, str):  # a figure that did not run says why
             assert value, name
+        elif name in counts:
+            assert isinstance(value, int) and value >= 0, (name, value)
         else:
             assert isinstance(value, (int, float)) and value > 0, (name, value)
+    # Every decode step compiled whole (a graph break would run eager code between graphs on every step); the
+    # three stages and the decode figures trace a handful of shapes; the CPU has no CUDA graphs to skip.
+    assert figures["compile_graph_breaks_static"] == 0 and "graph_break_reasons_static" not in info
+    assert 1 <= figures["compile_graphs_static"] <= 8 and figures["cudagraph_skips_static"] == 0
     # A random drafter: every generated token cost at least one draft step.
     assert isinstance(figures["drafter_step_ms"], float) and figures["drafter_steps_per_token"] >= 1
     assert abs(info["speech_s"] - 120) < 10  # 2 minutes of turns
