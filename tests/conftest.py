@@ -22,6 +22,27 @@ def truth(name: str) -> dict:
     return json.loads((SAMPLES / f"{Path(name).stem}.truth.json").read_text())
 
 
+def slides_request(folder: Path, count: int = 2):
+    """A notes-like request: 40 transcript lines, then `count` slides (63 tokens each at 70) between short texts:
+    about 960 tokens."""
+    from PIL import Image
+
+    from mediapipe_g4.engine import EngineRequest, GenerationSettings, ImagePart, TextPart
+
+    parts = [TextPart(" ".join(f"Line {i}: the payment service." for i in range(40)))]
+    for n in range(count):
+        Image.new("RGB", (320, 240), (200, 40 * n, 40)).save(folder / f"slide{n}.png")
+        parts += [ImagePart(str(folder / f"slide{n}.png")), TextPart(f"Slide {n} was shown.")]
+    return EngineRequest("notes", (*parts, TextPart("Summarize.")), settings=GenerationSettings(max_new_tokens=5),
+                         image_tokens=70)
+
+
+def image_cut(types, size: int) -> bool:
+    """Whether prefill chunks of `size` tokens cut an image or video (`mm_token_type_ids` 1 or 2) in two."""
+    media = ((types == 1) | (types == 2)).any(dim=0)
+    return any(bool(media[b - 1] and media[b]) for b in range(size, types.shape[1], size))
+
+
 def ffmpeg(*args: str) -> None:
     from mediapipe_g4.media import ffmpeg_binary
 

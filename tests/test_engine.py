@@ -7,14 +7,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, truth
+from conftest import SAMPLES, image_cut, slides_request, truth
 
 from mediapipe_g4.engine import (
     AudioPart,
     Engine,
     EngineRequest,
     GenerationSettings,
-    ImagePart,
     TextPart,
     clean_response,
 )
@@ -30,6 +29,7 @@ from mediapipe_g4.token_count import TokenCounter
 from mediapipe_g4.transformers_engine import (
     EngineOptions,
     TransformersEngine,
+    image_safe_chunk,
     load_config,
     resolve_model,
 )
@@ -155,18 +155,49 @@ def test_row_budgets_stop_each_row_at_its_own_length():
     assert criteria(torch.zeros(3, 13, dtype=torch.long), None).tolist() == [True, False, True]
 
 
-def test_long_prompts_prefill_in_chunks(tiny_checkpoint, standup):
-    chunked = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), prefill_chunk=64))
-    text = " ".join(f"Line {i}: the payment service." for i in range(40))
-    request = EngineRequest(
-        "notes", (TextPart(text), ImagePart(standup["keyframes"][0].image_path), TextPart("Summarize.")),
-        settings=GenerationSettings(max_new_tokens=5), image_tokens=70,
-    )
+def test_long_prompts_prefill_in_chunks_that_do_not_cut_an_image(tiny_checkpoint, tmp_path):
+    chunked = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), prefill_chunk=200))
+    request = slides_request(tmp_path)
+    types = chunked._inputs([request])["mm_token_type_ids"]
+    assert image_cut(types, 200)  # every 200 tokens would cut a slide
     calls = []
     original = chunked.model.generate
     chunked.model.generate = lambda **kw: calls.append(kw.get("prefill_chunk_size")) or original(**kw)
     (answer,) = chunked.generate([request])
-    assert calls == [64] and isinstance(answer, str)
+    assert len(calls) == 1 and 100 <= calls[0] < 200 and not image_cut(types, calls[0]) and isinstance(answer, str)
+
+
+def test_chunked_prefill_gives_the_one_shot_logits_when_no_image_is_cut(tiny_checkpoint, tmp_path):
+    """Image tokens attend to each other both ways; a chunk boundary inside a slide hides its later tokens from
+    its earlier ones. With boundaries outside the slides the chunked prefill is the one-shot prefill."""
+    import torch
+
+    engine = TransformersEngine(EngineOptions(model=str(tiny_checkpoint)))
+    inputs = engine._inputs([slides_request(tmp_path)])
+
+    def scores(chunk):
+        out = engine.model.generate(**inputs, max_new_tokens=4, do_sample=False, output_scores=True,
+                                    return_dict_in_generate=True, prefill_chunk_size=chunk)
+        return torch.stack(out.scores)
+
+    one_shot, safe = scores(None), image_safe_chunk(inputs, 200)
+    assert safe < 200 and (one_shot - scores(safe)).abs().max() < 1e-5
+    assert (one_shot - scores(200)).abs().max() > 1e-4  # cutting a slide is what changed the logits
+
+
+def test_image_safe_chunk_moves_boundaries_out_of_images():
+    import torch
+
+    types = torch.zeros(2, 1000, dtype=torch.long)
+    types[0, 95:160] = 1  # an image across 100: chunks of 100 would cut it at 100
+    types[1, 590:605] = 2  # a video (left-padded rows share positions)
+    size = image_safe_chunk({"input_ids": types, "mm_token_type_ids": types}, 100)
+    assert size == 95 and not image_cut(types, size)  # 95 (where the image starts), 190, ..., 570, 665
+    assert image_safe_chunk({"input_ids": types, "mm_token_type_ids": torch.zeros_like(types)}, 100) == 100
+    assert image_safe_chunk({"input_ids": types}, 100) == 100  # text only
+    assert image_safe_chunk({"input_ids": types, "mm_token_type_ids": types}, 1000) == 1000  # one chunk
+    types[:, 1:] = 1  # images everywhere: no size avoids them, the given one stays
+    assert image_safe_chunk({"input_ids": types, "mm_token_type_ids": types}, 100) == 100
 
 
 def test_out_of_memory_halves_the_batch(engine, monkeypatch):

@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import image_cut, slides_request
 
 from mediapipe_g4 import static_decode
 from mediapipe_g4.engine import AudioPart, EngineRequest, GenerationSettings
@@ -314,6 +315,25 @@ def test_a_prompt_whose_prefill_does_not_fit_at_once_prefills_in_chunks(tiny_che
                                                      "compile_config" in kw)) or original(**kw)
     assert fast.generate([request]) == plain.generate([request])
     assert calls == [(length - 1, 64, False), (length, None, True)]  # the chunks, then from the cache, compiled
+
+
+def test_a_long_prompt_with_slides_prefills_in_chunks_that_do_not_cut_them(tiny_checkpoint, plain, eager_backend,
+                                                                           monkeypatch, tmp_path):
+    """The static path's chunks (all but the prompt's last token) keep each slide whole, as the dynamic path's:
+    the answer is the one-shot prefill's."""
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", compile=True, prefill_chunk=200))
+    request = slides_request(tmp_path)
+    types = fast._inputs([request])["mm_token_type_ids"]
+    assert image_cut(types[:, :-1], 200)
+    monkeypatch.setattr(fast.static, "_fits", lambda shape, prompt, chunk: chunk < prompt)  # only chunks fit
+    calls = []
+    original = fast.model.generate
+    fast.model.generate = lambda **kw: calls.append((kw.get("prefill_chunk_size"), "compile_config" in kw,
+                                                     type(kw["past_key_values"]).__name__)) or original(**kw)
+    assert fast.generate([request]) == plain.generate([request])
+    (size, compiled, cache), rest = calls[0], calls[1:]
+    assert rest == [(None, True, "StaticCache")] and not compiled and cache == "StaticCache"  # chunks, then compiled
+    assert 100 <= size < 200 and not image_cut(types[:, :-1], size)
 
 
 @pytest.mark.parametrize("chunk", [7, 64])  # chunks shorter and longer than the window; the slide spans chunks
