@@ -99,6 +99,15 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_e2b_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random `gemma4` checkpoint, the E2B/E4B family (shared K/V layers, per-layer inputs, its own audio
+    and vision towers), built once."""
+    from tiny_model import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-gemma4-e2b"), family="gemma4")
+
+
+@pytest.fixture(scope="session")
 def tiny_drafter(tiny_checkpoint, tmp_path_factory) -> Path:
     """A tiny random MTP drafter (the `-assistant` checkpoints' layout) for the tiny checkpoint."""
     from tiny_model import build_tiny_drafter

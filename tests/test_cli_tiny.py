@@ -68,6 +68,18 @@ def test_summarize_video_report_is_complete(samples_dir, tiny_checkpoint, cache,
     assert rerun["segments"] == result["segments"] and rerun["notes"] == result["notes"]
 
 
+def test_summarize_with_the_e2b_family(samples_dir, tiny_e2b_checkpoint, cache, tmp_path):
+    """`--model google/gemma-4-E4B-it` (smaller machines): the `gemma4` family's own processor, audio and vision
+    towers and shared-K/V layers, through the whole command."""
+    out = g4media("summarize", str(samples_dir / "standup.mp4"), "--model", str(tiny_e2b_checkpoint),
+                  "-o", str(tmp_path), "--keyframe-tokens", "70", cache=cache)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "standup.json").read_text())
+    assert result["model"]["id"] == str(tiny_e2b_checkpoint) and result["model"]["answers_generated"] > 10
+    assert len(result["segments"]) > 5 and len(result["keyframes"]) == 4
+    assert "Transcript" in (tmp_path / "standup.html").read_text()
+
+
 @pytest.mark.slow
 def test_compiled_decoding_writes_the_same_transcript(samples_dir, tiny_checkpoint, tmp_path):
     """--compile (static cache + torch.compile, inductor's C++ kernels on the CPU) against --no-compile, each

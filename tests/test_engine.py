@@ -71,6 +71,11 @@ def engine(tiny_checkpoint) -> TransformersEngine:
 
 
 @pytest.fixture(scope="module")
+def e2b_engine(tiny_e2b_checkpoint) -> TransformersEngine:
+    return TransformersEngine(EngineOptions(model=str(tiny_e2b_checkpoint), batch_size=3))
+
+
+@pytest.fixture(scope="module")
 def standup(tmp_path_factory):
     from mediapipe_g4 import media
 
@@ -84,7 +89,10 @@ def standup(tmp_path_factory):
     }
 
 
-def test_engine_runs_planned_requests_end_to_end(engine, standup):
+@pytest.mark.parametrize("family", ["gemma4_unified", "gemma4"])  # the 12B's family, and E2B/E4B's
+def test_engine_runs_planned_requests_end_to_end(family, request, standup):
+    engine = request.getfixturevalue("engine" if family == "gemma4_unified" else "e2b_engine")
+    assert engine.model.config.model_type == family
     assert isinstance(engine, Engine) and engine.device == "cpu" and engine.dtype == "float32"
     counter = TokenCounter(engine.processor)
     options = PlanOptions(keyframe_tokens=140, transcribe_max_new_tokens=4, notes_max_new_tokens=4,

@@ -182,6 +182,17 @@ def test_static_decoding_gives_the_dynamic_answers(tiny_checkpoint, plain, eager
     assert fast.static._cache_key == (4, 1024) and fast.static._compiled == {(4, 1024)}
 
 
+def test_static_decoding_of_the_e2b_family_gives_its_dynamic_answers(tiny_e2b_checkpoint, eager_backend):
+    """E2B/E4B: layers that reuse earlier layers' K/V, per-layer inputs, their own audio tower; audio requests."""
+    plain_e2b = TransformersEngine(EngineOptions(model=str(tiny_e2b_checkpoint), device="cpu", batch_size=4,
+                                                 compile=False))
+    fast = TransformersEngine(EngineOptions(model=str(tiny_e2b_checkpoint), device="cpu", batch_size=4, compile=True))
+    calls = _spy_generate(fast)
+    requests = _requests()
+    assert fast.generate(requests) == plain_e2b.generate(requests)
+    assert [c["batch"] for c in calls] == [4, 4] and all(c["static"] and c["cache"] == "StaticCache" for c in calls)
+
+
 def test_a_drafter_beside_static_decoding(tiny_checkpoint, tiny_drafter, plain, eager_backend, monkeypatch):
     """The drafter marks target layers to hand over their K/V; batches still compile and decode the same.
     A single request takes the compiled static path when it fits (faster than drafting on the dynamic cache,

@@ -1,10 +1,11 @@
-"""A tiny `gemma4_unified` checkpoint with random weights, built in a second or two.
+"""Tiny Gemma 4 checkpoints with random weights, built in a second or two: `gemma4_unified` (the 12B's family)
+and `gemma4` (E2B/E4B's).
 
-It has the real model's structure where the project depends on it: the Gemma 4 special tokens, a chat
+They have the real models' structure where the project depends on it: the Gemma 4 special tokens, a chat
 template in the Gemma 4 format (placeholders `<|audio|>`/`<|image|>`/`<|video|>` that the processor expands,
-`<|turn>model\\n<|channel>thought\\n<channel|>` as the generation prompt), the real feature extractor,
-image and video processors, and a text model with one sliding-window and one full-attention layer.
-Its text is noise: tests check structure, never words.
+`<|turn>model\\n<|channel>thought\\n<channel|>` as the generation prompt), the family's real feature extractor,
+image and video processors, audio and vision towers, and a text model with sliding-window and full-attention
+layers. Their text is noise: tests check structure, never words.
 """
 
 from __future__ import annotations
@@ -89,66 +90,27 @@ def build_tokenizer(vocab_size: int = 400):
     )
 
 
-def build_tiny_checkpoint(folder: str | Path, *, seed: int = 0) -> Path:
-    """Write a tiny random `gemma4_unified` checkpoint (config, weights, processor) into `folder`."""
+def build_tiny_checkpoint(folder: str | Path, *, seed: int = 0, family: str = "gemma4_unified") -> Path:
+    """Write a tiny random checkpoint (config, weights, processor) into `folder`: `gemma4_unified` (the 12B's
+    family: one sliding and one global layer, K = V on the global one) or `gemma4` (E2B/E4B's: four layers, the
+    last two reusing earlier layers' K/V, per-layer inputs, and their own audio and vision towers)."""
     import torch
-    from transformers import (
-        Gemma4UnifiedAudioConfig,
-        Gemma4UnifiedConfig,
-        Gemma4UnifiedForConditionalGeneration,
-        Gemma4UnifiedProcessor,
-        Gemma4UnifiedTextConfig,
-        Gemma4UnifiedVisionConfig,
-        GenerationConfig,
-    )
-    from transformers.models.gemma4_unified.feature_extraction_gemma4_unified import (
-        Gemma4UnifiedAudioFeatureExtractor,
-    )
-    from transformers.models.gemma4_unified.image_processing_gemma4_unified import (
-        Gemma4UnifiedImageProcessor,
-    )
-    from transformers.models.gemma4_unified.video_processing_gemma4_unified import (
-        Gemma4UnifiedVideoProcessor,
-    )
+    from transformers import GenerationConfig
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-
-    text_config = Gemma4UnifiedTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        global_head_dim=32,
-        num_global_key_value_heads=1,
-        attention_k_eq_v=True,
-        sliding_window=16,
-        layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=8192,
-        final_logit_softcapping=30.0,
-        pad_token_id=ids["<pad>"],
-        eos_token_id=ids["<eos>"],
-        bos_token_id=ids["<bos>"],
-    )
-    config = Gemma4UnifiedConfig(
-        text_config=text_config,
-        vision_config=Gemma4UnifiedVisionConfig(mm_embed_dim=32, output_proj_dims=32, mm_posemb_size=64),
-        audio_config=Gemma4UnifiedAudioConfig(),
-        boi_token_id=ids["<|image>"],
-        eoi_token_id=ids["<image|>"],
-        image_token_id=ids["<|image|>"],
-        video_token_id=ids["<|video|>"],
-        boa_token_id=ids["<|audio>"],
-        eoa_token_index=ids["<audio|>"],
-        audio_token_id=ids["<|audio|>"],
-    )
+    text = {"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+            "head_dim": 16, "global_head_dim": 32, "sliding_window": 16, "max_position_embeddings": 8192,
+            "final_logit_softcapping": 30.0, "pad_token_id": ids["<pad>"], "eos_token_id": ids["<eos>"],
+            "bos_token_id": ids["<bos>"]}
+    tokens = {"boi_token_id": ids["<|image>"], "eoi_token_id": ids["<image|>"], "image_token_id": ids["<|image|>"],
+              "video_token_id": ids["<|video|>"], "boa_token_id": ids["<|audio>"], "eoa_token_index": ids["<audio|>"],
+              "audio_token_id": ids["<|audio|>"]}
     torch.manual_seed(seed)
-    model = Gemma4UnifiedForConditionalGeneration(config).eval()
+    model, processor_class, parts = _family(family, text, tokens)
+    model.eval()
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<bos>"],
         eos_token_id=[ids["<eos>"], ids["<turn|>"]],
@@ -159,16 +121,41 @@ def build_tiny_checkpoint(folder: str | Path, *, seed: int = 0) -> Path:
         top_k=64,
     )
     model.save_pretrained(folder)
-
-    processor = Gemma4UnifiedProcessor(
-        feature_extractor=Gemma4UnifiedAudioFeatureExtractor(),
-        image_processor=Gemma4UnifiedImageProcessor(),
-        tokenizer=tokenizer,
-        video_processor=Gemma4UnifiedVideoProcessor(),
-        chat_template=CHAT_TEMPLATE,
-    )
-    processor.save_pretrained(folder)
+    processor_class(**parts, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE).save_pretrained(folder)
     return folder
+
+
+def _family(family: str, text: dict, tokens: dict) -> tuple:
+    """(a random model, its processor class, the processor's feature extractor and image/video processors)."""
+    import transformers as tf
+
+    if family == "gemma4_unified":
+        config = tf.Gemma4UnifiedConfig(
+            text_config=tf.Gemma4UnifiedTextConfig(
+                **text, num_hidden_layers=2, num_key_value_heads=2, num_global_key_value_heads=1,
+                attention_k_eq_v=True, layer_types=["sliding_attention", "full_attention"]),
+            vision_config=tf.Gemma4UnifiedVisionConfig(mm_embed_dim=32, output_proj_dims=32, mm_posemb_size=64),
+            audio_config=tf.Gemma4UnifiedAudioConfig(), **tokens)
+        return (tf.Gemma4UnifiedForConditionalGeneration(config), tf.Gemma4UnifiedProcessor,
+                {"feature_extractor": tf.Gemma4UnifiedAudioFeatureExtractor(),
+                 "image_processor": tf.Gemma4UnifiedImageProcessor(),
+                 "video_processor": tf.Gemma4UnifiedVideoProcessor()})
+    if family == "gemma4":
+        config = tf.Gemma4Config(
+            text_config=tf.Gemma4TextConfig(
+                **text, num_hidden_layers=4, num_key_value_heads=1, num_kv_shared_layers=2,
+                hidden_size_per_layer_input=8, vocab_size_per_layer_input=text["vocab_size"],
+                layer_types=["sliding_attention", "full_attention"] * 2),
+            vision_config=tf.Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+                                                position_embedding_size=1024),
+            audio_config=tf.Gemma4AudioConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                              output_proj_dims=32),
+            **tokens)
+        return (tf.Gemma4ForConditionalGeneration(config), tf.Gemma4Processor,
+                {"feature_extractor": tf.Gemma4AudioFeatureExtractor(), "image_processor": tf.Gemma4ImageProcessor(),
+                 "video_processor": tf.Gemma4VideoProcessor()})
+    raise ValueError(f"no tiny checkpoint for the family {family!r}")
 
 
 def build_tiny_drafter(folder: str | Path, target: str | Path, *, seed: int = 1) -> Path:
@@ -198,7 +185,8 @@ def shared_kv_text_model(seed: int = 0):
     return AutoModelForCausalLM.from_config(text).eval()
 
 
-if __name__ == "__main__":  # python tests/tiny_model.py /tmp/tiny-gemma4
+if __name__ == "__main__":  # python tests/tiny_model.py /tmp/tiny-gemma4 [gemma4_unified|gemma4]
     import sys
 
-    print(build_tiny_checkpoint(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tiny-gemma4"))
+    print(build_tiny_checkpoint(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tiny-gemma4",
+                                family=sys.argv[2] if len(sys.argv) > 2 else "gemma4_unified"))
