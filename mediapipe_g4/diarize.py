@@ -10,7 +10,9 @@ Steps, each streamed so memory does not grow with the recording's length:
    seeds) on the full-length windows proposes k voices; a cluster of windows that straddle a
    change between two other speakers, or one too small to be a voice, is folded into its nearest
    voice; the proposal stands while the voices stay put inside speech regions and no two centroids
-   are nearly the same voice, and the search stops at the first k that fails. (Spectral clustering
+   are nearly the same voice (voices whose centroids are all clearly apart may switch more often:
+   one voice split by its content keeps nearly one centroid, and quick exchanges without a pause
+   are people, not content), and the search stops at the first k that fails. (Spectral clustering
    with an eigengap was tried first and over-counted: overlapping windows make every turn its own
    tight group.) Nothing is N x N, so memory stays small for hours of speech.
 4. Every window (short ones, e.g. backchannels, included) is scored against the speaker centroids;
@@ -73,6 +75,8 @@ class DiarizationOptions:
     min_cluster_windows: int = 6  # a voice needs this many full windows (about 3.6 s of speech)
     max_switch_rate: float = 0.06  # k voices are rejected if labels flip more often inside regions
     max_centroid_similarity: float = 0.905  # ... or if two voices' centroids are closer than this
+    distinct_similarity: float = 0.85  # voices whose centroids are all at most this close are distinct people:
+    distinct_switch_rate: float = 0.12  # ... their labels may flip this often (quick exchanges without pauses)
     max_fit: int = 4000  # k-means fits on at most this many windows (evenly spaced), then assigns all
     min_gap: float = 0.6  # a same-speaker turn continues over pauses shorter than this
     min_turn_in_region: float = 0.5  # shorter runs inside one speech region join their neighbours
@@ -346,6 +350,8 @@ def _plausible(emb: np.ndarray, labels: np.ndarray, region: np.ndarray, options:
     sim = cent @ cent.T
     np.fill_diagonal(sim, -1.0)
     log.debug("k=%d: switch rate %.3f, closest centroids %.3f", len(cent), switches, sim.max())
+    if sim.max() <= options.distinct_similarity:  # one voice split by content keeps nearly the same centroid
+        return switches <= options.distinct_switch_rate
     return switches <= options.max_switch_rate and sim.max() <= options.max_centroid_similarity
 
 

@@ -95,6 +95,30 @@ def test_change_without_pause_and_backchannels_are_found(results):
         assert label_at((seg["start"] + seg["end"]) / 2) == usual[seg["speaker"]], seg["text"]
 
 
+def test_distinct_voices_may_switch_often_and_close_ones_may_not():
+    """A quick exchange (labels flip in 10 % of neighbouring windows) between clearly distinct voices is two
+    people; the same flipping between nearly one centroid is one voice split by what it says."""
+    from mediapipe_g4.diarize import _plausible
+
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.repeat([0, 1], 10), 10)  # a switch every 10 windows: 0.1 of neighbouring pairs
+    region = np.zeros(len(labels), dtype=np.int64)  # all in one speech region
+    options = DiarizationOptions()
+
+    def voices(similarity: float, who: np.ndarray = labels) -> np.ndarray:
+        a, b = np.eye(256)[0], np.eye(256)[1]
+        centres = np.stack([a, similarity * a + np.sqrt(1 - similarity**2) * b])
+        emb = centres[who] + 0.01 * rng.standard_normal((len(who), 256))
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+    assert _plausible(voices(0.6), labels, region, options)  # distinct: two people talking quickly
+    assert not _plausible(voices(0.88), labels, region, options)  # close centroids: one voice, two topics
+    calm = np.repeat([0, 1], 100)  # one switch in 200 windows
+    assert _plausible(voices(0.88, calm), calm, region, options)  # close but steady voices: still two people
+    flipping = np.tile([0, 1], 100)
+    assert not _plausible(voices(0.6, flipping), flipping, region, options)  # flipping every window: noise
+
+
 def test_same_input_gives_same_turns(waveforms, results):
     again = diarize(waveforms["standup.mp4"])
     assert again == results["standup.mp4"]
