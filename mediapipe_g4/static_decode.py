@@ -273,9 +273,13 @@ class StaticDecoder:
         key = (static.batch, static.cache_len)
         self.batches += 1
         if key not in self._compiled:
+            # The first shape of a run on a GPU is said without -v: the progress bar stands still meanwhile (about a
+            # minute for the 12B the first time, seconds once its kernels are on disk) and should not look hung.
+            say = log.warning if not self._compiled and self.device.startswith("cuda") else log.info
             self._compiled.add(key)
-            log.info("compiling the decoder for %d x %d tokens (once per shape; kernels are cached in %s)",
-                     static.batch, static.cache_len, os.environ.get("TORCHINDUCTOR_CACHE_DIR", "torch's cache"))
+            say("compiling the decoder for %d x %d tokens: once per shape and run, about a minute the first time "
+                "(the kernels are kept in %s; --no-compile skips this)", static.batch, static.cache_len,
+                os.environ.get("TORCHINDUCTOR_CACHE_DIR", "torch's cache"))
         if self._cache_key != key:
             self.release()
             self._cache = static_cache(self.text_config, static.cache_len)

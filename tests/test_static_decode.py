@@ -193,6 +193,27 @@ def test_static_decoding_of_the_e2b_family_gives_its_dynamic_answers(tiny_e2b_ch
     assert [c["batch"] for c in calls] == [4, 4] and all(c["static"] and c["cache"] == "StaticCache" for c in calls)
 
 
+def test_the_first_compile_of_a_gpu_run_is_said(tiny_checkpoint, caplog):
+    """On a GPU the progress bar stands still while the decoder compiles: the first shape is a warning (shown
+    without -v), later ones and the CPU's are info."""
+    import torch
+    from transformers import AutoModelForMultimodalLM
+
+    from mediapipe_g4.memory import shape_from_config
+
+    model = AutoModelForMultimodalLM.from_pretrained(str(tiny_checkpoint), dtype=torch.float32).eval()
+    levels = {}
+    for device in ("cuda", "cpu"):
+        decoder = static_decode.StaticDecoder(model, shape_from_config(model.config, "tiny"), device, "float32")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mediapipe_g4"):
+            for static in (static_decode.StaticBatch(1, 1024), static_decode.StaticBatch(1, 1024),
+                           static_decode.StaticBatch(4, 1024)):
+                decoder.generate_kwargs(static)
+        levels[device] = [r.levelname for r in caplog.records if "compiling the decoder" in r.getMessage()]
+    assert levels == {"cuda": ["WARNING", "INFO"], "cpu": ["INFO", "INFO"]}
+
+
 def test_a_drafter_beside_static_decoding(tiny_checkpoint, tiny_drafter, plain, eager_backend, monkeypatch):
     """The drafter marks target layers to hand over their K/V; batches still compile and decode the same.
     A single request takes the compiled static path when it fits (faster than drafting on the dynamic cache,
