@@ -289,7 +289,7 @@ def plan(file: Path, as_json: bool, **kw) -> None:
 
     with progress_hook(not as_json) as hook:  # the same audio, slides and turns as summarize (and its cache)
         ready = prepare_recording(file, RunOptions(diarization=_diarization_options(kw)), hook=hook)
-    result = make_plan(ready.waveform, ready.diarization.turns, ready.keyframes, model=kw["model"],
+    result = make_plan(ready.waveform, ready.diarization.turns, ready.keyframes(), model=kw["model"],
                        options=_plan_options(kw), device=kw["device"], dtype=kw["dtype"], quantize=kw["quantize"])
     if as_json:
         _echo_json(result.to_dict())

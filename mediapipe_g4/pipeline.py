@@ -100,8 +100,8 @@ class RunOptions:
 
 @dataclass
 class Timer:
-    """Seconds per stage; stages may overlap (keyframes run beside decoding and diarization), so the
-    total is the wall time since the timer was made, not their sum."""
+    """Seconds per stage; stages may overlap (keyframes run beside decoding, diarization and transcription), so
+    the total is the wall time since the timer was made, not their sum."""
 
     seconds: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -156,6 +156,10 @@ class Background:
 
     def running(self) -> bool:
         return self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Until it has ended, however it ended."""
+        self._thread.join()
 
 
 # --------------------------------------------------------------------------- stages
@@ -258,19 +262,25 @@ def load_early(make_engine: EngineFactory, options: RunOptions) -> None:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A recording's CPU stages, done: what the model stages start from. `prepare_recording` makes it, in a
-    thread while the model works on the recording before (`Lookahead`), or as the first step of a run."""
+    """A recording's CPU stages: what the model stages start from. `prepare_recording` makes it, in a thread
+    while the model works on the recording before (`Lookahead`), or as the first step of a run. The audio and
+    the speaker turns are done; the keyframes may still be being found (`slides`): transcription does not need
+    them unless a keyframe goes beside each clip, so they go on beside it."""
 
     src: Path
     sha256: str
     work: Path
     info: MediaInfo
     waveform: Any  # the 16 kHz mono waveform, memory-mapped from the work folder
-    keyframes: list[Keyframe]
+    slides: Background  # -> (keyframes, seconds it took); `keyframes()` waits for them
     diarization: Diarization
-    seconds: dict[str, float]  # the stages' own times
-    wall: float  # their wall time (keyframes overlap the rest)
+    seconds: dict[str, float]  # the stages' own times (the keyframes' come with `slides`)
+    wall: float  # their wall time
     short: str | None = None  # less audio decoded than the file states (media.audio_shortfall), said to the user
+
+    def keyframes(self) -> list[Keyframe]:
+        """The keyframes, once found (an error in finding them is raised here)."""
+        return self.slides.result()[0]
 
 
 def prepare_recording(
@@ -288,10 +298,13 @@ def prepare_recording(
                          "`g4media probe` shows its streams")
     if make_engine is not None and (options.fresh or not turns_path(work, options.diarization).is_file()):
         load_early(make_engine, options)  # a first run: the model will be needed
-    # Keyframes need only the video and FFmpeg's own threads: they run beside audio decoding and diarization.
-    slides = Background(
-        lambda h: timer.run("keyframes", lambda: media.extract_keyframes(src, work, info=info, hook=h)),
-        hook, "keyframes")
+    # Keyframes need only the video and FFmpeg's own threads: they run beside audio decoding and diarization,
+    # and on beside transcription.
+    def find_slides(h: Hook) -> tuple[list[Keyframe], float]:
+        t0 = time.perf_counter()
+        return media.extract_keyframes(src, work, info=info, hook=h), round(time.perf_counter() - t0, 3)
+
+    slides = Background(find_slides, hook, "keyframes")
     try:
         waveform = timer.run("decode", lambda: media.decode_audio(src, work, info=info, hook=hook))
         diarization = timer.run("diarize", lambda: load_diarization(waveform, work, options.diarization, hook,
@@ -299,10 +312,9 @@ def prepare_recording(
     except BaseException:
         slides.cancel()
         raise
-    keyframes = slides.result()
     if short := media.audio_shortfall(info, len(waveform) / SAMPLE_RATE):
         log.warning("%s: %s", src.name, short)
-    return Prepared(src, sha, work, info, waveform, keyframes, diarization, dict(timer.seconds),
+    return Prepared(src, sha, work, info, waveform, slides, diarization, dict(timer.seconds),
                     time.perf_counter() - timer.started, short)
 
 
@@ -324,22 +336,31 @@ class Lookahead:
     def prepare(self, path: str | Path, hook: Hook = null_hook) -> Prepared:
         """`path`'s CPU stages, prepared ahead or now (reporting to `hook`); then the queued one starts."""
         key = Path(path)
+        ready: Prepared | None = None
         try:
             job = self._jobs.pop(key, None)
             if job is not None:
                 if job.running():
-                    log.info("%s: waiting for its audio, slides and speaker turns (prepared ahead)", key.name)
+                    log.info("%s: waiting for its audio and speaker turns (prepared ahead)", key.name)
                 try:
-                    return job.result()
+                    ready = job.result()
                 except Exception as exc:  # noqa: BLE001 - prepared again below, which reports the error
                     log.debug("preparing %s ahead failed: %s", key, exc)
-            return prepare_recording(key, self.options, self.make_engine, hook=hook)
+            ready = ready or prepare_recording(key, self.options, self.make_engine, hook=hook)
+            return ready
         finally:
             following, self._next = self._next, None
             if following is not None and following != key and following not in self._jobs:
-                self._jobs[following] = Background(
-                    lambda h: prepare_recording(following, self.options, self.make_engine, hook=h),
-                    null_hook, "prepare")
+                # This one's keyframes may still be being found; two copies of one recording would share a work
+                # folder, so the next one starts after them.
+                before = ready.slides if ready is not None else None
+
+                def prepare_next(h: Hook) -> Prepared:
+                    if before is not None:
+                        before.wait()
+                    return prepare_recording(following, self.options, self.make_engine, hook=h)
+
+                self._jobs[following] = Background(prepare_next, null_hook, "prepare")
 
 
 def prepares_ahead(options: RunOptions) -> bool:
@@ -358,11 +379,26 @@ def process_recording(
 ) -> dict[str, Any]:
     """The result dict (the X.json schema) for one recording; `prepared`: its CPU stages, if already done."""
     prepared = prepared or prepare_recording(path, options, make_engine, hook=hook)
+    try:
+        return _model_stages(prepared, options, make_engine, hook)
+    finally:
+        prepared.slides.cancel()  # nothing once they are found; after an error, stops FFmpeg at its next frame
+
+
+def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFactory, hook: Hook) -> dict[str, Any]:
     src, sha, work, info = prepared.src, prepared.sha256, prepared.work, prepared.info
-    waveform, keyframes, diarization = prepared.waveform, prepared.keyframes, prepared.diarization
+    waveform, diarization = prepared.waveform, prepared.diarization
     timer = Timer(dict(prepared.seconds), started=time.perf_counter() - prepared.wall)
+
+    def slides() -> list[Keyframe]:
+        found, timer.seconds["keyframes"] = prepared.slides.result()
+        return found
+
+    # Transcription needs the keyframes only to put one beside each clip; otherwise they are found meanwhile
+    # (the plan's notes requests, which are re-planned from the transcript, then leave the slides out).
+    beside = slides() if options.plan.keyframe_tokens else []
     plan = timer.run("plan", lambda: make_plan(
-        waveform, diarization.turns, keyframes, model=options.asr_model, options=options.plan,
+        waveform, diarization.turns, beside, model=options.asr_model, options=options.plan,
         device=options.device, dtype=options.dtype, quantize=options.quantize))
     for warning in plan.warnings:
         log.info("plan: %s", warning)
@@ -382,6 +418,7 @@ def process_recording(
     transcribe = [r for r in plan.requests if r.kind == "transcribe"]
     answers = timer.run("transcribe", lambda: asr.generate(transcribe, hook=hook))
     segments = segments_from_answers(transcribe, answers, translate_to=options.plan.translate_to)
+    keyframes = slides()
 
     overrides = dict(options.names)
     found: dict[str, dict[str, Any]] = {}

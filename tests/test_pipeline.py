@@ -218,7 +218,69 @@ def test_a_failed_diarization_stops_the_keyframes(samples_dir, tmp_path, monkeyp
         run(samples_dir / "standup.mp4", tmp_path, standup_engine_script())
     assert stopped.wait(10)
     assert len(frames_seen) < 64  # the sample has 64 one-second frames: it stopped early
-    assert not (tmp_path / "keyframes" / "index.json").exists()
+    assert not list(tmp_path.rglob("keyframes/index.json"))  # nothing half-found is kept
+
+
+@pytest.mark.parametrize("beside", [0, 70])  # keyframe tokens beside each clip: none (the default), or 70
+def test_transcription_goes_on_beside_the_keyframes_unless_it_shows_them(samples_dir, tmp_path, monkeypatch, beside):
+    """Transcription needs the slides only to put one beside each clip: without, it starts while they are still
+    being found, and the notes wait for them; with, it waits for them."""
+    import threading
+
+    from mediapipe_g4 import media
+
+    extract = media.extract_keyframes
+    transcribing, order = threading.Event(), []
+
+    def keyframes(*args, **kwargs):
+        if not beside:
+            assert transcribing.wait(10)  # the model began transcribing before the slides were found
+        found = extract(*args, **kwargs)
+        order.append("keyframes")
+        return found
+
+    def answer(request):
+        if request.kind == "transcribe":
+            transcribing.set()
+            order.append("transcribe")
+        return script(request)
+
+    script = standup_engine_script()
+    monkeypatch.setattr(media, "extract_keyframes", keyframes)
+    result, engine, _ = run(samples_dir / "standup.mp4", tmp_path, answer, plan=PlanOptions(keyframe_tokens=beside))
+    first_transcription = order.index("transcribe")
+    assert (order.index("keyframes") < first_transcription) == bool(beside)
+    notes = next(r for r in engine.seen if r.kind == "notes")
+    assert len(notes.images) == 4 and len(result["keyframes"]) == 4  # the notes had the slides all the same
+    assert all(len(r.images) == bool(beside) for r in engine.seen if r.kind == "transcribe")
+    assert result["timings"]["keyframes"] > 0 and list(tmp_path.rglob("keyframes/index.json"))
+
+
+def test_a_failed_transcription_stops_the_keyframes(samples_dir, tmp_path, monkeypatch):
+    import threading
+
+    from mediapipe_g4 import media
+
+    frames_seen, stopped = [], threading.Event()
+    iter_frames = media.iter_frames
+
+    def slow_frames(*args, **kwargs):
+        try:
+            for frame in iter_frames(*args, **kwargs):
+                frames_seen.append(frame.time)
+                threading.Event().wait(0.05)  # 64 frames: about 3 s, longer than the failure takes
+                yield frame
+        finally:
+            stopped.set()
+
+    def failing(request):
+        raise RuntimeError("the model failed")
+
+    monkeypatch.setattr(media, "iter_frames", slow_frames)
+    with pytest.raises(RuntimeError, match="the model failed"):
+        run(samples_dir / "standup.mp4", tmp_path, failing)
+    assert stopped.wait(10) and len(frames_seen) < 64
+    assert not list(tmp_path.rglob("keyframes/index.json"))  # nothing half-found is kept
 
 
 def test_lookahead_prepares_the_next_recording_while_the_model_works(samples_dir, media_corpus, tmp_path,
