@@ -38,7 +38,7 @@ from .progress import Hook, null_hook
 from .records import SAMPLE_RATE, STAGES, Diarization, Keyframe, MediaInfo, Segment, SpeakerTurn
 from .token_count import TokenCounter
 from .transcript import segments_from_answers
-from .transformers_engine import DEFAULT_MODEL
+from .transformers_engine import DEFAULT_MODEL, load_processor
 from .workdir import file_sha256, media_work_dir, settings_key
 
 if TYPE_CHECKING:
@@ -460,7 +460,6 @@ def notes_counter(plan: Plan, options: RunOptions) -> TokenCounter:
     if options.model == options.asr_model and plan.counter is not None:
         return plan.counter
     from .errors import ModelError
-    from .transformers_engine import load_processor
 
     try:
         return TokenCounter(load_processor(options.model, local_only=True))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -98,9 +99,21 @@ def _load_error(model: str, what: str, exc: Exception, *, processor_only: bool =
                       f"{download_hint(model, processor_only=processor_only, option=option)}")
 
 
+_PROCESSORS: dict[str, Any] = {}  # loaded once per process: the planner, the token counter and the engine share it
+_PROCESSORS_LOCK = threading.Lock()
+
+
 def load_processor(model: str, *, local_only: bool = False) -> Any:
-    """The model's processor (tokenizer, chat template, audio and image processors); no weights."""
+    """The model's processor (tokenizer, chat template, audio and image processors); no weights. Loaded once a
+    process (a second caller, e.g. on another thread, waits for the first): the imports alone take seconds."""
     source, local = resolve_model(model)
+    with _PROCESSORS_LOCK:
+        if source not in _PROCESSORS:
+            _PROCESSORS[source] = _load_processor(model, source, local, local_only)
+        return _PROCESSORS[source]
+
+
+def _load_processor(model: str, source: str, local: bool, local_only: bool) -> Any:
     if not local and (local_only or offline()) and not in_cache(source, "processor_config.json") \
             and not in_cache(source, "tokenizer_config.json"):
         raise ModelError(f"the processor files of {model} are not in the Hugging Face cache"

@@ -208,6 +208,32 @@ def test_image_safe_chunk_moves_boundaries_out_of_images():
     assert image_safe_chunk({"input_ids": types, "mm_token_type_ids": types}, 100) == 100
 
 
+def test_a_processor_loads_once_per_process(tiny_checkpoint, tmp_path, monkeypatch):
+    """The planner, the notes' token counter and the engine share one processor (the real one's tokenizer alone is
+    a 262 k-token vocabulary); two threads asking at once (an early model load beside the planner) load it once."""
+    import shutil
+    import threading
+
+    import transformers
+
+    from mediapipe_g4.transformers_engine import load_processor
+
+    folder = shutil.copytree(tiny_checkpoint, tmp_path / "copy")  # a folder no test has loaded yet
+    loads = []
+    original = transformers.AutoProcessor.from_pretrained
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained",
+                        lambda *a, **k: loads.append(a) or original(*a, **k))
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(load_processor(str(folder), local_only=True)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got.append(load_processor(str(folder)))
+    assert len(loads) == 1 and len(got) == 3 and got[0] is got[1] is got[2]
+
+
 def test_out_of_memory_halves_the_batch(engine, monkeypatch):
     import torch
 
