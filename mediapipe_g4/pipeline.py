@@ -394,8 +394,8 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
         found, timer.seconds["keyframes"] = prepared.slides.result()
         return found
 
-    # Transcription needs the keyframes only to put one beside each clip; otherwise they are found meanwhile
-    # (the plan's notes requests, which are re-planned from the transcript, then leave the slides out).
+    # Transcription needs the keyframes only to put one beside each clip; otherwise they are found meanwhile, and
+    # beside the names too (the plan's notes requests, re-planned from the transcript, then leave the slides out).
     beside = slides() if options.plan.keyframe_tokens else []
     plan = timer.run("plan", lambda: make_plan(
         waveform, diarization.turns, beside, model=options.asr_model, options=options.plan,
@@ -418,7 +418,6 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     transcribe = [r for r in plan.requests if r.kind == "transcribe"]
     answers = timer.run("transcribe", lambda: asr.generate(transcribe, hook=hook))
     segments = segments_from_answers(transcribe, answers, translate_to=options.plan.translate_to)
-    keyframes = slides()
 
     overrides = dict(options.names)
     found: dict[str, dict[str, Any]] = {}
@@ -431,8 +430,10 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
             found = timer.run("names", lambda: name_speakers(llm, segments, budget_chars=plan.context_budget * 3))
         speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
         counter = notes_counter(plan, options)
+        keyframes = slides()  # the names did not need them either
         notes = timer.run("notes", lambda: write_notes(llm, segments, keyframes, speakers_now, plan, counter, hook))
         generated += llm.generated if llm is not asr else 0
+    keyframes = slides()  # for the result (and with `transcribe` alone)
     speakers = build_speakers(segments, found, overrides, diarization.speakers)
     timer.stop()
     return {
