@@ -203,6 +203,18 @@ def test_bad_speaker_counts_are_clear_errors():
 # --------------------------------------------------------------------------- VAD
 
 
+def test_vad_gives_the_same_probabilities_on_one_core_or_several(waveforms, monkeypatch):
+    """The encoder's convolutions run on every core, the LSTM on one: the same turns on any machine."""
+    from mediapipe_g4 import vad
+
+    wave = np.concatenate([waveforms[name] for name in SAMPLE_NAMES])
+    probs = {}
+    for cores in (1, 2, 4):
+        monkeypatch.setattr(vad, "usable_cpus", lambda cores=cores: cores)
+        probs[cores] = speech_probabilities(wave, block_seconds=30)
+    assert np.array_equal(probs[1], probs[2]) and np.array_equal(probs[1], probs[4])
+
+
 def test_batched_vad_matches_silero_frame_by_frame(waveforms):
     import warnings
 
