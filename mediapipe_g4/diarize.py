@@ -12,7 +12,7 @@ Steps, each streamed so memory does not grow with the recording's length:
    voice; the proposal stands while the voices stay put inside speech regions and no two centroids
    are nearly the same voice (voices whose centroids are all clearly apart may switch more often:
    one voice split by its content keeps nearly one centroid, and quick exchanges without a pause
-   are people, not content), and the search stops at the first k that fails. (Spectral clustering
+   are people, not content), and the search stops after two k in a row fail. (Spectral clustering
    with an eigengap was tried first and over-counted: overlapping windows make every turn its own
    tight group.) Nothing is N x N, so memory stays small for hours of speech.
 4. Every window (short ones, e.g. backchannels, included) is scored against the speaker centroids;
@@ -77,6 +77,7 @@ class DiarizationOptions:
     max_centroid_similarity: float = 0.905  # ... or if two voices' centroids are closer than this
     distinct_similarity: float = 0.85  # voices whose centroids are all at most this close are distinct people:
     distinct_switch_rate: float = 0.12  # ... their labels may flip this often (quick exchanges without pauses)
+    patience: int = 1  # the count search goes on past this many implausible k (k-means may split the wrong voice)
     max_fit: int = 4000  # k-means fits on at most this many windows (evenly spaced), then assigns all
     min_gap: float = 0.6  # a same-speaker turn continues over pauses shorter than this
     min_turn_in_region: float = 0.5  # shorter runs inside one speech region join their neighbours
@@ -360,7 +361,8 @@ def cluster(emb: np.ndarray, region: np.ndarray, options: DiarizationOptions) ->
 
     For k = 2, 3, ... k-means proposes k voices; clusters of change-straddling windows and clusters
     of fewer than `min_cluster_windows` are folded into the nearest voice; the proposal is kept while
-    it looks like distinct voices (`_plausible`), and the search stops at the first k that does not.
+    it looks like distinct voices (`_plausible`), and the search stops after `patience` + 1 k in a row that do
+    not (k-means may split the wrong voice at one k and find the right ones at the next).
     """
     n = len(emb)
     emb = _l2(emb)
@@ -372,15 +374,18 @@ def cluster(emb: np.ndarray, region: np.ndarray, options: DiarizationOptions) ->
         labels = np.zeros(n, dtype=np.int64) if k <= 1 else _kmeans(emb, k, options.max_fit)
     else:
         labels = np.zeros(n, dtype=np.int64)
-        found = 1
+        found, failed = 1, 0
         for k in range(2, min(options.max_speakers, n // max(1, options.min_cluster_windows)) + 1):
             trial = _kmeans(emb, k, options.max_fit)
             trial = _drop_small(emb, _drop_transitional(emb, trial, region), options.min_cluster_windows)
             k_eff = len(np.unique(trial))
             if k_eff > 1 and not _plausible(emb, trial, region, options):
-                break
+                failed += 1
+                if failed > options.patience:
+                    break
+                continue
             if k_eff > found:
-                labels, found = trial, k_eff
+                labels, found, failed = trial, k_eff, 0
         if found < options.min_speakers and n >= options.min_speakers:
             labels = _kmeans(emb, options.min_speakers, options.max_fit)
     _, labels = np.unique(labels, return_inverse=True)

@@ -119,6 +119,22 @@ def test_distinct_voices_may_switch_often_and_close_ones_may_not():
     assert not _plausible(voices(0.6, flipping), flipping, region, options)  # flipping every window: noise
 
 
+def test_the_count_search_goes_on_one_k_past_an_implausible_one(monkeypatch):
+    """k-means may split the wrong voice at one k and the right ones at the next: one implausible k does not end
+    the search (`patience`), two do."""
+    from mediapipe_g4 import diarize as dz
+
+    rng = np.random.default_rng(1)
+    centres = np.eye(256)[:4]
+    labels = np.repeat(np.arange(4), 50)  # four voices, 50 windows each, one region each
+    emb = centres[labels] + 0.05 * rng.standard_normal((200, 256))
+    region = labels.copy()
+    # k-means at k = 3 splits the wrong voice (implausible), at 4 finds the four; 5 and 6 split one voice
+    monkeypatch.setattr(dz, "_plausible", lambda e, trial, r, o: len(np.unique(trial)) in (2, 4))
+    assert len(np.unique(dz.cluster(emb, region, DiarizationOptions()))) == 4
+    assert len(np.unique(dz.cluster(emb, region, DiarizationOptions(patience=0)))) == 2
+
+
 def test_same_input_gives_same_turns(waveforms, results):
     again = diarize(waveforms["standup.mp4"])
     assert again == results["standup.mp4"]
