@@ -80,6 +80,26 @@ def test_summarize_with_the_e2b_family(samples_dir, tiny_e2b_checkpoint, cache, 
     assert "Transcript" in (tmp_path / "standup.html").read_text()
 
 
+def test_one_model_transcribes_and_another_writes_the_notes(samples_dir, tiny_checkpoint, tiny_e2b_checkpoint,
+                                                             tmp_path):
+    """`--transcribe-model google/gemma-4-E4B-it` beside the 12B (docs/MODEL.md): each model answers its own
+    requests, in its own answer folder, and a rerun asks neither again."""
+    args = ["summarize", str(samples_dir / "standup.mp4"), "--transcribe-model", str(tiny_e2b_checkpoint),
+            "--model", str(tiny_checkpoint), "-o", str(tmp_path), "--format", "json"]
+    cache = tmp_path / "cache"  # its own answer folders: no other test's answers in them
+    out = g4media(*args, cache=cache)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "standup.json").read_text())
+    assert result["model"]["transcribe_model"] == str(tiny_e2b_checkpoint)
+    assert result["model"]["id"] == str(tiny_checkpoint) and len(result["segments"]) > 5
+    folders = sorted((Path(result["work_dir"]) / "answers").iterdir())
+    kinds = sorted(sorted({json.loads(a.read_text())["kind"] for a in folder.glob("*.json")}) for folder in folders)
+    assert kinds == [["names", "notes", "notes_repair"], ["transcribe"]]
+    again = g4media(*args, cache=cache)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "standup.json").read_text())["model"]["answers_generated"] == 0
+
+
 @pytest.mark.slow
 def test_compiled_decoding_writes_the_same_transcript(samples_dir, tiny_checkpoint, tmp_path):
     """--compile (static cache + torch.compile, inductor's C++ kernels on the CPU) against --no-compile, each
