@@ -335,6 +335,40 @@ def test_lookahead_prepares_the_next_recording_while_the_model_works(samples_dir
         ahead.prepare(media_corpus["silent_video"])
 
 
+def test_a_copy_prepared_ahead_waits_for_the_slides_of_the_one_before(samples_dir, tmp_path, monkeypatch):
+    """Two copies of one recording share a work folder: the copy prepared ahead starts only once the first one's
+    keyframes, which go on beside its transcription, are found."""
+    import shutil
+    import threading
+
+    from mediapipe_g4 import media, pipeline
+
+    options = RunOptions(cache_dir=str(tmp_path / "cache"))
+    copy = shutil.copy(samples_dir / "standup.mp4", tmp_path / "copy of standup.mp4")
+    extract, inside, overlaps, calls = media.extract_keyframes, [], [], []
+
+    def keyframes(*args, **kwargs):
+        if inside:
+            overlaps.append(threading.current_thread().name)
+        inside.append(1)
+        calls.append(1)
+        if len(calls) == 1:  # the first outlasts its decoding and diarization (~2 s): the copy could start meanwhile
+            threading.Event().wait(4)
+        try:
+            return extract(*args, **kwargs)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(media, "extract_keyframes", keyframes)
+    engine = ScriptedEngine(standup_engine_script())
+    ahead = pipeline.Lookahead(options, lambda model: engine)
+    ahead.queue(copy)
+    first = process_recording(samples_dir / "standup.mp4", options, lambda model: engine,
+                              prepared=ahead.prepare(samples_dir / "standup.mp4"))
+    second = process_recording(copy, options, lambda model: engine, prepared=ahead.prepare(copy))
+    assert not overlaps and len(first["keyframes"]) == len(second["keyframes"]) == 4
+
+
 def test_batch_queues_the_next_recording_to_do(samples_dir, media_corpus, tmp_path):
     """One recording at a time, the batch names the next one to prepare ahead: not a broken file, not one done."""
     import shutil
