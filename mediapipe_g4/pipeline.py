@@ -321,8 +321,9 @@ def prepare_recording(
 class Lookahead:
     """Prepares the next recording in a thread while the model works on this one, so its FFmpeg and speaker
     turns (CPU) overlap the model (GPU); the model stays on the caller's thread. The next one starts only once
-    this one is prepared, so two preparations never share a work folder. A preparation that failed is done
-    again in its turn, where its error is reported as usual."""
+    this one is prepared and its keyframes found, so two preparations never share a work folder (copies of one
+    recording would). A preparation that failed is done again in its turn, where its error is reported as
+    usual."""
 
     def __init__(self, options: RunOptions, make_engine: EngineFactory):
         self.options, self.make_engine = options, make_engine
