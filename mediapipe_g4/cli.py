@@ -245,7 +245,7 @@ def _diarization_options(kw: dict) -> DiarizationOptions:
                               max_speakers=kw["max_speakers"])
 
 
-def _run_options(kw: dict, *, summarize: bool) -> RunOptions:
+def _run_options(kw: dict, *, summarize: bool, formats: list[str]) -> RunOptions:
     from .names import parse_name_overrides
     from .pipeline import RunOptions
     from .transformers_engine import DEFAULT_MODEL
@@ -266,6 +266,8 @@ def _run_options(kw: dict, *, summarize: bool) -> RunOptions:
         dtype=kw["dtype"], quantize=kw["quantize"], assistant=kw["assistant"], batch_size=kw["batch_size"],
         compile=kw.get("compile_decode"), plan=plan, diarization=_diarization_options(kw),
         names=tuple(parse_name_overrides(kw.get("names")).items()), summarize=summarize,
+        # the notes, the reports and X.json show the slides; subtitles and text do not
+        slides=summarize or bool(plan.keyframe_tokens) or bool({"json", "html", "md"} & set(formats)),
         cache_dir=kw["cache_dir"], fresh=kw["fresh"], engine=engine, server=kw.get("server"),
         server_api=kw.get("server_api") or "openai", api_key_env=kw.get("api_key_env"),
         concurrency=kw.get("concurrency") or 8, served_model=kw.get("served_model"),
@@ -364,7 +366,7 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
     from .writers import output_stem, write_outputs
 
     formats = _formats(kw["format"])
-    options = _run_options(kw, summarize=summarize)
+    options = _run_options(kw, summarize=summarize, formats=formats)
     # Before anything about the model: if no file is a recording (a quick ffprobe each, up to the first that is),
     # say what is wrong with the first. The rest are probed when their turn comes.
     first_problem: G4Error | None = None
@@ -445,7 +447,7 @@ def batch(folder: Path, **kw) -> None:
     summarize = not kw["transcribe_only"]
     kw["format"] = kw["format"] or (SUMMARIZE_FORMATS if summarize else TRANSCRIBE_FORMATS)
     formats = _formats(kw["format"])
-    options = _run_options(kw, summarize=summarize)
+    options = _run_options(kw, summarize=summarize, formats=formats)
     factory = make_engine_factory(options)
     out_dir: Path = kw["output_dir"]
     workers = default_workers(options.engine, options.concurrency)

@@ -73,6 +73,7 @@ class RunOptions:
     diarization: DiarizationOptions = DiarizationOptions()
     names: tuple[tuple[str, str], ...] = ()  # --names overrides, (id, name)
     summarize: bool = True  # names and notes after the transcript
+    slides: bool = True  # find the keyframes (the notes, the reports and X.json show them; subtitles do not)
     cache_dir: str | None = None
     fresh: bool = False
     # --engine openai: the model runs on a server (docs/SERVING.md)
@@ -272,7 +273,7 @@ class Prepared:
     work: Path
     info: MediaInfo
     waveform: Any  # the 16 kHz mono waveform, memory-mapped from the work folder
-    slides: Background  # -> (keyframes, seconds it took); `keyframes()` waits for them
+    slides: Background  # -> (keyframes, seconds it took, None if not looked for); `keyframes()` waits for them
     diarization: Diarization
     seconds: dict[str, float]  # the stages' own times (the keyframes' come with `slides`)
     wall: float  # their wall time
@@ -300,7 +301,9 @@ def prepare_recording(
         load_early(make_engine, options)  # a first run: the model will be needed
     # Keyframes need only the video and FFmpeg's own threads: they run beside audio decoding and diarization,
     # and on beside transcription.
-    def find_slides(h: Hook) -> tuple[list[Keyframe], float]:
+    def find_slides(h: Hook) -> tuple[list[Keyframe], float | None]:
+        if not options.slides:
+            return [], None
         t0 = time.perf_counter()
         return media.extract_keyframes(src, work, info=info, hook=h), round(time.perf_counter() - t0, 3)
 
@@ -392,7 +395,9 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     timer = Timer(dict(prepared.seconds), started=time.perf_counter() - prepared.wall)
 
     def slides() -> list[Keyframe]:
-        found, timer.seconds["keyframes"] = prepared.slides.result()
+        found, seconds = prepared.slides.result()
+        if seconds is not None:
+            timer.seconds["keyframes"] = seconds
         return found
 
     # Transcription needs the keyframes only to put one beside each clip; otherwise they are found meanwhile, and

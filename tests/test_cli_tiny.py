@@ -46,6 +46,21 @@ def test_transcribe_writes_every_format(samples_dir, tiny_checkpoint, cache, tmp
     assert result["notes"]["status"] == "skipped"
 
 
+def test_subtitles_alone_do_not_look_for_slides(samples_dir, tiny_checkpoint, tmp_path):
+    """`transcribe --format srt` of a video: no output shows slides, so no keyframes are searched for (on a CPU
+    they would take cores from the model); with X.json they are."""
+    cache = tmp_path / "cache"
+    for formats, looked in (("srt,txt", False), ("json", True)):
+        out = g4media("transcribe", str(samples_dir / "standup.mp4"), "--model", str(tiny_checkpoint),
+                      "-o", str(tmp_path / formats), "--format", formats, cache=cache)
+        assert out.returncode == 0, out.stderr
+        assert any(cache.glob("recordings/*/keyframes")) is looked, formats
+        assert ("keyframes" in out.stdout + out.stderr) is looked  # the timings line names the stage if it ran
+    result = json.loads((tmp_path / "json" / "standup.json").read_text())
+    assert len(result["keyframes"]) == 4 and result["options"]["slides"] is True
+    assert (tmp_path / "srt,txt" / "standup.srt").read_text().strip()
+
+
 def test_summarize_video_report_is_complete(samples_dir, tiny_checkpoint, cache, tmp_path):
     out = g4media("summarize", str(samples_dir / "standup.mp4"), "--model", str(tiny_checkpoint),
                   "-o", str(tmp_path), cache=cache)
