@@ -324,8 +324,7 @@ def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     work = media_work_dir(file_sha256(file))
     with progress_hook(not as_json) as hook:
         waveform = media.decode_audio(file, work, info=info, hook=hook)
-        if short := media.audio_shortfall(info, len(waveform) / media.SAMPLE_RATE):
-            log.warning("%s: %s", file.name, short)
+        media.warn_if_cut_off(file.name, info, waveform)
         result = load_diarization(waveform, work, _diarization_options(kw), hook, fresh=False)
     if rttm_path is not None:
         write_rttm(result, rttm_path, file_id=file.stem)

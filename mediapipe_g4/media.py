@@ -338,6 +338,14 @@ def audio_shortfall(info: MediaInfo, decoded_seconds: float) -> str | None:
             "decoded; the file may be incomplete, and the transcript covers only that part")
 
 
+def warn_if_cut_off(name: str, info: MediaInfo, waveform: np.ndarray) -> str | None:
+    """`audio_shortfall` of a decoded waveform, said as a warning (every command that decodes says it), or None."""
+    short = audio_shortfall(info, len(waveform) / SAMPLE_RATE)
+    if short:
+        log.warning("%s: %s", name, short)
+    return short
+
+
 # --------------------------------------------------------------------------- frames
 
 

@@ -277,7 +277,7 @@ class Prepared:
     diarization: Diarization
     seconds: dict[str, float]  # the stages' own times (the keyframes' come with `slides`)
     wall: float  # their wall time
-    short: str | None = None  # less audio decoded than the file states (media.audio_shortfall), said to the user
+    short: str | None = None  # less audio decoded than the file states (media.warn_if_cut_off), said to the user
 
     def keyframes(self) -> list[Keyframe]:
         """The keyframes, once found (an error in finding them is raised here)."""
@@ -315,10 +315,8 @@ def prepare_recording(
     except BaseException:
         slides.cancel()
         raise
-    if short := media.audio_shortfall(info, len(waveform) / SAMPLE_RATE):
-        log.warning("%s: %s", src.name, short)
     return Prepared(src, sha, work, info, waveform, slides, diarization, dict(timer.seconds),
-                    time.perf_counter() - timer.started, short)
+                    time.perf_counter() - timer.started, media.warn_if_cut_off(src.name, info, waveform))
 
 
 class Lookahead:
