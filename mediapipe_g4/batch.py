@@ -12,7 +12,8 @@ from typing import Any
 
 from . import media
 from .errors import G4Error, MediaError, ModelError
-from .writers import failed_entry, index_entry, output_stem, write_index, write_outputs
+from .index_page import failed_entry, index_entry, write_index
+from .writers import output_stem, write_outputs
 
 log = logging.getLogger("mediapipe_g4")
 

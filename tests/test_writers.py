@@ -12,19 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from mediapipe_g4 import templating, writers
+from mediapipe_g4 import report_view, subtitles, templating, writers
 from mediapipe_g4.errors import OutputError
-from mediapipe_g4.writers import (
-    WRITERS,
-    failed_entry,
-    get_writer,
-    index_entry,
-    output_stem,
-    safe_stem,
-    subtitle_cues,
-    write_index,
-    write_outputs,
-)
+from mediapipe_g4.index_page import failed_entry, index_entry, write_index
+from mediapipe_g4.subtitles import subtitle_cues
+from mediapipe_g4.writers import WRITERS, get_writer, output_stem, safe_stem, write_outputs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "standup_result.json"
 XSS = "<script>alert(1)</script>"
@@ -257,8 +249,8 @@ def assert_valid_timing(cues):
     for start, end, lines in cues:
         assert end > start
         assert start > previous_start and start >= previous_end - 1e-9
-        assert 1 <= len(lines) <= writers.MAX_LINES
-        assert all(0 < len(line) <= writers.MAX_LINE for line in lines), lines
+        assert 1 <= len(lines) <= subtitles.MAX_LINES
+        assert all(0 < len(line) <= subtitles.MAX_LINE for line in lines), lines
         previous_start, previous_end = start, end
 
 
@@ -406,7 +398,7 @@ def test_html_links_times_when_the_recording_is_beside(result, work, out):
     html = render("html", result, out / "stand up #1.html", media_dir=work)
     assert '<video id="player" controls preload="metadata" playsinline src="stand%20up%20%231.mp4">' in html
     assert '<a class="t" href="stand%20up%20%231.mp4#t=46.4" data-t="46.4">0:46</a>' in html
-    assert "<script>" in html and writers.PLAYER_SCRIPT_HASH in html
+    assert "<script>" in html and report_view.PLAYER_SCRIPT_HASH in html
     md = render("md", result, out / "stand up #1.md", media_dir=work)
     assert "[0:46](stand%20up%20%231.mp4#t=46.4)" in md
 

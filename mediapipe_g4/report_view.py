@@ -1,0 +1,325 @@
+"""The report's view of a result: everything the HTML and Markdown templates show, computed once
+(speaker names, colours and shares, timeline positions, slides, notes, the transcript with chapters)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import re
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from . import __version__
+from .result_fields import finite_float, one_line, plain, recording_duration, sorted_segments, source_name
+
+# Calm, distinguishable speaker colours (readable as text on white, and as blocks).
+PALETTE = ("#3d6fb6", "#c2693a", "#3d8b5a", "#8459b0", "#2a8a8f", "#b94a67", "#8a7d2b", "#5b6b80")
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".ogv", ".avi", ".wmv", ".mpg", ".mpeg", ".ts"}
+
+# The report's only script, present when the recording sits beside it: a time link seeks the
+# page's player instead of opening the file, and docks the player if it is scrolled away.
+# The page's Content-Security-Policy allows exactly this script (by hash) and nothing else.
+PLAYER_SCRIPT = """
+(function () {
+  var player = document.getElementById("player");
+  if (!player) return;
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a[data-t]");
+    if (!link) return;
+    event.preventDefault();
+    player.currentTime = parseFloat(link.getAttribute("data-t")) || 0;
+    var box = player.getBoundingClientRect();
+    if (box.bottom < 0 || box.top > window.innerHeight) document.body.classList.add("docked");
+    var playing = player.play();
+    if (playing && playing.catch) playing.catch(function () {});
+  });
+  document.getElementById("undock").addEventListener("click", function () {
+    document.body.classList.remove("docked");
+    player.pause();
+  });
+})();
+"""
+PLAYER_SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(PLAYER_SCRIPT.encode()).digest()).decode()
+
+
+def _media_link(result: Mapping[str, Any], out_dir: Path) -> dict[str, str] | None:
+    """A link to the recording when it sits beside the report, else None (plain times)."""
+    name = source_name(result)
+    if not name or name in {".", ".."} or "/" in name or "\\" in name:
+        return None
+    if not (out_dir / name).is_file():
+        return None
+    suffix = Path(name).suffix.lower()
+    kind = "video" if suffix in VIDEO_SUFFIXES else "audio"
+    return {"href": urllib.parse.quote(name, safe=""), "kind": kind, "name": name}
+
+
+def _report_date(result: Mapping[str, Any]) -> str | None:
+    source = result.get("source") or {}
+    value = source.get("created") or result.get("created")
+    when: _dt.datetime | None = None
+    if value:
+        with contextlib.suppress(ValueError, TypeError):
+            when = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        if when is None:
+            return str(value)
+    elif source.get("path"):
+        with contextlib.suppress(OSError):
+            when = _dt.datetime.fromtimestamp(Path(str(source["path"])).stat().st_mtime)
+    if when is None:
+        return None
+    return f"{when.day} {when:%B %Y}"
+
+
+def _nice_step(duration: float, max_ticks: int = 8) -> float:
+    for step in (5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400):
+        if duration / step <= max_ticks:
+            return step
+    return max(duration / max_ticks, 1.0)
+
+
+def _pct(value: float, total: float) -> float:
+    return round(min(max(value / total * 100 if total > 0 else 0.0, 0.0), 100.0), 3)
+
+
+def _flat_options(options: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested option groups as dotted keys (plan.max_clip), so each value stays short."""
+    flat: list[tuple[str, Any]] = []
+    for key, value in options.items():
+        if isinstance(value, Mapping) and value:
+            flat.extend(_flat_options(value, f"{prefix}{key}."))
+        else:
+            flat.append((f"{prefix}{key}", value))
+    return flat
+
+
+def _compact(value: Any) -> str:
+    """An option's value for people: yes/no for flags, auto for unset."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (Mapping, list, tuple)):
+        return json.dumps(plain(value), ensure_ascii=False, separators=(", ", ": "))
+    return str(value)
+
+
+def _notes_view(result: Mapping[str, Any], speakers: list[dict[str, Any]]) -> dict[str, Any]:
+    notes = result.get("notes")
+    by_key: dict[str, dict[str, Any]] = {}
+    for sp in speakers:
+        by_key[sp["id"].casefold()] = sp
+        by_key.setdefault(sp["name"].casefold(), sp)
+    if not isinstance(notes, Mapping):
+        reason = "this recording was only transcribed (notes were not requested)"
+        return {"produced": False, "status": "skipped", "reason": reason}
+    status = str(notes.get("status") or "ok")
+    error = one_line(notes.get("error"))
+    if status != "ok":
+        reason = error or ("notes were skipped" if status == "skipped" else "the notes step failed without a message")
+        return {"produced": False, "status": status, "reason": reason}
+
+    def timed(items: Any) -> list[dict[str, Any]]:
+        out = []
+        for item in items or ():
+            if isinstance(item, str):
+                item = {"text": item}
+            if isinstance(item, Mapping) and one_line(item.get("text")):
+                time = item.get("time")
+                out.append({"text": one_line(item["text"]), "time": finite_float(time) if time is not None else None})
+        return out
+
+    actions = []
+    for item in notes.get("action_items") or ():
+        if isinstance(item, str):
+            item = {"text": item}
+        if not isinstance(item, Mapping) or not one_line(item.get("text")):
+            continue
+        owner = one_line(item.get("owner"))
+        speaker = by_key.get(owner.casefold()) if owner else None
+        time = item.get("time")
+        actions.append({
+            "text": one_line(item["text"]),
+            "owner": speaker["name"] if speaker else owner,
+            "color": speaker["color"] if speaker else None,
+            "due": one_line(item.get("due")),
+            "time": finite_float(time) if time is not None else None,
+        })
+    chapters = [
+        {"start": max(finite_float(c.get("start")), 0.0), "title": one_line(c.get("title"))}
+        for c in notes.get("chapters") or ()
+        if isinstance(c, Mapping) and one_line(c.get("title"))
+    ]
+    chapters.sort(key=lambda c: c["start"])
+    return {
+        "produced": True,
+        "status": "ok",
+        "reason": "",
+        "summary": str(notes.get("summary") or "").strip(),
+        "decisions": timed(notes.get("decisions")),
+        "action_items": actions,
+        "chapters": chapters,
+        "questions": timed(notes.get("questions")),
+    }
+
+
+def report_context(
+    result: Mapping[str, Any], *, out_dir: Path, media_dir: Path | None = None
+) -> dict[str, Any]:
+    """Everything the report templates show, computed once: names, colours, shares, positions."""
+    source = dict(result.get("source") or {})
+    name = source_name(result)
+    segments = sorted_segments(result)
+    total = recording_duration(result) or 1.0
+
+    # Speakers: the listed ones first, then any id that only the segments mention.
+    speakers: list[dict[str, Any]] = []
+    seen: dict[str, dict[str, Any]] = {}
+    talk: dict[str, float] = {}
+    for seg in segments:
+        if seg["speaker"] is not None:
+            talk[str(seg["speaker"])] = talk.get(str(seg["speaker"]), 0.0) + seg["end"] - seg["start"]
+    listed = [s for s in result.get("speakers") or () if isinstance(s, Mapping) and s.get("id") is not None]
+    extra = [{"id": sid} for sid in talk if sid not in {str(s["id"]) for s in listed}]
+    for index, sp in enumerate([*listed, *extra]):
+        sid = str(sp["id"])
+        if sid in seen:
+            continue
+        tt = sp.get("talk_time")
+        view = {
+            "id": sid,
+            "name": one_line(sp.get("name")) or sid,
+            "talk_time": finite_float(tt) if tt is not None else talk.get(sid, 0.0),
+            "color": PALETTE[index % len(PALETTE)],
+            "index": index,
+            "evidence": [
+                {"quote": one_line(e.get("quote")), "time": finite_float(e.get("time"))}
+                for e in sp.get("evidence") or ()
+                if isinstance(e, Mapping) and one_line(e.get("quote"))
+            ],
+        }
+        seen[sid] = view
+        speakers.append(view)
+    talk_total = sum(s["talk_time"] for s in speakers) or 1.0
+    for sp in speakers:
+        sp["share"] = round(100 * sp["talk_time"] / talk_total)
+    unknown = {"id": "", "name": "", "color": "#8a8f98", "index": -1}
+
+    # Timeline: each speaker's turns as blocks (segments closer than half a second merged).
+    rows = []
+    for sp in speakers:
+        blocks: list[list[float]] = []
+        for seg in segments:
+            if str(seg["speaker"]) != sp["id"]:
+                continue
+            if blocks and seg["start"] - blocks[-1][1] <= 0.5:
+                blocks[-1][1] = max(blocks[-1][1], seg["end"])
+            else:
+                blocks.append([seg["start"], seg["end"]])
+        rows.append({
+            "speaker": sp,
+            "blocks": [
+                {"start": s, "end": e, "left": _pct(s, total), "width": _pct(e - s, total)} for s, e in blocks
+            ],
+        })
+    step = _nice_step(total)
+    ticks = [{"time": t * step, "left": _pct(t * step, total)} for t in range(int(total // step) + 1)]
+
+    # Keyframes, resolved to files for embedding.
+    keyframes = []
+    for number, kf in enumerate(sorted(result.get("keyframes") or (), key=lambda k: finite_float(k.get("time"))), 1):
+        time = finite_float(kf.get("time"))
+        end = max(finite_float(kf.get("end"), total), time)
+        image = kf.get("image_path")
+        file = ""
+        if image:
+            path = Path(str(image))
+            if not path.is_absolute():
+                path = (media_dir or out_dir) / path
+            file = str(path)
+        keyframes.append({
+            "number": number, "time": time, "end": end, "file": file,
+            "width": int(finite_float(kf.get("width"))), "height": int(finite_float(kf.get("height"))),
+            "left": _pct(time, total), "span": _pct(end - time, total),
+        })
+
+    notes = _notes_view(result, speakers)
+
+    # The transcript, with chapter headings and slide markers at their times.
+    events: list[tuple[float, int, dict[str, Any]]] = []
+    for chapter in notes.get("chapters") or ():
+        # A chapter the model dated a moment into a segment starts with that segment.
+        at = chapter["start"]
+        for seg in segments:
+            if seg["start"] <= at < seg["end"] and at - seg["start"] <= 3.0:
+                at = seg["start"]
+                break
+        events.append((at, 0, {"kind": "chapter", **chapter}))
+    for kf in keyframes:
+        events.append((kf["time"], 1, {"kind": "slide", **kf}))
+    for order, seg in enumerate(segments):
+        sp = seen.get(str(seg["speaker"]), unknown) if seg["speaker"] is not None else unknown
+        events.append((seg["start"], 2, {"kind": "segment", "order": order, **seg, "who": sp}))
+    events.sort(key=lambda e: (e[0], e[1], e[2].get("order", 0)))
+    transcript = []
+    previous: str | None = None
+    for _, _, item in events:
+        if item["kind"] == "segment":
+            item["new_turn"] = previous != item["who"]["id"]
+            previous = item["who"]["id"]
+        else:
+            previous = None
+        transcript.append(item)
+
+    model = dict(result.get("model") or {})
+    timings = [
+        {"step": k, "seconds": finite_float(v)}
+        for k, v in (result.get("timings") or {}).items()
+        if k != "total" and v is not None
+    ]
+    total_time = (result.get("timings") or {}).get("total")
+    title = re.sub(r"(?<=.)\.[A-Za-z0-9]{1,5}$", "", name)  # the name without its extension
+
+    return {
+        "title": title or "Recording",
+        "source": {
+            "name": name,
+            "duration": total,
+            "sha256": str(source.get("sha256") or ""),
+        },
+        "warning": one_line(source.get("warning")),  # e.g. the file is cut off (media.audio_shortfall)
+        "date": _report_date(result),
+        "duration": total,
+        "speakers": speakers,
+        "timeline": rows,
+        "ticks": ticks,
+        "keyframes": keyframes,
+        "notes": notes,
+        "transcript": transcript,
+        "segment_count": len(segments),
+        "media": _media_link(result, out_dir),
+        "model": {
+            "id": one_line(model.get("id")),
+            "transcribe_model": one_line(model.get("transcribe_model")),
+            "device": one_line(model.get("device")),
+            "dtype": one_line(model.get("dtype")),
+        },
+        "options": [{"key": k, "value": _compact(v)} for k, v in _flat_options(result.get("options") or {})],
+        "timings": timings,
+        "total_time": finite_float(total_time) if total_time is not None else None,
+        "version": __version__,
+        "script": Markup(PLAYER_SCRIPT),  # our constant, not recording text
+        "script_hash": PLAYER_SCRIPT_HASH,
+    }
+

@@ -1,0 +1,121 @@
+"""Subtitle cues from a result: readable lines (speaker prefix, at most two lines of 42 characters,
+cut at phrase ends) with valid times (increasing starts, no overlap), for the SRT and VTT writers."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .result_fields import sorted_segments
+from .templating import resolve_speaker_name, speaker_map
+
+MAX_LINE = 42  # characters per subtitle line (the usual broadcast guideline)
+MAX_LINES = 2  # lines per cue
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    speaker: str  # display name, "" when unknown
+    text: str  # the words of this cue, without the speaker prefix
+
+
+def speaker_prefix(speaker: str) -> str:
+    """`Alice: ` before a cue's words (a long name shortened); "" for an unknown speaker."""
+    if not speaker:
+        return ""
+    if len(speaker) > 24:  # a very long name would crowd the words off the line
+        speaker = speaker[:23].rstrip() + "\u2026"
+    return f"{speaker}: "
+
+
+def wrap_cue(prefix: str, words: str, width: int = MAX_LINE) -> list[str]:
+    """Lines of at most `width` characters, the first starting with `prefix`."""
+    wrapper = textwrap.TextWrapper(width=width, break_long_words=True, break_on_hyphens=False)
+    return wrapper.wrap(prefix + words) if (prefix + words).strip() else []
+
+
+def _split_words(prefix: str, text: str, width: int, max_lines: int) -> list[str]:
+    """Split `text` into pieces that each fit `max_lines` lines of `width` with the prefix.
+
+    Pieces are filled greedily, but a full piece gives its tail back to the next one when a
+    sentence (or, failing that, a clause) ends in its second half, so cues read as phrases.
+    """
+    words: list[str] = []
+    for word in text.split():
+        # A word longer than a line is cut so that it can fit on a line of its own.
+        words += [word[i : i + width] for i in range(0, len(word), width)] if len(word) > width else [word]
+    pieces: list[str] = []
+    current: list[str] = []
+    for word in words:
+        if current and len(wrap_cue(prefix, " ".join([*current, word]), width)) > max_lines:
+            cut = _phrase_end(current)
+            pieces.append(" ".join(current[:cut]))
+            current = current[cut:]
+        current.append(word)
+    if current:
+        pieces.append(" ".join(current))
+    return pieces
+
+
+def _phrase_end(words: list[str]) -> int:
+    """Where to end a full cue: after the last sentence end, else clause end, in the second half."""
+    half = (len(words) + 1) // 2
+    for ends in (".?!…", ",;:—"):
+        for i in range(len(words) - 1, half - 1, -1):
+            if words[i].rstrip("\"')”’").endswith(tuple(ends)):
+                return i + 1
+    return len(words)
+
+
+def subtitle_cues(
+    result: Mapping[str, Any], *, width: int = MAX_LINE, max_lines: int = MAX_LINES
+) -> list[Cue]:
+    """Readable cues: each at most `max_lines` lines of `width` characters (speaker prefix included).
+
+    A long segment becomes several cues whose times are interpolated by character count.
+    Times are then made valid: starts strictly increase, every end is after its start, and a cue
+    ends no later than the next one starts (players and validators want no overlap).
+    """
+    names = speaker_map(result.get("speakers"))
+    raw: list[Cue] = []
+    for seg in sorted_segments(result):
+        speaker = resolve_speaker_name(seg["speaker"], names)
+        pieces = _split_words(speaker_prefix(speaker), seg["text"], width, max_lines)
+        total = sum(len(p) for p in pieces) or 1
+        span = seg["end"] - seg["start"]
+        done = 0
+        for piece in pieces:
+            start = seg["start"] + span * done / total
+            done += len(piece)
+            raw.append(Cue(start, seg["start"] + span * done / total, speaker, piece))
+
+    # Work in whole milliseconds, the resolution of both formats.
+    fixed: list[list[Any]] = []
+    for cue in raw:
+        start, end = round(cue.start * 1000), round(cue.end * 1000)
+        if fixed:
+            start = max(start, fixed[-1][0] + 1)
+        end = max(end, start + 1)
+        if fixed and fixed[-1][1] > start:
+            fixed[-1][1] = start
+        fixed.append([start, end, cue])
+    return [Cue(s / 1000, e / 1000, c.speaker, c.text) for s, e, c in fixed]
+
+
+def subtitle_time(seconds: float, separator: str) -> str:
+    """`00:01:02,500` (SRT, separator ",") or `00:01:02.500` (VTT, separator ".")."""
+    millis = max(round(seconds * 1000), 0)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def vtt_escape(text: str) -> str:
+    """Cue text safe in WebVTT, where `<` starts a tag and `&` an entity."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
