@@ -23,3 +23,7 @@ class PlanError(G4Error):
 
 class OutputError(G4Error):
     """An output cannot be written."""
+
+
+class EvalError(G4Error):
+    """A reference or result for `g4media eval` cannot be read, or nothing pairs up."""

@@ -15,27 +15,28 @@ from click.testing import CliRunner
 from conftest import ROOT, SAMPLES
 
 from mediapipe_g4.cli import main
-from mediapipe_g4.evaluate import (
-    EvalError,
+from mediapipe_g4.errors import EvalError
+from mediapipe_g4.evaluate import evaluate, format_table
+from mediapipe_g4.metrics import (
+    cp_wer,
+    diarization_errors,
+    naming_accuracy,
+    normalize_text,
+    notes_recall,
+    phrase_coverage,
+    wer,
+    word_errors,
+)
+from mediapipe_g4.references import (
     NotesItem,
     Reference,
     Turn,
     Utterance,
-    cp_wer,
-    diarization_errors,
-    evaluate,
-    format_table,
     load_references,
-    naming_accuracy,
-    normalize_text,
-    notes_recall,
     parse_notes_reference,
     parse_rttm,
     parse_segments_json,
     parse_stm,
-    phrase_coverage,
-    wer,
-    word_errors,
 )
 
 FIXTURE = ROOT / "tests" / "fixtures" / "standup_result.json"
