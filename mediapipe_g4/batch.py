@@ -163,7 +163,7 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
             outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
                        if (target_dir / f"{stem}.{ext}").exists()]
             result = json.loads((target_dir / f"{stem}.json").read_text(encoding="utf-8"))
-            return _relative(index_entry(result, outputs), out_dir), "done before", "", True
+            return _relative(index_entry(result, outputs, name=rel), out_dir), "done before", "", True
         result = process(path)
         outputs = write_outputs(result, target_dir, stem, formats, media_dir=result.get("work_dir"))
     except ModelError:
@@ -174,7 +174,7 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
         log.debug("failure on %s", path, exc_info=True)
         detail = f"unexpected {type(exc).__name__}: {exc}"
         return failed_entry(rel, detail), "failed", detail, False
-    return _relative(index_entry(result, outputs), out_dir), "ok", ", ".join(p.name for p in outputs), False
+    return _relative(index_entry(result, outputs, name=rel), out_dir), "ok", ", ".join(p.name for p in outputs), False
 
 
 def _concurrently(found: Iterator[tuple[Path, str | None]], one: Callable[..., Any], workers: int

@@ -15,15 +15,17 @@ from .templating import get_template, speaker_map
 from .writers import atomic_write, cannot_write, safe_stem
 
 
-def index_entry(result: Mapping[str, Any], outputs: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
-    """One recording that worked, for `write_index`."""
+def index_entry(result: Mapping[str, Any], outputs: Sequence[str | os.PathLike[str]], *,
+                name: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """One recording that worked, for `write_index`. `name`: its path in the batch folder (so two `meeting.mp4`
+    in different sub-folders stay apart); without it, the recording's file name."""
     notes = result.get("notes")
     summary = ""
     if isinstance(notes, Mapping) and (notes.get("status") or "ok") == "ok":
         summary = str(notes.get("summary") or "")
     names = speaker_map(result.get("speakers"))
     return {
-        "name": source_name(result) or "recording",
+        "name": Path(name).as_posix() if name else source_name(result) or "recording",
         "status": "ok",
         "error": None,
         "outputs": [os.fspath(p) for p in outputs],
@@ -35,10 +37,10 @@ def index_entry(result: Mapping[str, Any], outputs: Sequence[str | os.PathLike[s
     }
 
 
-def failed_entry(source: str | os.PathLike[str], error: str) -> dict[str, Any]:
-    """One recording that failed, with the reason, for `write_index`."""
+def failed_entry(name: str | os.PathLike[str], error: str) -> dict[str, Any]:
+    """One recording that failed, with the reason, for `write_index`; `name` as for `index_entry`."""
     return {
-        "name": Path(os.fspath(source)).name or os.fspath(source),
+        "name": Path(name).as_posix(),
         "status": "failed",
         "error": one_line(error) or "unknown error",
         "outputs": [],

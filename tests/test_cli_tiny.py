@@ -182,6 +182,7 @@ def test_batch_goes_on_past_bad_files_and_skips_done_ones(samples_dir, media_cor
     index = (out_dir / "index.html").read_text()
     assert "broken.mp4" in index and "not a readable media file" in index and "readme" not in index
     assert "call &lt;1&gt; &amp; co.wav" in index
+    assert ">sub/interview</a>" in index  # named by its path in the folder: same names in two folders stay apart
     again = g4media(*args, cache=cache)
     assert again.returncode == 1 and "done before" in again.stdout
     assert "2 done (2 from before), 1 failed" in again.stdout

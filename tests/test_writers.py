@@ -566,7 +566,7 @@ def test_index_lists_outputs_and_failures(result, work, tmp_path):
     paths = write_outputs(result, out, output_stem(result["source"]["name"]), ["html", "md", "json"], media_dir=work)
     entries = [
         index_entry(result, paths),
-        failed_entry(Path("/rec/broken clip.mp4"), "FFmpeg cannot read broken clip.mp4: moov atom not found"),
+        failed_entry(Path("rec/broken clip.mp4"), "FFmpeg cannot read broken clip.mp4: moov atom not found"),
         failed_entry("evil <img src=x onerror=alert(1)>.wav", XSS),
     ]
     index = write_index(entries, out, title="Recordings in batch")
@@ -576,7 +576,7 @@ def test_index_lists_outputs_and_failures(result, work, tmp_path):
     assert 'href="Weekly%20_sync_%20_b_%233.html"' in html
     assert '>MD</a>' in html and '>JSON</a>' in html and '>HTML</a>' in html
     assert "Failed: FFmpeg cannot read broken clip.mp4: moov atom not found" in html
-    assert "broken clip.mp4" in html
+    assert "<h2>rec/broken clip.mp4</h2>" in html  # its path in the batch folder
     assert "<script>" not in html and "<img" not in html and "evil &lt;img src=x onerror=alert(1)&gt;.wav" in html
     assert "3 recordings: 1 done, " in html and "2 failed" in html
     assert "Alice, Bob, Carol" in html and "Short daily stand-up." in html
