@@ -1,12 +1,14 @@
 """Generate extra synthetic meetings (not committed) to check diarization beyond the samples.
 
-    python benchmarks/make_meetings.py OUT_DIR [--count 6] [--seed 100]
+    python benchmarks/make_meetings.py OUT_DIR [--count 6] [--seed 100] [--minutes M]
 
 Each meeting gets other voices, pause lengths, turn lengths and speaker counts than the samples:
 2-5 speakers drawn from a pool of espeak-ng voices the samples do not use, turns of one to four
 sentences, pauses from none to 1.5 s, backchannels, and one of several containers (16 kHz WAV,
 44.1 kHz stereo MP3, 8 kHz phone WAV). Ground truth `<name>.truth.json` has the samples' format.
-Deterministic for a given seed.
+Deterministic for a given seed. `--minutes M` makes meetings of about M minutes instead (1-2 by default) whose
+sentences are composed from parts, so that a long meeting does not repeat the same few sentences (an exact
+repeat gives the same voice windows again, which no real meeting does).
 """
 
 from __future__ import annotations
@@ -67,10 +69,32 @@ SENTENCES = [
 ]
 BACKCHANNELS = ["Okay.", "Yes.", "Right.", "Sure.", "Mhm, yes.", "Good.", "Exactly."]
 
+# Parts of composed sentences for long meetings (--minutes): thousands of different sentences.
+SUBJECTS = ["The team", "Our client", "The finance group", "I", "We", "The new intern", "Support", "The vendor",
+            "Marketing", "The board", "Engineering", "My manager", "The Berlin office", "Legal"]
+VERBS = ["finished", "reviewed", "postponed", "started", "rejected", "approved", "tested", "rewrote", "discussed",
+         "measured", "simplified", "priced", "documented", "cancelled"]
+OBJECTS = ["the pricing page", "the invoice export", "the search index", "the hiring plan", "the quarterly report",
+           "the login flow", "the backup script", "the partner contract", "the travel budget",
+           "the release checklist", "the data warehouse", "the onboarding survey", "the warehouse robots",
+           "the annual audit", "the customer newsletter", "the error dashboard"]
+TAILS = ["yesterday", "last Friday", "this morning", "before the holidays", "after the demo", "in March",
+         "two weeks ago", "without any problems", "with some delays", "for the second time", "over the weekend",
+         "together with the designers"]
+QUESTIONS = ["Who owns {o} now?", "How long will {o} take?", "Should we move {o} to next week?",
+             "Did anyone look at {o} since Monday?", "What is blocking {o}?", "Can we split {o} into two parts?"]
+
+
+def composed_sentence(rng: np.random.Generator) -> str:
+    obj = str(rng.choice(OBJECTS))
+    if rng.random() < 0.2:
+        return str(rng.choice(QUESTIONS)).format(o=obj)
+    return f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {obj} {rng.choice(TAILS)}."
+
 FORMATS = ["wav16", "mp3", "phone"]
 
 
-def make_meeting(out: Path, name: str, seed: int) -> Path:
+def make_meeting(out: Path, name: str, seed: int, minutes: float | None = None) -> Path:
     rng = np.random.default_rng(seed)
     n_speakers = int(rng.integers(2, 6))
     picks = rng.choice(len(VOICE_POOL), size=n_speakers, replace=False)
@@ -83,6 +107,8 @@ def make_meeting(out: Path, name: str, seed: int) -> Path:
     turns: list[Turn] = []
     last = None
     target = float(rng.uniform(45, 75)) + 8 * n_speakers  # seconds of meeting, roughly
+    if minutes:
+        target = 60 * minutes
     min_turns = 3 * n_speakers  # everyone speaks more than once
     est = 0.0
     # Everyone speaks early, so the count is decidable; then a random order without self-repeats.
@@ -93,7 +119,10 @@ def make_meeting(out: Path, name: str, seed: int) -> Path:
             text = str(rng.choice(BACKCHANNELS))
         else:
             n = int(rng.integers(1, max_sentences + 1))
-            text = " ".join(str(s) for s in rng.choice(SENTENCES, size=n, replace=False))
+            if minutes:
+                text = " ".join(composed_sentence(rng) for _ in range(n))
+            else:
+                text = " ".join(str(s) for s in rng.choice(SENTENCES, size=n, replace=False))
         gap = float(rng.choice([0.0, rng.uniform(0.15, 0.4), rng.uniform(0.4, 0.9), rng.uniform(0.9, 1.5)],
                                p=[0.15, 0.35, 0.35, 0.15]))
         turns.append(Turn(spk, text, round(gap, 2)))
@@ -128,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--count", type=int, default=6)
     ap.add_argument("--seed", type=int, default=100, help="first seed; meeting i uses seed + i")
+    ap.add_argument("--minutes", type=float, help="about this long, with composed sentences (default: 1-2 minutes)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for i in range(args.count):
         seed = args.seed + i
-        path = make_meeting(args.out, f"meeting_{seed}", seed)
+        path = make_meeting(args.out, f"meeting_{seed}", seed, args.minutes)
         print(path)
     return 0
 

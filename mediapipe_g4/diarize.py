@@ -74,7 +74,9 @@ class DiarizationOptions:
     min_window: float = 0.25  # regions shorter than this get no embedding of their own
     min_cluster_windows: int = 6  # a voice needs this many full windows (about 3.6 s of speech)
     max_switch_rate: float = 0.06  # k voices are rejected if labels flip more often inside regions
-    max_centroid_similarity: float = 0.905  # ... or if two voices' centroids are closer than this
+    max_centroid_similarity: float = 0.905  # ... or if two voices' centroids are closer than this,
+    separable_windows: int = 40  # ... unless both have this many windows (about 16 s of speech) and their windows
+    min_separation: float = 8.0  # ... fall in two modes along the line between the centroids (Fisher ratio)
     distinct_similarity: float = 0.85  # voices whose centroids are all at most this close are distinct people:
     distinct_switch_rate: float = 0.12  # ... their labels may flip this often (quick exchanges without pauses)
     patience: int = 1  # the count search goes on past this many implausible k (k-means may split the wrong voice)
@@ -339,21 +341,43 @@ def _drop_small(emb: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarra
         labels = _reassign(emb, labels, int(ids[np.argmin(counts)]))
 
 
+def _separation(a: np.ndarray, b: np.ndarray) -> float:
+    """Fisher's ratio of two clusters' windows projected on the line between their centroids: the squared
+    distance of the means over the summed variances. One voice cut in two by content is one mode cut in half
+    (about 3.5 for a Gaussian); two voices are two modes (measured: at most 6 for one voice, at least 9.7 for two,
+    among clusters of 40 or more windows whose centroids are 0.905-0.94 alike)."""
+    axis = _l2(a.mean(axis=0) - b.mean(axis=0))
+    pa, pb = a @ axis, b @ axis
+    return float((pa.mean() - pb.mean()) ** 2 / max(pa.var() + pb.var(), 1e-12))
+
+
 def _plausible(emb: np.ndarray, labels: np.ndarray, region: np.ndarray, options: DiarizationOptions) -> bool:
     """Do these clusters look like different voices rather than one voice split by content?
 
     Voices stay put inside a speech region (the label rarely switches between neighbouring
-    windows), and two clusters of one voice keep nearly the same centroid.
+    windows), and two clusters of one voice keep nearly the same centroid, unless both are large
+    and clearly two modes (`_separation`): two similar voices with plenty of speech each.
     """
     same_region = region[1:] == region[:-1]
     switches = float(np.mean(labels[1:][same_region] != labels[:-1][same_region])) if same_region.any() else 0.0
-    cent = _centroids(emb, labels)
+    ids = np.unique(labels)
+    cent = _centroids(emb, labels, ids)
     sim = cent @ cent.T
     np.fill_diagonal(sim, -1.0)
     log.debug("k=%d: switch rate %.3f, closest centroids %.3f", len(cent), switches, sim.max())
     if sim.max() <= options.distinct_similarity:  # one voice split by content keeps nearly the same centroid
         return switches <= options.distinct_switch_rate
-    return switches <= options.max_switch_rate and sim.max() <= options.max_centroid_similarity
+    if switches > options.max_switch_rate:
+        return False
+    for i, j in zip(*np.nonzero(np.triu(sim > options.max_centroid_similarity))):
+        a, b = emb[labels == ids[i]], emb[labels == ids[j]]
+        if min(len(a), len(b)) < options.separable_windows:
+            return False
+        separation = _separation(a, b)
+        log.debug("k=%d: centroids %.3f alike, separation %.1f", len(cent), sim[i, j], separation)
+        if separation < options.min_separation:
+            return False
+    return True
 
 
 def cluster(emb: np.ndarray, region: np.ndarray, options: DiarizationOptions) -> np.ndarray:

@@ -119,6 +119,40 @@ def test_distinct_voices_may_switch_often_and_close_ones_may_not():
     assert not _plausible(voices(0.6, flipping), flipping, region, options)  # flipping every window: noise
 
 
+def test_close_voices_with_plenty_of_speech_count_when_their_windows_form_two_modes():
+    """Centroids 0.92 alike (above max_centroid_similarity) are two people when each has plenty of windows and
+    they fall in two modes; one voice whose windows are one broad mode cut in half is not; nor are two modes
+    when one of them has too few windows to tell."""
+    from mediapipe_g4.diarize import _plausible, _separation
+
+    rng = np.random.default_rng(1)
+    options = DiarizationOptions()
+    region = np.zeros(200, dtype=np.int64)
+    labels = np.repeat([0, 1], 100)  # steady: one switch
+    a, b = np.eye(256)[0], np.eye(256)[1]
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def voices(who: np.ndarray) -> np.ndarray:
+        centres = np.stack([a, 0.92 * a + np.sqrt(1 - 0.92**2) * b])
+        return unit(centres[who] + 0.03 * rng.standard_normal((len(who), 256)))
+
+    two = voices(labels)
+    one = unit(a + 0.26 * rng.standard_normal((200, 1)) * b + 0.03 * rng.standard_normal((200, 256)))
+    split = (one @ b > 0).astype(np.int64)  # what k-means does to one broad mode
+    for emb, lab in ((two, labels), (one, split)):
+        cent = [emb[lab == c].mean(axis=0) for c in (0, 1)]
+        assert np.dot(*[c / np.linalg.norm(c) for c in cent]) > options.max_centroid_similarity
+    assert _separation(two[labels == 0], two[labels == 1]) > options.min_separation
+    assert _plausible(two, labels, region, options)
+    assert _separation(one[split == 0], one[split == 1]) < 5
+    assert not _plausible(one, split, region, options)
+    few = np.repeat([0, 1], [180, 20])  # the second voice: 20 windows, about 8 s of speech
+    assert _separation(voices(few)[few == 0], voices(few)[few == 1]) > options.min_separation
+    assert not _plausible(voices(few), few, region, options)
+
+
 def test_the_count_search_goes_on_one_k_past_an_implausible_one(monkeypatch):
     """k-means may split the wrong voice at one k and the right ones at the next: one implausible k does not end
     the search (`patience`), two do."""
