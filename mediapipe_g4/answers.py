@@ -27,11 +27,13 @@ Hook = Callable[[str, int, int], None]
 
 # C0 and C1 control characters other than tab, newline and carriage return: a random or byte-fallback token
 # can decode to them (NUL included), and they have no place in a transcript, a subtitle file or a report.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Control characters, and U+FFFD: what decoding leaves of an incomplete UTF-8 byte sequence (a byte-level token
+# cut off at the answer's budget, or a random model's bytes); it says nothing a reader can use.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
 
 
 def printable(answer: str) -> str:
-    """A model answer without control characters (the cache keeps the answer as the model gave it)."""
+    """A model answer without control characters or U+FFFD (the cache keeps the answer as the model gave it)."""
     return _CONTROL.sub("", answer)
 
 

@@ -185,7 +185,7 @@ def test_cached_engine_reuses_answers_and_loads_the_model_lazily(tmp_path):
 
 
 def test_answers_reach_the_pipeline_without_control_characters(tmp_path):
-    raw = "Hello\x00 wor\x1bld\x7f,\tsaid\x85 Bob.\nNext"  # NUL, ESC, DEL and C1: what a random model decodes
+    raw = "Hello\x00 wor\x1bld\x7f,\tsaid\x85 Bob.\nNext\ufffd"  # NUL, ESC, DEL, C1, a broken byte sequence
     requests = [req(0.0, 1.0, "S1")]
     first = CachedEngine(lambda: ScriptedEngine(lambda r: raw), tmp_path)
     assert first.generate(requests) == ["Hello world,\tsaid Bob.\nNext"]
