@@ -232,6 +232,16 @@ def system_memory() -> tuple[float, float]:
         return float(pages * size), float(pages * size) * 0.5
 
 
+def free_swap() -> float:
+    """Free swap in bytes (0 if unknown)."""
+    try:
+        import psutil
+
+        return float(psutil.swap_memory().free)
+    except (ImportError, RuntimeError, OSError):  # pragma: no cover - psutil is a dependency
+        return 0.0
+
+
 def device_memory(device: str) -> DeviceMemory:
     """What the model can use on `device`: a CUDA GPU's free memory (plus what this process's torch holds),
     ~70 % of a Mac's RAM, or free RAM."""

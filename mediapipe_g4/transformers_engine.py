@@ -208,6 +208,7 @@ class TransformersEngine:
         self.config = load_config(options.model)
         self.processor = load_processor(options.model)
         self.processor.tokenizer.padding_side = "left"
+        self._check_room(options.model)
         self.model = self._load_model(options.model)
         self.assistant = self._load_assistant(options.assistant) if options.assistant else None
         self.static = self._static_decoder()
@@ -237,6 +238,31 @@ class TransformersEngine:
         shape = shape_from_config(self.config, self.options.model, params=params)
         return StaticDecoder(self.model, shape, self.device, self.dtype, largest_batch=self.options.batch_size,
                              prefill_chunk=self.options.prefill_chunk)
+
+    def _check_room(self, model: str) -> None:
+        """Refuse at once a model whose weights alone exceed the memory this device has free (as Ollama does): a
+        CPU load would end in the kernel's out-of-memory kill, without a word; a GPU one after minutes of loading."""
+        from . import memory as mem
+
+        stored = weights_size(model)
+        shape = mem.shape_from_config(self.config, model, params=stored / 2 if stored else None)
+        need = mem.weights_bytes(shape, self.dtype, self.options.quantize)
+        room = mem.device_memory(self.device)
+        if room.device == "mps":  # unified memory: torch lets the GPU go past macOS's recommended share, into swap
+            room = replace(room, available=mem.system_memory()[1])
+        swap = mem.free_swap() if room.device in ("cpu", "mps") else 0.0
+        if need <= room.available + swap:
+            return
+        kind = f"{self.dtype}{', ' + self.options.quantize if self.options.quantize else ''}"
+        if room.device == "cpu" and self.dtype == "float32" and need / 2 <= room.available + swap:
+            hint = "add --dtype bfloat16 (half the memory), use a smaller model (--model google/gemma-4-E4B-it)"
+        elif room.device == "cuda" and not self.options.quantize:
+            hint = "use --quantize 4bit, a smaller model (--model google/gemma-4-E4B-it)"
+        else:
+            hint = "use a smaller model (--model google/gemma-4-E4B-it or -E2B-it)"
+        raise ModelError(f"{model} needs about {need / mem.GB:.1f} GB for its weights ({kind}) and {room.name} has "
+                         f"{(room.available + swap) / mem.GB:.1f} GB free{' with swap' if swap else ''}: {hint}, "
+                         "or a model server (--server URL)")
 
     def _load_model(self, model: str):
         from transformers import AutoModelForMultimodalLM

@@ -234,6 +234,27 @@ def test_a_processor_loads_once_per_process(tiny_checkpoint, tmp_path, monkeypat
     assert len(loads) == 1 and len(got) == 3 and got[0] is got[1] is got[2]
 
 
+def test_a_model_bigger_than_free_memory_is_refused_before_loading(tiny_checkpoint, monkeypatch):
+    """Weights that cannot fit end in one clear error at once (on a CPU the load would end in the kernel's
+    out-of-memory kill, without a message); swap counts on a CPU."""
+    from mediapipe_g4 import memory
+
+    params = memory.count_parameters(load_config(str(tiny_checkpoint)))
+    free = {"ram": 3.0 * params, "swap": 0.0}  # bytes: room for 16-bit weights, not for float32 ones
+    monkeypatch.setattr(TransformersEngine, "_load_model", lambda self, model: pytest.fail("must not load"))
+    monkeypatch.setattr(memory, "device_memory", lambda device: memory.DeviceMemory("cpu", "CPU", 16e9, free["ram"]))
+    monkeypatch.setattr(memory, "free_swap", lambda: free["swap"])
+    with pytest.raises(ModelError, match=r"needs about \S+ GB for its weights \(float32\) and CPU has \S+ GB free: "
+                                         r"add --dtype bfloat16 \(half the memory\).*--server URL"):
+        TransformersEngine(EngineOptions(model=str(tiny_checkpoint)))
+    free["ram"] = 1.0 * params
+    with pytest.raises(ModelError, match=r"\(bfloat16\) and CPU .*: use a smaller model"):
+        TransformersEngine(EngineOptions(model=str(tiny_checkpoint), dtype="bfloat16"))
+    free["swap"] = 4.0 * params  # it fits with swap: it loads (here: the stub)
+    with pytest.raises(pytest.fail.Exception, match="must not load"):
+        TransformersEngine(EngineOptions(model=str(tiny_checkpoint)))
+
+
 def test_out_of_memory_halves_the_batch(engine, monkeypatch):
     import torch
 
