@@ -473,16 +473,20 @@ def notes_counter(plan: Plan, options: RunOptions) -> TokenCounter:
 
 
 def check_models(options: RunOptions) -> None:
-    """Fail before hours of work when a model cannot possibly load: a missing folder, or a Hub id that is
-    not downloaded while offline. (Online, a missing download starts when the model is first needed.)"""
+    """Fail before hours of work when a model cannot possibly load: a missing folder, a Hub id that is not
+    downloaded while offline, or weights bigger than the free memory. (Online, a missing download starts when the
+    model is first needed; its size is checked then.)"""
     from .errors import ModelError
-    from .transformers_engine import download_hint, in_cache, offline, resolve_model
+    from .memory import pick_device
+    from .transformers_engine import check_room, download_hint, engine_dtype, in_cache, offline, resolve_model
 
     if options.engine != "transformers":
         return
+    device = pick_device(options.device)
     for model in dict.fromkeys([options.asr_model, options.model] if options.summarize else [options.asr_model]):
         source, local = resolve_model(model)
         if local or in_cache(source):
+            check_room(model, device, engine_dtype(device, options.dtype, options.quantize), options.quantize)
             continue
         if offline():
             raise ModelError(f"{model} is not downloaded and Hugging Face is offline (HF_HUB_OFFLINE); "

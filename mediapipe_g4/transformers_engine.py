@@ -193,6 +193,41 @@ def _quantization_config(quantize: str, dtype: str, device: str):
     raise ModelError(f"--quantize takes 4bit or 8bit, not {quantize!r}")
 
 
+def engine_dtype(device: str, requested: str | None, quantize: str | None) -> str:
+    """The dtype the engine computes in: as asked, else the device's (bitsandbytes on CUDA: the GPU's 16 bits)."""
+    if quantize and requested in (None, "auto") and device.startswith("cuda"):
+        return pick_dtype(device)
+    return pick_dtype(device, requested)
+
+
+def check_room(model: str, device: str, dtype: str, quantize: str | None, *, config: Any = None) -> None:
+    """Refuse a model whose weights alone exceed the memory this device has free (as Ollama does): a CPU load
+    would end in the kernel's out-of-memory kill, without a word; a GPU one after minutes of loading. RAM and swap
+    count on a CPU or a Mac (torch lets a Mac's GPU go past macOS's recommended share), free memory on CUDA."""
+    from . import memory as mem
+
+    stored = weights_size(model)
+    shape = mem.shape_from_config(config if config is not None else load_config(model, local_only=True), model,
+                                  params=stored / 2 if stored else None)
+    need = mem.weights_bytes(shape, dtype, quantize)
+    room = mem.device_memory(device)
+    if room.device == "mps":
+        room = replace(room, available=mem.system_memory()[1])
+    swap = mem.free_swap() if room.device in ("cpu", "mps") else 0.0
+    free = room.available + swap
+    if need <= free:
+        return
+    if room.device == "cpu" and dtype == "float32" and need / 2 <= free:
+        hint = "add --dtype bfloat16 (half the memory), use a smaller model (--model google/gemma-4-E4B-it)"
+    elif room.device == "cuda" and not quantize:
+        hint = "use --quantize 4bit, a smaller model (--model google/gemma-4-E4B-it)"
+    else:
+        hint = "use a smaller model (--model google/gemma-4-E4B-it or -E2B-it)"
+    raise ModelError(f"{model} needs about {need / mem.GB:.1f} GB for its weights ({dtype}"
+                     f"{', ' + quantize if quantize else ''}) and {room.name} has {free / mem.GB:.1f} GB free"
+                     f"{' with swap' if swap else ''}: {hint}, or a model server (--server URL)")
+
+
 class TransformersEngine:
     """Gemma 4 through transformers, in this process."""
 
@@ -201,14 +236,11 @@ class TransformersEngine:
     def __init__(self, options: EngineOptions = EngineOptions()):
         self.options = options
         self.device = pick_device(options.device)
-        if options.quantize and options.dtype in (None, "auto") and self.device.startswith("cuda"):
-            self.dtype = pick_dtype(self.device)
-        else:
-            self.dtype = pick_dtype(self.device, options.dtype)
+        self.dtype = engine_dtype(self.device, options.dtype, options.quantize)
         self.config = load_config(options.model)
         self.processor = load_processor(options.model)
         self.processor.tokenizer.padding_side = "left"
-        self._check_room(options.model)
+        check_room(options.model, self.device, self.dtype, options.quantize, config=self.config)
         self.model = self._load_model(options.model)
         self.assistant = self._load_assistant(options.assistant) if options.assistant else None
         self.static = self._static_decoder()
@@ -238,31 +270,6 @@ class TransformersEngine:
         shape = shape_from_config(self.config, self.options.model, params=params)
         return StaticDecoder(self.model, shape, self.device, self.dtype, largest_batch=self.options.batch_size,
                              prefill_chunk=self.options.prefill_chunk)
-
-    def _check_room(self, model: str) -> None:
-        """Refuse at once a model whose weights alone exceed the memory this device has free (as Ollama does): a
-        CPU load would end in the kernel's out-of-memory kill, without a word; a GPU one after minutes of loading."""
-        from . import memory as mem
-
-        stored = weights_size(model)
-        shape = mem.shape_from_config(self.config, model, params=stored / 2 if stored else None)
-        need = mem.weights_bytes(shape, self.dtype, self.options.quantize)
-        room = mem.device_memory(self.device)
-        if room.device == "mps":  # unified memory: torch lets the GPU go past macOS's recommended share, into swap
-            room = replace(room, available=mem.system_memory()[1])
-        swap = mem.free_swap() if room.device in ("cpu", "mps") else 0.0
-        if need <= room.available + swap:
-            return
-        kind = f"{self.dtype}{', ' + self.options.quantize if self.options.quantize else ''}"
-        if room.device == "cpu" and self.dtype == "float32" and need / 2 <= room.available + swap:
-            hint = "add --dtype bfloat16 (half the memory), use a smaller model (--model google/gemma-4-E4B-it)"
-        elif room.device == "cuda" and not self.options.quantize:
-            hint = "use --quantize 4bit, a smaller model (--model google/gemma-4-E4B-it)"
-        else:
-            hint = "use a smaller model (--model google/gemma-4-E4B-it or -E2B-it)"
-        raise ModelError(f"{model} needs about {need / mem.GB:.1f} GB for its weights ({kind}) and {room.name} has "
-                         f"{(room.available + swap) / mem.GB:.1f} GB free{' with swap' if swap else ''}: {hint}, "
-                         "or a model server (--server URL)")
 
     def _load_model(self, model: str):
         from transformers import AutoModelForMultimodalLM

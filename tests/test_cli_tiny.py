@@ -138,6 +138,24 @@ def test_missing_model_is_a_clear_error(samples_dir, cache, tmp_path):
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
+def test_a_model_too_big_for_this_machine_is_refused_before_any_work(samples_dir, tiny_checkpoint, tmp_path):
+    """A folder whose weights index states 24 GB (a 12B in bf16, so 48 GB in float32 on this CPU) and a machine
+    without that much free: one line at once, before the recording is decoded."""
+    import psutil
+
+    big = tmp_path / "big-model"
+    shutil.copytree(tiny_checkpoint, big)
+    stored = 2 * (psutil.virtual_memory().available + psutil.swap_memory().free)  # float32: 4x what this says
+    (big / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": stored}, "weight_map": {}}))
+    cache = tmp_path / "cache"
+    out = g4media("transcribe", str(samples_dir / "phone_call.wav"), "--model", str(big), "-o", str(tmp_path / "o"),
+                  cache=cache)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("Error: ") and "GB for its weights (float32)" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists() and not list(cache.glob("recordings/*/audio*"))  # nothing decoded
+
+
 def test_killed_run_resumes_with_the_same_result(samples_dir, tiny_checkpoint, tmp_path):
     cache = tmp_path / "cache"
     args = ["transcribe", str(samples_dir / "standup.mp4"), "--model", str(tiny_checkpoint), "--batch-size", "1",
