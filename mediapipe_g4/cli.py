@@ -166,7 +166,7 @@ model_options = _compose(
                  "(default google/gemma-4-12B-it; google/gemma-4-E4B-it and -E2B-it work too)."),
     click.option("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best there is)."),
     click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
-                 help="Weights dtype (default: bf16 on GPUs, float32 on CPU)."),
+                 help="Weights dtype (default: bf16 on GPUs; float32 on CPU, or bf16 when float32 does not fit)."),
     click.option("--quantize", type=click.Choice(["4bit", "8bit"]), default=None,
                  help="Load the weights in 4 or 8 bits with bitsandbytes (CUDA; pip install 'g4media[quant]')."),
 )

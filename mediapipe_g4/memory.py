@@ -125,6 +125,34 @@ def count_parameters(config: Any) -> float:
 # --------------------------------------------------------------------------- bytes
 
 
+RUNTIME_BYTES = 1.5e9  # beside the weights, at the least: torch, the processor, one short request's activations
+
+
+def weights_room(device: str) -> tuple[float, str, bool]:
+    """(bytes a model's weights may take on `device`, the device's name, whether free swap is counted in): free
+    memory on CUDA, free RAM and swap on a CPU or a Mac (torch lets a Mac's GPU go past macOS's recommended share),
+    less `RUNTIME_BYTES`."""
+    room = device_memory(device)
+    if room.device == "cuda":
+        return room.available - RUNTIME_BYTES, room.name, False
+    swap = free_swap()
+    return system_memory()[1] + swap - RUNTIME_BYTES, room.name, swap > 0
+
+
+def choose_dtype(shape: ModelShape, device: str, requested: str | None = None, quantize: str | None = None) -> str:
+    """The dtype to compute in: as asked, else `pick_dtype`'s (with bitsandbytes on CUDA: the GPU's 16 bits); but
+    a CPU takes the weights' own bfloat16 when float32 weights would not fit in free RAM and swap and bfloat16 ones
+    would: half the memory, as fast for decoding on this project's CPU (AVX512-BF16), slower to prefill."""
+    if quantize and requested in (None, "auto") and device.startswith("cuda"):
+        return pick_dtype(device)
+    dtype = pick_dtype(device, requested)
+    if dtype == "float32" and requested in (None, "auto") and device == "cpu":
+        room = weights_room(device)[0]
+        if weights_bytes(shape, "float32") > room >= weights_bytes(shape, "bfloat16"):
+            return "bfloat16"
+    return dtype
+
+
 def dtype_bytes(dtype: str) -> int:
     return {"float32": 4, "float16": 2, "bfloat16": 2}.get(dtype, 2)
 

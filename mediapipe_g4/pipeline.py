@@ -477,8 +477,8 @@ def check_models(options: RunOptions) -> None:
     downloaded while offline, or weights bigger than the free memory. (Online, a missing download starts when the
     model is first needed; its size is checked then.)"""
     from .errors import ModelError
-    from .memory import pick_device
-    from .transformers_engine import check_room, download_hint, engine_dtype, in_cache, offline, resolve_model
+    from .memory import choose_dtype, pick_device
+    from .transformers_engine import check_room, download_hint, in_cache, model_shape, offline, resolve_model
 
     if options.engine != "transformers":
         return
@@ -486,7 +486,8 @@ def check_models(options: RunOptions) -> None:
     for model in dict.fromkeys([options.asr_model, options.model] if options.summarize else [options.asr_model]):
         source, local = resolve_model(model)
         if local or in_cache(source):
-            check_room(model, device, engine_dtype(device, options.dtype, options.quantize), options.quantize)
+            shape = model_shape(model)
+            check_room(shape, device, choose_dtype(shape, device, options.dtype, options.quantize), options.quantize)
             continue
         if offline():
             raise ModelError(f"{model} is not downloaded and Hugging Face is offline (HF_HUB_OFFLINE); "

@@ -489,14 +489,7 @@ def make_plan(
     """
     from . import memory as mem
     from .errors import ModelError
-    from .transformers_engine import (
-        DEFAULT_MODEL,
-        download_hint,
-        load_config,
-        load_processor,
-        resolve_model,
-        weights_size,
-    )
+    from .transformers_engine import DEFAULT_MODEL, download_hint, load_processor, model_shape, resolve_model
 
     model = model or DEFAULT_MODEL
     resolve_model(model)  # a local folder that is not there is an error, not an estimate
@@ -511,9 +504,7 @@ def make_plan(
                             f"token): {exc}")
     counter = TokenCounter(processor)
     try:
-        config = load_config(model, local_only=True)
-        stored = weights_size(model)
-        shape = mem.shape_from_config(config, model, params=stored / 2 if stored else None)
+        shape = model_shape(model)
     except ModelError:
         shape = mem.GEMMA4_12B
         if model != DEFAULT_MODEL:
@@ -521,7 +512,7 @@ def make_plan(
                             f"{download_hint(model, processor_only=True)}")
 
     chosen_device = mem.pick_device(device)
-    chosen_dtype = "bfloat16" if quantize else mem.pick_dtype(chosen_device, dtype)
+    chosen_dtype = mem.choose_dtype(shape, chosen_device, dtype, quantize)
     memory = mem.device_memory(chosen_device)
     if options.context_tokens:
         budget, budget_from = min(options.context_tokens, shape.context_window), "--context-tokens"

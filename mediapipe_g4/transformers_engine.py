@@ -22,7 +22,7 @@ from typing import Any
 
 from .engine import EngineRequest, Hook, clean_response
 from .errors import ModelError
-from .memory import PREFILL_CHUNK, pick_device, pick_dtype
+from .memory import PREFILL_CHUNK, choose_dtype, pick_device
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -193,39 +193,35 @@ def _quantization_config(quantize: str, dtype: str, device: str):
     raise ModelError(f"--quantize takes 4bit or 8bit, not {quantize!r}")
 
 
-def engine_dtype(device: str, requested: str | None, quantize: str | None) -> str:
-    """The dtype the engine computes in: as asked, else the device's (bitsandbytes on CUDA: the GPU's 16 bits)."""
-    if quantize and requested in (None, "auto") and device.startswith("cuda"):
-        return pick_dtype(device)
-    return pick_dtype(device, requested)
-
-
-def check_room(model: str, device: str, dtype: str, quantize: str | None, *, config: Any = None) -> None:
-    """Refuse a model whose weights alone exceed the memory this device has free (as Ollama does): a CPU load
-    would end in the kernel's out-of-memory kill, without a word; a GPU one after minutes of loading. RAM and swap
-    count on a CPU or a Mac (torch lets a Mac's GPU go past macOS's recommended share), free memory on CUDA."""
-    from . import memory as mem
+def model_shape(model: str, config: Any = None) -> Any:
+    """The `memory.ModelShape` of a model here (its config, and its stored size when the weights index says it)."""
+    from .memory import shape_from_config
 
     stored = weights_size(model)
-    shape = mem.shape_from_config(config if config is not None else load_config(model, local_only=True), model,
-                                  params=stored / 2 if stored else None)
+    return shape_from_config(config if config is not None else load_config(model, local_only=True), model,
+                             params=stored / 2 if stored else None)
+
+
+def check_room(shape: Any, device: str, dtype: str, quantize: str | None) -> None:
+    """Refuse a model whose weights alone exceed the memory this device has free (`memory.weights_room`), as
+    Ollama does: a CPU load would end in the kernel's out-of-memory kill, without a word; a GPU one after minutes
+    of loading."""
+    from . import memory as mem
+
     need = mem.weights_bytes(shape, dtype, quantize)
-    room = mem.device_memory(device)
-    if room.device == "mps":
-        room = replace(room, available=mem.system_memory()[1])
-    swap = mem.free_swap() if room.device in ("cpu", "mps") else 0.0
-    free = room.available + swap
+    free, name, swap = mem.weights_room(device)
     if need <= free:
         return
-    if room.device == "cpu" and dtype == "float32" and need / 2 <= free:
-        hint = "add --dtype bfloat16 (half the memory), use a smaller model (--model google/gemma-4-E4B-it)"
-    elif room.device == "cuda" and not quantize:
+    if device == "cpu" and dtype == "float32" and need / 2 <= free:
+        hint = "leave out --dtype float32 or pass --dtype bfloat16 (half the memory), use a smaller model"
+    elif device.startswith("cuda") and not quantize:
         hint = "use --quantize 4bit, a smaller model (--model google/gemma-4-E4B-it)"
     else:
         hint = "use a smaller model (--model google/gemma-4-E4B-it or -E2B-it)"
-    raise ModelError(f"{model} needs about {need / mem.GB:.1f} GB for its weights ({dtype}"
-                     f"{', ' + quantize if quantize else ''}) and {room.name} has {free / mem.GB:.1f} GB free"
-                     f"{' with swap' if swap else ''}: {hint}, or a model server (--server URL)")
+    raise ModelError(f"{shape.name} needs about {need / mem.GB:.1f} GB for its weights ({dtype}"
+                     f"{', ' + quantize if quantize else ''}) and {name} has {(free + mem.RUNTIME_BYTES) / mem.GB:.1f} "
+                     f"GB free{' with swap' if swap else ''} ({mem.RUNTIME_BYTES / mem.GB:g} GB of it for the rest of "
+                     f"the run): {hint}, or a model server (--server URL)")
 
 
 class TransformersEngine:
@@ -236,11 +232,12 @@ class TransformersEngine:
     def __init__(self, options: EngineOptions = EngineOptions()):
         self.options = options
         self.device = pick_device(options.device)
-        self.dtype = engine_dtype(self.device, options.dtype, options.quantize)
         self.config = load_config(options.model)
+        shape = model_shape(options.model, self.config)
+        self.dtype = choose_dtype(shape, self.device, options.dtype, options.quantize)
+        check_room(shape, self.device, self.dtype, options.quantize)
         self.processor = load_processor(options.model)
         self.processor.tokenizer.padding_side = "left"
-        check_room(options.model, self.device, self.dtype, options.quantize, config=self.config)
         self.model = self._load_model(options.model)
         self.assistant = self._load_assistant(options.assistant) if options.assistant else None
         self.static = self._static_decoder()

@@ -236,23 +236,48 @@ def test_a_processor_loads_once_per_process(tiny_checkpoint, tmp_path, monkeypat
 
 def test_a_model_bigger_than_free_memory_is_refused_before_loading(tiny_checkpoint, monkeypatch):
     """Weights that cannot fit end in one clear error at once (on a CPU the load would end in the kernel's
-    out-of-memory kill, without a message); swap counts on a CPU."""
+    out-of-memory kill, without a message); on a CPU, float32 weights that do not fit but bfloat16 ones do make
+    the engine take bfloat16 by itself; swap counts."""
     from mediapipe_g4 import memory
 
     params = memory.count_parameters(load_config(str(tiny_checkpoint)))
-    free = {"ram": 3.0 * params, "swap": 0.0}  # bytes: room for 16-bit weights, not for float32 ones
-    monkeypatch.setattr(TransformersEngine, "_load_model", lambda self, model: pytest.fail("must not load"))
-    monkeypatch.setattr(memory, "device_memory", lambda device: memory.DeviceMemory("cpu", "CPU", 16e9, free["ram"]))
+    runtime = memory.RUNTIME_BYTES
+    free = {"ram": 3.0 * params + runtime, "swap": 0.0}  # bytes: room for 16-bit weights, not for float32 ones
+
+    class Loading(Exception):
+        pass
+
+    def load(self, model):
+        raise Loading(self.dtype)
+
+    monkeypatch.setattr(TransformersEngine, "_load_model", load)
+    monkeypatch.setattr(memory, "system_memory", lambda: (16e9, free["ram"]))
     monkeypatch.setattr(memory, "free_swap", lambda: free["swap"])
-    with pytest.raises(ModelError, match=r"needs about \S+ GB for its weights \(float32\) and CPU has \S+ GB free: "
-                                         r"add --dtype bfloat16 \(half the memory\).*--server URL"):
+    with pytest.raises(Loading, match="bfloat16"):  # float32 does not fit: the weights' own bfloat16 does
         TransformersEngine(EngineOptions(model=str(tiny_checkpoint)))
-    free["ram"] = 1.0 * params
-    with pytest.raises(ModelError, match=r"\(bfloat16\) and CPU .*: use a smaller model"):
-        TransformersEngine(EngineOptions(model=str(tiny_checkpoint), dtype="bfloat16"))
-    free["swap"] = 4.0 * params  # it fits with swap: it loads (here: the stub)
-    with pytest.raises(pytest.fail.Exception, match="must not load"):
+    with pytest.raises(ModelError, match=r"needs about \S+ GB for its weights \(float32\) and CPU has \S+ GB free \(.*\): "
+                                         r"leave out --dtype float32 or pass --dtype bfloat16.*--server URL"):
+        TransformersEngine(EngineOptions(model=str(tiny_checkpoint), dtype="float32"))
+    free["ram"] = 1.0 * params + runtime
+    with pytest.raises(ModelError, match=r"\(float32\) and CPU .*: use a smaller model"):
         TransformersEngine(EngineOptions(model=str(tiny_checkpoint)))
+    free["swap"] = 4.0 * params  # it fits with swap: it loads, in float32
+    with pytest.raises(Loading, match="float32"):
+        TransformersEngine(EngineOptions(model=str(tiny_checkpoint)))
+
+
+def test_dtype_choice():
+    from mediapipe_g4 import memory
+
+    shape = memory.GEMMA4_12B  # 24 GB in bfloat16, 48 GB in float32
+    room = {"cpu": 0.0}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(memory, "weights_room", lambda device: (room["cpu"], "CPU", False))  # what the weights may take
+        for free, auto in ((64e9, "float32"), (30e9, "bfloat16"), (10e9, "float32")):  # too small: refused later
+            room["cpu"] = free
+            assert memory.choose_dtype(shape, "cpu") == auto
+            assert memory.choose_dtype(shape, "cpu", "float32") == "float32"  # asked for: kept
+        assert memory.choose_dtype(shape, "mps") == "bfloat16"
 
 
 def test_out_of_memory_halves_the_batch(engine, monkeypatch):
