@@ -111,6 +111,18 @@ def test_engine_runs_planned_requests_end_to_end(family, request, standup):
     assert len(greedy) == 5 and [again[i] for i in greedy] == [texts[i] for i in greedy]
 
 
+def test_bfloat16_on_the_cpu_runs_audio_and_slides(tiny_checkpoint, standup):
+    """The dtype a CPU takes when float32 weights do not fit: audio and images go through it too."""
+    engine = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), dtype="bfloat16"))
+    assert engine.device == "cpu" and engine.dtype == "bfloat16" and str(engine.model.dtype) == "torch.bfloat16"
+    options = PlanOptions(keyframe_tokens=140, transcribe_max_new_tokens=4)
+    requests = list(plan_transcription(standup["turns"][:2], standup["waveform"], standup["keyframes"], options,
+                                       TokenCounter(engine.processor)))
+    assert all(r.images and r.audio for r in requests)
+    texts = engine.generate(requests)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
 def test_a_batch_decodes_to_its_largest_budget_and_cuts_each_answer_to_its_own(engine, monkeypatch):
     """Clips of different lengths share a batch; the batch decodes up to the largest answer budget and each
     answer is what decoding alone with its own budget gives."""
