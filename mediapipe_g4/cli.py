@@ -115,8 +115,11 @@ def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
     click.echo(f"{info.path}")
     click.echo(f"  format    {info.format_name}, {info.duration:.2f} s, start {info.start_time:+.3f} s, "
                f"{info.size_bytes / 1e6:.1f} MB")
-    for a in info.audio_streams:
-        click.echo(f"  audio #{a.index} {a.codec}, {a.sample_rate} Hz, {a.channels} ch ({a.channel_layout or '?'})")
+    for number, a in enumerate(info.audio_streams, 1):
+        named = (f', "{a.title}"' if a.title else "") + (f", {a.language}" if a.language else "")
+        track = f"track {number} " if len(info.audio_streams) > 1 else ""
+        click.echo(f"  audio {track}#{a.index} {a.codec}, {a.sample_rate} Hz, {a.channels} ch "
+                   f"({a.channel_layout or '?'}){named}")
     for v in info.video_streams:
         kind = "cover art" if v.is_cover_art else f"{v.fps or 0:.2f} fps"
         click.echo(f"  video #{v.index} {v.codec}, {v.width}x{v.height}, {kind}, rotation {v.rotation}")
@@ -171,6 +174,11 @@ model_options = _compose(
                  help="Load the weights in 4 or 8 bits with bitsandbytes (CUDA; pip install 'g4media[quant]')."),
 )
 
+audio_track_option = click.option(
+    "--audio-track", default=None, metavar="N|all",
+    help="Which audio track of a file with several (OBS and other recorders keep the mic and the desktop apart): "
+         "N (1 = the first, the default) or all (mixed). `g4media probe` lists them.")
+
 plan_options = _compose(
     click.option("--context-tokens", type=click.IntRange(min=1024), default=None,
                  help="Tokens one notes request may use (prompt + answer). Default: what this machine's memory "
@@ -189,6 +197,7 @@ plan_options = _compose(
                  help="Fewest speakers to consider when finding the count."),
     click.option("--max-speakers", type=click.IntRange(min=1), default=8, show_default=True,
                  help="Most speakers to consider when finding the count."),
+    audio_track_option,
 )
 
 run_options = _compose(
@@ -236,6 +245,18 @@ def _plan_options(kw: dict) -> PlanOptions:
                        translate_to=kw.get("translate_to"), context_tokens=kw["context_tokens"], seed=kw["seed"])
 
 
+def _audio_track(value: str | None) -> int | str | None:
+    """--audio-track: None (the first), a track number from 1, or "all"."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text == "all":
+        return "all"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise click.BadParameter(f"takes a track number (1, 2, ...) or all, not {value!r}", param_hint="--audio-track")
+
+
 def _diarization_options(kw: dict) -> DiarizationOptions:
     from .diarize import DiarizationOptions
 
@@ -265,6 +286,7 @@ def _run_options(kw: dict, *, summarize: bool, formats: list[str]) -> RunOptions
         model=kw["model"] or DEFAULT_MODEL, transcribe_model=kw["transcribe_model"], device=kw["device"],
         dtype=kw["dtype"], quantize=kw["quantize"], assistant=kw["assistant"], batch_size=kw["batch_size"],
         compile=kw.get("compile_decode"), plan=plan, diarization=_diarization_options(kw),
+        audio_track=_audio_track(kw.get("audio_track")),
         names=tuple(parse_name_overrides(kw.get("names")).items()), summarize=summarize,
         # the notes, the reports and X.json show the slides; subtitles and text do not
         slides=summarize or bool(plan.keyframe_tokens) or bool({"json", "html", "md"} & set(formats)),
@@ -290,7 +312,8 @@ def plan(file: Path, as_json: bool, **kw) -> None:
     from .progress import progress_hook
 
     with progress_hook(not as_json) as hook:  # the same audio, slides and turns as summarize (and its cache)
-        ready = prepare_recording(file, RunOptions(diarization=_diarization_options(kw)), hook=hook)
+        ready = prepare_recording(file, RunOptions(diarization=_diarization_options(kw),
+                                                   audio_track=_audio_track(kw["audio_track"])), hook=hook)
     result = make_plan(ready.waveform, ready.diarization.turns, ready.keyframes(), model=kw["model"],
                        options=_plan_options(kw), device=kw["device"], dtype=kw["dtype"], quantize=kw["quantize"])
     if as_json:
@@ -312,20 +335,17 @@ def plan(file: Path, as_json: bool, **kw) -> None:
               help="Fewest speakers to consider when finding the count.")
 @click.option("--max-speakers", type=click.IntRange(min=1), default=8, show_default=True,
               help="Most speakers to consider when finding the count.")
+@audio_track_option
 def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     """Who spoke when: speaker turns (S1, S2, ...) from voice embeddings, without the model."""
-    from . import media
     from .diarize import write_rttm
-    from .pipeline import load_diarization
+    from .pipeline import RunOptions, prepare_recording
     from .progress import progress_hook
-    from .workdir import file_sha256, media_work_dir
 
-    info = media.probe(file)
-    work = media_work_dir(file_sha256(file))
-    with progress_hook(not as_json) as hook:
-        waveform = media.decode_audio(file, work, info=info, hook=hook)
-        media.warn_if_cut_off(file.name, info, waveform)
-        result = load_diarization(waveform, work, _diarization_options(kw), hook, fresh=False)
+    options = RunOptions(diarization=_diarization_options(kw), audio_track=_audio_track(kw["audio_track"]),
+                         slides=False)
+    with progress_hook(not as_json) as hook:  # the same audio and turns as summarize (and its cache)
+        result = prepare_recording(file, options, hook=hook).diarization
     if rttm_path is not None:
         write_rttm(result, rttm_path, file_id=file.stem)
     if as_json:

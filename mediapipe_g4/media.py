@@ -212,6 +212,10 @@ def _rotation(stream: dict) -> int:
     return int(round(float(tag))) % 360 if tag else 0
 
 
+def _language(tag: str | None) -> str | None:
+    return None if not tag or tag.lower() in ("und", "unk", "none") else tag
+
+
 def _media_info(path: Path, data: dict) -> MediaInfo:
     fmt = data.get("format") or {}
     audio, video = [], []
@@ -225,6 +229,8 @@ def _media_info(path: Path, data: dict) -> MediaInfo:
                 channels=int(st.get("channels") or 0),
                 channel_layout=st.get("channel_layout"),
                 duration=_float(st.get("duration")),
+                title=(st.get("tags") or {}).get("title") or None,
+                language=_language((st.get("tags") or {}).get("language")),
             ))
         elif kind == "video":
             video.append(VideoStream(
@@ -258,14 +264,47 @@ def _media_info(path: Path, data: dict) -> MediaInfo:
 AUDIO_FILE = "audio.f32"  # raw little-endian float32, 16 kHz mono
 
 
+AudioTrack = int | str | None  # N (1 = the first audio track), "all" (mixed), or None (the first)
+
+
+def audio_tracks(info: MediaInfo, track: AudioTrack = None) -> tuple[int, ...]:
+    """Positions among `info.audio_streams` (0 = the first) of the track(s) to decode for `track`."""
+    count = len(info.audio_streams)
+    if track is None or count == 0:
+        return (0,)
+    if track == "all":
+        return tuple(range(count))
+    if isinstance(track, int) and 1 <= track <= count:
+        return (track - 1,)
+    raise MediaError(f"{Path(info.path).name} has {count} audio track{'s' if count != 1 else ''} "
+                     f"({describe_tracks(info)}); --audio-track takes 1 to {count} or all, not {track}")
+
+
+def describe_tracks(info: MediaInfo) -> str:
+    """`1 "Mic" (eng), 2 "Desktop"`: the audio tracks as --audio-track numbers them."""
+    return ", ".join(f"{n}" + (f' "{a.title}"' if a.title else "") + (f" ({a.language})" if a.language else "")
+                     for n, a in enumerate(info.audio_streams, 1))
+
+
+def audio_variant(info: MediaInfo, track: AudioTrack = None) -> str:
+    """What sets this audio apart from the first track's, for the work folder's name: "" (the first track),
+    "a2" (the second), "amix" (all of them mixed)."""
+    picks = audio_tracks(info, track)
+    if picks == (0,):
+        return ""
+    return "amix" if len(picks) > 1 else f"a{picks[0] + 1}"
+
+
 def decode_audio(
     path: str | os.PathLike[str],
     work_dir: str | os.PathLike[str],
     *,
     info: MediaInfo | None = None,
     hook: Hook | None = None,
+    track: AudioTrack = None,
 ) -> np.ndarray:
-    """Decode the first audio track to 16 kHz mono float32, memory-mapped from the work folder.
+    """Decode an audio track (the first; `track` N, or "all" of them mixed) to 16 kHz mono float32, memory-mapped
+    from the work folder (whose name says the track: `audio_variant`).
 
     FFmpeg resamples and downmixes any codec, layout and rate; its output streams into a file that
     is renamed into place only when complete, so a killed run never leaves a short waveform behind
@@ -281,14 +320,21 @@ def decode_audio(
             f"{src} has no audio track, and this command needs speech; "
             "use `g4media probe` to see its streams"
         )
+    picks = audio_tracks(info, track)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{AUDIO_FILE}.{os.getpid()}.part")
+    # Start at the container's time zero (pad a late-starting track with silence) and fill gaps,
+    # so sample n is always at n / 16000 s on the recording's clock, like the frames.
+    timeline = f"aresample={SAMPLE_RATE}:async=1:first_pts=0"
+    if len(picks) == 1:
+        select = ["-map", f"0:a:{picks[0]}", "-af", timeline]
+    else:  # each track on the recording's clock, then summed (not averaged: a silent track must not halve speech)
+        chains = [f"[0:a:{p}]{timeline},aformat=channel_layouts=mono[a{p}]" for p in picks]
+        inputs = "".join(f"[a{p}]" for p in picks)
+        select = ["-filter_complex", ";".join([*chains, f"{inputs}amix=inputs={len(picks)}:duration=longest:"
+                                               "normalize=0[mix]"]), "-map", "[mix]"]
     cmd = [
-        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(src),
-        "-map", "0:a:0", "-vn", "-sn", "-dn",
-        # Start at the container's time zero (pad a late-starting track with silence) and fill gaps,
-        # so sample n is always at n / 16000 s on the recording's clock, like the frames.
-        "-af", f"aresample={SAMPLE_RATE}:async=1:first_pts=0",
+        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(src), *select, "-vn", "-sn", "-dn",
         "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
     ]
     total = max(1, int(info.duration))
@@ -327,20 +373,21 @@ def _open_waveform(path: Path) -> np.ndarray:
     return np.memmap(path, dtype="<f4", mode="r", shape=(size // 4,))
 
 
-def audio_shortfall(info: MediaInfo, decoded_seconds: float) -> str | None:
+def audio_shortfall(info: MediaInfo, decoded_seconds: float, track: AudioTrack = None) -> str | None:
     """What to tell the user when less audio decoded than the file states (a recording cut off by a crash, a
     full disk or an unfinished copy: FFmpeg decodes up to the damage and exits 0), or None. The transcript
     then covers only the part that decoded, which a reader of the report has to know."""
-    stated = (info.audio_streams[0].duration if info.audio_streams else None) or info.duration
+    durations = [info.audio_streams[p].duration for p in audio_tracks(info, track) if info.audio_streams]
+    stated = max((d for d in durations if d), default=None) or info.duration
     if not stated or decoded_seconds >= stated - max(1.0, 0.02 * stated):
         return None
     return (f"only the first {clock(decoded_seconds)} of the {clock(stated)} of audio the file states could be "
             "decoded; the file may be incomplete, and the transcript covers only that part")
 
 
-def warn_if_cut_off(name: str, info: MediaInfo, waveform: np.ndarray) -> str | None:
+def warn_if_cut_off(name: str, info: MediaInfo, waveform: np.ndarray, track: AudioTrack = None) -> str | None:
     """`audio_shortfall` of a decoded waveform, said as a warning (every command that decodes says it), or None."""
-    short = audio_shortfall(info, len(waveform) / SAMPLE_RATE)
+    short = audio_shortfall(info, len(waveform) / SAMPLE_RATE, track)
     if short:
         log.warning("%s: %s", name, short)
     return short

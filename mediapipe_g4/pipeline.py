@@ -69,6 +69,7 @@ class RunOptions:
     assistant: str | None = None
     batch_size: int | None = None  # None: from the plan's memory estimate
     compile: bool | None = None  # static cache + torch.compile decoding; None: on CUDA GPUs
+    audio_track: int | str | None = None  # N (1-based), "all" (mixed), None: the first (said when there are more)
     plan: PlanOptions = PlanOptions()
     diarization: DiarizationOptions = DiarizationOptions()
     names: tuple[tuple[str, str], ...] = ()  # --names overrides, (id, name)
@@ -292,11 +293,15 @@ def prepare_recording(
     src = media.check_input_file(path)
     timer = Timer()
     sha = timer.run("hash", lambda: file_sha256(src))
-    work = media_work_dir(sha, options.cache_dir)
     info = timer.run("probe", lambda: media.probe(src))
     if not info.has_audio:
         raise MediaError(f"{src} has no audio track, so there is no speech to transcribe; "
                          "`g4media probe` shows its streams")
+    track = options.audio_track
+    work = media_work_dir(sha, options.cache_dir, media.audio_variant(info, track))
+    if track is None and len(info.audio_streams) > 1:
+        log.warning("%s has %d audio tracks (%s); using the first: --audio-track N takes another, "
+                    "--audio-track all mixes them", src.name, len(info.audio_streams), media.describe_tracks(info))
     if make_engine is not None and (options.fresh or not turns_path(work, options.diarization).is_file()):
         load_early(make_engine, options)  # a first run: the model will be needed
     # Keyframes need only the video and FFmpeg's own threads: they run beside audio decoding and diarization,
@@ -309,14 +314,14 @@ def prepare_recording(
 
     slides = Background(find_slides, hook, "keyframes")
     try:
-        waveform = timer.run("decode", lambda: media.decode_audio(src, work, info=info, hook=hook))
+        waveform = timer.run("decode", lambda: media.decode_audio(src, work, info=info, hook=hook, track=track))
         diarization = timer.run("diarize", lambda: load_diarization(waveform, work, options.diarization, hook,
                                                                     options.fresh))
     except BaseException:
         slides.cancel()
         raise
     return Prepared(src, sha, work, info, waveform, slides, diarization, dict(timer.seconds),
-                    time.perf_counter() - timer.started, media.warn_if_cut_off(src.name, info, waveform))
+                    time.perf_counter() - timer.started, media.warn_if_cut_off(src.name, info, waveform, track))
 
 
 class Lookahead:

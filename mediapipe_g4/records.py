@@ -30,6 +30,8 @@ class AudioStream:
     channels: int
     channel_layout: str | None = None
     duration: float | None = None
+    title: str | None = None  # the track's name, e.g. "Mic" (OBS and other recorders name their tracks)
+    language: str | None = None
 
 
 @dataclass(frozen=True)

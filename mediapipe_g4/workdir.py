@@ -51,8 +51,9 @@ def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def media_work_dir(sha256: str, root: str | os.PathLike[str] | None = None) -> Path:
-    """The folder for everything derived from one recording's content."""
-    folder = cache_root(root) / "recordings" / sha256[:24]
+def media_work_dir(sha256: str, root: str | os.PathLike[str] | None = None, variant: str = "") -> Path:
+    """The folder for everything derived from one recording's content; `variant` names another choice of its
+    audio (`media.audio_variant`: "a2" for the second track), whose audio, turns and answers are others."""
+    folder = cache_root(root) / "recordings" / (sha256[:24] + (f"-{variant}" if variant else ""))
     folder.mkdir(parents=True, exist_ok=True)
     return folder

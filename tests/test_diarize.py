@@ -338,3 +338,32 @@ def test_cli_diarize_json_rttm_and_video_without_audio(tmp_path, monkeypatch, me
     out = runner.invoke(main, ["diarize", str(media_corpus["silent_video"])])
     assert out.exit_code == 1
     assert "no audio track" in out.output and "Traceback" not in out.output
+
+
+def test_cli_diarize_takes_the_audio_track_asked_for(tmp_path):
+    """A file with two audio tracks: the first, with a line saying there are more, or the one --audio-track names
+    (the same turns as that recording alone)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, ffmpeg
+
+    path = tmp_path / "two.mkv"
+    ffmpeg("-i", str(SAMPLES / "interview.mp3"), "-i", str(SAMPLES / "phone_call.wav"), "-map", "0:a", "-map", "1:a",
+           "-c:a", "flac", str(path))
+    env = {**os.environ, "G4MEDIA_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+
+    def diarize(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mediapipe_g4", "diarize", *args, "--json"], env=env,
+                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+    first, second = diarize(str(path)), diarize(str(path), "--audio-track", "2")
+    alone = diarize(str(SAMPLES / "phone_call.wav"))
+    assert first.returncode == second.returncode == alone.returncode == 0, first.stderr + second.stderr
+    assert "has 2 audio tracks (1, 2); using the first: --audio-track N takes another" in first.stderr
+    assert "audio tracks" not in second.stderr
+    assert json.loads(second.stdout)["speakers"] == json.loads(alone.stdout)["speakers"] == ["S1", "S2"]
+    assert json.loads(first.stdout)["duration"] > json.loads(second.stdout)["duration"]  # the interview is longer
+    bad = diarize(str(path), "--audio-track", "3")
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "takes 1 to 2 or all" in bad.stderr

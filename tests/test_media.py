@@ -186,3 +186,38 @@ def test_audio_shortfall_is_said_past_a_second_or_two_percent(decoded, said):
     assert (short is not None) == said
     if said:
         assert short.startswith(f"only the first 00:0{int(decoded)} of the 00:10 of audio")
+
+
+def test_audio_tracks_one_by_number_or_all_mixed(samples_dir, tmp_path):
+    """A recording with two named audio tracks (as OBS writes them): the first by default, another by number, or
+    both summed on one clock; each choice is its own work folder; a track that is not there is a clear error."""
+    from conftest import ffmpeg
+
+    from mediapipe_g4.workdir import media_work_dir
+
+    path = tmp_path / "two tracks.mkv"
+    ffmpeg("-i", str(samples_dir / "phone_call.wav"), "-i", str(samples_dir / "interview.mp3"),
+           "-map", "0:a", "-map", "1:a", "-c:a", "pcm_f32le", "-ar", "16000", "-ac", "1",
+           "-metadata:s:a:0", "title=Mic", "-metadata:s:a:1", "title=Desktop", "-metadata:s:a:1", "language=eng",
+           str(path))
+    info = media.probe(path)
+    assert [(a.title, a.language) for a in info.audio_streams] == [("Mic", None), ("Desktop", "eng")]
+    assert media.describe_tracks(info) == '1 "Mic", 2 "Desktop" (eng)'
+    alone = [media.decode_audio(samples_dir / name, tmp_path / name) for name in ("phone_call.wav", "interview.mp3")]
+    tracks = {}
+    for choice, variant in ((None, ""), (1, ""), (2, "a2"), ("all", "amix")):
+        assert media.audio_variant(info, choice) == variant
+        work = media_work_dir("0" * 64, tmp_path / "cache", variant)
+        tracks[choice] = np.asarray(media.decode_audio(path, work, info=info, track=choice))
+    assert work.name == "0" * 24 + "-amix"
+    first, second = alone[0], alone[1]
+    assert np.array_equal(tracks[None], tracks[1]) and np.allclose(tracks[1][: len(first)], first, atol=1e-4)
+    assert np.allclose(tracks[2][: len(second)], second, atol=1e-3)  # the MP3's decoder, then the same resampler
+    mixed = tracks["all"]
+    assert len(mixed) >= max(len(first), len(second)) - 2 * SAMPLE_RATE // 100
+    n = min(len(first), len(second), len(mixed))
+    assert np.allclose(mixed[:n], tracks[1][:n] + tracks[2][:n], atol=1e-3)  # summed, not averaged
+    for bad in (3, 0):
+        with pytest.raises(MediaError, match=r'has 2 audio tracks \(1 "Mic", 2 "Desktop" \(eng\)\); --audio-track '
+                                             r"takes 1 to 2 or all"):
+            media.audio_tracks(info, bad)
