@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +34,11 @@ class G4Group(click.Group):
         except KeyboardInterrupt:
             click.echo("Error: interrupted; finished work is kept in the work folder and reused next time", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # The reader of our output went away (`g4media diarize x | head`): stop quietly, as Unix tools do. Point
+            # stdout at /dev/null so the interpreter's final flush does not raise again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a tool killed by the signal
         except Exception as exc:  # noqa: BLE001 - this is the boundary
             if ctx.obj and ctx.obj.get("debug"):
                 raise

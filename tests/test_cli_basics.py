@@ -63,6 +63,16 @@ def test_probe_odd_names_and_video_without_audio(media_corpus):
     assert out.returncode == 0 and "no audio track" in out.stdout
 
 
+def test_output_into_a_closed_pipe_stops_quietly(samples_dir):
+    """`g4media probe X | head -0`: the reader is gone before anything is written; no error line, status 141."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "mediapipe_g4", "probe", str(samples_dir / "phone_call.wav")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and stderr == "", stderr
+
+
 def test_debug_shows_traceback_anywhere_on_the_line(media_corpus):
     out = g4media("probe", str(media_corpus["empty"]), "--debug")
     assert out.returncode == 1 and "Traceback" in out.stderr and "MediaError" in out.stderr
