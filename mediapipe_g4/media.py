@@ -366,6 +366,13 @@ def decode_audio(
     return _open_waveform(target)
 
 
+def release_audio(work_dir: str | os.PathLike[str]) -> None:
+    """Remove the decoded audio from a work folder (a waveform already mapped stays readable where the system
+    allows; where it does not, e.g. on Windows while mapped, the file stays)."""
+    with contextlib.suppress(OSError):
+        (Path(work_dir) / AUDIO_FILE).unlink(missing_ok=True)
+
+
 def _open_waveform(path: Path) -> np.ndarray:
     size = path.stat().st_size
     if size < 4:

@@ -387,9 +387,13 @@ def process_recording(
     """The result dict (the X.json schema) for one recording; `prepared`: its CPU stages, if already done."""
     prepared = prepared or prepare_recording(path, options, make_engine, hook=hook)
     try:
-        return _model_stages(prepared, options, make_engine, hook)
+        result = _model_stages(prepared, options, make_engine, hook)
     finally:
         prepared.slides.cancel()  # nothing once they are found; after an error, stops FFmpeg at its next frame
+    # The speaker turns, keyframes and answers stay for reruns; the decoded audio (230 MB an hour) decodes again
+    # in seconds, and kept for every recording it would fill a disk in a batch of long meetings.
+    media.release_audio(prepared.work)
+    return result
 
 
 def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFactory, hook: Hook) -> dict[str, Any]:

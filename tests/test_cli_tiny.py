@@ -173,8 +173,12 @@ def test_killed_run_resumes_with_the_same_result(samples_dir, tiny_checkpoint, t
     answered = len(list(cache.glob("recordings/*/answers/*/*.json")))
     assert answered >= 1, "the run was killed before any answer was kept"
     assert not (tmp_path / "a" / "standup.json").exists()  # no half output
+    (work,) = cache.glob("recordings/*")
+    assert (work / "audio.f32").is_file()  # kept for the resumed run
     resumed = g4media(*args, "-o", str(tmp_path / "a"), cache=cache)
     assert resumed.returncode == 0, resumed.stderr
+    assert not (work / "audio.f32").exists()  # the outputs are made: the decoded audio goes, the rest stays
+    assert list(work.glob("turns-*.json")) and list(work.glob("keyframes*"))
     first = json.loads((tmp_path / "a" / "standup.json").read_text())
     total = len(list(cache.glob("recordings/*/answers/*/*.json")))
     assert first["model"]["answers_generated"] == total - answered  # only the missing ones were generated
