@@ -94,17 +94,35 @@ def check_model(model: str | None) -> dict[str, Any]:
     model = model or DEFAULT_MODEL
     if os.path.isdir(model):
         ok = os.path.isfile(os.path.join(model, "config.json"))
-        return _check("model", "ok" if ok else "fail",
-                      f"{model}: local folder" + ("" if ok else " without config.json"), model=model)
+        if not ok:
+            return _check("model", "fail", f"{model}: local folder without config.json", model=model)
+        return _fits(model, f"{model}: local folder")
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - a dependency of transformers
         return _check("model", "warn", "huggingface_hub is missing; cannot look in the cache")
     cached = try_to_load_from_cache(model, "config.json")
     if isinstance(cached, str):
-        return _check("model", "ok", f"{model} is in the Hugging Face cache", model=model)
+        return _fits(model, f"{model} is in the Hugging Face cache")
     return _check("model", "warn", f"{model} is not downloaded: run `hf download {model}` (about 24 GB for "
                   "the 12B), or pass --model /path/to/folder", model=model)
+
+
+def _fits(model: str, where: str) -> dict[str, Any]:
+    """The model check of a model that is here: whether its weights fit on the best device, in which dtype."""
+    from .errors import G4Error
+    from .memory import GB, choose_dtype, pick_device, weights_bytes
+    from .transformers_engine import check_room, model_shape
+
+    try:
+        device = pick_device()
+        shape = model_shape(model)
+        dtype = choose_dtype(shape, device)
+        check_room(shape, device, dtype, None)
+    except G4Error as exc:
+        return _check("model", "warn", f"{where}, but {exc}", model=model)
+    return _check("model", "ok", f"{where}; runs on {device} in {dtype} ({weights_bytes(shape, dtype) / GB:.1f} GB "
+                  "of weights)", model=model, device=device, dtype=dtype)
 
 
 def versions() -> dict[str, str]:

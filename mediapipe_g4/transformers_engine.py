@@ -95,7 +95,11 @@ def _load_error(model: str, what: str, exc: Exception, *, processor_only: bool =
     if isinstance(exc, RepositoryNotFoundError):
         return ModelError(f"{model} is not a model on the Hugging Face Hub; check the id, or pass {option} "
                           "/path/to/a/local/folder")
-    return ModelError(f"cannot load the {what} of {model} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+    reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    if Path(model).expanduser().is_dir():  # a local folder: downloading is not the fix
+        return ModelError(f"cannot load the {what} of the folder {model} ({reason}); it should hold a Gemma 4 "
+                          "checkpoint as save_pretrained writes it (config.json, the weights, the processor files)")
+    return ModelError(f"cannot load the {what} of {model} ({reason}); "
                       f"{download_hint(model, processor_only=processor_only, option=option)}")
 
 

@@ -89,11 +89,15 @@ def test_doctor_reports_every_check():
     assert model["status"] == "ok" or "hf download" in model["detail"]
 
 
-def test_doctor_with_local_model_folder(tmp_path):
+def test_doctor_with_local_model_folder(tmp_path, tiny_checkpoint):
+    res = CliRunner().invoke(main, ["doctor", "--model", str(tiny_checkpoint), "--json"])
+    model = json.loads(res.output)["checks"][5]
+    assert model["status"] == "ok" and "local folder; runs on cpu in float32" in model["detail"], model
     (tmp_path / "config.json").write_text("{}")
     res = CliRunner().invoke(main, ["doctor", "--model", str(tmp_path), "--json"])
     model = json.loads(res.output)["checks"][5]
-    assert model["status"] == "ok" and "local folder" in model["detail"]
+    assert model["status"] == "warn" and "cannot load the config of the folder" in model["detail"], model
+    assert "hf download" not in model["detail"]  # a local folder is not fixed by downloading
 
 
 def test_default_model_missing_and_hub_unreachable_fails_at_once(samples_dir, tmp_path):
