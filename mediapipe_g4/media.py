@@ -276,8 +276,11 @@ def audio_tracks(info: MediaInfo, track: AudioTrack = None) -> tuple[int, ...]:
         return tuple(range(count))
     if isinstance(track, int) and 1 <= track <= count:
         return (track - 1,)
-    raise MediaError(f"{Path(info.path).name} has {count} audio track{'s' if count != 1 else ''} "
-                     f"({describe_tracks(info)}); --audio-track takes 1 to {count} or all, not {track}")
+    name = Path(info.path).name
+    if count == 1:
+        raise MediaError(f"{name} has only one audio track, so there is no track {track}; leave out --audio-track")
+    raise MediaError(f"{name} has {count} audio tracks ({describe_tracks(info)}); --audio-track takes 1 to {count} "
+                     f"or all, not {track}")
 
 
 def describe_tracks(info: MediaInfo) -> str:

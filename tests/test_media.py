@@ -221,3 +221,5 @@ def test_audio_tracks_one_by_number_or_all_mixed(samples_dir, tmp_path):
         with pytest.raises(MediaError, match=r'has 2 audio tracks \(1 "Mic", 2 "Desktop" \(eng\)\); --audio-track '
                                              r"takes 1 to 2 or all"):
             media.audio_tracks(info, bad)
+    with pytest.raises(MediaError, match="has only one audio track, so there is no track 2; leave out --audio-track"):
+        media.audio_tracks(media.probe(samples_dir / "phone_call.wav"), 2)
