@@ -1,20 +1,18 @@
 """Progress for long work: the library calls `hook(step, completed, total)`; the CLI renders it.
 
-On a terminal the hook drives a rich progress bar per step (done/total and ETA); otherwise it logs a
-plain line now and then, so logs of batch jobs stay readable.
+On a terminal the hook drives a rich progress bar per step (done/total and ETA); otherwise a step that runs
+longer than a few seconds writes a plain line to stderr now and then, so logs of batch jobs show where they are
+and stay readable.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
 
 Hook = Callable[[str, int, int], None]
-
-log = logging.getLogger("mediapipe_g4")
 
 
 def null_hook(step: str, completed: int, total: int) -> None:
@@ -45,13 +43,19 @@ def progress_hook(enabled: bool = True, *, interval: float = 10.0) -> Iterator[H
             yield hook
         return
 
-    last: dict[str, float] = {}
+    started: dict[str, float] = {}
+    said: dict[str, float] = {}
 
-    def log_hook(step: str, completed: int, total: int) -> None:
+    def line_hook(step: str, completed: int, total: int) -> None:
+        # Straight to stderr, whatever the log level: a long job whose output goes to a file shows where it is.
+        # A step shorter than `interval` says nothing, so short runs and scripts stay quiet.
         now = time.monotonic()
-        done = total and completed >= total
-        if done or now - last.get(step, 0.0) >= interval:
-            last[step] = now
-            log.info("%s: %d/%d", step, completed, total)
+        start = started.setdefault(step, now)
+        if step not in said and now - start < interval:
+            return
+        if (bool(total) and completed >= total) or now - said.get(step, start) >= interval:
+            said[step] = now
+            sys.stderr.write(f"g4media: {step} {completed}/{total}\n")
+            sys.stderr.flush()
 
-    yield log_hook
+    yield line_hook

@@ -126,3 +126,21 @@ def test_a_missing_or_bad_file_is_reported_before_the_model(tmp_path):
                          capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL, check=False)
     line = assert_one_error_line(out)
     assert "notes.mp4" in line and "not a readable media file" in line and "gemma" not in line
+
+
+def test_progress_without_a_terminal_is_a_line_now_and_then_for_long_steps(monkeypatch, capsys):
+    """Output to a file (a batch job's log): steps shorter than the interval say nothing; a long one says where it
+    is every interval and when it ends, whatever the log level."""
+    from mediapipe_g4 import progress
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)
+    with progress.progress_hook(interval=10.0) as hook:
+        for t, step, done in ((0, "decode", 0), (3, "decode", 60), (4, "transcribe", 0), (9, "transcribe", 5),
+                              (15, "transcribe", 9), (20, "transcribe", 12), (26, "transcribe", 18),
+                              (31, "transcribe", 20)):
+            clock["now"] = float(t)
+            hook(step, done, 60 if step == "decode" else 20)
+    assert capsys.readouterr().err.splitlines() == ["g4media: transcribe 9/20", "g4media: transcribe 18/20",
+                                                    "g4media: transcribe 20/20"]
