@@ -45,11 +45,17 @@ def progress_hook(enabled: bool = True, *, interval: float = 10.0) -> Iterator[H
 
     started: dict[str, float] = {}
     said: dict[str, float] = {}
+    seen: dict[str, tuple[int, int]] = {}
 
     def line_hook(step: str, completed: int, total: int) -> None:
         # Straight to stderr, whatever the log level: a long job whose output goes to a file shows where it is.
         # A step shorter than `interval` says nothing, so short runs and scripts stay quiet.
         now = time.monotonic()
+        before = seen.get(step)
+        seen[step] = (completed, total)
+        if before is not None and (completed < before[0] or total != before[1]):  # the step begins again (a batch)
+            started.pop(step, None)
+            said.pop(step, None)
         start = started.setdefault(step, now)
         if step not in said and now - start < interval:
             return
