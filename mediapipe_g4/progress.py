@@ -14,6 +14,15 @@ from collections.abc import Callable, Iterator
 
 Hook = Callable[[str, int, int], None]
 
+# How the steps read (the library names them for code); steps counted in seconds of the recording say so.
+LABELS = {"notes_section": "notes (parts)", "notes_merge": "notes (merge)", "generate": "model", "keyframes": "slides"}
+SECONDS = {"decode", "speech", "speakers", "keyframes"}
+
+
+def describe(step: str, completed: int, total: int) -> str:
+    """`transcribe 12/60`, `speech 300/3600 s`."""
+    return f"{LABELS.get(step, step)} {completed}/{total}{' s' if step in SECONDS else ''}"
+
 
 def null_hook(step: str, completed: int, total: int) -> None:
     """A hook that ignores progress."""
@@ -37,7 +46,7 @@ def progress_hook(enabled: bool = True, *, interval: float = 10.0) -> Iterator[H
 
             def hook(step: str, completed: int, total: int) -> None:
                 if step not in tasks:
-                    tasks[step] = bar.add_task(step, total=total or None)
+                    tasks[step] = bar.add_task(LABELS.get(step, step), total=total or None)
                 bar.update(tasks[step], completed=completed, total=total or None)
 
             yield hook
@@ -61,7 +70,7 @@ def progress_hook(enabled: bool = True, *, interval: float = 10.0) -> Iterator[H
             return
         if (bool(total) and completed >= total) or now - said.get(step, start) >= interval:
             said[step] = now
-            sys.stderr.write(f"g4media: {step} {completed}/{total}\n")
+            sys.stderr.write(f"g4media: {describe(step, completed, total)}\n")
             sys.stderr.flush()
 
     yield line_hook

@@ -233,7 +233,7 @@ def _score_blocks(waveform: np.ndarray, block: int, model: _BatchedSilero, out: 
         out[first : first + len(probs)] = probs.numpy()
         context = samples[-CONTEXT_SAMPLES:].copy()
         if hook:
-            hook("speech", min(len(waveform), start + block), len(waveform))
+            hook("speech", min(len(waveform), start + block) // SAMPLE_RATE, max(1, len(waveform) // SAMPLE_RATE))
 
 
 def regions_from_probabilities(

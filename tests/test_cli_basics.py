@@ -139,8 +139,9 @@ def test_progress_without_a_terminal_is_a_line_now_and_then_for_long_steps(monke
     with progress.progress_hook(interval=10.0) as hook:
         for t, step, done in ((0, "decode", 0), (3, "decode", 60), (4, "transcribe", 0), (9, "transcribe", 5),
                               (15, "transcribe", 9), (20, "transcribe", 12), (26, "transcribe", 18),
-                              (31, "transcribe", 20), (40, "transcribe", 0), (42, "transcribe", 8)):
-            clock["now"] = float(t)  # the last two: the next recording of a batch, a short step again
-            hook(step, done, 60 if step == "decode" else 20)
+                              (31, "transcribe", 20), (40, "transcribe", 0), (42, "transcribe", 8),
+                              (50, "speech", 0), (62, "speech", 30)):
+            clock["now"] = float(t)  # (40, 42): the next recording of a batch, a short step again
+            hook(step, done, 20 if step == "transcribe" else 60)
     assert capsys.readouterr().err.splitlines() == ["g4media: transcribe 9/20", "g4media: transcribe 18/20",
-                                                    "g4media: transcribe 20/20"]
+                                                    "g4media: transcribe 20/20", "g4media: speech 30/60 s"]
