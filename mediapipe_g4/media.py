@@ -387,7 +387,7 @@ def audio_shortfall(info: MediaInfo, decoded_seconds: float, track: AudioTrack =
     """What to tell the user when less audio decoded than the file states (a recording cut off by a crash, a
     full disk or an unfinished copy: FFmpeg decodes up to the damage and exits 0), or None. The transcript
     then covers only the part that decoded, which a reader of the report has to know."""
-    durations = [info.audio_streams[p].duration for p in audio_tracks(info, track) if info.audio_streams]
+    durations = [info.audio_streams[p].duration for p in audio_tracks(info, track)] if info.audio_streams else []
     stated = max((d for d in durations if d), default=None) or info.duration
     if not stated or decoded_seconds >= stated - max(1.0, 0.02 * stated):
         return None
