@@ -62,11 +62,20 @@ def find_recordings(folder: Path, *, recursive: bool, exclude: Path | None = Non
         yield path, None
 
 
-def already_done(json_path: Path, sha256: str) -> bool:
+def already_done(json_path: Path, sha256: str, settings: dict[str, Any] | None = None) -> bool:
+    """Whether the X.json at `json_path` was made from this content (and with these `settings`: each of its keys
+    has the same value in the X.json's `options`)."""
     try:
-        return json.loads(json_path.read_text(encoding="utf-8"))["source"]["sha256"] == sha256
-    except (OSError, ValueError, KeyError, TypeError):
+        result = json.loads(json_path.read_text(encoding="utf-8"))
+        if result["source"]["sha256"] != sha256:
+            return False
+        made_with = result.get("options") or {}
+        changed = [k for k, v in (settings or {}).items() if made_with.get(k) != v]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
+    if changed:
+        log.info("%s was made with other settings (%s): doing it again", json_path.name, ", ".join(changed))
+    return not changed
 
 
 def default_workers(engine: str, concurrency: int) -> int:
@@ -87,25 +96,28 @@ def run_batch(
     on_file: Callable[[Path, str, str], None] | None = None,
     workers: int = 1,
     ahead: Callable[[Path], None] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> BatchReport:
     """Process every recording; an index.html in `out_dir` links each output and lists each failure.
 
     Outputs mirror the folder structure (a/meeting.mp4 -> OUT/a/meeting.html), so names never collide.
-    A model that cannot load stops the batch (every file would fail the same way). With `workers` > 1
-    (a model server), that many recordings are processed at once, so one recording's CPU stages (decode,
-    speaker turns) overlap with the others' model calls and the server always has requests to batch. With one
-    worker, `ahead(path)` is called with the next recording to process (not done before) as the current one
+    A recording is done before when its X.json holds its content hash and, in its `options`, the `settings`
+    given (`RunOptions.outcome()`); `redo` does every one again. A model that cannot load stops the batch
+    (every file would fail the same way). With `workers` > 1 (a model server), that many recordings are
+    processed at once, so one recording's CPU stages (decode, speaker turns) overlap with the others' model
+    calls and the server always has requests to batch. With one worker, `ahead(path)` is called with the next
+    recording to process (not done before) as the current one
     starts, so it can be prepared meanwhile (`pipeline.Lookahead`).
     """
     formats = list(dict.fromkeys([*formats, "json"]))  # the JSON tells a later run what is done
     found = find_recordings(folder, recursive=recursive, exclude=out_dir.resolve())
 
     def one(path: Path, broken: str | None) -> tuple[dict[str, Any], str, str, bool]:
-        return _one(folder, out_dir, formats, process, path, broken, redo=redo)
+        return _one(folder, out_dir, formats, process, path, broken, redo=redo, settings=settings)
 
     def announce(path: Path, broken: str | None) -> None:
         try:
-            if ahead is not None and not broken and (redo or not _done(folder, out_dir, path)):
+            if ahead is not None and not broken and (redo or not _done(folder, out_dir, path, settings)):
                 ahead(path)
         except OSError:  # gone or unreadable: its own turn reports it
             pass
@@ -142,16 +154,16 @@ def _one_by_one(found: Iterator[tuple[Path, str | None]], one: Callable[..., Any
         current = following
 
 
-def _done(folder: Path, out_dir: Path, path: Path) -> bool:
-    """Whether `path`'s outputs are there, made from this very content."""
+def _done(folder: Path, out_dir: Path, path: Path, settings: dict[str, Any] | None) -> bool:
+    """Whether `path`'s outputs are there, made from this very content with these settings."""
     from .workdir import file_sha256
 
     rel = path.relative_to(folder)
-    return already_done(out_dir / rel.parent / f"{output_stem(path.name)}.json", file_sha256(path))
+    return already_done(out_dir / rel.parent / f"{output_stem(path.name)}.json", file_sha256(path), settings)
 
 
 def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Path], dict[str, Any]], path: Path,
-         broken: str | None, *, redo: bool) -> tuple[dict[str, Any], str, str, bool]:
+         broken: str | None, *, redo: bool, settings: dict[str, Any] | None) -> tuple[dict[str, Any], str, str, bool]:
     """(index entry, status, detail, whether it was done before) of one recording; a ModelError propagates."""
     rel = path.relative_to(folder)
     target_dir = out_dir / rel.parent
@@ -159,7 +171,7 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
     if broken:
         return failed_entry(rel, broken), "failed", broken, False
     try:
-        if not redo and _done(folder, out_dir, path):
+        if not redo and _done(folder, out_dir, path, settings):
             outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
                        if (target_dir / f"{stem}.{ext}").exists()]
             result = json.loads((target_dir / f"{stem}.json").read_text(encoding="utf-8"))

@@ -99,6 +99,15 @@ class RunOptions:
             out["server"] = redact_url(self.server)
         return out
 
+    def outcome(self) -> dict[str, Any]:
+        """The part of `to_dict()` that shapes the outputs (the models, the audio, what is asked of them), not
+        where or how fast they run: a batch redoes a recording whose X.json was made with other settings."""
+        return {k: v for k, v in json.loads(json.dumps(self.to_dict())).items() if k not in _RUNTIME_ONLY}
+
+
+_RUNTIME_ONLY = ("engine", "device", "assistant", "batch_size", "compile", "fresh", "server", "server_api",
+                 "api_key_env", "concurrency", "served_model", "server_timeout")
+
 
 @dataclass
 class Timer:

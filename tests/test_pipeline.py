@@ -9,6 +9,7 @@ import pytest
 from fake_engine import ScriptedEngine
 from standup_script import NOTES, standup_engine_script
 
+from mediapipe_g4.diarize import DiarizationOptions
 from mediapipe_g4.pipeline import RunOptions, process_recording
 from mediapipe_g4.planner import PlanOptions
 from mediapipe_g4.writers import write_outputs
@@ -370,7 +371,10 @@ def test_a_copy_prepared_ahead_waits_for_the_slides_of_the_one_before(samples_di
 
 
 def test_batch_queues_the_next_recording_to_do(samples_dir, media_corpus, tmp_path):
-    """One recording at a time, the batch names the next one to prepare ahead: not a broken file, not one done."""
+    """One recording at a time, the batch names the next one to prepare ahead: not a broken file, not one done.
+    Done means made from this content with the same settings: a run with another speaker count does it again,
+    one that only runs differently (a batch size) does not."""
+    import dataclasses
     import shutil
 
     from mediapipe_g4 import pipeline
@@ -395,7 +399,7 @@ def test_batch_queues_the_next_recording_to_do(samples_dir, media_corpus, tmp_pa
         def process(path):
             return process_recording(path, options, lambda model: engine, prepared=ahead.prepare(path))
 
-        return run_batch(folder, tmp_path / "out", ["json"], process, ahead=queue)
+        return run_batch(folder, tmp_path / "out", ["json"], process, ahead=queue, settings=options.outcome())
 
     report = batch()
     assert report.failed == 1 and queued == ["b call.wav", "c standup.mp4"]
@@ -403,6 +407,15 @@ def test_batch_queues_the_next_recording_to_do(samples_dir, media_corpus, tmp_pa
     queued.clear()
     again = batch()
     assert len(again.skipped) == 2 and queued == []  # done before: nothing to prepare
+    options = dataclasses.replace(options, batch_size=3, fresh=False, device="cpu")
+    assert len(batch().skipped) == 2 and queued == []  # how it runs is not what it makes
+    options = dataclasses.replace(options, diarization=DiarizationOptions(num_speakers=1))
+    redone = batch()
+    assert redone.skipped == [] and queued == ["b call.wav", "c standup.mp4"]
+    made = json.loads((tmp_path / "out" / "b call.json").read_text())
+    assert made["options"]["diarization"]["num_speakers"] == 1 and len(made["speakers"]) == 1
+    queued.clear()
+    assert len(batch().skipped) == 2 and queued == []
 
 
 def test_recordings_are_prepared_ahead_only_beside_an_in_process_gpu_model(monkeypatch):
