@@ -63,19 +63,33 @@ def find_recordings(folder: Path, *, recursive: bool, exclude: Path | None = Non
 
 
 def already_done(json_path: Path, sha256: str, settings: dict[str, Any] | None = None) -> bool:
-    """Whether the X.json at `json_path` was made from this content (and with these `settings`: each of its keys
-    has the same value in the X.json's `options`)."""
+    """Whether the X.json at `json_path` was made from this content (and with these `settings`: each of them has
+    the same value in the X.json's `options`, where it is there: a setting newer than the X.json is taken to
+    have had its default)."""
     try:
         result = json.loads(json_path.read_text(encoding="utf-8"))
         if result["source"]["sha256"] != sha256:
             return False
-        made_with = result.get("options") or {}
-        changed = [k for k, v in (settings or {}).items() if made_with.get(k) != v]
+        changed = _changed(result.get("options") or {}, settings or {})
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
     if changed:
         log.info("%s was made with other settings (%s): doing it again", json_path.name, ", ".join(changed))
     return not changed
+
+
+def _changed(made: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
+    """The settings (dotted names) whose value in `wanted` differs from `made`'s. Those `made` lacks are not
+    changed (newer than it); inside a group (`diarization`, `names`) those only `made` has are."""
+    out = [prefix + key for key in made if prefix and key not in wanted]
+    for key, value in wanted.items():
+        if key not in made:
+            continue
+        if isinstance(value, dict) and isinstance(made[key], dict):
+            out += _changed(made[key], value, f"{prefix}{key}.")
+        elif made[key] != value:
+            out.append(prefix + key)
+    return out
 
 
 def default_workers(engine: str, concurrency: int) -> int:
