@@ -317,42 +317,122 @@ def decode_audio(
     target = Path(work_dir) / AUDIO_FILE
     if target.is_file():
         return _open_waveform(target)
+    info = _audio_info(src, info)
+    picks = audio_tracks(info, track)
+    if len(picks) == 1:
+        select = ["-map", f"0:a:{picks[0]}", "-af", _TIMELINE]
+    else:  # each track on the recording's clock, then summed (not averaged: a silent track must not halve speech)
+        chains = [f"[0:a:{p}]{_TIMELINE},aformat=channel_layouts=mono[a{p}]" for p in picks]
+        inputs = "".join(f"[a{p}]" for p in picks)
+        select = ["-filter_complex", ";".join([*chains, f"{inputs}amix=inputs={len(picks)}:duration=longest:"
+                                               "normalize=0[mix]"]), "-map", "[mix]"]
+    return _decode(src, info, select, [target], hook)[0]
+
+
+# Start at the container's time zero (pad a late-starting track with silence) and fill gaps, so sample n is always
+# at n / 16000 s on the recording's clock, like the frames.
+_TIMELINE = f"aresample={SAMPLE_RATE}:async=1:first_pts=0"
+
+
+def side_count(info: MediaInfo, track: AudioTrack = None) -> int:
+    """How many sides of a conversation the audio could hold apart: the tracks when several are taken (`track`
+    "all": OBS keeps the mic and the desktop apart), the two channels of one stereo track, else 1."""
+    picks = audio_tracks(info, track) if info.audio_streams else (0,)
+    if len(picks) > 1:
+        return len(picks)
+    stream = info.audio_streams[picks[0]] if info.audio_streams else None
+    return 2 if stream is not None and stream.channels == 2 else 1
+
+
+def side_file(n: int) -> str:
+    return f"audio-side{n}.f32"
+
+
+def decode_sides(
+    path: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    *,
+    info: MediaInfo | None = None,
+    hook: Hook | None = None,
+    track: AudioTrack = None,
+) -> list[np.ndarray]:
+    """Each side of the audio (`side_count`: the tracks taken, or a stereo track's two channels) as its own
+    16 kHz mono waveform, memory-mapped from `audio-side{n}.f32` in the work folder, on the recording's clock.
+    The mixed waveform (`decode_audio`'s) is written in the same pass when it is not there yet: a stereo track's
+    downmix is FFmpeg's, (L + R) / sqrt 2; tracks are summed."""
+    src = check_input_file(path)
+    info = _audio_info(src, info)
+    count = side_count(info, track)
+    if count < 2:
+        raise MediaError(f"{src.name} has one audio channel, so its sides cannot be told apart; leave out "
+                         "--split-channels (a file with several tracks needs --audio-track all)")
+    targets = [Path(work_dir) / side_file(n) for n in range(1, count + 1)]
+    if all(t.is_file() for t in targets):
+        return [_open_waveform(t) for t in targets]
+    picks = audio_tracks(info, track)
+    mixed = Path(work_dir) / AUDIO_FILE
+    mix = None if mixed.is_file() else (mixed, 1.0 if len(picks) > 1 else float(np.sqrt(0.5)))
+    if len(picks) == 1:
+        select = ["-map", f"0:a:{picks[0]}", "-af", _TIMELINE]
+    else:  # the tracks side by side, each padded to the longest
+        longest = max((info.audio_streams[p].duration or info.duration or 0.0) for p in picks)
+        chains = [f"[0:a:{p}]{_TIMELINE},aformat=channel_layouts=mono,apad=whole_dur={longest:.3f}[a{p}]"
+                  for p in picks]
+        inputs = "".join(f"[a{p}]" for p in picks)
+        select = ["-filter_complex", ";".join([*chains, f"{inputs}amerge=inputs={len(picks)}[sides]"]),
+                  "-map", "[sides]"]
+    return _decode(src, info, select, targets, hook, mix)
+
+
+def _audio_info(src: Path, info: MediaInfo | None) -> MediaInfo:
     info = info or probe(src)
     if not info.has_audio:
         raise MediaError(
             f"{src} has no audio track, and this command needs speech; "
             "use `g4media probe` to see its streams"
         )
-    picks = audio_tracks(info, track)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{AUDIO_FILE}.{os.getpid()}.part")
-    # Start at the container's time zero (pad a late-starting track with silence) and fill gaps,
-    # so sample n is always at n / 16000 s on the recording's clock, like the frames.
-    timeline = f"aresample={SAMPLE_RATE}:async=1:first_pts=0"
-    if len(picks) == 1:
-        select = ["-map", f"0:a:{picks[0]}", "-af", timeline]
-    else:  # each track on the recording's clock, then summed (not averaged: a silent track must not halve speech)
-        chains = [f"[0:a:{p}]{timeline},aformat=channel_layouts=mono[a{p}]" for p in picks]
-        inputs = "".join(f"[a{p}]" for p in picks)
-        select = ["-filter_complex", ";".join([*chains, f"{inputs}amix=inputs={len(picks)}:duration=longest:"
-                                               "normalize=0[mix]"]), "-map", "[mix]"]
+    return info
+
+
+def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], hook: Hook | None,
+            mix: tuple[Path, float] | None = None) -> list[np.ndarray]:
+    """Run FFmpeg with `select` (its stream mapping and filters) to 16 kHz float32 with one channel per target,
+    each channel streamed into its own file (and with `mix`, (path, weight), their sum times the weight into
+    another), renamed into place only when all are complete."""
+    channels = len(targets)
+    targets[0].parent.mkdir(parents=True, exist_ok=True)
+    finals = [*targets, *([mix[0]] if mix else [])]
+    parts = [t.with_name(f".{t.name}.{os.getpid()}.part") for t in finals]
     cmd = [
         ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(src), *select, "-vn", "-sn", "-dn",
-        "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
+        "-ac", str(channels), "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
     ]
     total = max(1, int(info.duration))
+    frame = 4 * channels
     written = 0
     try:
-        with open(tmp, "wb") as out, subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
-        ) as proc:
+        with contextlib.ExitStack() as stack:
+            outs = [stack.enter_context(open(p, "wb")) for p in parts]
+            proc = stack.enter_context(subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL))
             stderr_chunks: list[bytes] = []
             reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
             reader.start()
             assert proc.stdout is not None
+            pending = b""
             while chunk := proc.stdout.read(1 << 20):
-                out.write(chunk)
-                written += len(chunk)
+                pending += chunk
+                whole = len(pending) // frame * frame
+                if channels == 1:
+                    outs[0].write(pending[:whole])
+                else:  # interleaved samples: each channel to its own file
+                    samples = np.frombuffer(pending[:whole], dtype="<f4").reshape(-1, channels)
+                    for c in range(channels):
+                        outs[c].write(np.ascontiguousarray(samples[:, c]).tobytes())
+                    if mix:
+                        outs[-1].write((samples.sum(axis=1, dtype=np.float32) * np.float32(mix[1])).tobytes())
+                pending = pending[whole:]
+                written += whole // channels
                 if hook:
                     hook("decode", min(total, written // (4 * SAMPLE_RATE)), total)
             proc.wait()
@@ -361,19 +441,23 @@ def decode_audio(
             raise MediaError(f"{src}: FFmpeg could not decode the audio ({_stderr_tail(b''.join(stderr_chunks))})")
         if written < 4:
             raise MediaError(f"{src}: the audio track holds no samples; the file may be truncated")
-        os.replace(tmp, target)
+        for part, target in zip(parts, finals, strict=True):
+            os.replace(part, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    log.info("decoded %s: %.2f s of audio", src.name, written / 4 / SAMPLE_RATE)
-    return _open_waveform(target)
+        for part in parts:
+            if part.exists():
+                part.unlink()
+    log.info("decoded %s: %.2f s of audio%s", src.name, written / 4 / SAMPLE_RATE,
+             f" in {channels} sides" if channels > 1 else "")
+    return [_open_waveform(t) for t in targets]
 
 
 def release_audio(work_dir: str | os.PathLike[str]) -> None:
     """Remove the decoded audio from a work folder (a waveform already mapped stays readable where the system
     allows; where it does not, e.g. on Windows while mapped, the file stays)."""
-    with contextlib.suppress(OSError):
-        (Path(work_dir) / AUDIO_FILE).unlink(missing_ok=True)
+    for path in [Path(work_dir) / AUDIO_FILE, *Path(work_dir).glob(side_file("*"))]:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def _open_waveform(path: Path) -> np.ndarray:
