@@ -1,6 +1,6 @@
 """Generate extra synthetic meetings (not committed) to check diarization beyond the samples.
 
-    python benchmarks/make_meetings.py OUT_DIR [--count 6] [--seed 100] [--minutes M]
+    python benchmarks/make_meetings.py OUT_DIR [--count 6] [--seed 100] [--minutes M] [--sides]
 
 Each meeting gets other voices, pause lengths, turn lengths and speaker counts than the samples:
 2-5 speakers drawn from a pool of espeak-ng voices the samples do not use, turns of one to four
@@ -8,7 +8,9 @@ sentences, pauses from none to 1.5 s, backchannels, and one of several container
 44.1 kHz stereo MP3, 8 kHz phone WAV). Ground truth `<name>.truth.json` has the samples' format.
 Deterministic for a given seed. `--minutes M` makes meetings of about M minutes instead (1-2 by default) whose
 sentences are composed from parts, so that a long meeting does not repeat the same few sentences (an exact
-repeat gives the same voice windows again, which no real meeting does).
+repeat gives the same voice windows again, which no real meeting does). `--sides` writes each meeting as a call
+between two sides instead: a 16 kHz stereo WAV, speakers S1, S3, ... on the left and S2, S4, ... on the right,
+each side hearing the other 20 dB down (3 ms late) over a noise floor, as two microphones in one room do.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def composed_sentence(rng: np.random.Generator) -> str:
 FORMATS = ["wav16", "mp3", "phone"]
 
 
-def make_meeting(out: Path, name: str, seed: int, minutes: float | None = None) -> Path:
+def make_meeting(out: Path, name: str, seed: int, minutes: float | None = None, sides: bool = False) -> Path:
     rng = np.random.default_rng(seed)
     n_speakers = int(rng.integers(2, 6))
     picks = rng.choice(len(VOICE_POOL), size=n_speakers, replace=False)
@@ -130,11 +132,23 @@ def make_meeting(out: Path, name: str, seed: int, minutes: float | None = None) 
         last = spk
     mix, segments = render_dialogue(voices, turns, lead_in=float(rng.uniform(0.2, 1.5)), tail=1.0)
     # Only speakers who actually spoke are in the truth (the order above makes that all of them).
-    fmt = FORMATS[seed % len(FORMATS)]
+    fmt = "sides" if sides else FORMATS[seed % len(FORMATS)]
     with tempfile.TemporaryDirectory(prefix="g4meeting-") as d:
         src = Path(d) / "mix.wav"
         sf.write(src, mix, MASTER_RATE, subtype="PCM_24")
-        if fmt == "wav16":
+        if fmt == "sides":
+            path = out / f"{name}.wav"
+            stereo = np.zeros((len(mix), 2), dtype=np.float32)
+            for seg in segments:  # the turns follow one another: each is the mix's, over its span
+                a, b = round(seg["start"] * MASTER_RATE), round(seg["end"] * MASTER_RATE)
+                stereo[a:b, (int(seg["speaker"][1:]) - 1) % 2] = mix[a:b]
+            late = round(0.003 * MASTER_RATE)
+            heard = stereo.copy()
+            heard[late:] += 0.1 * stereo[:-late, ::-1]
+            heard += np.random.default_rng(seed).normal(0, 0.002, heard.shape).astype(np.float32)
+            sf.write(src, np.clip(heard, -1, 1), MASTER_RATE, subtype="PCM_24")
+            subprocess.run(["sox", "-R", "-D", str(src), "-b", "16", "-r", "16000", str(path)], check=True)
+        elif fmt == "wav16":
             path = out / f"{name}.wav"
             subprocess.run(["sox", "-R", "-D", str(src), "-b", "16", "-r", "16000", str(path)], check=True)
         elif fmt == "mp3":
@@ -158,11 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=6)
     ap.add_argument("--seed", type=int, default=100, help="first seed; meeting i uses seed + i")
     ap.add_argument("--minutes", type=float, help="about this long, with composed sentences (default: 1-2 minutes)")
+    ap.add_argument("--sides", action="store_true", help="calls: stereo, odd speakers left, even speakers right")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for i in range(args.count):
         seed = args.seed + i
-        path = make_meeting(args.out, f"meeting_{seed}", seed, args.minutes)
+        path = make_meeting(args.out, f"meeting_{seed}", seed, args.minutes, args.sides)
         print(path)
     return 0
 

@@ -44,7 +44,7 @@ def request_key(request: EngineRequest) -> str:
         if isinstance(part, TextPart):
             parts.append(["text", part.text])
         elif isinstance(part, AudioPart):
-            parts.append(["audio", *part.sample_range()])
+            parts.append(["audio", *part.sample_range(), *([part.source] if part.source else [])])
         elif isinstance(part, ImagePart):
             parts.append(["image", Path(part.path).name])
     settings = dataclasses.asdict(request.settings)

@@ -185,6 +185,19 @@ audio_track_option = click.option(
     help="Which audio track of a file with several (OBS and other recorders keep the mic and the desktop apart): "
          "N (1 = the first, the default) or all (mixed). `g4media probe` lists them.")
 
+speaker_options = _compose(
+    click.option("--speakers", type=click.IntRange(min=1), default=None, help="Number of speakers, if known."),
+    click.option("--min-speakers", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Fewest speakers to consider when finding the count."),
+    click.option("--max-speakers", type=click.IntRange(min=1), default=8, show_default=True,
+                 help="Most speakers to consider when finding the count."),
+    click.option("--split-channels/--no-split-channels", "split_channels", default=None,
+                 help="Find the speakers of each channel (each track, with --audio-track all) on its own, as for a "
+                      "call recorded with one side per channel, and transcribe each from its own side. Default: when "
+                      "each channel carries its own voices."),
+    audio_track_option,
+)
+
 plan_options = _compose(
     click.option("--context-tokens", type=click.IntRange(min=1024), default=None,
                  help="Tokens one notes request may use (prompt + answer). Default: what this machine's memory "
@@ -198,12 +211,7 @@ plan_options = _compose(
     click.option("--language", default=None, help="Spoken language, e.g. English (default: the model tells)."),
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Seed of the notes' sampling: a rerun with --fresh writes the same notes on the same machine."),
-    click.option("--speakers", type=click.IntRange(min=1), default=None, help="Number of speakers, if known."),
-    click.option("--min-speakers", type=click.IntRange(min=1), default=1, show_default=True,
-                 help="Fewest speakers to consider when finding the count."),
-    click.option("--max-speakers", type=click.IntRange(min=1), default=8, show_default=True,
-                 help="Most speakers to consider when finding the count."),
-    audio_track_option,
+    speaker_options,
 )
 
 run_options = _compose(
@@ -268,8 +276,9 @@ def _diarization_options(kw: dict) -> DiarizationOptions:
 
     if kw["min_speakers"] > kw["max_speakers"]:
         raise click.BadParameter("--min-speakers is more than --max-speakers")
+    sides = {None: "auto", True: "split", False: "mix"}[kw["split_channels"]]
     return DiarizationOptions(num_speakers=kw["speakers"], min_speakers=kw["min_speakers"],
-                              max_speakers=kw["max_speakers"])
+                              max_speakers=kw["max_speakers"], sides=sides)
 
 
 def _run_options(kw: dict, *, summarize: bool, formats: list[str]) -> RunOptions:
@@ -321,7 +330,8 @@ def plan(file: Path, as_json: bool, **kw) -> None:
         ready = prepare_recording(file, RunOptions(diarization=_diarization_options(kw),
                                                    audio_track=_audio_track(kw["audio_track"])), hook=hook)
     result = make_plan(ready.waveform, ready.diarization.turns, ready.keyframes(), model=kw["model"],
-                       options=_plan_options(kw), device=kw["device"], dtype=kw["dtype"], quantize=kw["quantize"])
+                       options=_plan_options(kw), device=kw["device"], dtype=kw["dtype"], quantize=kw["quantize"],
+                       sources=ready.sources())
     if as_json:
         _echo_json(result.to_dict())
     else:
@@ -336,12 +346,7 @@ def plan(file: Path, as_json: bool, **kw) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {duration, speakers, turns} as JSON.")
 @click.option("--rttm", "rttm_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the turns as an RTTM file here.")
-@click.option("--speakers", type=click.IntRange(min=1), default=None, help="Number of speakers, if known.")
-@click.option("--min-speakers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Fewest speakers to consider when finding the count.")
-@click.option("--max-speakers", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Most speakers to consider when finding the count.")
-@audio_track_option
+@speaker_options
 def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     """Who spoke when: speaker turns (S1, S2, ...) from voice embeddings, without the model."""
     from .diarize import write_rttm

@@ -84,6 +84,8 @@ class DiarizationOptions:
     min_gap: float = 0.6  # a same-speaker turn continues over pauses shorter than this
     min_turn_in_region: float = 0.5  # shorter runs inside one speech region join their neighbours
     batch_size: int = 128  # windows per encoder call
+    sides: str = "auto"  # a recording whose channels (tracks) hold the sides of a call: "split" diarizes each side
+    # on its own, "mix" the mixed waveform, "auto" splits when each side carries its own voices (sides.py)
     vad: VadOptions = field(default_factory=VadOptions)
 
     def to_dict(self) -> dict[str, Any]:

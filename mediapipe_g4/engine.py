@@ -34,6 +34,7 @@ class AudioPart:
     start: float
     end: float
     waveform: np.ndarray | None = field(default=None, compare=False, repr=False)
+    source: str = ""  # which waveform: "" the recording's (mixed), "side2" one side of it (sides.py)
 
     @classmethod
     def of(cls, samples: np.ndarray) -> AudioPart:

@@ -561,7 +561,7 @@ def split_request(request: EngineRequest) -> tuple[EngineRequest, EngineRequest]
     middle = cut / SAMPLE_RATE
 
     def half(start: float, end: float) -> EngineRequest:
-        part = AudioPart(start, end, clip.waveform)
+        part = AudioPart(start, end, clip.waveform, clip.source)
         parts = tuple(part if p is clip else p for p in request.parts)
         return replace(request, parts=parts, start=start, end=end, tokens=0)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__, media
 from .answers import CachedEngine
 from .atomic import write_json
-from .diarize import DiarizationOptions, diarize
+from .diarize import DiarizationOptions
 from .engine import Engine, EngineRequest, GenerationSettings, TextPart
 from .errors import G4Error, MediaError
 from .memory import pick_device
@@ -35,7 +35,8 @@ from .planner import (
     plan_notes,
 )
 from .progress import Hook, null_hook
-from .records import SAMPLE_RATE, STAGES, Diarization, Keyframe, MediaInfo, Segment, SpeakerTurn
+from .records import SAMPLE_RATE, STAGES, Diarization, Keyframe, MediaInfo, Segment
+from .sides import find_speakers
 from .token_count import TokenCounter
 from .transcript import segments_from_answers
 from .transformers_engine import DEFAULT_MODEL, load_processor
@@ -180,14 +181,15 @@ def turns_path(work: Path, options: DiarizationOptions) -> Path:
     return work / f"turns-{settings_key(options.to_dict())}.json"
 
 
-def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Hook, fresh: bool) -> Diarization:
-    """Speaker turns over the whole recording, cached by the diarization settings."""
+def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Hook, fresh: bool,
+                     open_sides: Callable[[], list[Any]] | None = None) -> Diarization:
+    """Speaker turns over the whole recording, cached by the diarization settings. With `open_sides` (the
+    recording's sides, `media.decode_sides`), side by side when the sides carry their own voices (`sides.py`;
+    always with `options.sides` "split"): `sides.find_speakers`."""
     path = turns_path(work, options)
     if path.is_file() and not fresh:
-        data = json.loads(path.read_text())
-        return Diarization(data["duration"], tuple(data["speakers"]),
-                           tuple(SpeakerTurn(t["start"], t["end"], t["speaker"]) for t in data["turns"]))
-    result = diarize(waveform, options=options, hook=hook)
+        return Diarization.from_dict(json.loads(path.read_text()))
+    result = find_speakers(waveform, options, open_sides, hook)
     write_json(path, result.to_dict())
     return result
 
@@ -288,6 +290,11 @@ class Prepared:
     seconds: dict[str, float]  # the stages' own times (the keyframes' come with `slides`)
     wall: float  # their wall time
     short: str | None = None  # less audio decoded than the file states (media.warn_if_cut_off), said to the user
+    sides: tuple[Any, ...] = ()  # each side's own waveform, when the speakers were found side by side (sides.py)
+
+    def sources(self) -> dict[str, tuple[str, Any]]:
+        """speaker -> (name, waveform) of their own side, for the planner (empty: everyone from `waveform`)."""
+        return {spk: (f"side{n}", self.sides[n - 1]) for spk, n in self.diarization.sides.items() if self.sides}
 
     def keyframes(self) -> list[Keyframe]:
         """The keyframes, once found (an error in finding them is raised here)."""
@@ -322,15 +329,29 @@ def prepare_recording(
         return media.extract_keyframes(src, work, info=info, hook=h), round(time.perf_counter() - t0, 3)
 
     slides = Background(find_slides, hook, "keyframes")
+
+    def open_sides() -> list[Any]:  # decoded once: the speaker turns and the transcription both read them
+        return media.decode_sides(src, work, info=info, hook=hook, track=track)
+
+    split = options.diarization.sides
+    may_split = split == "split" or (split == "auto" and media.side_count(info, track) > 1)
     try:
+        if may_split:  # one FFmpeg pass gives the sides and the mixed waveform
+            timer.run("decode", open_sides)
         waveform = timer.run("decode", lambda: media.decode_audio(src, work, info=info, hook=hook, track=track))
-        diarization = timer.run("diarize", lambda: load_diarization(waveform, work, options.diarization, hook,
-                                                                    options.fresh))
+        diarization = timer.run("diarize", lambda: load_diarization(
+            waveform, work, options.diarization, hook, options.fresh, open_sides if may_split else None))
+        sides = tuple(timer.run("decode", open_sides)) if diarization.sides else ()
     except BaseException:
         slides.cancel()
         raise
+    if sides and split == "auto":
+        log.warning("%s: each %s holds its own side of the conversation, so speakers are found side by side "
+                    "(--no-split-channels mixes them)", src.name, "track" if len(info.audio_streams) > 1
+                    and track == "all" else "channel")
     return Prepared(src, sha, work, info, waveform, slides, diarization, dict(timer.seconds),
-                    time.perf_counter() - timer.started, media.warn_if_cut_off(src.name, info, waveform, track))
+                    time.perf_counter() - timer.started, media.warn_if_cut_off(src.name, info, waveform, track),
+                    sides)
 
 
 class Lookahead:
@@ -421,7 +442,7 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     beside = slides() if options.plan.keyframe_tokens else []
     plan = timer.run("plan", lambda: make_plan(
         waveform, diarization.turns, beside, model=options.asr_model, options=options.plan,
-        device=options.device, dtype=options.dtype, quantize=options.quantize))
+        device=options.device, dtype=options.dtype, quantize=options.quantize, sources=prepared.sources()))
     for warning in plan.warnings:
         log.info("plan: %s", warning)
 
@@ -468,7 +489,8 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
                   "quantize": options.quantize, "answers_generated": generated, "g4media": __version__},
         "options": options.to_dict(),
         "timings": timer.seconds,
-        "speakers": [{"id": s.id, "name": s.name, "talk_time": s.talk_time, "evidence": list(s.evidence)}
+        "speakers": [{"id": s.id, "name": s.name, "talk_time": s.talk_time, "evidence": list(s.evidence),
+                      **({"side": diarization.sides[s.id]} if s.id in diarization.sides else {})}
                      for s in speakers],
         "segments": [s.to_dict() for s in segments],
         "keyframes": [k.to_dict() for k in keyframes],

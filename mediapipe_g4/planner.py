@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -87,9 +87,11 @@ class PlanOptions:
 
 
 def clip_spans(
-    turns: Sequence[SpeakerTurn], waveform: np.ndarray, options: PlanOptions = PlanOptions()
+    turns: Sequence[SpeakerTurn], waveform: np.ndarray, options: PlanOptions = PlanOptions(),
+    sources: Mapping[str, tuple[str, np.ndarray]] | None = None,
 ) -> list[tuple[int, int, str]]:
-    """(first sample, end sample, speaker) of every clip: all speech, none longer than `max_clip`."""
+    """(first sample, end sample, speaker) of every clip: all speech, none longer than `max_clip` (a long turn
+    is cut at a pause in the speaker's own waveform, from `sources` when given)."""
     total = len(waveform)
     limit = int(options.max_clip * SAMPLE_RATE)
     ordered = sorted((t for t in turns if t.end > t.start), key=lambda t: (t.start, t.end))
@@ -113,8 +115,9 @@ def clip_spans(
         lo = max(0.0, start - options.pad, min(start, (before + start) / 2)) if i else max(0.0, start - options.pad)
         hi = min(total / SAMPLE_RATE, end + options.pad, max(end, (end + after) / 2))
         first, last = round(lo * SAMPLE_RATE), round(hi * SAMPLE_RATE)
+        own = sources[speaker][1] if sources and speaker in sources else waveform
         while last - first > limit:
-            cut = quietest_point(waveform, first, first + limit, options)
+            cut = quietest_point(own, first, first + limit, options)
             spans.append((first, cut, speaker))
             first = cut
         if last > first:
@@ -172,15 +175,18 @@ def plan_transcription(
     keyframes: Sequence[Keyframe] = (),
     options: PlanOptions = PlanOptions(),
     counter: TokenCounter | None = None,
+    sources: Mapping[str, tuple[str, np.ndarray]] | None = None,
 ) -> tuple[EngineRequest, ...]:
-    """One greedy transcription request per clip; audio is referenced as a slice of `waveform`."""
+    """One greedy transcription request per clip; audio is referenced as a slice of `waveform`, or of the
+    speaker's own in `sources` (speaker -> (name, waveform): their side of a call, `sides.py`)."""
     requests = []
-    for first, last, speaker in clip_spans(turns, waveform, options):
+    for first, last, speaker in clip_spans(turns, waveform, options, sources):
         start, end = first / SAMPLE_RATE, last / SAMPLE_RATE
+        label, own = sources[speaker] if sources and speaker in sources else ("", waveform)
         settings = GenerationSettings(max_new_tokens=answer_budget(end - start, options), greedy=True)
         frame = keyframe_at(keyframes, (start + end) / 2) if options.keyframe_tokens else None
         parts = transcription_parts(
-            AudioPart(start, end, waveform),
+            AudioPart(start, end, own, label),
             ImagePart(frame.image_path) if frame else None,
             language=options.language,
             translate_to=options.translate_to,
@@ -481,6 +487,7 @@ def make_plan(
     dtype: str | None = None,
     quantize: str | None = None,
     processor: Any = None,
+    sources: Mapping[str, tuple[str, np.ndarray]] | None = None,
 ) -> Plan:
     """Every request for a recording, counted with the model's processor when its files are here.
 
@@ -525,7 +532,7 @@ def make_plan(
         if warning:
             warnings.append(warning)
 
-    transcribe = plan_transcription(turns, waveform, keyframes, options, counter)
+    transcribe = plan_transcription(turns, waveform, keyframes, options, counter, sources)
     notes = plan_notes(build_timeline(turns, keyframes), budget, options, counter)
     longest = max((r.tokens + r.settings.max_new_tokens for r in transcribe), default=0)
     notes_longest = max((r.tokens + r.settings.max_new_tokens for r in notes), default=0)

@@ -109,9 +109,10 @@ class Diarization:
     duration: float
     speakers: tuple[str, ...]
     turns: tuple[SpeakerTurn, ...]
+    sides: dict[str, int] = field(default_factory=dict)  # speaker -> side (1, 2, ...) when found side by side
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "duration": round(self.duration, 3),
             "speakers": list(self.speakers),
             "turns": [
@@ -119,6 +120,15 @@ class Diarization:
                 for t in self.turns
             ],
         }
+        if self.sides:
+            out["sides"] = dict(self.sides)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Diarization:
+        return cls(data["duration"], tuple(data["speakers"]),
+                   tuple(SpeakerTurn(t["start"], t["end"], t["speaker"]) for t in data["turns"]),
+                   {str(k): int(v) for k, v in (data.get("sides") or {}).items()})
 
 
 @dataclass(frozen=True)

@@ -348,7 +348,7 @@ def test_plan_command(monkeypatch, tmp_path, tiny_checkpoint):
     from click.testing import CliRunner
 
     from mediapipe_g4 import diarize as diarize_module
-    from mediapipe_g4 import pipeline
+    from mediapipe_g4 import sides
     from mediapipe_g4.cli import main
     from mediapipe_g4.records import Diarization
 
@@ -357,7 +357,7 @@ def test_plan_command(monkeypatch, tmp_path, tiny_checkpoint):
         return Diarization(64.0, ("S1", "S2", "S3"), turns)
 
     monkeypatch.setattr(diarize_module, "diarize", fake)
-    monkeypatch.setattr(pipeline, "diarize", fake, raising=False)
+    monkeypatch.setattr(sides, "diarize", fake)  # the standup's channels are alike: it is diarized mixed
     monkeypatch.setenv("G4MEDIA_CACHE", str(tmp_path))
     runner = CliRunner()
     args = ["plan", str(SAMPLES / "standup.mp4"), "--model", str(tiny_checkpoint), "--keyframe-tokens", "140"]

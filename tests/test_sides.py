@@ -1,0 +1,152 @@
+"""Recordings with one side of a conversation per channel (or track): told apart, diarized side by side, each
+speaker transcribed from their own side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from conftest import SAMPLES, ffmpeg, truth
+from fake_engine import ScriptedEngine
+
+from mediapipe_g4 import media
+from mediapipe_g4.diarize import DiarizationOptions
+from mediapipe_g4.engine import AudioPart
+from mediapipe_g4.errors import G4Error, MediaError
+from mediapipe_g4.metrics import diarization_errors
+from mediapipe_g4.pipeline import RunOptions, prepare_recording, process_recording
+from mediapipe_g4.references import Turn
+from mediapipe_g4.sides import find_speakers, separate_sides, side_levels, side_options
+
+
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory) -> dict[str, Path]:
+    """The phone-call sample (8 kHz) made into stereo files: each speaker on their own channel ("call"), the same
+    with the other voice bleeding in 20 dB down and a noise floor ("bleed", two microphones), a room heard alike
+    on both channels ("room"), mono copied to both ("copy"), everyone on the left ("one_side"); and the two
+    sides as two mono tracks of one file ("tracks")."""
+    d = tmp_path_factory.mktemp("calls")
+    x, rate = sf.read(SAMPLES / "phone_call.wav", dtype="float32")
+    sides = np.zeros((len(x), 2), dtype=np.float32)
+    for seg in truth("phone_call.wav")["segments"]:
+        a, b = round(seg["start"] * rate), round(seg["end"] * rate)
+        sides[a:b, int(seg["speaker"][1:]) - 1] = x[a:b]
+    delay = round(0.003 * rate)
+    bleed = sides.copy()
+    bleed[delay:, 0] += 0.1 * sides[:-delay, 1]
+    bleed[delay:, 1] += 0.1 * sides[:-delay, 0]
+    bleed += np.random.default_rng(0).normal(0, 0.002, bleed.shape).astype(np.float32)
+    room = np.stack([x, np.concatenate([np.zeros(4, np.float32), 0.8 * x[:-4]])], axis=1)
+    files = {}
+    for name, audio in [("call", sides), ("bleed", bleed), ("room", room), ("copy", np.stack([x, x], axis=1)),
+                        ("one_side", np.stack([x, np.zeros_like(x)], axis=1))]:
+        files[name] = d / f"{name}.wav"
+        sf.write(files[name], audio, rate)
+    files["tracks"] = d / "tracks.mkv"
+    ffmpeg("-i", str(files["bleed"]), "-filter_complex", "[0:a]channelsplit=channel_layout=stereo[l][r]",
+           "-map", "[l]", "-map", "[r]", "-c:a", "flac", str(files["tracks"]))
+    return files
+
+
+def reference() -> list[Turn]:
+    return [Turn(s["start"], s["end"], s["speaker"]) for s in truth("phone_call.wav")["segments"]]
+
+
+def test_sides_are_split_only_when_each_carries_its_own_voices(calls, tmp_path):
+    verdicts = {name: separate_sides(side_levels(media.decode_sides(calls[name], tmp_path / name)))
+                for name in ("call", "bleed", "room", "copy", "one_side")}
+    assert verdicts == {"call": True, "bleed": True, "room": False, "copy": False, "one_side": False}
+
+
+def test_a_call_is_diarized_side_by_side_and_the_bleed_left_out(calls, tmp_path):
+    for name in ("call", "bleed"):
+        sides = media.decode_sides(calls[name], tmp_path / name)
+        found = find_speakers(media.decode_audio(calls[name], tmp_path / name), DiarizationOptions(),
+                              lambda sides=sides: sides)
+        assert found.speakers == ("S1", "S2") and found.sides == {"S1": 1, "S2": 2}
+        scores = diarization_errors(reference(), [Turn(t.start, t.end, t.speaker) for t in found.turns],
+                                    found.duration, collar=0.25)
+        assert scores["confusion"] == 0 and scores["der"] < 0.03, (name, scores)  # the bleed gives no turns
+    mixed = find_speakers(media.decode_audio(calls["room"], tmp_path / "room"), DiarizationOptions(),
+                          lambda: media.decode_sides(calls["room"], tmp_path / "room"))
+    assert mixed.sides == {} and len(mixed.speakers) == 2  # diarized as one waveform, by voice
+
+
+def test_speaker_counts_are_shared_between_the_sides():
+    assert side_options(DiarizationOptions(num_speakers=2), 2).num_speakers == 1
+    three = side_options(DiarizationOptions(num_speakers=3), 2)
+    assert three.num_speakers is None and three.max_speakers == 2
+    assert side_options(DiarizationOptions(), 2).max_speakers == 7
+    with pytest.raises(G4Error, match="fewer than"):
+        side_options(DiarizationOptions(num_speakers=1, sides="split"), 2)
+
+
+def test_the_tracks_of_a_file_are_its_sides_with_audio_track_all(calls, tmp_path):
+    info = media.probe(calls["tracks"])
+    assert media.side_count(info, "all") == 2 and media.side_count(info, None) == 1
+    left, right = media.decode_sides(calls["tracks"], tmp_path / "t", track="all")
+    stereo = media.decode_sides(calls["bleed"], tmp_path / "s")
+    n = len(stereo[0])
+    assert abs(len(left) - n) < 160 and len(left) == len(right)  # padded to the container's duration
+    assert np.abs(left[:n] - stereo[0][: len(left)]).max() < 1e-3 and np.abs(right[:n] - stereo[1][: len(left)]).max() < 1e-3
+    for path, track in [(calls["bleed"], None), (calls["tracks"], "all")]:  # the mix comes in the same pass
+        media.decode_sides(path, tmp_path / f"one pass {track}", track=track)
+        together = media.decode_audio(path, tmp_path / f"one pass {track}", track=track)
+        alone = media.decode_audio(path, tmp_path / f"alone {track}", track=track)
+        assert len(together) == len(alone) or track == "all"
+        n = min(len(together), len(alone))
+        assert np.abs(together[:n] - alone[:n]).max() < 1e-6
+    with pytest.raises(MediaError, match="one audio channel"):
+        media.decode_sides(SAMPLES / "phone_call.wav", tmp_path / "mono")
+
+
+def transcribe(path: Path, options: RunOptions) -> tuple[dict, ScriptedEngine]:
+    engine = ScriptedEngine({"transcribe": "words"})
+    return process_recording(path, options, lambda model: engine), engine
+
+
+def test_each_speaker_is_transcribed_from_their_own_side(calls, tmp_path):
+    options = RunOptions(cache_dir=str(tmp_path / "cache"), summarize=False, slides=False)
+    result, engine = transcribe(calls["bleed"], options)
+    assert [(s["id"], s["side"]) for s in result["speakers"]] == [("S1", 1), ("S2", 2)]
+    ready = prepare_recording(calls["bleed"], options)  # the turns from the cache, the sides decoded again
+    assert ready.diarization.sides == {"S1": 1, "S2": 2}
+    clips = [(r.speaker, r.audio[0]) for r in engine.seen]
+    assert clips and all(part.source == f"side{ready.diarization.sides[spk]}" for spk, part in clips)
+    for spk, part in clips:
+        own = ready.sides[ready.diarization.sides[spk] - 1]
+        first, last = part.sample_range()
+        assert np.array_equal(part.samples(), own[first:last])
+    mixed_options = RunOptions(cache_dir=str(tmp_path / "cache"), summarize=False, slides=False,
+                               diarization=DiarizationOptions(sides="mix"))
+    mixed, again = transcribe(calls["bleed"], mixed_options)
+    assert "side" not in mixed["speakers"][0] and all(r.audio[0].source == "" for r in again.seen)
+    assert mixed["model"]["answers_generated"] == len(again.seen)  # none answered from the other's cache
+
+
+def test_audio_parts_of_two_sides_are_cached_apart():
+    from mediapipe_g4.answers import request_key
+    from mediapipe_g4.engine import EngineRequest
+
+    def key(source: str) -> str:
+        return request_key(EngineRequest("transcribe", (AudioPart(1.0, 2.0, None, source),)))
+
+    assert len({key(""), key("side1"), key("side2")}) == 3
+
+
+def test_diarize_command_splits_and_is_told_not_to(calls, tmp_path, monkeypatch):
+    from mediapipe_g4.cli import main
+
+    monkeypatch.setenv("G4MEDIA_CACHE", str(tmp_path))
+    runner = CliRunner()
+    split = runner.invoke(main, ["diarize", str(calls["call"]), "--json"])
+    assert split.exit_code == 0, split.output
+    assert json.loads(split.stdout)["sides"] == {"S1": 1, "S2": 2}
+    mixed = runner.invoke(main, ["diarize", str(calls["call"]), "--json", "--no-split-channels"])
+    assert mixed.exit_code == 0 and "sides" not in json.loads(mixed.stdout)
+    mono = runner.invoke(main, ["diarize", str(SAMPLES / "phone_call.wav"), "--split-channels"])
+    assert mono.exit_code == 1 and "one audio channel" in mono.output and "Traceback" not in mono.output
