@@ -25,6 +25,7 @@ MEDIA_EXTENSIONS = {
     ".amr", ".caf", ".weba",
 }
 OUTPUT_EXTENSIONS = {".json", ".srt", ".vtt", ".txt", ".md", ".html", ".rttm"}
+Changed = Callable[[dict[str, Any]], list[str]]  # an X.json's `options` -> the settings that differ now
 _STILL_FORMATS = ("image2", "_pipe", "gif", "tty", "srt", "webvtt", "ass")
 
 
@@ -62,34 +63,19 @@ def find_recordings(folder: Path, *, recursive: bool, exclude: Path | None = Non
         yield path, None
 
 
-def already_done(json_path: Path, sha256: str, settings: dict[str, Any] | None = None) -> bool:
-    """Whether the X.json at `json_path` was made from this content (and with these `settings`: each of them has
-    the same value in the X.json's `options`, where it is there: a setting newer than the X.json is taken to
-    have had its default)."""
+def already_done(json_path: Path, sha256: str, changed: Changed | None = None) -> bool:
+    """Whether the X.json at `json_path` was made from this content (and, with `changed`, which names the
+    settings that differ from an X.json's `options`, with the same settings)."""
     try:
         result = json.loads(json_path.read_text(encoding="utf-8"))
         if result["source"]["sha256"] != sha256:
             return False
-        changed = _changed(result.get("options") or {}, settings or {})
+        differ = changed(result.get("options") or {}) if changed else []
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-    if changed:
-        log.info("%s was made with other settings (%s): doing it again", json_path.name, ", ".join(changed))
-    return not changed
-
-
-def _changed(made: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
-    """The settings (dotted names) whose value in `wanted` differs from `made`'s. Those `made` lacks are not
-    changed (newer than it); inside a group (`diarization`, `names`) those only `made` has are."""
-    out = [prefix + key for key in made if prefix and key not in wanted]
-    for key, value in wanted.items():
-        if key not in made:
-            continue
-        if isinstance(value, dict) and isinstance(made[key], dict):
-            out += _changed(made[key], value, f"{prefix}{key}.")
-        elif made[key] != value:
-            out.append(prefix + key)
-    return out
+    if differ:
+        log.info("%s was made with other settings (%s): doing it again", json_path.name, ", ".join(differ))
+    return not differ
 
 
 def default_workers(engine: str, concurrency: int) -> int:
@@ -110,13 +96,13 @@ def run_batch(
     on_file: Callable[[Path, str, str], None] | None = None,
     workers: int = 1,
     ahead: Callable[[Path], None] | None = None,
-    settings: dict[str, Any] | None = None,
+    changed: Changed | None = None,
 ) -> BatchReport:
     """Process every recording; an index.html in `out_dir` links each output and lists each failure.
 
     Outputs mirror the folder structure (a/meeting.mp4 -> OUT/a/meeting.html), so names never collide.
-    A recording is done before when its X.json holds its content hash and, in its `options`, the `settings`
-    given (`RunOptions.outcome()`); `redo` does every one again. A model that cannot load stops the batch
+    A recording is done before when its X.json holds its content hash and `changed` (`RunOptions.changed_from`)
+    finds no setting changed since; `redo` does every one again. A model that cannot load stops the batch
     (every file would fail the same way). With `workers` > 1 (a model server), that many recordings are
     processed at once, so one recording's CPU stages (decode, speaker turns) overlap with the others' model
     calls and the server always has requests to batch. With one worker, `ahead(path)` is called with the next
@@ -127,11 +113,11 @@ def run_batch(
     found = find_recordings(folder, recursive=recursive, exclude=out_dir.resolve())
 
     def one(path: Path, broken: str | None) -> tuple[dict[str, Any], str, str, bool]:
-        return _one(folder, out_dir, formats, process, path, broken, redo=redo, settings=settings)
+        return _one(folder, out_dir, formats, process, path, broken, redo=redo, changed=changed)
 
     def announce(path: Path, broken: str | None) -> None:
         try:
-            if ahead is not None and not broken and (redo or not _done(folder, out_dir, path, settings)):
+            if ahead is not None and not broken and (redo or not _done(folder, out_dir, path, changed)):
                 ahead(path)
         except OSError:  # gone or unreadable: its own turn reports it
             pass
@@ -168,16 +154,16 @@ def _one_by_one(found: Iterator[tuple[Path, str | None]], one: Callable[..., Any
         current = following
 
 
-def _done(folder: Path, out_dir: Path, path: Path, settings: dict[str, Any] | None) -> bool:
+def _done(folder: Path, out_dir: Path, path: Path, changed: Changed | None) -> bool:
     """Whether `path`'s outputs are there, made from this very content with these settings."""
     from .workdir import file_sha256
 
     rel = path.relative_to(folder)
-    return already_done(out_dir / rel.parent / f"{output_stem(path.name)}.json", file_sha256(path), settings)
+    return already_done(out_dir / rel.parent / f"{output_stem(path.name)}.json", file_sha256(path), changed)
 
 
 def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Path], dict[str, Any]], path: Path,
-         broken: str | None, *, redo: bool, settings: dict[str, Any] | None) -> tuple[dict[str, Any], str, str, bool]:
+         broken: str | None, *, redo: bool, changed: Changed | None) -> tuple[dict[str, Any], str, str, bool]:
     """(index entry, status, detail, whether it was done before) of one recording; a ModelError propagates."""
     rel = path.relative_to(folder)
     target_dir = out_dir / rel.parent
@@ -185,7 +171,7 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
     if broken:
         return failed_entry(rel, broken), "failed", broken, False
     try:
-        if not redo and _done(folder, out_dir, path, settings):
+        if not redo and _done(folder, out_dir, path, changed):
             outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
                        if (target_dir / f"{stem}.{ext}").exists()]
             result = json.loads((target_dir / f"{stem}.json").read_text(encoding="utf-8"))

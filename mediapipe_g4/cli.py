@@ -494,7 +494,7 @@ def batch(folder: Path, **kw) -> None:
 
     report = run_batch(folder, out_dir, formats, process, recursive=kw["recursive"], redo=kw["fresh"],
                        on_file=on_file, workers=workers, ahead=ahead.queue if ahead is not None else None,
-                       settings=options.outcome())
+                       changed=options.changed_from)
     ok = len(report.entries) - report.failed
     click.echo(f"{ok} done ({len(report.skipped)} from before), {report.failed} failed; "
                f"index: {out_dir / 'index.html'}")

@@ -102,12 +102,32 @@ class RunOptions:
 
     def outcome(self) -> dict[str, Any]:
         """The part of `to_dict()` that shapes the outputs (the models, the audio, what is asked of them), not
-        where or how fast they run: a batch redoes a recording whose X.json was made with other settings."""
+        where or how fast they run."""
         return {k: v for k, v in json.loads(json.dumps(self.to_dict())).items() if k not in _RUNTIME_ONLY}
+
+    def changed_from(self, made: dict[str, Any]) -> list[str]:
+        """The settings of `outcome()` (dotted names) that differ from `made`, an X.json's `options`: a batch
+        redoes such a recording. A setting newer than the X.json counts as changed only when it is not at its
+        default; inside a group (`names`, `diarization`), one that only the X.json has counts."""
+        return _changed(made, self.outcome(), RunOptions().outcome())
 
 
 _RUNTIME_ONLY = ("engine", "device", "assistant", "batch_size", "compile", "fresh", "server", "server_api",
                  "api_key_env", "concurrency", "served_model", "server_timeout")
+
+
+def _changed(made: dict[str, Any], wanted: dict[str, Any], default: dict[str, Any], prefix: str = "") -> list[str]:
+    out = [prefix + key for key in made if prefix and key not in wanted]
+    for key, value in wanted.items():
+        if key not in made:
+            if value != default.get(key):
+                out.append(prefix + key)
+        elif isinstance(value, dict) and isinstance(made[key], dict):
+            below = default.get(key)
+            out += _changed(made[key], value, below if isinstance(below, dict) else {}, f"{prefix}{key}.")
+        elif made[key] != value:
+            out.append(prefix + key)
+    return out
 
 
 @dataclass

@@ -399,7 +399,7 @@ def test_batch_queues_the_next_recording_to_do(samples_dir, media_corpus, tmp_pa
         def process(path):
             return process_recording(path, options, lambda model: engine, prepared=ahead.prepare(path))
 
-        return run_batch(folder, tmp_path / "out", ["json"], process, ahead=queue, settings=options.outcome())
+        return run_batch(folder, tmp_path / "out", ["json"], process, ahead=queue, changed=options.changed_from)
 
     report = batch()
     assert report.failed == 1 and queued == ["b call.wav", "c standup.mp4"]
@@ -475,3 +475,24 @@ def test_the_transformers_factory_loads_each_model_once(tiny_checkpoint, monkeyp
         with pytest.raises(ModelError, match="does not fit"):
             other(str(tiny_checkpoint))
     assert len(tries) == 1
+
+
+def test_done_before_compares_the_settings_the_x_json_has(tmp_path):
+    """A setting newer than an X.json counts as changed only when it is not at its default; a name removed from
+    --names counts as a change; where or how fast it ran does not."""
+    from mediapipe_g4.batch import already_done
+
+    def options(**kw):
+        return RunOptions(names=(("S1", "Alice"),), **kw)
+
+    made = options().outcome()
+    del made["diarization"]["sides"]  # an X.json from before that setting
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"source": {"sha256": "abc"}, "options": {**made, "device": "cuda"}}))
+    assert already_done(path, "abc", options(device="cpu", batch_size=2).changed_from)
+    assert not already_done(path, "abd", options().changed_from)
+    assert RunOptions().changed_from(made) == ["names.S1"]  # Alice is no longer asked for
+    assert options(audio_track=2).changed_from(made) == ["audio_track"]
+    split = options(diarization=DiarizationOptions(sides="split"))
+    assert split.changed_from(made) == ["diarization.sides"]  # made before it, so at its default then
+    assert options(diarization=DiarizationOptions(sides="auto")).changed_from(made) == []
