@@ -53,11 +53,12 @@ def side_levels(sides: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _active(levels: np.ndarray) -> np.ndarray:
-    """Frames with sound on some side: above silence and within 30 dB of the recording's loud frames."""
-    loud = levels.max(axis=1)
-    if len(loud) == 0:
+    """Frames with sound on some side: above silence and within 30 dB of that side's own loud frames (a call's
+    far side is often much quieter than the near one)."""
+    if len(levels) == 0:
         return np.zeros(0, dtype=bool)
-    return loud > max(SILENCE_DB, float(np.percentile(loud, 95)) - 30.0)
+    floors = np.maximum(SILENCE_DB, np.percentile(levels, 95, axis=0) - 30.0)
+    return (levels > floors).any(axis=1)
 
 
 def _lead(levels: np.ndarray) -> np.ndarray:
