@@ -26,7 +26,8 @@ from mediapipe_g4.sides import find_speakers, separate_sides, side_levels, side_
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory) -> dict[str, Path]:
     """The phone-call sample (8 kHz) made into stereo files: each speaker on their own channel ("call"), the same
-    with the other voice bleeding in 20 dB down and a noise floor ("bleed", two microphones), a room heard alike
+    with the other voice bleeding in 20 dB down and a noise floor ("bleed", two microphones), the far side 20 dB
+    quieter than the near one ("quiet", a phone line), a room heard alike
     on both channels ("room"), mono copied to both ("copy"), everyone on the left ("one_side"); and the two
     sides as two mono tracks of one file ("tracks")."""
     d = tmp_path_factory.mktemp("calls")
@@ -41,8 +42,11 @@ def calls(tmp_path_factory) -> dict[str, Path]:
     bleed[delay:, 1] += 0.1 * sides[:-delay, 0]
     bleed += np.random.default_rng(0).normal(0, 0.002, bleed.shape).astype(np.float32)
     room = np.stack([x, np.concatenate([np.zeros(4, np.float32), 0.8 * x[:-4]])], axis=1)
+    quiet = sides * np.array([1.0, 0.1], dtype=np.float32)
+    quiet += np.random.default_rng(1).normal(0, 0.001, quiet.shape).astype(np.float32)
     files = {}
-    for name, audio in [("call", sides), ("bleed", bleed), ("room", room), ("copy", np.stack([x, x], axis=1)),
+    for name, audio in [("call", sides), ("bleed", bleed), ("quiet", quiet), ("room", room),
+                        ("copy", np.stack([x, x], axis=1)),
                         ("one_side", np.stack([x, np.zeros_like(x)], axis=1))]:
         files[name] = d / f"{name}.wav"
         sf.write(files[name], audio, rate)
@@ -58,8 +62,8 @@ def reference() -> list[Turn]:
 
 def test_sides_are_split_only_when_each_carries_its_own_voices(calls, tmp_path):
     verdicts = {name: separate_sides(side_levels(media.decode_sides(calls[name], tmp_path / name)))
-                for name in ("call", "bleed", "room", "copy", "one_side")}
-    assert verdicts == {"call": True, "bleed": True, "room": False, "copy": False, "one_side": False}
+                for name in ("call", "bleed", "quiet", "room", "copy", "one_side")}
+    assert verdicts == {"call": True, "bleed": True, "quiet": True, "room": False, "copy": False, "one_side": False}
 
 
 def test_a_call_is_diarized_side_by_side_and_the_bleed_left_out(calls, tmp_path):
