@@ -26,8 +26,8 @@ from mediapipe_g4.sides import find_speakers, separate_sides, side_levels, side_
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory) -> dict[str, Path]:
     """The phone-call sample (8 kHz) made into stereo files: each speaker on their own channel ("call"), the same
-    with the other voice bleeding in 20 dB down and a noise floor ("bleed", two microphones), the far side 20 dB
-    quieter than the near one ("quiet", a phone line), a room heard alike
+    with the other voice bleeding in 20 dB down and a noise floor ("bleed", two microphones), the far side 32 dB
+    quieter than the near one over a quiet line ("quiet"), a room heard alike
     on both channels ("room"), mono copied to both ("copy"), everyone on the left ("one_side"); and the two
     sides as two mono tracks of one file ("tracks")."""
     d = tmp_path_factory.mktemp("calls")
@@ -42,8 +42,8 @@ def calls(tmp_path_factory) -> dict[str, Path]:
     bleed[delay:, 1] += 0.1 * sides[:-delay, 0]
     bleed += np.random.default_rng(0).normal(0, 0.002, bleed.shape).astype(np.float32)
     room = np.stack([x, np.concatenate([np.zeros(4, np.float32), 0.8 * x[:-4]])], axis=1)
-    quiet = sides * np.array([1.0, 0.1], dtype=np.float32)
-    quiet += np.random.default_rng(1).normal(0, 0.001, quiet.shape).astype(np.float32)
+    quiet = sides * np.array([1.0, 0.025], dtype=np.float32)
+    quiet += np.random.default_rng(1).normal(0, 0.0002, quiet.shape).astype(np.float32)
     files = {}
     for name, audio in [("call", sides), ("bleed", bleed), ("quiet", quiet), ("room", room),
                         ("copy", np.stack([x, x], axis=1)),
