@@ -362,7 +362,9 @@ def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     if as_json:
         _echo_json(result.to_dict())
         return
-    click.echo(f"{file.name}: {result.duration:.1f} s, {len(result.speakers)} speakers, {len(result.turns)} turns")
+    count, turns = len(result.speakers), len(result.turns)
+    click.echo(f"{file.name}: {result.duration:.1f} s, {count} speaker{'' if count == 1 else 's'}, "
+               f"{turns} turn{'' if turns == 1 else 's'}")
     for sid in result.speakers:
         talk = sum(t.duration for t in result.turns if t.speaker == sid)
         click.echo(f"  {sid:<4} {talk:7.1f} s")

@@ -337,7 +337,7 @@ def prepare_recording(
     work = media_work_dir(sha, options.cache_dir, media.audio_variant(info, track))
     if track is None and len(info.audio_streams) > 1:
         log.warning("%s has %d audio tracks (%s); using the first: --audio-track N takes another, "
-                    "--audio-track all mixes them", src.name, len(info.audio_streams), media.describe_tracks(info))
+                    "--audio-track all takes them all", src.name, len(info.audio_streams), media.describe_tracks(info))
     if make_engine is not None and (options.fresh or not turns_path(work, options.diarization).is_file()):
         load_early(make_engine, options)  # a first run: the model will be needed
     # Keyframes need only the video and FFmpeg's own threads: they run beside audio decoding and diarization,
