@@ -201,16 +201,22 @@ def turns_path(work: Path, options: DiarizationOptions) -> Path:
     return work / f"turns-{settings_key(options.to_dict())}.json"
 
 
+def cached_diarization(work: Path, options: DiarizationOptions) -> Diarization | None:
+    """The speaker turns found before with these settings, if any."""
+    path = turns_path(work, options)
+    return Diarization.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
 def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Hook, fresh: bool,
                      open_sides: Callable[[], list[Any]] | None = None) -> Diarization:
     """Speaker turns over the whole recording, cached by the diarization settings. With `open_sides` (the
     recording's sides, `media.decode_sides`), side by side when the sides carry their own voices (`sides.py`;
     always with `options.sides` "split"): `sides.find_speakers`."""
-    path = turns_path(work, options)
-    if path.is_file() and not fresh:
-        return Diarization.from_dict(json.loads(path.read_text()))
+    cached = None if fresh else cached_diarization(work, options)
+    if cached is not None:
+        return cached
     result = find_speakers(waveform, options, open_sides, hook)
-    write_json(path, result.to_dict())
+    write_json(turns_path(work, options), result.to_dict())
     return result
 
 
@@ -338,7 +344,8 @@ def prepare_recording(
     if track is None and len(info.audio_streams) > 1:
         log.warning("%s has %d audio tracks (%s); using the first: --audio-track N takes another, "
                     "--audio-track all takes them all", src.name, len(info.audio_streams), media.describe_tracks(info))
-    if make_engine is not None and (options.fresh or not turns_path(work, options.diarization).is_file()):
+    before = None if options.fresh else cached_diarization(work, options.diarization)
+    if make_engine is not None and before is None:
         load_early(make_engine, options)  # a first run: the model will be needed
     # Keyframes need only the video and FFmpeg's own threads: they run beside audio decoding and diarization,
     # and on beside transcription.
@@ -356,7 +363,7 @@ def prepare_recording(
     split = options.diarization.sides
     may_split = split == "split" or (split == "auto" and media.side_count(info, track) > 1)
     try:
-        if may_split:  # one FFmpeg pass gives the sides and the mixed waveform
+        if may_split and (before is None or before.sides):  # one FFmpeg pass gives the sides and the mix
             timer.run("decode", open_sides)
         waveform = timer.run("decode", lambda: media.decode_audio(src, work, info=info, hook=hook, track=track))
         diarization = timer.run("diarize", lambda: load_diarization(

@@ -115,6 +115,18 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
+def _side_label(side: Any, result: Mapping[str, Any]) -> str | None:
+    """Where a speaker found side by side was heard: "left channel" / "right channel" (a stereo call's), "track N"
+    (with --audio-track all), "side N" (otherwise); None for a speaker of a mixed recording."""
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        return None
+    if ((result.get("options") or {}).get("audio_track")) == "all":
+        return f"track {side}"
+    sides = {s.get("side") for s in result.get("speakers") or () if isinstance(s, Mapping)}
+    channels = {1: "left channel", 2: "right channel"} if sides <= {1, 2} else {}
+    return channels.get(side, f"side {side}")
+
+
 def _notes_view(result: Mapping[str, Any], speakers: list[dict[str, Any]]) -> dict[str, Any]:
     notes = result.get("notes")
     by_key: dict[str, dict[str, Any]] = {}
@@ -200,6 +212,7 @@ def report_context(
         view = {
             "id": sid,
             "name": one_line(sp.get("name")) or sid,
+            "side": _side_label(sp.get("side"), result),
             "talk_time": finite_float(tt) if tt is not None else talk.get(sid, 0.0),
             "color": PALETTE[index % len(PALETTE)],
             "index": index,

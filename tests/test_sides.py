@@ -154,3 +154,15 @@ def test_diarize_command_splits_and_is_told_not_to(calls, tmp_path, monkeypatch)
     assert mixed.exit_code == 0 and "sides" not in json.loads(mixed.stdout)
     mono = runner.invoke(main, ["diarize", str(SAMPLES / "phone_call.wav"), "--split-channels"])
     assert mono.exit_code == 1 and "one audio channel" in mono.output and "Traceback" not in mono.output
+
+
+def test_a_rerun_decodes_the_sides_only_when_the_turns_were_found_side_by_side(calls, tmp_path):
+    options = RunOptions(cache_dir=str(tmp_path / "cache"), summarize=False, slides=False)
+    for name, split in [("room", False), ("bleed", True)]:
+        first = prepare_recording(calls[name], options)
+        assert bool(first.diarization.sides) == split and len(list(first.work.glob("audio-side*.f32"))) == 2
+        media.release_audio(first.work)
+        again = prepare_recording(calls[name], options)  # the turns come from the work folder
+        assert again.diarization.to_dict() == first.diarization.to_dict() and (first.work / media.AUDIO_FILE).is_file()
+        assert len(list(again.work.glob("audio-side*.f32"))) == (2 if split else 0) and len(again.sides) == len(
+            first.sides)

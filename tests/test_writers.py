@@ -412,6 +412,19 @@ def test_audio_recording_gets_an_audio_player(result, out):
     assert "Slides" not in visible_text(html)
 
 
+def test_speakers_found_side_by_side_say_on_which_side(result, out):
+    speakers = result["speakers"][:2]
+    result["speakers"] = [{**speakers[0], "side": 1}, {**speakers[1], "side": 2}]
+    names = [s["name"] for s in speakers]
+    html = visible_text(render("html", result, out / "call.html"))
+    assert f"{names[0]} left channel ·" in html and f"{names[1]} right channel ·" in html
+    assert f"{names[0]} (left channel, " in render("md", result, out / "call.md")
+    result["options"]["audio_track"] = "all"
+    assert f"{names[1]} track 2 ·" in visible_text(render("html", result, out / "call.html"))
+    del result["speakers"][0]["side"], result["speakers"][1]["side"]
+    assert f"{names[0]} left" not in visible_text(render("html", result, out / "call.html"))
+
+
 def test_html_escapes_recording_text(result, work, out):
     evil = hostile(result)
     evil["source"]["name"] = 'stand "<img src=x>.mp4'
