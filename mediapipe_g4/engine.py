@@ -137,6 +137,7 @@ class EngineRequest:
             "end": round(self.end, 3),
             "speaker": self.speaker,
             "audio_seconds": round(float(self.audio_seconds), 3),
+            **({"audio_from": sources[0]} if (sources := [a.source for a in self.audio if a.source]) else {}),
             "images": len(self.images),
             "tokens": self.tokens,
             "estimated": self.estimated,

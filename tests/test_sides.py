@@ -119,6 +119,7 @@ def test_each_speaker_is_transcribed_from_their_own_side(calls, tmp_path):
     assert [(s["id"], s["side"]) for s in result["speakers"]] == [("S1", 1), ("S2", 2)]
     ready = prepare_recording(calls["bleed"], options)  # the turns from the cache, the sides decoded again
     assert ready.diarization.sides == {"S1": 1, "S2": 2}
+    assert {r.to_dict()["audio_from"] for r in engine.seen} == {"side1", "side2"}  # `g4media plan --json` shows it
     clips = [(r.speaker, r.audio[0]) for r in engine.seen]
     assert clips and all(part.source == f"side{ready.diarization.sides[spk]}" for spk, part in clips)
     for spk, part in clips:
