@@ -11,6 +11,9 @@ sentences are composed from parts, so that a long meeting does not repeat the sa
 repeat gives the same voice windows again, which no real meeting does). `--sides` writes each meeting as a call
 between two sides instead: a 16 kHz stereo WAV, speakers S1, S3, ... on the left and S2, S4, ... on the right,
 each side hearing the other 20 dB down (3 ms late) over a noise floor, as two microphones in one room do.
+`--room-mics` writes two microphones in a room instead: odd speakers near the left one, even near the right (14 dB
+down on the far one), and with three or more speakers the last between them (alike on both): not the sides of a
+call, which g4media must not take them for.
 """
 
 from __future__ import annotations
@@ -96,7 +99,8 @@ def composed_sentence(rng: np.random.Generator) -> str:
 FORMATS = ["wav16", "mp3", "phone"]
 
 
-def make_meeting(out: Path, name: str, seed: int, minutes: float | None = None, sides: bool = False) -> Path:
+def make_meeting(out: Path, name: str, seed: int, minutes: float | None = None, sides: bool = False,
+                 room_mics: bool = False) -> Path:
     rng = np.random.default_rng(seed)
     n_speakers = int(rng.integers(2, 6))
     picks = rng.choice(len(VOICE_POOL), size=n_speakers, replace=False)
@@ -132,19 +136,25 @@ def make_meeting(out: Path, name: str, seed: int, minutes: float | None = None, 
         last = spk
     mix, segments = render_dialogue(voices, turns, lead_in=float(rng.uniform(0.2, 1.5)), tail=1.0)
     # Only speakers who actually spoke are in the truth (the order above makes that all of them).
-    fmt = "sides" if sides else FORMATS[seed % len(FORMATS)]
+    fmt = "sides" if sides or room_mics else FORMATS[seed % len(FORMATS)]
     with tempfile.TemporaryDirectory(prefix="g4meeting-") as d:
         src = Path(d) / "mix.wav"
         sf.write(src, mix, MASTER_RATE, subtype="PCM_24")
         if fmt == "sides":
             path = out / f"{name}.wav"
+            gains = {v.id: ((1.0, 0.0), (0.0, 1.0))[i % 2] for i, v in enumerate(voices)}
+            if room_mics:
+                gains = {v.id: ((1.0, 0.2), (0.2, 1.0))[i % 2] for i, v in enumerate(voices)}
+                if len(voices) >= 3:
+                    gains[voices[-1].id] = (0.6, 0.6)
             stereo = np.zeros((len(mix), 2), dtype=np.float32)
             for seg in segments:  # the turns follow one another: each is the mix's, over its span
                 a, b = round(seg["start"] * MASTER_RATE), round(seg["end"] * MASTER_RATE)
-                stereo[a:b, (int(seg["speaker"][1:]) - 1) % 2] = mix[a:b]
+                stereo[a:b] = mix[a:b, None] * np.asarray(gains[seg["speaker"]], dtype=np.float32)
             late = round(0.003 * MASTER_RATE)
             heard = stereo.copy()
-            heard[late:] += 0.1 * stereo[:-late, ::-1]
+            if not room_mics:  # each side hears the other's voice
+                heard[late:] += 0.1 * stereo[:-late, ::-1]
             heard += np.random.default_rng(seed).normal(0, 0.002, heard.shape).astype(np.float32)
             sf.write(src, np.clip(heard, -1, 1), MASTER_RATE, subtype="PCM_24")
             subprocess.run(["sox", "-R", "-D", str(src), "-b", "16", "-r", "16000", str(path)], check=True)
@@ -173,11 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=100, help="first seed; meeting i uses seed + i")
     ap.add_argument("--minutes", type=float, help="about this long, with composed sentences (default: 1-2 minutes)")
     ap.add_argument("--sides", action="store_true", help="calls: stereo, odd speakers left, even speakers right")
+    ap.add_argument("--room-mics", action="store_true", help="two microphones in a room (not sides of a call)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for i in range(args.count):
         seed = args.seed + i
-        path = make_meeting(args.out, f"meeting_{seed}", seed, args.minutes, args.sides)
+        path = make_meeting(args.out, f"meeting_{seed}", seed, args.minutes, args.sides, args.room_mics)
         print(path)
     return 0
 

@@ -34,6 +34,7 @@ SILENCE_DB = -55.0  # frames quieter than this on every side are no one's
 MIN_ACTIVE = 40  # frames (2 s) of sound before the sides are judged
 MIN_PIECE = 0.2  # seconds: shorter pieces of a side's own speech are dropped
 JOIN_GAP = 0.3  # seconds: a side's own speech continues over shorter dips
+SHARED = 0.5  # two speakers on two sides talking at once this much of the quieter one's time are one voice
 
 
 def side_levels(sides: Sequence[np.ndarray]) -> np.ndarray:
@@ -158,6 +159,32 @@ def find_speakers(waveform: np.ndarray, options: DiarizationOptions,
     if open_sides is not None and options.sides != "mix" and (options.num_speakers != 1 or options.sides == "split"):
         sides = open_sides()
         levels = side_levels(sides)
-        if options.sides == "split" or separate_sides(levels):
+        if options.sides == "split":
             return diarize_sides(sides, options, levels, hook)
+        if separate_sides(levels):
+            found = diarize_sides(sides, options, levels, hook)
+            shared = shared_voices(found)
+            if not shared:
+                return found
+            log.info("sides: %s speak at the same times on two sides, so they are one voice heard on both: "
+                     "diarizing the mix", ", ".join(f"{a} and {b}" for a, b in shared))
     return diarize(waveform, options=options, hook=hook)
+
+
+def shared_voices(found: Diarization) -> list[tuple[str, str]]:
+    """Pairs of speakers on two sides who speak at the same times for most of the quieter one's talk: one voice
+    heard on both sides (two microphones in a room, someone between them), which two people on a call never
+    are; their talking at once stays short (interruptions, "mm-hm")."""
+    talk: dict[str, list[tuple[float, float]]] = {}
+    for t in found.turns:
+        talk.setdefault(t.speaker, []).append((t.start, t.end))
+    pairs = []
+    for a in found.speakers:
+        for b in found.speakers:
+            if a >= b or found.sides.get(a) == found.sides.get(b):
+                continue
+            both = sum(max(0.0, min(e1, e2) - max(s1, s2)) for s1, e1 in talk.get(a, ()) for s2, e2 in talk.get(b, ()))
+            least = min(sum(e - s for s, e in talk.get(a, ())), sum(e - s for s, e in talk.get(b, ())))
+            if least > 0 and both >= SHARED * least:
+                pairs.append((a, b))
+    return pairs

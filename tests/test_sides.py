@@ -167,3 +167,20 @@ def test_a_rerun_decodes_the_sides_only_when_the_turns_were_found_side_by_side(c
         assert again.diarization.to_dict() == first.diarization.to_dict() and (first.work / media.AUDIO_FILE).is_file()
         assert len(list(again.work.glob("audio-side*.f32"))) == (2 if split else 0) and len(again.sides) == len(
             first.sides)
+
+
+def test_one_voice_heard_on_both_sides_is_not_two_speakers():
+    """Two microphones in a room with someone between them: that voice is found on both sides at the same times,
+    which two people on a call never are (they talk at once only briefly)."""
+    from mediapipe_g4.records import Diarization, SpeakerTurn
+    from mediapipe_g4.sides import shared_voices
+
+    call = Diarization(30.0, ("S1", "S2"), (SpeakerTurn(0, 10, "S1"), SpeakerTurn(9.2, 20, "S2"),
+                                            SpeakerTurn(19.5, 30, "S1"), SpeakerTurn(25, 25.6, "S2")),
+                       sides={"S1": 1, "S2": 2})
+    assert shared_voices(call) == []  # interruptions and an "mm-hm"
+    room = Diarization(30.0, ("S1", "S2", "S3", "S4"),
+                       (SpeakerTurn(0, 8, "S1"), SpeakerTurn(8.5, 14, "S2"), SpeakerTurn(8.6, 13.8, "S3"),
+                        SpeakerTurn(15, 22, "S4"), SpeakerTurn(22.5, 26, "S2"), SpeakerTurn(22.4, 26.1, "S3")),
+                       sides={"S1": 1, "S2": 1, "S3": 2, "S4": 2})
+    assert shared_voices(room) == [("S2", "S3")]
