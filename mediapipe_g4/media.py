@@ -364,8 +364,13 @@ def decode_sides(
     info = _audio_info(src, info)
     count = side_count(info, track)
     if count < 2:
-        raise MediaError(f"{src.name} has one audio channel, so its sides cannot be told apart; leave out "
-                         "--split-channels (a file with several tracks needs --audio-track all)")
+        picks = audio_tracks(info, track) if info.audio_streams else (0,)
+        channels = info.audio_streams[picks[0]].channels if info.audio_streams else 1
+        what = ("one audio channel" if channels <= 1
+                else f"{channels} audio channels (surround, not the two sides of a call)")
+        hint = " (its tracks are sides with --audio-track all)" if len(info.audio_streams) > 1 else ""
+        raise MediaError(f"{src.name} has {what}, so there are no sides to tell apart; leave out --split-channels"
+                         f"{hint}")
     targets = [Path(work_dir) / side_file(n) for n in range(1, count + 1)]
     if all(t.is_file() for t in targets):
         return [_open_waveform(t) for t in targets]

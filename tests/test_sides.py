@@ -89,7 +89,8 @@ def test_speaker_counts_are_shared_between_the_sides():
         side_options(DiarizationOptions(num_speakers=1, sides="split"), 2)
 
 
-def test_the_tracks_of_a_file_are_its_sides_with_audio_track_all(calls, tmp_path):
+def test_the_tracks_of_a_file_are_its_sides_with_audio_track_all(calls, media_corpus, tmp_path):
+    surround = media_corpus["odd_audio"]
     info = media.probe(calls["tracks"])
     assert media.side_count(info, "all") == 2 and media.side_count(info, None) == 1
     left, right = media.decode_sides(calls["tracks"], tmp_path / "t", track="all")
@@ -104,7 +105,9 @@ def test_the_tracks_of_a_file_are_its_sides_with_audio_track_all(calls, tmp_path
         assert len(together) == len(alone) or track == "all"
         n = min(len(together), len(alone))
         assert np.abs(together[:n] - alone[:n]).max() < 1e-6
-    with pytest.raises(MediaError, match="one audio channel"):
+    with pytest.raises(MediaError, match="6 audio channels .surround"):
+        media.decode_sides(surround, tmp_path / "surround")
+    with pytest.raises(MediaError, match="has one audio channel, so there are no sides"):
         media.decode_sides(SAMPLES / "phone_call.wav", tmp_path / "mono")
 
 
