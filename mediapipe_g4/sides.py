@@ -27,6 +27,8 @@ Hook = Callable[[str, int, int], None]
 
 FRAME = SAMPLE_RATE // 20  # 50 ms level frames
 LEAD_DB = 10.0  # a side leads a frame when it is this much louder than every other side
+LED = 0.6  # sides: this much of the sound is led by one side ...
+EACH_LEADS = 0.05  # ... and each side leads at least this much of it
 OWN_DB = 10.0  # a side speaks in a frame only when it is within this of the loudest (else it hears another side)
 FLOOR_DB = 6.0  # ... and this much above its own noise floor
 SMOOTH_FRAMES = 5  # levels are compared over this many frames (a quarter second)
@@ -76,7 +78,7 @@ def separate_sides(levels: np.ndarray) -> bool:
         return False
     leads = (_lead(levels[active]) >= LEAD_DB).mean(axis=0)
     log.info("sides: each leads %s of the sound", ", ".join(f"{x:.0%}" for x in leads))
-    return bool(leads.sum() >= 0.6 and leads.min() >= 0.05)
+    return bool(leads.sum() >= LED and leads.min() >= EACH_LEADS)
 
 
 def _smooth(levels: np.ndarray, frames: int = SMOOTH_FRAMES) -> np.ndarray:
@@ -95,7 +97,7 @@ def own_speech(regions: Sequence[SpeechRegion], levels: np.ndarray, side: int) -
     floor = float(np.percentile(smooth[:, side], 10)) if len(smooth) else SILENCE_DB
     own = _active(levels) & (_lead(smooth)[:, side] > -OWN_DB) & (smooth[:, side] > floor + FLOOR_DB)
     per_second = SAMPLE_RATE / FRAME
-    join, shortest = round(JOIN_GAP * per_second), MIN_PIECE
+    join = round(JOIN_GAP * per_second)
     out: list[SpeechRegion] = []
     for region in regions:
         lo, hi = int(region.start * per_second), min(len(own), int(np.ceil(region.end * per_second)))
@@ -111,7 +113,7 @@ def own_speech(regions: Sequence[SpeechRegion], levels: np.ndarray, side: int) -
         for first, last in zip(edges[::2], edges[1::2], strict=True):
             start = max(region.start, (lo + first) / per_second)
             end = min(region.end, (lo + last) / per_second)
-            if end - start >= shortest:
+            if end - start >= MIN_PIECE:
                 out.append(SpeechRegion(round(float(start), 3), round(float(end), 3)))
     return tuple(out)
 
