@@ -457,10 +457,10 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
     return [_open_waveform(t) for t in targets]
 
 
-def release_audio(work_dir: str | os.PathLike[str]) -> None:
-    """Remove the decoded audio from a work folder (a waveform already mapped stays readable where the system
-    allows; where it does not, e.g. on Windows while mapped, the file stays)."""
-    for path in [Path(work_dir) / AUDIO_FILE, *Path(work_dir).glob(side_file("*"))]:
+def release_audio(work_dir: str | os.PathLike[str], *, sides_only: bool = False) -> None:
+    """Remove the decoded audio from a work folder, or only its sides (a waveform already mapped stays readable
+    where the system allows; where it does not, e.g. on Windows while mapped, the file stays)."""
+    for path in [*([] if sides_only else [Path(work_dir) / AUDIO_FILE]), *Path(work_dir).glob(side_file("*"))]:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
 

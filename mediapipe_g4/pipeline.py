@@ -369,6 +369,8 @@ def prepare_recording(
         diarization = timer.run("diarize", lambda: load_diarization(
             waveform, work, options.diarization, hook, options.fresh, open_sides if may_split else None))
         sides = tuple(timer.run("decode", open_sides)) if diarization.sides else ()
+        if may_split and not sides:  # judged and found mixed: only the mix is read from here on
+            media.release_audio(work, sides_only=True)
     except BaseException:
         slides.cancel()
         raise

@@ -164,7 +164,8 @@ def test_a_rerun_decodes_the_sides_only_when_the_turns_were_found_side_by_side(c
     options = RunOptions(cache_dir=str(tmp_path / "cache"), summarize=False, slides=False)
     for name, split in [("room", False), ("bleed", True)]:
         first = prepare_recording(calls[name], options)
-        assert bool(first.diarization.sides) == split and len(list(first.work.glob("audio-side*.f32"))) == 2
+        assert bool(first.diarization.sides) == split
+        assert len(list(first.work.glob("audio-side*.f32"))) == (2 if split else 0)  # a mixed one's are not kept
         media.release_audio(first.work)
         again = prepare_recording(calls[name], options)  # the turns come from the work folder
         assert again.diarization.to_dict() == first.diarization.to_dict() and (first.work / media.AUDIO_FILE).is_file()
