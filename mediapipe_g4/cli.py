@@ -454,7 +454,8 @@ def transcribe(files: tuple[Path, ...], **kw) -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @run_options
-@click.option("--names", default=None, help="Speaker names to use, e.g. S1=Alice,S2=Bob (ids as in the transcript).")
+@click.option("--names", default=None, help="Speaker names to use, e.g. S1=Alice,S2=Bob (ids as in the transcript); "
+                                           "for a call found side by side also left=Alice,right=Bob (or track1=...).")
 @click.option("--format", default=SUMMARIZE_FORMATS, show_default=True,
               help="Outputs to write: html, md, json, srt, vtt, txt (comma-separated, or all).")
 def summarize(files: tuple[Path, ...], **kw) -> None:

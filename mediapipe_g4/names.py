@@ -34,18 +34,50 @@ def default_name(speaker_id: str) -> str:
     return f"Speaker {speaker_id[1:]}" if speaker_id[1:].isdigit() else speaker_id
 
 
+_SIDE_KEYS = {"LEFT": 1, "RIGHT": 2}
+
+
 def parse_name_overrides(text: str | None) -> dict[str, str]:
-    """`S1=Alice,S2=Bob` -> {"S1": "Alice", "S2": "Bob"}; a clear error for anything else."""
+    """`S1=Alice,S2=Bob` -> {"S1": "Alice", "S2": "Bob"}; a call's sides by where they were heard: `left=Alice`
+    -> {"SIDE1": "Alice"} (`right`: SIDE2, `track2` or `side2`: SIDE2; see `resolve_side_names`). A clear error
+    for anything else."""
     if not text:
         return {}
     out: dict[str, str] = {}
     for item in text.split(","):
         sid, sep, name = item.partition("=")
         sid, name = sid.strip().upper(), name.strip()
-        if not sep or not re.fullmatch(r"S\d+", sid) or not name:
-            raise G4Error(f"--names takes pairs like S1=Alice,S2=Bob; got {item.strip()!r}")
+        numbered = re.fullmatch(r"(?:TRACK|SIDE)([1-9]\d*)", sid)
+        side = _SIDE_KEYS.get(sid) or (int(numbered.group(1)) if numbered else None)
+        if side:
+            sid = f"SIDE{side}"
+        if not sep or not re.fullmatch(r"S\d+|SIDE[1-9]\d*", sid) or not name:
+            raise G4Error(f"--names takes pairs like S1=Alice,S2=Bob (or, for a call, left=Alice,right=Bob); "
+                          f"got {item.strip()!r}")
         out[sid] = name
     return out
+
+
+def resolve_side_names(overrides: dict[str, str], sides: dict[str, int]) -> tuple[dict[str, str], list[str]]:
+    """--names given by side (`SIDE1`: the left channel or the first track) as names of speakers (`S2`): the one
+    speaker found on that side. Also what to tell the user about a side name that names no one: the speakers were
+    not found side by side, or the side has several. A name given by id wins over one given by side."""
+    out = {k: v for k, v in overrides.items() if not k.startswith("SIDE")}
+    problems = []
+    for key, name in overrides.items():
+        if not key.startswith("SIDE"):
+            continue
+        side = int(key[4:])
+        on_side = [spk for spk, s in sides.items() if s == side]
+        if len(on_side) == 1:
+            out.setdefault(on_side[0], name)
+        elif not sides:
+            problems.append(f"--names: {name!r} is given by side, but the speakers were not found side by side; "
+                            "name them by id (S1=...)")
+        else:
+            held = ", ".join(on_side) or "no speaker"
+            problems.append(f"--names: side {side} holds {held}, so {name!r} names no one speaker; name them by id")
+    return out, problems
 
 
 def _norm(text: str) -> str:

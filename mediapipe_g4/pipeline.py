@@ -24,7 +24,7 @@ from .diarize import DiarizationOptions
 from .engine import Engine, EngineRequest, GenerationSettings, TextPart
 from .errors import G4Error, MediaError
 from .memory import pick_device
-from .names import build_speakers, names_prompt, parse_names
+from .names import build_speakers, names_prompt, parse_names, resolve_side_names
 from .notes_schema import NotesParseError, ground_notes, parse_notes
 from .planner import (
     Plan,
@@ -491,7 +491,9 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     answers = timer.run("transcribe", lambda: asr.generate(transcribe, hook=hook))
     segments = segments_from_answers(transcribe, answers, translate_to=options.plan.translate_to)
 
-    overrides = dict(options.names)
+    overrides, problems = resolve_side_names(dict(options.names), diarization.sides)
+    for problem in problems:
+        log.warning("%s: %s", src.name, problem)
     found: dict[str, dict[str, Any]] = {}
     notes: dict[str, Any] = {"status": "skipped", "error": "notes were not asked for (g4media transcribe)"}
     generated = asr.generated

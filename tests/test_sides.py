@@ -136,6 +136,22 @@ def test_each_speaker_is_transcribed_from_their_own_side(calls, tmp_path):
     assert mixed["model"]["answers_generated"] == len(again.seen)  # none answered from the other's cache
 
 
+def test_speakers_are_named_by_their_side(calls, tmp_path, caplog):
+    from mediapipe_g4.names import parse_name_overrides
+
+    names = tuple(parse_name_overrides("right=Bob,Left=Alice").items())
+    options = RunOptions(cache_dir=str(tmp_path / "cache"), summarize=False, slides=False, names=names)
+    result, _ = transcribe(calls["bleed"], options)
+    assert [(s["id"], s["name"], s["side"]) for s in result["speakers"]] == [("S1", "Alice", 1), ("S2", "Bob", 2)]
+    mixed = RunOptions(cache_dir=str(tmp_path / "cache"), summarize=False, slides=False, names=names,
+                       diarization=DiarizationOptions(sides="mix"))
+    result, _ = transcribe(calls["bleed"], mixed)
+    assert {s["name"] for s in result["speakers"]} == {"Speaker 1", "Speaker 2"}
+    assert "the speakers were not found side by side" in caplog.text
+    with pytest.raises(G4Error, match="left=Alice"):
+        parse_name_overrides("side0=Eve")
+
+
 def test_audio_parts_of_two_sides_are_cached_apart():
     from mediapipe_g4.answers import request_key
     from mediapipe_g4.engine import EngineRequest
