@@ -329,6 +329,8 @@ def decode_audio(
     return _decode(src, info, select, [target], hook)[0]
 
 
+CANCELLED = 0.05  # a mix with less than this share of its loudest side's energy: the sides cancel out (-13 dB)
+
 # Start at the container's time zero (pad a late-starting track with silence) and fill gaps, so sample n is always
 # at n / 16000 s on the recording's clock, like the frames.
 _TIMELINE = f"aresample={SAMPLE_RATE}:async=1:first_pts=0"
@@ -386,7 +388,7 @@ def decode_sides(
         inputs = "".join(f"[a{p}]" for p in picks)
         select = ["-filter_complex", ";".join([*chains, f"{inputs}amerge=inputs={len(picks)}[sides]"]),
                   "-map", "[sides]"]
-    return _decode(src, info, select, targets, hook, mix)
+    return _decode(src, info, select, targets, hook, mix, "track" if len(picks) > 1 else "channel")
 
 
 def _audio_info(src: Path, info: MediaInfo | None) -> MediaInfo:
@@ -400,10 +402,12 @@ def _audio_info(src: Path, info: MediaInfo | None) -> MediaInfo:
 
 
 def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], hook: Hook | None,
-            mix: tuple[Path, float] | None = None) -> list[np.ndarray]:
+            mix: tuple[Path, float] | None = None, unit: str = "channel") -> list[np.ndarray]:
     """Run FFmpeg with `select` (its stream mapping and filters) to 16 kHz float32 with one channel per target,
     each channel streamed into its own file (and with `mix`, (path, weight), their sum times the weight into
-    another), renamed into place only when all are complete."""
+    another), renamed into place only when all are complete. A mix far quieter than its loudest `unit` (a
+    channel or track) means they cancel out (one is the other inverted, as a miswired microphone makes it): the
+    mix is then that loudest one alone, and the user is told."""
     channels = len(targets)
     targets[0].parent.mkdir(parents=True, exist_ok=True)
     finals = [*targets, *([mix[0]] if mix else [])]
@@ -415,6 +419,7 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
     total = max(1, int(info.duration))
     frame = 4 * channels
     written = 0
+    energy = np.zeros(channels + 1)  # of each channel, and of the mix
     try:
         with contextlib.ExitStack() as stack:
             outs = [stack.enter_context(open(p, "wb")) for p in parts]
@@ -435,7 +440,10 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
                     for c in range(channels):
                         outs[c].write(np.ascontiguousarray(samples[:, c]).tobytes())
                     if mix:
-                        outs[-1].write((samples.sum(axis=1, dtype=np.float32) * np.float32(mix[1])).tobytes())
+                        mixed = samples.sum(axis=1, dtype=np.float32) * np.float32(mix[1])
+                        outs[-1].write(mixed.tobytes())
+                        energy += [*np.einsum("ij,ij->j", samples, samples, dtype=np.float64),
+                                   float(np.dot(mixed, mixed))]
                 pending = pending[whole:]
                 written += whole // channels
                 if hook:
@@ -446,6 +454,11 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
             raise MediaError(f"{src}: FFmpeg could not decode the audio ({_stderr_tail(b''.join(stderr_chunks))})")
         if written < 4:
             raise MediaError(f"{src}: the audio track holds no samples; the file may be truncated")
+        loudest = int(np.argmax(energy[:channels]))
+        if mix and energy[-1] < CANCELLED * energy[loudest]:
+            log.warning("%s: its %ss cancel each other out when mixed (one is the other inverted, as a miswired "
+                        "microphone makes it); using %s %d alone", src.name, unit, unit, loudest + 1)
+            shutil.copyfile(parts[loudest], parts[-1])
         for part, target in zip(parts, finals, strict=True):
             os.replace(part, target)
     finally:

@@ -27,7 +27,8 @@ from mediapipe_g4.sides import find_speakers, separate_sides, side_levels, side_
 def calls(tmp_path_factory) -> dict[str, Path]:
     """The phone-call sample (8 kHz) made into stereo files: each speaker on their own channel ("call"), the same
     with the other voice bleeding in 20 dB down and a noise floor ("bleed", two microphones), the far side 32 dB
-    quieter than the near one over a quiet line ("quiet"), a room heard alike
+    quieter than the near one over a quiet line ("quiet"), one channel the other inverted ("antiphase", a miswired
+    microphone), a room heard alike
     on both channels ("room"), mono copied to both ("copy"), everyone on the left ("one_side"); and the two
     sides as two mono tracks of one file ("tracks")."""
     d = tmp_path_factory.mktemp("calls")
@@ -46,7 +47,7 @@ def calls(tmp_path_factory) -> dict[str, Path]:
     quiet += np.random.default_rng(1).normal(0, 0.0002, quiet.shape).astype(np.float32)
     files = {}
     for name, audio in [("call", sides), ("bleed", bleed), ("quiet", quiet), ("room", room),
-                        ("copy", np.stack([x, x], axis=1)),
+                        ("copy", np.stack([x, x], axis=1)), ("antiphase", np.stack([x, -x], axis=1)),
                         ("one_side", np.stack([x, np.zeros_like(x)], axis=1))]:
         files[name] = d / f"{name}.wav"
         sf.write(files[name], audio, rate)
@@ -78,6 +79,14 @@ def test_a_call_is_diarized_side_by_side_and_the_bleed_left_out(calls, tmp_path)
     mixed = find_speakers(media.decode_audio(calls["room"], tmp_path / "room"), DiarizationOptions(),
                           lambda: media.decode_sides(calls["room"], tmp_path / "room"))
     assert mixed.sides == {} and len(mixed.speakers) == 2  # diarized as one waveform, by voice
+
+
+def test_channels_that_cancel_out_when_mixed_give_one_channel_as_the_mix(calls, tmp_path, caplog):
+    assert np.abs(media.decode_audio(calls["antiphase"], tmp_path / "plain")).max() == 0  # FFmpeg's mix: silence
+    left, _ = media.decode_sides(calls["antiphase"], tmp_path / "sides")
+    mixed = media.decode_audio(calls["antiphase"], tmp_path / "sides")
+    assert np.abs(left).max() > 0.1 and np.array_equal(mixed, left)
+    assert "cancel each other out when mixed" in caplog.text and "using channel 1 alone" in caplog.text
 
 
 def test_speaker_counts_are_shared_between_the_sides():
