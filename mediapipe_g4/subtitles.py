@@ -78,7 +78,9 @@ def subtitle_cues(
 
     A long segment becomes several cues whose times are interpolated by character count.
     Times are then made valid: starts strictly increase, every end is after its start, and a cue
-    ends no later than the next one starts (players and validators want no overlap).
+    ends no later than the next one starts (players and validators want no overlap). Where cues
+    overlap (two sides of a call talking at once), each moment shows the one that started last: an
+    interjection shows in full, and the cue it cut into shows again after it.
     """
     names = speaker_map(result.get("speakers"))
     raw: list[Cue] = []
@@ -93,17 +95,32 @@ def subtitle_cues(
             done += len(piece)
             raw.append(Cue(start, seg["start"] + span * done / total, speaker, piece))
 
-    # Work in whole milliseconds, the resolution of both formats.
-    fixed: list[list[Any]] = []
-    for cue in raw:
-        start, end = round(cue.start * 1000), round(cue.end * 1000)
-        if fixed:
-            start = max(start, fixed[-1][0] + 1)
-        end = max(end, start + 1)
-        if fixed and fixed[-1][1] > start:
-            fixed[-1][1] = start
-        fixed.append([start, end, cue])
-    return [Cue(s / 1000, e / 1000, c.speaker, c.text) for s, e, c in fixed]
+    return [Cue(s / 1000, e / 1000, c.speaker, c.text) for s, e, c in _one_at_a_time(raw)]
+
+
+def _one_at_a_time(cues: list[Cue]) -> list[list[Any]]:
+    """[start ms, end ms, cue] in time order, none overlapping: between any two cue boundaries, the running cue
+    that started last (of two starting together, the later one given). Whole milliseconds, both formats'
+    resolution; a cue without length gets one millisecond."""
+    spans = sorted(((round(c.start * 1000), max(round(c.end * 1000), round(c.start * 1000) + 1), i, c)
+                    for i, c in enumerate(cues)), key=lambda s: (s[0], s[2]))
+    bounds = sorted({t for s in spans for t in s[:2]})
+    out: list[list[Any]] = []
+    running: list[tuple[int, int, int, Cue]] = []
+    following = 0
+    for a, b in zip(bounds, bounds[1:]):
+        while following < len(spans) and spans[following][0] <= a:
+            running.append(spans[following])
+            following += 1
+        running = [s for s in running if s[1] > a]
+        if not running:
+            continue
+        shown = max(running, key=lambda s: (s[0], s[2]))[3]
+        if out and out[-1][2] is shown and out[-1][1] == a:
+            out[-1][1] = b
+        else:
+            out.append([a, b, shown])
+    return out
 
 
 def subtitle_time(seconds: float, separator: str) -> str:

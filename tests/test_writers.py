@@ -314,6 +314,27 @@ def test_subtitle_timing_is_valid_for_messy_segments(out):
     assert "01:01:01,250 --> " in (out / "m.srt").read_text()
 
 
+def test_an_interjection_shows_and_the_turn_it_cut_into_goes_on(out):
+    """Two sides of a call talking at once: the "mm-hm" inside a long turn is shown whole, and the turn's cue shows
+    again after it (it used to end at the "mm-hm", its words off screen until the next cue; and when the turn
+    made several cues, the "mm-hm" was pushed past them as a 1 ms cue)."""
+    call = {
+        "speakers": [{"id": "S1", "name": "Dana"}, {"id": "S2", "name": "Mark"}],
+        "segments": [
+            {"start": 1.0, "end": 9.0, "speaker": "S1", "text": "did you install the latest update yesterday"},
+            {"start": 4.0, "end": 4.6, "speaker": "S2", "text": "mm-hm"},
+            {"start": 8.5, "end": 12.0, "speaker": "S2", "text": "yes and then it stopped"},
+        ],
+    }
+    cues = [(c.start, c.end, c.speaker, c.text) for c in subtitle_cues(call)]
+    assert cues == [(1.0, 4.0, "Dana", "did you install the latest update yesterday"), (4.0, 4.6, "Mark", "mm-hm"),
+                    (4.6, 8.5, "Dana", "did you install the latest update yesterday"),
+                    (8.5, 12.0, "Mark", "yes and then it stopped")]
+    text = render("srt", call, out / "call.srt")
+    assert_valid_timing(parse_cues(text, SRT_TIME))
+    assert "00:00:04,000 --> 00:00:04,600\nMark: mm-hm" in text
+
+
 def test_vtt_escapes_markup(result, out):
     text = render("vtt", hostile(result), out / "x.vtt")
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
