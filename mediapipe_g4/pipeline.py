@@ -207,12 +207,12 @@ def cached_diarization(work: Path, options: DiarizationOptions) -> Diarization |
     return Diarization.from_dict(json.loads(path.read_text())) if path.is_file() else None
 
 
-def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Hook, fresh: bool,
+def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Hook, cached: Diarization | None,
                      open_sides: Callable[[], list[Any]] | None = None) -> Diarization:
-    """Speaker turns over the whole recording, cached by the diarization settings. With `open_sides` (the
-    recording's sides, `media.decode_sides`), side by side when the sides carry their own voices (`sides.py`;
-    always with `options.sides` "split"): `sides.find_speakers`."""
-    cached = None if fresh else cached_diarization(work, options)
+    """Speaker turns over the whole recording: `cached` (those found before with these settings,
+    `cached_diarization`), or found now and kept in the work folder. With `open_sides` (the recording's sides,
+    `media.decode_sides`), side by side when the sides carry their own voices (`sides.py`; always with
+    `options.sides` "split"): `sides.find_speakers`."""
     if cached is not None:
         return cached
     result = find_speakers(waveform, options, open_sides, hook)
@@ -367,7 +367,7 @@ def prepare_recording(
             timer.run("decode", open_sides)
         waveform = timer.run("decode", lambda: media.decode_audio(src, work, info=info, hook=hook, track=track))
         diarization = timer.run("diarize", lambda: load_diarization(
-            waveform, work, options.diarization, hook, options.fresh, open_sides if may_split else None))
+            waveform, work, options.diarization, hook, before, open_sides if may_split else None))
         sides = tuple(timer.run("decode", open_sides)) if diarization.sides else ()
         if may_split and not sides:  # judged and found mixed: only the mix is read from here on
             media.release_audio(work, sides_only=True)
