@@ -319,13 +319,8 @@ def decode_audio(
         return _open_waveform(target)
     info = _audio_info(src, info)
     picks = audio_tracks(info, track)
-    if len(picks) == 1:
-        select = ["-map", f"0:a:{picks[0]}", "-af", _TIMELINE]
-    else:  # each track on the recording's clock, then summed (not averaged: a silent track must not halve speech)
-        chains = [f"[0:a:{p}]{_TIMELINE},aformat=channel_layouts=mono[a{p}]" for p in picks]
-        inputs = "".join(f"[a{p}]" for p in picks)
-        select = ["-filter_complex", ";".join([*chains, f"{inputs}amix=inputs={len(picks)}:duration=longest:"
-                                               "normalize=0[mix]"]), "-map", "[mix]"]
+    # Several tracks are summed (not averaged: a silent track must not halve speech).
+    select = _select(picks, f"amix=inputs={len(picks)}:duration=longest:normalize=0")
     return _decode(src, info, select, [target], hook)[0]
 
 
@@ -339,7 +334,7 @@ _TIMELINE = f"aresample={SAMPLE_RATE}:async=1:first_pts=0"
 def side_count(info: MediaInfo, track: AudioTrack = None) -> int:
     """How many sides of a conversation the audio could hold apart: the tracks when several are taken (`track`
     "all": OBS keeps the mic and the desktop apart), the two channels of one stereo track, else 1."""
-    picks = audio_tracks(info, track) if info.audio_streams else (0,)
+    picks = audio_tracks(info, track)
     if len(picks) > 1:
         return len(picks)
     stream = info.audio_streams[picks[0]] if info.audio_streams else None
@@ -364,9 +359,8 @@ def decode_sides(
     downmix is FFmpeg's, (L + R) / sqrt 2; tracks are summed."""
     src = check_input_file(path)
     info = _audio_info(src, info)
-    count = side_count(info, track)
+    count, picks = side_count(info, track), audio_tracks(info, track)
     if count < 2:
-        picks = audio_tracks(info, track) if info.audio_streams else (0,)
         channels = info.audio_streams[picks[0]].channels if info.audio_streams else 1
         what = ("one audio channel" if channels <= 1
                 else f"{channels} audio channels (surround, not the two sides of a call)")
@@ -376,19 +370,22 @@ def decode_sides(
     targets = [Path(work_dir) / side_file(n) for n in range(1, count + 1)]
     if all(t.is_file() for t in targets):
         return [_open_waveform(t) for t in targets]
-    picks = audio_tracks(info, track)
     mixed = Path(work_dir) / AUDIO_FILE
     mix = None if mixed.is_file() else (mixed, 1.0 if len(picks) > 1 else float(np.sqrt(0.5)))
-    if len(picks) == 1:
-        select = ["-map", f"0:a:{picks[0]}", "-af", _TIMELINE]
-    else:  # the tracks side by side, each padded to the longest
-        longest = max((info.audio_streams[p].duration or info.duration or 0.0) for p in picks)
-        chains = [f"[0:a:{p}]{_TIMELINE},aformat=channel_layouts=mono,apad=whole_dur={longest:.3f}[a{p}]"
-                  for p in picks]
-        inputs = "".join(f"[a{p}]" for p in picks)
-        select = ["-filter_complex", ";".join([*chains, f"{inputs}amerge=inputs={len(picks)}[sides]"]),
-                  "-map", "[sides]"]
+    # Several tracks side by side (as the channels of one stream), each padded to the longest.
+    longest = max((info.audio_streams[p].duration or info.duration or 0.0) for p in picks) if len(picks) > 1 else 0
+    select = _select(picks, f"amerge=inputs={len(picks)}", f",apad=whole_dur={longest:.3f}")
     return _decode(src, info, select, targets, hook, mix, "track" if len(picks) > 1 else "channel")
+
+
+def _select(picks: tuple[int, ...], join: str, each: str = "") -> list[str]:
+    """FFmpeg's stream mapping for the audio tracks `picks`, on the recording's clock: one track as it is; several
+    each made mono (then `each`, more filters) and made one stream by `join` (a filter taking them all)."""
+    if len(picks) == 1:
+        return ["-map", f"0:a:{picks[0]}", "-af", _TIMELINE]
+    chains = [f"[0:a:{p}]{_TIMELINE},aformat=channel_layouts=mono{each}[a{p}]" for p in picks]
+    inputs = "".join(f"[a{p}]" for p in picks)
+    return ["-filter_complex", ";".join([*chains, f"{inputs}{join}[out]"]), "-map", "[out]"]
 
 
 def _audio_info(src: Path, info: MediaInfo | None) -> MediaInfo:

@@ -115,7 +115,7 @@ def clip_spans(
         lo = max(0.0, start - options.pad, min(start, (before + start) / 2)) if i else max(0.0, start - options.pad)
         hi = min(total / SAMPLE_RATE, end + options.pad, max(end, (end + after) / 2))
         first, last = round(lo * SAMPLE_RATE), round(hi * SAMPLE_RATE)
-        own = sources[speaker][1] if sources and speaker in sources else waveform
+        own = _own_audio(speaker, waveform, sources)[1]
         while last - first > limit:
             cut = quietest_point(own, first, first + limit, options)
             spans.append((first, cut, speaker))
@@ -123,6 +123,12 @@ def clip_spans(
         if last > first:
             spans.append((first, last, speaker))
     return spans
+
+
+def _own_audio(speaker: str, waveform: np.ndarray, sources: Mapping[str, tuple[str, np.ndarray]] | None
+               ) -> tuple[str, np.ndarray]:
+    """(name, waveform) a speaker's clips come from: their own side in `sources`, else ("", the recording's)."""
+    return sources[speaker] if sources and speaker in sources else ("", waveform)
 
 
 def quietest_point(waveform: np.ndarray, first: int, limit: int, options: PlanOptions = PlanOptions()) -> int:
@@ -182,7 +188,7 @@ def plan_transcription(
     requests = []
     for first, last, speaker in clip_spans(turns, waveform, options, sources):
         start, end = first / SAMPLE_RATE, last / SAMPLE_RATE
-        label, own = sources[speaker] if sources and speaker in sources else ("", waveform)
+        label, own = _own_audio(speaker, waveform, sources)
         settings = GenerationSettings(max_new_tokens=answer_budget(end - start, options), greedy=True)
         frame = keyframe_at(keyframes, (start + end) / 2) if options.keyframe_tokens else None
         parts = transcription_parts(
