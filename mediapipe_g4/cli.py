@@ -378,6 +378,7 @@ def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
 
 TRANSCRIBE_FORMATS = "json,srt,vtt,txt"
 SUMMARIZE_FORMATS = "html,md,json,srt,vtt"
+RENDER_FORMATS = "html,md,srt,vtt"  # the X.json is the input
 
 
 def _formats(text: str) -> list[str]:
@@ -505,6 +506,47 @@ def batch(folder: Path, **kw) -> None:
         click.echo(f"(no recordings found in {folder})")
     if report.failed:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the outputs (default: beside each X.json).")
+@click.option("--format", default=RENDER_FORMATS, show_default=True,
+              help="Outputs to write: html, md, srt, vtt, txt, json (comma-separated, or all).")
+def render(results: tuple[Path, ...], output_dir: Path | None, **kw) -> None:
+    """Write the reports again from X.json, without the model: after editing a speaker's name or a misheard
+    word in it, after copying the recording beside the report (the page then plays it), or after an upgrade."""
+    from .result_fields import load_result
+    from .writers import WRITERS, write_outputs
+
+    formats = _formats(kw["format"])
+    loaded = [(path, load_result(path)) for path in results]  # every file checked before anything is written
+    for path, result in loaded:
+        out_dir = output_dir or path.parent
+        # Keyframe images are relative to the work folder the result names (or, if it is gone, to the result's).
+        work = Path(str(result.get("work_dir") or path.parent))
+        media_dir = work if work.is_dir() else path.parent
+        names = [f for f in (list(WRITERS) if "all" in formats else formats)
+                 if not (f == "json" and (out_dir / f"{path.stem}.json").resolve() == path.resolve())]
+        missing = _drop_missing_images(result, media_dir)
+        written = write_outputs(result, out_dir, path.stem, names, media_dir=media_dir) if names else []
+        click.echo(f"{path.name}: wrote {', '.join(str(p) for p in written) or 'nothing (it is the input)'}")
+        if missing:
+            click.echo(f"  {missing} of {len(result.get('keyframes') or [])} slide images are gone (the work folder "
+                       f"{work} was cleaned?): the reports list those slides without their pictures")
+
+
+def _drop_missing_images(result: dict, media_dir: Path) -> int:
+    """Forget the image of each keyframe whose file is not there (one line about them, not a warning for each
+    place a report would show it); how many."""
+    count = 0
+    for kf in result.get("keyframes") or ():
+        image = kf.get("image_path")
+        if image and not (media_dir / str(image)).is_file():
+            del kf["image_path"]
+            count += 1
+    return count
 
 
 # --------------------------------------------------------------------------- eval

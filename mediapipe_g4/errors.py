@@ -27,3 +27,7 @@ class OutputError(G4Error):
 
 class EvalError(G4Error):
     """A reference or result for `g4media eval` cannot be read, or nothing pairs up."""
+
+
+class ResultError(G4Error):
+    """A result file (X.json) cannot be read, or is not one that g4media wrote."""

@@ -3,11 +3,15 @@ hand edit or a model, so every field is checked and cleaned where it is read."""
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from .errors import ResultError
 
 
 def finite_float(value: Any, default: float = 0.0) -> float:
@@ -66,3 +70,70 @@ def plain(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return value.item()
     return value
+
+
+def is_result(data: Any) -> bool:
+    """Whether `data` has the shape of an X.json (a source and a list of segments)."""
+    return isinstance(data, dict) and isinstance(data.get("segments"), list) and isinstance(data.get("source"), dict)
+
+
+def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """An X.json that `summarize` or `transcribe` wrote, perhaps edited by hand since, checked field by field:
+    a field of the wrong type raises a ResultError that names it (`segments[3].start`), so an edit that broke
+    the file is found at once, not as a report with a hole in it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResultError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    except json.JSONDecodeError as exc:
+        raise ResultError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ResultError(f"{path} is not UTF-8 JSON ({exc}).") from exc
+    if not is_result(data):
+        raise ResultError(f"{path} is not a g4media result (it needs a \"source\" and a list of \"segments\"): "
+                          f"give the X.json that summarize or transcribe wrote.")
+    problem = _result_problem(data)
+    if problem:
+        raise ResultError(f"{path}: {problem}; fix it and run again.")
+    return data
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _result_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with a result's fields that the reports read, or None."""
+    for i, seg in enumerate(data["segments"]):
+        where = f"segments[{i}]"
+        if not isinstance(seg, dict):
+            return f"{where} is not an object"
+        for key in ("start", "end"):
+            if not _is_number(seg.get(key)):
+                return f"{where}.{key} is {json.dumps(seg.get(key))}, not a time in seconds"
+        if seg["end"] < seg["start"]:
+            return f"{where} ends ({seg['end']}) before it starts ({seg['start']})"
+        if not isinstance(seg.get("text"), str):
+            return f"{where}.text is not a string"
+        if seg.get("speaker") is not None and not isinstance(seg["speaker"], str):
+            return f"{where}.speaker is not a string (a speaker id such as \"S1\")"
+    for key, needs in (("speakers", "id"), ("keyframes", "time")):
+        items = data.get(key, [])
+        if not isinstance(items, list):
+            return f"{key} is not a list"
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or item.get(needs) is None:
+                return f"{key}[{i}] is not an object with {json.dumps(needs)}"
+            if key == "speakers" and item.get("name") is not None and not isinstance(item["name"], str):
+                return f"speakers[{i}].name is not a string"
+            if key == "keyframes" and not _is_number(item["time"]):
+                return f"keyframes[{i}].time is not a time in seconds"
+    notes = data.get("notes", {})
+    if notes is not None and not isinstance(notes, dict):
+        return "notes is not an object"
+    for key in ("decisions", "action_items", "chapters", "questions"):
+        value = (notes or {}).get(key)
+        if value is not None and not isinstance(value, list):
+            return f"notes.{key} is not a list"
+    return None

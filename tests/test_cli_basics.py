@@ -145,3 +145,21 @@ def test_progress_without_a_terminal_is_a_line_now_and_then_for_long_steps(monke
             hook(step, done, 20 if step == "transcribe" else 60)
     assert capsys.readouterr().err.splitlines() == ["g4media: transcribe 9/20", "g4media: transcribe 18/20",
                                                     "g4media: transcribe 20/20", "g4media: speech 30/60 s"]
+
+
+@pytest.mark.parametrize("content, says", [
+    ('{"source": {}, "segments": [', "is not valid JSON: Expecting value at line 1, column 29"),
+    ('{"speakers": []}', "is not a g4media result"),
+    ('{"source": {}, "segments": [{"start": "0:05", "end": 7, "text": "hi"}]}', 'segments[0].start is "0:05"'),
+    ('{"source": {}, "segments": [{"start": 9, "end": 7, "text": "hi"}]}', "segments[0] ends (7) before it starts (9)"),
+    ('{"source": {}, "segments": [], "speakers": [{"name": "Ann"}]}', 'speakers[0] is not an object with "id"'),
+    ('{"source": {}, "segments": [], "notes": {"decisions": "none"}}', "notes.decisions is not a list"),
+])
+def test_render_names_what_is_wrong_with_a_result_and_writes_nothing(tmp_path, content, says):
+    good = tmp_path / "good.json"
+    good.write_text('{"source": {"name": "a.wav"}, "segments": [{"start": 0, "end": 2, "text": "hi", "speaker": "S1"}]}')
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    line = assert_one_error_line(g4media("render", str(good), str(bad)))
+    assert "bad.json" in line and says in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "good.json"]  # every input checked first

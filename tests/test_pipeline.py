@@ -66,6 +66,56 @@ def test_summarize_standup_with_realistic_answers(samples_dir, cache, tmp_path):
     (artifacts / "summarize-fake.html").write_text(html)
 
 
+def test_render_rewrites_the_reports_from_an_edited_x_json(samples_dir, cache, tmp_path):
+    from click.testing import CliRunner
+
+    from mediapipe_g4.cli import main
+
+    result, _, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script())
+    out = tmp_path / "out"
+    write_outputs(result, out, "standup", ["json", "html"], media_dir=result["work_dir"])
+    saved = out / "standup.json"
+    data = json.loads(saved.read_text())
+    data["speakers"][1]["name"] = "Roberto"  # S2 was named Bob
+    data["segments"][0]["text"] = data["segments"][0]["text"].replace("stand-up", "standup sync")
+    saved.write_text(json.dumps(data, indent=1))
+    edited = saved.read_text()
+
+    res = CliRunner().invoke(main, ["render", str(saved), "--format", "html,srt,json"])
+    assert res.exit_code == 0, res.output
+    html = (out / "standup.html").read_text()
+    assert "Roberto" in html and "standup sync" in html
+    assert html.count("data:image/jpeg;base64,") >= 4  # the slides, found in the work folder the X.json names
+    srt = (out / "standup.srt").read_text()
+    assert "Roberto: " in srt and "Bob: " not in srt
+    assert saved.read_text() == edited  # the input itself is not rewritten
+
+    # Elsewhere, with the recording beside it: the page plays it; json too, so the folder stands alone.
+    away = tmp_path / "shared"
+    away.mkdir()
+    (away / "standup.mp4").write_bytes((samples_dir / "standup.mp4").read_bytes())
+    res = CliRunner().invoke(main, ["render", str(saved), "-o", str(away), "--format", "all"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.suffix for p in away.iterdir()) == [".html", ".json", ".md", ".mp4", ".srt", ".txt", ".vtt"]
+    assert 'id="player"' in (away / "standup.html").read_text()
+
+
+def test_render_of_a_result_whose_work_folder_is_gone_says_so_once(samples_dir, cache, tmp_path):
+    from click.testing import CliRunner
+
+    from mediapipe_g4.cli import main
+
+    result, _, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script())
+    write_outputs(result, tmp_path, "standup", ["json"], media_dir=result["work_dir"])
+    data = json.loads((tmp_path / "standup.json").read_text())
+    data["work_dir"] = str(tmp_path / "cleaned")
+    (tmp_path / "standup.json").write_text(json.dumps(data))
+    res = CliRunner().invoke(main, ["render", str(tmp_path / "standup.json")])
+    assert res.exit_code == 0, res.output
+    assert "4 of 4 slide images are gone" in res.output and "cannot embed" not in res.output
+    assert "Slide 4" in (tmp_path / "standup.html").read_text()
+
+
 def test_invalid_notes_get_one_repair(samples_dir, cache):
     script = standup_engine_script(["Here are the notes: {\"summary\": \"x\", \"decisions\": [", json.dumps(NOTES)])
     result, engine, _ = run(samples_dir / "standup.mp4", cache, script, fresh=True)
