@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EvalError
+from .result_fields import is_result
 
 # Labels that only number speakers (S1, spk_0, SPEAKER_01, Speaker 2, P05, MEE006): not names.
 _GENERIC_LABEL = re.compile(r"^(?:[a-z]{0,3}|speaker|spkr)[\s_-]*\d+$", re.IGNORECASE)
@@ -232,10 +233,6 @@ def _read_text(path: Path) -> str:
         raise EvalError(f"{path} is not UTF-8 text ({exc})") from exc
 
 
-def _is_result(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("segments"), list) and isinstance(data.get("source"), dict)
-
-
 def load_references(path: Path) -> dict[str, Reference]:
     """References under `path` (a file or a folder, searched recursively), keyed by relative path without suffix.
 
@@ -271,7 +268,7 @@ def load_references(path: Path) -> dict[str, Reference]:
                 p.sources.append(str(file))
         elif suffix == ".json":
             data = _read_json(file)
-            if _is_result(data):
+            if is_result(data):
                 continue  # a result that happens to sit among the references
             is_notes = file.name.lower().endswith(".notes.json") or (
                 isinstance(data, dict) and "segments" not in data and {"decisions", "action_items"} & set(data))
@@ -321,7 +318,7 @@ def load_results(path: Path) -> list[tuple[str, Path, dict]]:
         raise EvalError(f"{path} does not exist; give a result JSON (from transcribe/summarize) or a folder of them")
     if path.is_file():
         data = _read_json(path)
-        if not _is_result(data):
+        if not is_result(data):
             raise EvalError(f"{path} is not a g4media result (no source and segments); give the X.json that "
                             f"`g4media transcribe` or `summarize` wrote")
         return [(path.stem, path, data)]
@@ -333,7 +330,7 @@ def load_results(path: Path) -> list[tuple[str, Path, dict]]:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
             continue  # not ours
-        if _is_result(data):
+        if is_result(data):
             found.append(((file.parent.relative_to(path) / file.stem).as_posix(), file, data))
     if not found:
         raise EvalError(f"no results found in {path}; run `g4media transcribe`, `summarize` or `batch` with "
