@@ -209,6 +209,9 @@ plan_options = _compose(
     click.option("--max-clip", type=click.FloatRange(1, 30), default=30.0, show_default=True,
                  help="Longest clip of one transcription request, in seconds."),
     click.option("--language", default=None, help="Spoken language, e.g. English (default: the model tells)."),
+    click.option("--vocabulary", default=None, metavar="TERMS|@FILE",
+                 help="Names and terms the recording may hold, comma-separated (or @file, one a line), e.g. "
+                      "\"Priya Raman, Kubernetes, OKR\": the model is given their spelling wherever it writes."),
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Seed of the notes' sampling: a rerun with --fresh writes the same notes on the same machine."),
     speaker_options,
@@ -256,7 +259,22 @@ def _plan_options(kw: dict) -> PlanOptions:
 
     return PlanOptions(max_clip=kw["max_clip"], keyframe_tokens=int(kw["keyframe_tokens"]),
                        notes_image_tokens=int(kw["image_tokens"]), language=kw["language"],
-                       translate_to=kw.get("translate_to"), context_tokens=kw["context_tokens"], seed=kw["seed"])
+                       translate_to=kw.get("translate_to"), context_tokens=kw["context_tokens"], seed=kw["seed"],
+                       vocabulary=_vocabulary(kw.get("vocabulary")))
+
+
+def _vocabulary(value: str | None) -> tuple[str, ...]:
+    """--vocabulary: the terms themselves, or @FILE holding them."""
+    from .prompts import parse_vocabulary
+
+    if value and value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise G4Error(f"--vocabulary: cannot read {path}: {reason}") from exc
+    return parse_vocabulary(value)
 
 
 def _audio_track(value: str | None) -> int | str | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import G4Error
 from .notes_schema import NotesParseError, extract_json, parse_time
+from .prompts import with_vocabulary
 from .records import Segment, Speaker
 
 NAMES_PROMPT = (
@@ -23,7 +24,7 @@ NAMES_PROMPT = (
     "Answer with one JSON object mapping speaker ids to {{\"name\", \"quote\", \"time\"}}, where quote is the exact "
     "words from the transcript that show the name and time is that line's time in seconds. Leave out every "
     "speaker whose name the transcript does not show. Speaker ids: {ids}.\n"
-    "Output only the JSON.\n\n{transcript}"
+    "Output only the JSON."
 )
 
 _EVIDENCE_WINDOW = 90.0  # seconds: a quote must be said this close to the time the model gives
@@ -91,7 +92,7 @@ def transcript_lines(segments: Sequence[Segment], names: dict[str, str] | None =
     return [f"[{clock(s.start)}] {(names or {}).get(s.speaker, s.speaker)}: {s.text}" for s in segments if s.text]
 
 
-def names_prompt(segments: Sequence[Segment], max_chars: int = 60_000) -> str:
+def names_prompt(segments: Sequence[Segment], max_chars: int = 60_000, vocabulary: tuple[str, ...] = ()) -> str:
     """The naming prompt; for long meetings only the lines near capitalized words (candidate names)."""
     ids = sorted({s.speaker for s in segments}, key=lambda x: int(x[1:]) if x[1:].isdigit() else 0)
     lines = transcript_lines(segments)
@@ -103,7 +104,7 @@ def names_prompt(segments: Sequence[Segment], max_chars: int = 60_000) -> str:
         lines = [ln for i, ln in enumerate(lines) if i in keep]
         while sum(len(ln) + 1 for ln in lines) > max_chars:
             lines.pop()
-    return NAMES_PROMPT.format(ids=", ".join(ids), transcript="\n".join(lines))
+    return with_vocabulary(NAMES_PROMPT.format(ids=", ".join(ids)), vocabulary) + "\n\n" + "\n".join(lines)
 
 
 def _evidence_ok(name: str, quote: str, time: float | None, segments: Sequence[Segment]) -> float | None:

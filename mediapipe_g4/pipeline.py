@@ -229,10 +229,12 @@ def answer_folder(work: Path, model: str, options: RunOptions) -> Path:
     return work / "answers" / key
 
 
-def name_speakers(engine: Engine, segments: Sequence[Segment], budget_chars: int) -> dict[str, dict[str, Any]]:
+def name_speakers(engine: Engine, segments: Sequence[Segment], budget_chars: int,
+                  vocabulary: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     if not segments:
         return {}
-    request = EngineRequest(kind="names", parts=(TextPart(names_prompt(segments, max_chars=budget_chars)),),
+    prompt = names_prompt(segments, max_chars=budget_chars, vocabulary=vocabulary)
+    request = EngineRequest(kind="names", parts=(TextPart(prompt),),
                             start=segments[0].start, end=segments[-1].end,
                             settings=GenerationSettings(max_new_tokens=400, greedy=True))
     (answer,) = engine.generate([request])
@@ -501,7 +503,8 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
         llm = asr if options.model == options.asr_model else engine_for(options.model)
         unnamed = [sid for sid in diarization.speakers if sid not in overrides]
         if unnamed and segments:
-            found = timer.run("names", lambda: name_speakers(llm, segments, budget_chars=plan.context_budget * 3))
+            found = timer.run("names", lambda: name_speakers(llm, segments, budget_chars=plan.context_budget * 3,
+                                                                    vocabulary=options.plan.vocabulary))
         speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
         counter = notes_counter(plan, options)
         keyframes = slides()  # the names did not need them either

@@ -38,6 +38,7 @@ from .prompts import (
     SECTION_PROMPT,
     clock,
     transcription_parts,
+    with_vocabulary,
 )
 from .records import SAMPLE_RATE, Keyframe, Segment, SpeakerTurn
 from .token_count import SOFT_TOKEN_SIZES, TokenCounter
@@ -59,6 +60,7 @@ class PlanOptions:
     language: str | None = None  # e.g. "English"; None lets the model tell
     translate_to: str | None = None
     layout: str = "text-audio-image"  # order of instruction, clip and keyframe (see prompts.LAYOUTS)
+    vocabulary: tuple[str, ...] = ()  # names and terms to spell right (prompts.parse_vocabulary), in every prompt
     transcribe_max_new_tokens: int = 320  # 30 s of fast speech is ~130 tokens; room for other scripts
     answer_tokens_per_second: float = 10.0  # a clip's answer budget: this many tokens a second of audio + 48
     notes_max_new_tokens: int = 4096
@@ -197,6 +199,7 @@ def plan_transcription(
             language=options.language,
             translate_to=options.translate_to,
             layout=options.layout,
+            vocabulary=options.vocabulary,
         )
         request = EngineRequest(
             kind="transcribe", parts=parts, start=start, end=end, settings=settings,
@@ -263,7 +266,7 @@ def _notes_like(kind: str, instruction: str, body: tuple[Part, ...], start: floa
                 options: PlanOptions, counter: TokenCounter, extra: int, estimated: bool) -> EngineRequest:
     request = EngineRequest(
         kind=kind,
-        parts=(TextPart(instruction), *body),
+        parts=(TextPart(with_vocabulary(instruction, options.vocabulary)), *body),
         start=start,
         end=end,
         system=NOTES_SYSTEM,

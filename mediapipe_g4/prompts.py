@@ -8,6 +8,7 @@ the prompt; a keyframe, if any, after the clip. The order is a setting (`layout`
 from __future__ import annotations
 
 from .engine import AudioPart, ImagePart, Part, TextPart
+from .errors import PlanError
 from .records import clock  # noqa: F401 - re-exported: prompts write times this way
 
 # The model card's prompts. {language} is a language name ("English"); None means: let the model tell.
@@ -32,6 +33,30 @@ AST_PROMPT = (
 )
 KEYFRAME_HINT = "The image after the audio is what was on screen meanwhile; use it only to spell names and terms."
 
+# Names and terms the user gives (`--vocabulary`), for their spelling: said after each instruction.
+VOCABULARY_LINE = "Names and terms that may be said, spelled as they should be written: {terms}."
+MAX_VOCABULARY_CHARS = 600  # the list comes before every clip, and audio is heard worse behind a long text
+
+
+def parse_vocabulary(text: str | None) -> tuple[str, ...]:
+    """`--vocabulary`: terms separated by commas or new lines, trimmed, each once (first spelling kept)."""
+    terms: dict[str, str] = {}
+    for item in (text or "").replace("\n", ",").split(","):
+        term = " ".join(item.split())
+        if term:
+            terms.setdefault(term.casefold(), term)
+    joined = ", ".join(terms.values())
+    if len(joined) > MAX_VOCABULARY_CHARS:
+        raise PlanError(f"--vocabulary is {len(joined)} characters; keep it under {MAX_VOCABULARY_CHARS} (the model "
+                        "reads it before every clip): the names and terms it would otherwise get wrong")
+    return tuple(terms.values())
+
+
+def with_vocabulary(instruction: str, vocabulary: tuple[str, ...] = ()) -> str:
+    """An instruction, with the vocabulary line after it when there is one."""
+    return f"{instruction}\n{VOCABULARY_LINE.format(terms=', '.join(vocabulary))}" if vocabulary else instruction
+
+
 # Where the parts of a transcription request go, first to last. "text" is the instruction.
 DEFAULT_LAYOUT = ("text", "audio", "image")
 LAYOUTS = {
@@ -42,7 +67,8 @@ LAYOUTS = {
 
 
 def transcription_instruction(
-    language: str | None = None, *, translate_to: str | None = None, with_image: bool = False
+    language: str | None = None, *, translate_to: str | None = None, with_image: bool = False,
+    vocabulary: tuple[str, ...] = (),
 ) -> str:
     if translate_to:
         text = AST_PROMPT.format(language=language or "its original language", target=translate_to)
@@ -50,6 +76,7 @@ def transcription_instruction(
         text = ASR_PROMPT.format(language=language)
     else:
         text = ASR_PROMPT_AUTO
+    text = with_vocabulary(text, vocabulary)
     return f"{text}\n{KEYFRAME_HINT}" if with_image else text
 
 
@@ -60,13 +87,15 @@ def transcription_parts(
     language: str | None = None,
     translate_to: str | None = None,
     layout: tuple[str, ...] | str = DEFAULT_LAYOUT,
+    vocabulary: tuple[str, ...] = (),
 ) -> tuple[Part, ...]:
     """The user turn of one transcription request, in the order `layout` names."""
     order = LAYOUTS[layout] if isinstance(layout, str) else tuple(layout)
     if sorted(order) != ["audio", "image", "text"]:
         raise ValueError(f"a layout orders 'text', 'audio' and 'image', got {order!r}")
     pieces: dict[str, Part | None] = {
-        "text": TextPart(transcription_instruction(language, translate_to=translate_to, with_image=image is not None)),
+        "text": TextPart(transcription_instruction(language, translate_to=translate_to, with_image=image is not None,
+                                                   vocabulary=vocabulary)),
         "audio": audio,
         "image": image,
     }

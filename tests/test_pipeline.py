@@ -10,6 +10,7 @@ from fake_engine import ScriptedEngine
 from standup_script import NOTES, standup_engine_script
 
 from mediapipe_g4.diarize import DiarizationOptions
+from mediapipe_g4.engine import AudioPart, TextPart
 from mediapipe_g4.pipeline import RunOptions, process_recording
 from mediapipe_g4.planner import PlanOptions
 from mediapipe_g4.writers import write_outputs
@@ -139,6 +140,34 @@ def test_names_override_and_transcribe_only(samples_dir, cache):
     assert result["speakers"][0]["name"] == "Dana"
     assert result["notes"]["status"] == "skipped"
     assert {r.kind for r in engine.seen} == {"transcribe"}
+
+
+def test_the_vocabulary_is_in_every_prompt_and_in_the_result(samples_dir, cache, tmp_path):
+    from click.testing import CliRunner
+
+    from mediapipe_g4.cli import main
+
+    terms = ("Priya Raman", "Kubernetes")
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script(), fresh=True,
+                            plan=PlanOptions(vocabulary=terms))
+    kinds = set()
+    for request in engine.seen:
+        text = " ".join(p.text for p in request.parts if isinstance(p, TextPart))
+        assert "spelled as they should be written: Priya Raman, Kubernetes." in text, request.kind
+        kinds.add(request.kind)
+    assert kinds == {"transcribe", "names", "notes"}
+    first = engine.seen[0].parts
+    assert isinstance(first[0], TextPart) and isinstance(first[1], AudioPart)  # the clip still follows the text
+    assert result["options"]["plan"]["vocabulary"] == terms
+
+    # The command line: a list, or a file of one term a line; the result says what was given.
+    terms_file = tmp_path / "terms.txt"
+    terms_file.write_text("Priya Raman\nkubernetes\n")
+    from mediapipe_g4 import cli
+
+    assert cli._vocabulary(f"@{terms_file}") == ("Priya Raman", "kubernetes")
+    res = CliRunner().invoke(main, ["plan", str(samples_dir / "standup.mp4"), "--vocabulary", "@" + str(tmp_path / "x")])
+    assert res.exit_code == 1 and "--vocabulary: cannot read" in res.output
 
 
 def test_second_run_reuses_every_answer_without_loading_a_model(samples_dir, cache):

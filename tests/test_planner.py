@@ -178,6 +178,19 @@ def test_a_clips_answer_budget_follows_its_length():
     assert budgets == [64, 320]
 
 
+def test_vocabulary_is_parsed_once_each_and_kept_short():
+    from mediapipe_g4.prompts import ASR_PROMPT, parse_vocabulary, transcription_instruction
+
+    assert parse_vocabulary(" Priya  Raman, kubernetes\nKubernetes,, OKR ") == ("Priya Raman", "kubernetes", "OKR")
+    assert parse_vocabulary(None) == () and parse_vocabulary(" , ") == ()
+    with pytest.raises(PlanError, match="keep it under 600"):
+        parse_vocabulary(",".join(f"Term number {i}" for i in range(60)))
+    assert transcription_instruction("English") == ASR_PROMPT.format(language="English")  # none: the card's prompt
+    with_terms = transcription_instruction("English", vocabulary=("OKR",), with_image=True)
+    assert with_terms.startswith(ASR_PROMPT.format(language="English"))
+    assert "spelled as they should be written: OKR.\nThe image after the audio" in with_terms
+
+
 def test_keyframe_at():
     frames = [Keyframe(0, 14, "a.jpg", 640, 360), Keyframe(14, 31, "b.jpg", 640, 360)]
     assert keyframe_at(frames, 13.9).image_path == "a.jpg"
@@ -215,11 +228,12 @@ def test_every_planned_count_is_the_processors(decoded, processor, name):
     d = decoded[name]
     counter = TokenCounter(processor)
     requests = []
-    for options in (PlanOptions(), PlanOptions(keyframe_tokens=140, language="English"),
+    for options in (PlanOptions(), PlanOptions(keyframe_tokens=140, language="English", vocabulary=("Priya", "OKR")),
                     PlanOptions(keyframe_tokens=70, layout="text-image-audio", max_clip=10)):
         requests += plan_transcription(d["turns"], d["waveform"], d["keyframes"], options, counter)
     timeline = build_timeline(d["segments"], d["keyframes"])
     (whole,) = plan_notes(timeline, 100_000, PlanOptions(), counter)
+    requests += plan_notes(timeline, 100_000, PlanOptions(vocabulary=("Priya Raman", "Kubernetes")), counter)
     requests.append(whole)
     small = PlanOptions(section_max_new_tokens=128, notes_max_new_tokens=256, notes_image_tokens=70)
     for budget in range(whole.tokens + 255, 500, -50):  # the largest budget that needs two sections

@@ -115,6 +115,8 @@ def test_name_overrides_reject_bad_syntax(bad):
 def test_names_prompt_lists_ids_and_lines():
     prompt = names_prompt(SEGMENTS)
     assert "S1, S2, S3" in prompt and "[00:14] S1: Thanks, Bob." in prompt
+    hinted = names_prompt(SEGMENTS, vocabulary=("Roberto",))
+    assert hinted.replace("\nNames and terms that may be said, spelled as they should be written: Roberto.", "") == prompt
 
 
 # --------------------------------------------------------------------------- notes
