@@ -228,6 +228,9 @@ def check_room(shape: Any, device: str, dtype: str, quantize: str | None) -> Non
                      f"the run): {hint}, or a model server (--server URL)")
 
 
+CPU_WARN_PARAMS = 9e9  # the 12B (11.96 B parameters) and larger; not the smaller E4B and E2B
+
+
 class TransformersEngine:
     """Gemma 4 through transformers, in this process."""
 
@@ -240,6 +243,10 @@ class TransformersEngine:
         shape = model_shape(options.model, self.config)
         self.dtype = choose_dtype(shape, self.device, options.dtype, options.quantize)
         check_room(shape, self.device, self.dtype, options.quantize)
+        if self.device == "cpu" and shape.params > CPU_WARN_PARAMS:
+            log.warning("%s runs on the CPU here (no GPU found): a model of %.0f billion parameters takes far longer "
+                        "than the recording itself on a CPU; a GPU, a model server (--server URL) or "
+                        "--model google/gemma-4-E4B-it is much faster", options.model, shape.params / 1e9)
         self.processor = load_processor(options.model)
         self.processor.tokenizer.padding_side = "left"
         self.model = self._load_model(options.model)

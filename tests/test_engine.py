@@ -278,6 +278,26 @@ def test_a_model_bigger_than_free_memory_is_refused_before_loading(tiny_checkpoi
         TransformersEngine(EngineOptions(model=str(tiny_checkpoint)))
 
 
+def test_a_big_model_on_the_cpu_is_said_to_be_slow(tiny_checkpoint, monkeypatch, caplog):
+    from mediapipe_g4 import memory, transformers_engine
+
+    params = memory.count_parameters(load_config(str(tiny_checkpoint)))
+
+    class Loading(Exception):
+        pass
+
+    def load(self, model):
+        raise Loading
+
+    monkeypatch.setattr(TransformersEngine, "_load_model", load)
+    for threshold, warned in ((params * 2, False), (params / 2, True)):  # the tiny model stands in for the 12B
+        monkeypatch.setattr(transformers_engine, "CPU_WARN_PARAMS", threshold)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mediapipe_g4"), pytest.raises(Loading):
+            TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu"))
+        assert ("runs on the CPU here" in caplog.text and "--model google/gemma-4-E4B-it" in caplog.text) == warned
+
+
 def test_dtype_choice():
     from mediapipe_g4 import memory
 
