@@ -100,6 +100,19 @@ def _flat_options(options: Mapping[str, Any], prefix: str = "") -> list[tuple[st
     return flat
 
 
+def _changed_options(options: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The options a result was made with that are not this version's defaults, for the footer (X.json keeps
+    them all): a reader sees what was chosen, not some sixty settings."""
+    from .pipeline import RunOptions
+
+    def as_json(value: Any) -> Any:
+        return json.loads(json.dumps(plain(value), default=str))
+
+    defaults = dict(_flat_options(as_json(RunOptions().to_dict())))
+    return [{"key": key, "value": _compact(value)} for key, value in _flat_options(options)
+            if key not in defaults or defaults[key] != as_json(value)]
+
+
 def _compact(value: Any) -> str:
     """An option's value for people: yes/no for flags, auto for unset."""
     if value is None:
@@ -110,6 +123,8 @@ def _compact(value: Any) -> str:
         return value
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return ", ".join(value)  # e.g. the vocabulary
     if isinstance(value, (Mapping, list, tuple)):
         return json.dumps(plain(value), ensure_ascii=False, separators=(", ", ": "))
     return str(value)
@@ -328,7 +343,7 @@ def report_context(
             "device": one_line(model.get("device")),
             "dtype": one_line(model.get("dtype")),
         },
-        "options": [{"key": k, "value": _compact(v)} for k, v in _flat_options(result.get("options") or {})],
+        "options": _changed_options(result.get("options") or {}),
         "timings": timings,
         "total_time": finite_float(total_time) if total_time is not None else None,
         "version": __version__,

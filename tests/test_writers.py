@@ -632,7 +632,7 @@ def test_markdown_renders_to_safe_html(result, work, out):
     assert len(re.findall(r"<img ", html)) == 4
     assert re.findall(r"<a [^>]*>", html) == []
     assert html.count("<h1>") == 1 and "<table" not in html and "<em>" in html  # only the template's own emphasis
-    assert html.count("<em>") == html.count("<em>unassigned</em>") + html.count("<em>Slide ") + html.count("<em>Made by") + html.count("<em>Options:")
+    assert html.count("<em>") == html.count("<em>unassigned</em>") + html.count("<em>Slide ") + html.count("<em>Made by") + html.count("<em>Options other than the defaults:")
 
 
 def test_very_long_unicode_name(result, out):
@@ -640,3 +640,19 @@ def test_very_long_unicode_name(result, out):
     paths = write_outputs(result, out, stem, ["txt", "srt"])
     assert all(len(p.name.encode()) <= 255 and p.parent == out for p in paths)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)
+
+
+def test_the_footer_shows_the_options_that_are_not_the_defaults(result, tmp_path):
+    from mediapipe_g4.diarize import DiarizationOptions
+    from mediapipe_g4.pipeline import RunOptions
+    from mediapipe_g4.planner import PlanOptions
+
+    made = RunOptions(plan=PlanOptions(vocabulary=("Priya Raman", "OKR")), diarization=DiarizationOptions(num_speakers=3),
+                      names=(("S1", "Dana"),))
+    result["options"] = json.loads(json.dumps(made.to_dict()))  # as X.json holds them
+    footer = visible_text(render("html", result, tmp_path / "x.html")).split("Options other than the defaults")[1]
+    assert "plan.vocabulary Priya Raman, OKR" in footer and "diarization.num_speakers 3" in footer
+    assert "names.S1 Dana" in footer and "max_clip" not in footer and "diarization.window" not in footer
+    assert "plan.vocabulary Priya Raman, OKR" in render("md", result, tmp_path / "x.md")
+    result["options"] = json.loads(json.dumps(RunOptions().to_dict()))
+    assert "Options other than" not in render("html", result, tmp_path / "x.html")
