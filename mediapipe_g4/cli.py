@@ -185,6 +185,10 @@ audio_track_option = click.option(
     help="Which audio track of a file with several (OBS and other recorders keep the mic and the desktop apart): "
          "N (1 = the first, the default) or all (mixed). `g4media probe` lists them.")
 
+cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False), default=None,
+    help="Work folder root (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media).")
+
 speaker_options = _compose(
     click.option("--speakers", type=click.IntRange(min=1), default=None, help="Number of speakers, if known."),
     click.option("--min-speakers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -232,8 +236,7 @@ run_options = _compose(
                  help="Decode with a static cache and torch.compile (default: on CUDA GPUs). The first run "
                       "compiles each batch shape; later runs reuse the compiled kernels."),
     click.option("--translate-to", default=None, help="Translate the speech into this language (e.g. English)."),
-    click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                 help="Work folder root (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media)."),
+    cache_dir_option,
     click.option("--fresh", is_flag=True, help="Ignore finished work in the work folder and redo everything."),
     click.option("--engine", type=click.Choice(["transformers", "openai"]), default="transformers", show_default=True,
                  help="Run the model in this process (transformers) or send the requests to a model server "
@@ -338,18 +341,22 @@ def _run_options(kw: dict, *, summarize: bool, formats: list[str]) -> RunOptions
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @model_options
 @plan_options
+@cache_dir_option
 def plan(file: Path, as_json: bool, **kw) -> None:
-    """Show the model requests a recording needs, their exact token counts and the memory, without the weights."""
+    """Show the model requests a recording needs, their token counts (exact with the model's processor files, else
+    estimated) and the memory, without the weights."""
+    from . import media
     from .pipeline import RunOptions, prepare_recording
     from .planner import format_plan, make_plan
     from .progress import progress_hook
 
     with progress_hook(not as_json) as hook:  # the same audio, slides and turns as summarize (and its cache)
-        ready = prepare_recording(file, RunOptions(diarization=_diarization_options(kw),
+        ready = prepare_recording(file, RunOptions(diarization=_diarization_options(kw), cache_dir=kw["cache_dir"],
                                                    audio_track=_audio_track(kw["audio_track"])), hook=hook)
     result = make_plan(ready.waveform, ready.diarization.turns, ready.keyframes(), model=kw["model"],
                        options=_plan_options(kw), device=kw["device"], dtype=kw["dtype"], quantize=kw["quantize"],
                        sources=ready.sources())
+    media.release_audio(ready.work)  # the turns and slides stay cached; the decoded audio is big and quick to redo
     if as_json:
         _echo_json(result.to_dict())
     else:
@@ -361,20 +368,26 @@ def plan(file: Path, as_json: bool, **kw) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print {duration, speakers, turns} as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {duration, speakers, turns} as JSON (and sides: each speaker's channel, for a call split "
+                   "by channel).")
 @click.option("--rttm", "rttm_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the turns as an RTTM file here.")
 @speaker_options
+@cache_dir_option
 def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     """Who spoke when: speaker turns (S1, S2, ...) from voice embeddings, without the model."""
+    from . import media
     from .diarize import write_rttm
     from .pipeline import RunOptions, prepare_recording
     from .progress import progress_hook
 
     options = RunOptions(diarization=_diarization_options(kw), audio_track=_audio_track(kw["audio_track"]),
-                         slides=False)
+                         slides=False, cache_dir=kw["cache_dir"])
     with progress_hook(not as_json) as hook:  # the same audio and turns as summarize (and its cache)
-        result = prepare_recording(file, options, hook=hook).diarization
+        ready = prepare_recording(file, options, hook=hook)
+    media.release_audio(ready.work)  # the turns stay cached; the decoded audio is big and quick to redo
+    result = ready.diarization
     if rttm_path is not None:
         write_rttm(result, rttm_path, file_id=file.stem)
     if as_json:

@@ -112,8 +112,10 @@ class RunOptions:
         return _changed(made, self.outcome(), RunOptions().outcome())
 
 
+# Settings of how and where the model runs, not of what it is asked or which model answers (`served_model`, the
+# model's name on a server, does count: another name there is another model).
 _RUNTIME_ONLY = ("engine", "device", "assistant", "batch_size", "compile", "fresh", "server", "server_api",
-                 "api_key_env", "concurrency", "served_model", "server_timeout")
+                 "api_key_env", "concurrency", "server_timeout")
 
 
 def _changed(made: dict[str, Any], wanted: dict[str, Any], default: dict[str, Any], prefix: str = "") -> list[str]:

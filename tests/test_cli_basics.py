@@ -163,3 +163,12 @@ def test_render_names_what_is_wrong_with_a_result_and_writes_nothing(tmp_path, c
     line = assert_one_error_line(g4media("render", str(good), str(bad)))
     assert "bad.json" in line and says in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "good.json"]  # every input checked first
+
+
+def test_diarize_keeps_its_turns_in_the_cache_dir_given_and_not_the_decoded_audio(samples_dir, tmp_path):
+    out = g4media("diarize", str(samples_dir / "phone_call.wav"), "--json", "--cache-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["turns"]
+    kept = [p.name for p in tmp_path.rglob("*") if p.is_file()]
+    # The turns, for a rerun or summarize to reuse; not the decoded audio (64 KB a second of recording).
+    assert len(kept) == 1 and kept[0].startswith("turns-") and kept[0].endswith(".json"), kept

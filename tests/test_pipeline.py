@@ -575,3 +575,5 @@ def test_done_before_compares_the_settings_the_x_json_has(tmp_path):
     split = options(diarization=DiarizationOptions(sides="split"))
     assert split.changed_from(made) == ["diarization.sides"]  # made before it, so at its default then
     assert options(diarization=DiarizationOptions(sides="auto")).changed_from(made) == []
+    assert options(server="http://gpu:8000/v1", engine="openai").changed_from(made) == []  # where it runs
+    assert options(served_model="gemma4:e4b").changed_from(made) == ["served_model"]  # which model answers
