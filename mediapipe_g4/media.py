@@ -204,6 +204,17 @@ def _rate(text: str | None) -> float | None:
     return num_f / den_f if den_f else None
 
 
+def _tag_duration(stream: dict) -> float | None:
+    """A stream's length from its DURATION tag ("00:00:38.115000000"), which Matroska and WebM files carry
+    instead of a stream duration; None without one."""
+    tags = {str(k).upper(): v for k, v in (stream.get("tags") or {}).items()}
+    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", str(tags.get("DURATION") or "").strip())
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def _rotation(stream: dict) -> int:
     for side in stream.get("side_data_list") or []:
         if "rotation" in side:
@@ -228,7 +239,7 @@ def _media_info(path: Path, data: dict) -> MediaInfo:
                 sample_rate=int(_float(st.get("sample_rate"), 0) or 0),
                 channels=int(st.get("channels") or 0),
                 channel_layout=st.get("channel_layout"),
-                duration=_float(st.get("duration")),
+                duration=_float(st.get("duration")) or _tag_duration(st),
                 title=(st.get("tags") or {}).get("title") or None,
                 language=_language((st.get("tags") or {}).get("language")),
             ))
@@ -486,8 +497,11 @@ def audio_shortfall(info: MediaInfo, decoded_seconds: float, track: AudioTrack =
     """What to tell the user when less audio decoded than the file states (a recording cut off by a crash, a
     full disk or an unfinished copy: FFmpeg decodes up to the damage and exits 0), or None. The transcript
     then covers only the part that decoded, which a reader of the report has to know."""
-    durations = [info.audio_streams[p].duration for p in audio_tracks(info, track)] if info.audio_streams else []
-    stated = max((d for d in durations if d), default=None) or info.duration
+    picks = audio_tracks(info, track) if info.audio_streams else ()
+    stated = max((d for p in picks if (d := info.audio_streams[p].duration)), default=None)
+    if stated is None and len(picks) == len(info.audio_streams):
+        stated = info.duration  # the file's length stands for its audio's
+    # (Without its own length, a track taken from several may just be shorter than the file: nothing to say.)
     if not stated or decoded_seconds >= stated - max(1.0, 0.02 * stated):
         return None
     return (f"only the first {clock(decoded_seconds)} of the {clock(stated)} of audio the file states could be "

@@ -188,6 +188,19 @@ def test_audio_shortfall_is_said_past_a_second_or_two_percent(decoded, said):
         assert short.startswith(f"only the first 00:0{int(decoded)} of the 00:10 of audio")
 
 
+def test_a_track_of_unknown_length_is_judged_against_the_file_only_when_it_is_all_the_audio():
+    def info(*durations):
+        tracks = tuple(AudioStream(index=i, codec="aac", sample_rate=16000, channels=1, duration=d)
+                       for i, d in enumerate(durations))
+        return MediaInfo(path="x.mkv", format_name="matroska", duration=60.0, start_time=0.0, size_bytes=1,
+                         audio_streams=tracks)
+
+    assert media.audio_shortfall(info(None), 30.0) is not None  # the file's length is its one track's
+    assert media.audio_shortfall(info(None, None), 30.0, 1) is None  # the other track may be the long one
+    assert media.audio_shortfall(info(None, None), 30.0, "all") is not None
+    assert media.audio_shortfall(info(50.0, None), 30.0, 1) is not None  # its own length says it is cut off
+
+
 def test_audio_tracks_one_by_number_or_all_mixed(samples_dir, tmp_path):
     """A recording with two named audio tracks (as OBS writes them): the first by default, another by number, or
     both summed on one clock; each choice is its own work folder; a track that is not there is a clear error."""
@@ -217,6 +230,11 @@ def test_audio_tracks_one_by_number_or_all_mixed(samples_dir, tmp_path):
     assert len(mixed) >= max(len(first), len(second)) - 2 * SAMPLE_RATE // 100
     n = min(len(first), len(second), len(mixed))
     assert np.allclose(mixed[:n], tracks[1][:n] + tracks[2][:n], atol=1e-3)  # summed, not averaged
+    # Each track's own length (Matroska's DURATION tags): the shorter track is not taken for a cut-off file.
+    lengths = [a.duration for a in info.audio_streams]
+    assert lengths == pytest.approx([len(first) / SAMPLE_RATE, len(second) / SAMPLE_RATE], abs=0.05)
+    assert lengths[0] < info.duration - 2
+    assert all(media.audio_shortfall(info, len(tracks[c]) / SAMPLE_RATE, c) is None for c in (1, 2, "all"))
     for bad in (3, 0):
         with pytest.raises(MediaError, match=r'has 2 audio tracks \(1 "Mic", 2 "Desktop" \(eng\)\); --audio-track '
                                              r"takes 1 to 2 or all"):
