@@ -183,7 +183,8 @@ model_options = _compose(
 audio_track_option = click.option(
     "--audio-track", default=None, metavar="N|all",
     help="Which audio track of a file with several (OBS and other recorders keep the mic and the desktop apart): "
-         "N (1 = the first, the default) or all (mixed). `g4media probe` lists them.")
+         "N (1 = the first, the default) or all (mixed, or the sides of a call when each holds its own voices). "
+         "`g4media probe` lists them.")
 
 cache_dir_option = click.option(
     "--cache-dir", type=click.Path(file_okay=False), default=None,
@@ -233,8 +234,8 @@ run_options = _compose(
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="Requests per model batch (default: from free memory)."),
     click.option("--compile/--no-compile", "compile_decode", default=None,
-                 help="Decode with a static cache and torch.compile (default: on CUDA GPUs). The first run "
-                      "compiles each batch shape; later runs reuse the compiled kernels."),
+                 help="Decode with a static cache and torch.compile (default: on CUDA GPUs, off with --quantize). The "
+                      "first run compiles each batch shape; later runs reuse the compiled kernels."),
     click.option("--translate-to", default=None, help="Translate the speech into this language (e.g. English)."),
     cache_dir_option,
     click.option("--fresh", is_flag=True, help="Ignore finished work in the work folder and redo everything."),
@@ -242,7 +243,7 @@ run_options = _compose(
                  help="Run the model in this process (transformers) or send the requests to a model server "
                       "(openai: vLLM, llama.cpp, Ollama; see docs/SERVING.md)."),
     click.option("--server", default=None, metavar="URL",
-                 help="The model server for --engine openai, e.g. http://localhost:8000/v1."),
+                 help="Send the requests to this model server (implies --engine openai), e.g. http://localhost:8000/v1."),
     click.option("--server-api", type=click.Choice(["openai", "vllm", "ollama"]), default="openai", show_default=True,
                  help="How media go to the server: OpenAI input_audio parts, vLLM audio_url, or Ollama's /api/chat."),
     click.option("--api-key-env", default=None, metavar="NAME",
@@ -502,7 +503,8 @@ def summarize(files: tuple[Path, ...], **kw) -> None:
 @click.option("--transcribe-only", is_flag=True, help="Transcripts only, no names or notes.")
 @click.option("--format", default=None,
               help=f"Outputs per recording (default: {SUMMARIZE_FORMATS}; "
-                   f"with --transcribe-only: {TRANSCRIBE_FORMATS}).")
+                   f"with --transcribe-only: {TRANSCRIBE_FORMATS}); json is always written (it tells a later "
+                   f"run what is done).")
 def batch(folder: Path, **kw) -> None:
     """Process every recording in a folder (found by content), skip those done, write index.html."""
     from .batch import default_workers, run_batch
@@ -593,7 +595,8 @@ def eval_(results: Path, references: Path, as_json: bool, collar: float) -> None
     """Score results (X.json, or a batch output folder) against references (RTTM, STM, segments JSON, notes JSON).
 
     WER, cpWER, DER, JER, speaker counts, naming accuracy, notes recall and speed, per recording and overall.
-    References pair with results by name: X.json <-> X.rttm, X.stm, X.truth.json, X.notes.json.
+    References pair with results by name: X.json <-> X.rttm, X.stm, X.truth.json (or X.json: segments),
+    X.notes.json.
     """
     from .evaluate import evaluate, format_table
 
