@@ -104,25 +104,41 @@ def check_model(model: str | None) -> dict[str, Any]:
     cached = try_to_load_from_cache(model, "config.json")
     if isinstance(cached, str):
         return _fits(model, f"{model} is in the Hugging Face cache")
-    return _check("model", "warn", f"{model} is not downloaded: run `hf download {model}` (about 24 GB for "
-                  "the 12B), or pass --model /path/to/folder", model=model)
+    missing = f"{model} is not downloaded: run `hf download {model}` (about 24 GB for the 12B), or pass --model " \
+              "/path/to/folder"
+    from .memory import GEMMA4_12B
+
+    if model != GEMMA4_12B.name:
+        return _check("model", "warn", missing, model=model)
+    # The default model's shape is known without the download: say whether it would fit here.
+    fits, said, extra = _fit(model, GEMMA4_12B)
+    verdict = f"once downloaded it {said}" if fits else f"it would not fit here: {said}"
+    return _check("model", "warn", f"{missing}; {verdict}", model=model, **extra)
 
 
 def _fits(model: str, where: str) -> dict[str, Any]:
-    """The model check of a model that is here: whether its weights fit on the best device, in which dtype."""
+    """The model check of a model that is here."""
+    fits, said, extra = _fit(model)
+    return _check("model", "ok" if fits else "warn", f"{where}; {said}" if fits else f"{where}, but {said}",
+                  model=model, **extra)
+
+
+def _fit(model: str, shape: Any = None) -> tuple[bool, str, dict[str, Any]]:
+    """Whether a model's weights fit on the best device here, what to say about it, and the device and dtype.
+    `shape`: the model's, when it is known without its config."""
     from .errors import G4Error
     from .memory import GB, choose_dtype, pick_device, weights_bytes
     from .transformers_engine import check_room, model_shape
 
     try:
         device = pick_device()
-        shape = model_shape(model)
+        shape = shape or model_shape(model)
         dtype = choose_dtype(shape, device)
         check_room(shape, device, dtype, None)
     except G4Error as exc:
-        return _check("model", "warn", f"{where}, but {exc}", model=model)
-    return _check("model", "ok", f"{where}; runs on {device} in {dtype} ({weights_bytes(shape, dtype) / GB:.1f} GB "
-                  "of weights)", model=model, device=device, dtype=dtype)
+        return False, str(exc), {}
+    return True, f"runs on {device} in {dtype} ({weights_bytes(shape, dtype) / GB:.1f} GB of weights)", \
+        {"device": device, "dtype": dtype}
 
 
 def versions() -> dict[str, str]:

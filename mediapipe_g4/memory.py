@@ -141,14 +141,15 @@ def weights_room(device: str) -> tuple[float, str, bool]:
 
 def choose_dtype(shape: ModelShape, device: str, requested: str | None = None, quantize: str | None = None) -> str:
     """The dtype to compute in: as asked, else `pick_dtype`'s (with bitsandbytes on CUDA: the GPU's 16 bits); but
-    a CPU takes the weights' own bfloat16 when float32 weights would not fit in free RAM and swap and bfloat16 ones
-    would: half the memory, faster to decode on this project's CPU (AVX512-BF16), slower to prefill."""
+    a CPU takes the weights' own bfloat16 when float32 weights would not fit in free RAM and swap: half the memory,
+    faster to decode on this project's CPU (AVX512-BF16), slower to prefill (and when bfloat16 does not fit either,
+    the error says how far the smaller of the two is from fitting)."""
     if quantize and requested in (None, "auto") and device.startswith("cuda"):
         return pick_dtype(device)
     dtype = pick_dtype(device, requested)
     if dtype == "float32" and requested in (None, "auto") and device == "cpu":
         room = weights_room(device)[0]
-        if weights_bytes(shape, "float32") > room >= weights_bytes(shape, "bfloat16"):
+        if weights_bytes(shape, "float32") > room:
             return "bfloat16"
     return dtype
 
