@@ -9,6 +9,7 @@ what cannot be grounded is dropped, never guessed.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .records import Segment
+
+log = logging.getLogger("mediapipe_g4")
 
 
 class _Item(BaseModel):
@@ -53,9 +56,11 @@ class Notes(BaseModel):
     chapters: list[Chapter] = []
     questions: list[TextAtTime] = []
 
-    @field_validator("decisions", "questions", "action_items", mode="before")
+    @field_validator("decisions", "questions", "action_items", "chapters", mode="before")
     @classmethod
     def _strings_are_items(cls, value: Any) -> Any:
+        if value is None:  # "questions": null, for none
+            return []
         if isinstance(value, list):
             return [{"text": v} if isinstance(v, str) else v for v in value if v not in (None, "", {})]
         return value
@@ -96,7 +101,10 @@ def parse_time(value: Any) -> float | None:
 
 
 def extract_json(answer: str) -> Any:
-    """The JSON object in a model answer: bare, in a ``` fence, or with prose around it."""
+    """The JSON object in a model answer: bare, in a ``` fence, or with prose around it. An object with the slips
+    language models make (a trailing comma, single quotes, a raw newline or an unescaped quote in a string,
+    Python's True/None, a comment, a missing comma) is read with `json_repair` rather than costing a second
+    answer; one that is cut off (no closing brace: the answer ran out of tokens) is not patched up."""
     text = answer.strip()
     fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
     if fence:
@@ -106,16 +114,34 @@ def extract_json(answer: str) -> Any:
         raise NotesParseError("the answer holds no JSON object")
     if end <= start:
         raise NotesParseError("the JSON object is not closed (the answer may have been cut off)")
+    candidate = text[start : end + 1]
     try:
-        return json.loads(text[start : end + 1])
+        return json.loads(candidate)
     except json.JSONDecodeError as exc:
-        raise NotesParseError(f"the JSON does not parse: {exc}") from exc
+        repaired = _repaired(candidate)
+        if repaired is None:
+            raise NotesParseError(f"the JSON does not parse: {exc}") from exc
+        log.info("the model's JSON did not parse (%s); read it with json_repair", exc)
+        return repaired
+
+
+def _repaired(text: str) -> dict[str, Any] | None:
+    """`text` read by json_repair, if that gives a non-empty object."""
+    import json_repair
+
+    try:
+        value = json_repair.loads(text)
+    except Exception:  # noqa: BLE001 - a repair that fails is a parse error, said by the caller
+        return None
+    return value if isinstance(value, dict) and value else None
 
 
 def parse_notes(answer: str) -> Notes:
     data = extract_json(answer)
     if not isinstance(data, dict):
         raise NotesParseError("the answer's JSON is not an object")
+    if not set(data) & set(Notes.model_fields):
+        raise NotesParseError(f"the JSON object has none of the notes' fields ({', '.join(Notes.model_fields)})")
     try:
         return Notes.model_validate(data)
     except ValidationError as exc:

@@ -124,6 +124,15 @@ def test_invalid_notes_get_one_repair(samples_dir, cache):
     assert [r.kind for r in engine.seen if r.kind.startswith("notes")] == ["notes", "notes_repair"]
 
 
+def test_notes_with_a_json_slip_need_no_second_answer(samples_dir, cache):
+    slipped = json.dumps(NOTES, indent=1)[:-1].rstrip() + ",\n}"  # a trailing comma before the closing brace
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(slipped)
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script([slipped]), fresh=True)
+    assert result["notes"]["status"] == "ok" and result["notes"]["summary"] == NOTES["summary"]
+    assert [r.kind for r in engine.seen if r.kind.startswith("notes")] == ["notes"]
+
+
 def test_notes_that_stay_invalid_are_reported_and_the_rest_is_kept(samples_dir, cache, tmp_path):
     script = standup_engine_script(["no json", "still no json"])
     result, _, _ = run(samples_dir / "standup.mp4", cache, script, fresh=True)

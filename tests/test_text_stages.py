@@ -149,13 +149,27 @@ def test_parse_and_ground_good_notes():
 @pytest.mark.parametrize("answer, why", [
     ("I could not find anything to summarize.", "no JSON object"),
     ('{"summary": "x", "decisions": [', "not closed"),
-    ('{"summary": "x", "decisions": [}', "does not parse"),
+    ('{ ] }', "does not parse"),
+    ('{"minutes": "x"}', "none of the notes' fields"),
+    ("Here: {qAak lid ]]] }", "does not parse"),  # what json_repair makes of it is no object
     ('{"summary": "x", "chapters": [{"title": "no start"}]}', "chapters"),
     ('{"summary": "x", "action_items": [{"owner": "Bob"}]}', "action_items"),
 ])
 def test_malformed_notes_say_why(answer, why):
     with pytest.raises(NotesParseError, match=why):
         parse_notes(answer)
+
+
+@pytest.mark.parametrize("answer", [
+    '{"summary": "x", "decisions": ["Ship it",],}',  # trailing commas
+    "{'summary': 'x', 'decisions': ['Ship it']}",  # single quotes
+    '{"summary": "x\nand more", "decisions": ["Ship it"], "questions": None}',  # a raw newline, Python's None
+    '{"summary": "He said "ship it" today", "decisions": ["Ship it"]}',  # an unescaped quote
+    '```json\n{"summary": "x", // the gist\n "decisions": ["Ship it"]}\n```',  # a comment, in a fence
+])
+def test_notes_with_the_usual_json_slips_are_read_without_asking_again(answer):
+    notes = parse_notes(answer)
+    assert notes.summary and [d.text for d in notes.decisions] == ["Ship it"]
 
 
 @pytest.mark.parametrize("value, seconds", [(83, 83.0), ("83.5", 83.5), ("01:23", 83.0), ("[1:02:03]", 3723.0),
