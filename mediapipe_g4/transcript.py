@@ -1,8 +1,8 @@
 """Model answers to transcription requests -> transcript segments.
 
 Each clip's answer is cleaned (thinking blocks and special tokens are gone already; here: repetition
-loops, junk without words, the translation prompt's two halves), and clips that were cut from one
-speaker turn are joined back into one segment with the turn's start, end and speaker.
+loops, junk without words, a clip that only names a sound, the translation prompt's two halves), and clips
+that were cut from one speaker turn are joined back into one segment with the turn's start, end and speaker.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ _JOIN_GAP = 0.3  # seconds: clips of one speaker this close were cut from one tu
 _LOOP = re.compile(r"(\S(?:.{0,98}?\S)?)(?:[\s,.;:!?-]+\1){3,}", re.DOTALL)
 _CHAR_LOOP = re.compile(r"(\S{1,8}?)\1{7,}")  # "hahahahahahahaha", CJK loops with no spaces
 _HAS_WORD = re.compile(r"\w", re.UNICODE)
+# A sound described instead of speech: "[music]", "(laughs)", "*applause*", "【音乐】".
+_SOUND_TAG = re.compile(r"[\[(（【][^\])）】]{0,40}[\])）】]|\*[^*]{1,40}\*")
 
 
 def clean_transcript_text(text: str) -> str:
@@ -32,8 +34,8 @@ def clean_transcript_text(text: str) -> str:
         if collapsed == text:
             break
         text = collapsed
-    if not _HAS_WORD.search(text):
-        return ""
+    if not _HAS_WORD.search(_SOUND_TAG.sub("", text)):
+        return ""  # no words, or only sounds described ("[music]" is no one's speech)
     return text.strip(" \"'")
 
 

@@ -49,6 +49,8 @@ def req(start, end, speaker, kind="transcribe"):
     ("...  ♪ ♪", ""),
     ("", ""),
     ("Line one\nline two", "Line one line two"),
+    ("[Music]", ""), ("(laughs) [applause]", ""), ("*coughs*", ""), ("【音乐】", ""),  # sounds, no one's speech
+    ("Okay, fine (laughs).", "Okay, fine (laughs)."), ("The [redacted] plan", "The [redacted] plan"),
 ])
 def test_clean_transcript_text(raw, clean):
     assert clean_transcript_text(raw) == clean
