@@ -77,6 +77,10 @@ class NotesParseError(ValueError):
     """The answer is not valid notes JSON; the message says why (it goes into the repair prompt)."""
 
 
+class NotesCutOff(NotesParseError):
+    """The answer's JSON object is not closed: it ran out of tokens."""
+
+
 _CLOCK = re.compile(r"^\[?(?:(\d+):)?(\d{1,2}):(\d{2}(?:\.\d+)?)\]?$")
 
 
@@ -113,7 +117,7 @@ def extract_json(answer: str) -> Any:
     if start < 0:
         raise NotesParseError("the answer holds no JSON object")
     if end <= start:
-        raise NotesParseError("the JSON object is not closed (the answer may have been cut off)")
+        raise NotesCutOff("the JSON object is not closed (the answer may have been cut off)")
     candidate = text[start : end + 1]
     try:
         return json.loads(candidate)

@@ -25,7 +25,7 @@ from .engine import Engine, EngineRequest, GenerationSettings, TextPart
 from .errors import G4Error, MediaError
 from .memory import pick_device
 from .names import build_speakers, names_prompt, parse_names, resolve_side_names
-from .notes_schema import NotesParseError, ground_notes, parse_notes
+from .notes_schema import NotesCutOff, NotesParseError, ground_notes, parse_notes
 from .planner import (
     Plan,
     PlanOptions,
@@ -53,8 +53,11 @@ NOTES_REPAIR_PROMPT = (
     "The text below was meant to be meeting notes as one JSON object with the keys \"summary\" (string), "
     "\"decisions\" (list of strings), \"action_items\" (list of {{\"text\", \"owner\", \"due\", \"time\"}}), "
     "\"chapters\" (list of {{\"start\", \"title\"}}) and \"questions\" (list of strings), but it is not valid: "
-    "{error}.\nRewrite it as that JSON object, keeping its content. Output only the JSON.\n\n{answer}"
+    "{error}.\nRewrite it as that JSON object, keeping its content{shorter}. Output only the JSON.\n\n{answer}"
 )
+# Said when the notes ran out of tokens: the rewrite must be shorter to fit, and it starts from their beginning.
+NOTES_SHORTER = ", but shorter, so that all of it fits: at most {words} words in all"
+REPAIR_CHARS = 12_000  # of the invalid answer, into the repair prompt
 
 
 @dataclass(frozen=True)
@@ -279,9 +282,12 @@ def write_notes(
         notes = parse_notes(answer)
     except NotesParseError as first:
         log.info("notes answer invalid (%s); asking once for a repair", first)
+        cut_off = isinstance(first, NotesCutOff)  # its beginning is what to keep; else its end holds the JSON
+        shorter = NOTES_SHORTER.format(words=int(options.notes_max_new_tokens * 0.4)) if cut_off else ""
+        shown = answer[:REPAIR_CHARS] if cut_off else answer[-REPAIR_CHARS:]
         repair = EngineRequest(
             kind="notes_repair",
-            parts=(TextPart(NOTES_REPAIR_PROMPT.format(error=first, answer=answer[-12000:])),),
+            parts=(TextPart(NOTES_REPAIR_PROMPT.format(error=first, answer=shown, shorter=shorter)),),
             settings=GenerationSettings(max_new_tokens=options.notes_max_new_tokens, greedy=True),
         )
         try:

@@ -117,11 +117,19 @@ def test_render_of_a_result_whose_work_folder_is_gone_says_so_once(samples_dir, 
     assert "Slide 4" in (tmp_path / "standup.html").read_text()
 
 
-def test_invalid_notes_get_one_repair(samples_dir, cache):
-    script = standup_engine_script(["Here are the notes: {\"summary\": \"x\", \"decisions\": [", json.dumps(NOTES)])
-    result, engine, _ = run(samples_dir / "standup.mp4", cache, script, fresh=True)
+@pytest.mark.parametrize("cut_off", [True, False])
+def test_invalid_notes_get_one_repair(samples_dir, cache, cut_off):
+    """One repair request; notes that ran out of tokens are asked for again shorter, from their beginning (a long
+    answer's tail would lose the summary), others are shown from their end (where the JSON is)."""
+    head = "Here are the notes: " + "x" * 13_000
+    bad = head + ('{"summary": "x", "decisions": [' if cut_off else "no JSON here")
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script([bad, json.dumps(NOTES)]),
+                            fresh=True)
     assert result["notes"]["status"] == "ok"
     assert [r.kind for r in engine.seen if r.kind.startswith("notes")] == ["notes", "notes_repair"]
+    prompt = engine.seen[-1].parts[0].text
+    assert ("Here are the notes: " in prompt) == cut_off and ("but shorter, so that all of it fits" in prompt) == cut_off
+    assert ("no JSON here" in prompt) != cut_off
 
 
 def test_notes_with_a_json_slip_need_no_second_answer(samples_dir, cache):
