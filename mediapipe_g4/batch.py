@@ -110,7 +110,10 @@ def run_batch(
     starts, so it can be prepared meanwhile (`pipeline.Lookahead`).
     """
     formats = list(dict.fromkeys([*formats, "json"]))  # the JSON tells a later run what is done
-    found = find_recordings(folder, recursive=recursive, exclude=out_dir.resolve())
+    # A folder of outputs inside the recordings' folder is left out (a recording copied beside its report, for the
+    # page's player, is not a new one); outputs beside the recordings, or above them, leave out nothing.
+    out, root = out_dir.resolve(), folder.resolve()
+    found = find_recordings(folder, recursive=recursive, exclude=out if root in out.parents else None)
 
     def one(path: Path, broken: str | None) -> tuple[dict[str, Any], str, str, bool]:
         return _one(folder, out_dir, formats, process, path, broken, redo=redo, changed=changed)

@@ -532,11 +532,12 @@ def batch(folder: Path, **kw) -> None:
     report = run_batch(folder, out_dir, formats, process, recursive=kw["recursive"], redo=kw["fresh"],
                        on_file=on_file, workers=workers, ahead=ahead.queue if ahead is not None else None,
                        changed=options.changed_from)
+    if not report.entries:
+        raise G4Error(f"no recordings found in {folder} (audio and video files, found by content"
+                      f"{'' if kw['recursive'] else '; -r looks in its sub-folders too'})")
     ok = len(report.entries) - report.failed
     click.echo(f"{ok} done ({len(report.skipped)} from before), {report.failed} failed; "
                f"index: {out_dir / 'index.html'}")
-    if not report.entries:
-        click.echo(f"(no recordings found in {folder})")
     if report.failed:
         sys.exit(1)
 

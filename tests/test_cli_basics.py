@@ -174,3 +174,10 @@ def test_diarize_keeps_its_turns_in_the_cache_dir_given_and_not_the_decoded_audi
     kept = [p.name for p in tmp_path.rglob("*") if p.is_file()]
     # The turns, for a rerun or summarize to reuse; not the decoded audio (64 KB a second of recording).
     assert len(kept) == 1 and kept[0].startswith("turns-") and kept[0].endswith(".json"), kept
+
+
+def test_batch_of_a_folder_without_recordings_is_an_error(tmp_path, tiny_checkpoint):
+    (tmp_path / "notes.txt").write_text("not a recording")
+    line = assert_one_error_line(g4media("batch", str(tmp_path), "--model", str(tiny_checkpoint), "-o",
+                                         str(tmp_path / "out")))
+    assert "no recordings found in" in line and "-r looks in its sub-folders too" in line

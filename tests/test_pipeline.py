@@ -594,3 +594,28 @@ def test_done_before_compares_the_settings_the_x_json_has(tmp_path):
     assert options(diarization=DiarizationOptions(sides="auto")).changed_from(made) == []
     assert options(server="http://gpu:8000/v1", engine="openai").changed_from(made) == []  # where it runs
     assert options(served_model="gemma4:e4b").changed_from(made) == ["served_model"]  # which model answers
+
+
+@pytest.mark.parametrize("where", ["above", "same", "inside"])
+def test_batch_finds_the_recordings_wherever_the_outputs_go(samples_dir, tmp_path, where):
+    """Outputs above the recordings (`cd work; g4media batch recs`, -o . by default) or beside them leave out no
+    recording; a folder of outputs inside the recordings' folder is left out (a copy beside its report)."""
+    import shutil
+
+    from mediapipe_g4.batch import run_batch
+    from mediapipe_g4.workdir import file_sha256
+
+    folder = tmp_path / "recs"
+    (folder / "notes").mkdir(parents=True)
+    shutil.copy(samples_dir / "phone_call.wav", folder / "call.wav")
+    shutil.copy(samples_dir / "interview.mp3", folder / "notes" / "interview.mp3")
+    out = {"above": tmp_path, "same": folder, "inside": folder / "notes"}[where]
+    done = []
+
+    def process(path: Path) -> dict:
+        done.append(path.relative_to(folder).as_posix())
+        return {"source": {"path": str(path), "name": path.name, "sha256": file_sha256(path)}, "segments": []}
+
+    report = run_batch(folder, out, ["json"], process, recursive=True)
+    assert done == (["call.wav"] if where == "inside" else ["call.wav", "notes/interview.mp3"])
+    assert report.failed == 0
