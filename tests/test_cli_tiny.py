@@ -139,8 +139,8 @@ def test_missing_model_is_a_clear_error(samples_dir, cache, tmp_path):
 
 
 def test_a_model_too_big_for_this_machine_is_refused_before_any_work(samples_dir, tiny_checkpoint, tmp_path):
-    """A folder whose weights index states 24 GB (a 12B in bf16, so 48 GB in float32 on this CPU) and a machine
-    without that much free: one line at once, before the recording is decoded."""
+    """A folder whose weights index states twice this machine's free memory in 16 bits: one line at once, before
+    the recording is decoded, naming the 16-bit need (the nearer miss; float32 would need twice that)."""
     import psutil
 
     big = tmp_path / "big-model"
@@ -151,7 +151,7 @@ def test_a_model_too_big_for_this_machine_is_refused_before_any_work(samples_dir
     out = g4media("transcribe", str(samples_dir / "phone_call.wav"), "--model", str(big), "-o", str(tmp_path / "o"),
                   cache=cache)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-    assert out.stderr.startswith("Error: ") and "GB for its weights (float32)" in out.stderr, out.stderr
+    assert out.stderr.startswith("Error: ") and "GB for its weights (bfloat16)" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists() and not list(cache.glob("recordings/*/audio*"))  # nothing decoded
 
