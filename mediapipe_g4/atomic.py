@@ -15,9 +15,13 @@ from typing import Any
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed.
 
-    A crash at any moment leaves either the old file or the new one, never half of one.
+    A crash at any moment leaves either the old file or the new one, never half of one. A target that is not a
+    regular file (`/dev/stdout`, a named pipe) is written straight to: renaming over it would replace it.
     """
     target = Path(path)
+    if target.exists() and not target.is_file():
+        yield target
+        return
     short = target.name.encode("utf-8")[:60].decode("utf-8", "ignore")  # names are limited in bytes
     tmp_path = target.parent / f".{short}.{secrets.token_hex(4)}.part"
     # 0o666 lets the umask decide the mode, as for any ordinary new file.

@@ -383,6 +383,8 @@ def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     from .pipeline import RunOptions, prepare_recording
     from .progress import progress_hook
 
+    if rttm_path is not None and rttm_path.exists() and file.exists() and os.path.samefile(rttm_path, file):
+        raise G4Error(f"Refusing to write the RTTM to {rttm_path}: it is the recording itself")
     options = RunOptions(diarization=_diarization_options(kw), audio_track=_audio_track(kw["audio_track"]),
                          slides=False, cache_dir=kw["cache_dir"])
     with progress_hook(not as_json) as hook:  # the same audio and turns as summarize (and its cache)

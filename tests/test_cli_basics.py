@@ -181,3 +181,11 @@ def test_batch_of_a_folder_without_recordings_is_an_error(tmp_path, tiny_checkpo
     line = assert_one_error_line(g4media("batch", str(tmp_path), "--model", str(tiny_checkpoint), "-o",
                                          str(tmp_path / "out")))
     assert "no recordings found in" in line and "-r looks in its sub-folders too" in line
+
+
+def test_diarize_refuses_to_write_its_rttm_over_the_recording(samples_dir, tmp_path):
+    call = tmp_path / "call.wav"
+    call.write_bytes((samples_dir / "phone_call.wav").read_bytes())
+    line = assert_one_error_line(g4media("diarize", str(call), "--rttm", str(call), "--cache-dir", str(tmp_path)))
+    assert "it is the recording itself" in line
+    assert call.read_bytes() == (samples_dir / "phone_call.wav").read_bytes()

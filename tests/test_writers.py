@@ -200,6 +200,25 @@ def test_failed_render_leaves_no_file_when_none_existed(result, out):
     assert list(out.iterdir()) == []
 
 
+def test_a_named_pipe_is_written_to_not_replaced(result, out):
+    """`--rttm /dev/stdout` or a FIFO: renaming a temporary file over it would replace the pipe (or, as root,
+    /dev/stdout itself) with a regular file that no one reads."""
+    import os
+    import threading
+
+    from mediapipe_g4.atomic import write_text
+
+    fifo = out / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    write_text(fifo, "SPEAKER x 1 0.0 1.0 <NA> <NA> S1 <NA> <NA>\n")
+    reader.join(10)
+    assert got == ["SPEAKER x 1 0.0 1.0 <NA> <NA> S1 <NA> <NA>\n"]
+    assert fifo.is_fifo() and [p.name for p in out.iterdir()] == ["pipe"]
+
+
 def test_template_error_becomes_output_error(result, out, monkeypatch):
     import jinja2
 
