@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from . import media
 from .errors import G4Error, MediaError, ModelError
 from .index_page import failed_entry, index_entry, write_index
-from .writers import output_stem, write_outputs
+from .writers import output_stems, write_outputs
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -100,7 +100,8 @@ def run_batch(
 ) -> BatchReport:
     """Process every recording; an index.html in `out_dir` links each output and lists each failure.
 
-    Outputs mirror the folder structure (a/meeting.mp4 -> OUT/a/meeting.html), so names never collide.
+    Outputs mirror the folder structure (a/meeting.mp4 -> OUT/a/meeting.html); two recordings of one folder whose
+    outputs would share a name (meeting.wav, meeting.mp3) are named in full (meeting.wav.html, `output_stems`).
     A recording is done before when its X.json holds its content hash and `changed` (`RunOptions.changed_from`)
     finds no setting changed since; `redo` does every one again. A model that cannot load stops the batch
     (every file would fail the same way). With `workers` > 1 (a model server), that many recordings are
@@ -113,14 +114,18 @@ def run_batch(
     # A folder of outputs inside the recordings' folder is left out (a recording copied beside its report, for the
     # page's player, is not a new one); outputs beside the recordings, or above them, leave out nothing.
     out, root = out_dir.resolve(), folder.resolve()
-    found = find_recordings(folder, recursive=recursive, exclude=out if root in out.parents else None)
+    found = list(find_recordings(folder, recursive=recursive, exclude=out if root in out.parents else None))
+    by_folder: dict[Path, list[Path]] = {}
+    for path, _ in found:
+        by_folder.setdefault(path.parent, []).append(path)
+    stems = {p: stem for paths in by_folder.values() for p, stem in output_stems(paths).items()}
 
     def one(path: Path, broken: str | None) -> tuple[dict[str, Any], str, str, bool]:
-        return _one(folder, out_dir, formats, process, path, broken, redo=redo, changed=changed)
+        return _one(folder, out_dir, formats, process, path, stems[path], broken, redo=redo, changed=changed)
 
     def announce(path: Path, broken: str | None) -> None:
         try:
-            if ahead is not None and not broken and (redo or not _done(folder, out_dir, path, changed)):
+            if ahead is not None and not broken and (redo or not _done(folder, out_dir, path, stems[path], changed)):
                 ahead(path)
         except OSError:  # gone or unreadable: its own turn reports it
             pass
@@ -142,7 +147,7 @@ def run_batch(
     return report
 
 
-def _one_by_one(found: Iterator[tuple[Path, str | None]], one: Callable[..., Any],
+def _one_by_one(found: Iterable[tuple[Path, str | None]], one: Callable[..., Any],
                 announce: Callable[[Path, str | None], None]) -> Iterator[tuple[int, Path, Any]]:
     """(position found, path, one(path, broken)) in turn; `announce` hears of each recording (path, broken)
     as the one before it starts."""
@@ -157,24 +162,39 @@ def _one_by_one(found: Iterator[tuple[Path, str | None]], one: Callable[..., Any
         current = following
 
 
-def _done(folder: Path, out_dir: Path, path: Path, changed: Changed | None) -> bool:
+def _done(folder: Path, out_dir: Path, path: Path, stem: str, changed: Changed | None) -> bool:
     """Whether `path`'s outputs are there, made from this very content with these settings."""
     from .workdir import file_sha256
 
     rel = path.relative_to(folder)
-    return already_done(out_dir / rel.parent / f"{output_stem(path.name)}.json", file_sha256(path), changed)
+    return already_done(out_dir / rel.parent / f"{stem}.json", file_sha256(path), changed)
+
+
+def _unreadable_result(json_path: Path) -> str | None:
+    """Why an X.json that is there does not parse (an edit went wrong), or None: redoing the recording would
+    overwrite the edit."""
+    try:
+        json.loads(json_path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return (f"{json_path} is there but does not read as JSON ({exc}); fix it (then `g4media render` it), or "
+                "delete it or use --fresh to make it again")
+    return None
 
 
 def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Path], dict[str, Any]], path: Path,
-         broken: str | None, *, redo: bool, changed: Changed | None) -> tuple[dict[str, Any], str, str, bool]:
+         stem: str, broken: str | None, *, redo: bool, changed: Changed | None
+         ) -> tuple[dict[str, Any], str, str, bool]:
     """(index entry, status, detail, whether it was done before) of one recording; a ModelError propagates."""
     rel = path.relative_to(folder)
     target_dir = out_dir / rel.parent
-    stem = output_stem(path.name)
     if broken:
         return failed_entry(rel, broken), "failed", broken, False
+    if not redo and (problem := _unreadable_result(target_dir / f"{stem}.json")):
+        return failed_entry(rel, problem), "failed", problem, False
     try:
-        if not redo and _done(folder, out_dir, path, changed):
+        if not redo and _done(folder, out_dir, path, stem, changed):
             outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
                        if (target_dir / f"{stem}.{ext}").exists()]
             result = json.loads((target_dir / f"{stem}.json").read_text(encoding="utf-8"))
@@ -192,12 +212,11 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
     return _relative(index_entry(result, outputs, name=rel), out_dir), "ok", ", ".join(p.name for p in outputs), False
 
 
-def _concurrently(found: Iterator[tuple[Path, str | None]], one: Callable[..., Any], workers: int
+def _concurrently(found: Iterable[tuple[Path, str | None]], one: Callable[..., Any], workers: int
                   ) -> Iterator[tuple[int, Path, Any]]:
-    """(position found, path, one(path, broken)) as recordings finish, `workers` at a time, while the folder
-    is still being searched. Recordings with the same content (one work folder) never run at once. An
-    error (a ModelError) stops new work; the recordings under way finish, then it is raised. Daemon
-    threads, so Ctrl-C ends the batch at once."""
+    """(position found, path, one(path, broken)) as recordings finish, `workers` at a time. Recordings with the
+    same content (one work folder) never run at once. An error (a ModelError) stops new work; the recordings
+    under way finish, then it is raised. Daemon threads, so Ctrl-C ends the batch at once."""
     import queue
     import threading
 

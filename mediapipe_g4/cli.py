@@ -419,10 +419,46 @@ def _formats(text: str) -> list[str]:
     from .writers import get_writer
 
     names = [f for f in text.replace(" ", ",").split(",") if f]
+    if not names:
+        raise G4Error(f"--format {text!r} names no output; give some of json, srt, vtt, txt, md, html (or all)")
     for name in names:
         if name != "all":
             get_writer(name)  # an unknown format is an error before any work starts
     return names
+
+
+def _distinct(files: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The files, each once (the same file named twice, or by two paths, is done once)."""
+    seen: dict[str, Path] = {}
+    for file in files:
+        try:
+            key = os.path.realpath(file)
+        except OSError:
+            key = str(file)
+        seen.setdefault(key, file)
+    return tuple(seen.values())
+
+
+def _check_outputs(files: tuple[Path, ...], stems: dict[Path, str], out_dir: Path, formats: list[str]) -> None:
+    """Refuse, before any work, an output folder that cannot be written and an output that would be one of the
+    recordings (`talk.txt` transcribed to TXT beside itself)."""
+    from .errors import OutputError
+    from .writers import WRITERS, cannot_write, get_writer
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise OutputError(cannot_write(out_dir, exc)) from exc
+    names = list(WRITERS) if "all" in formats else formats
+    recordings = {os.path.realpath(f) for f in files}
+    for file in files:
+        for name in names:
+            target = out_dir / f"{stems[file]}.{get_writer(name).extension}"
+            if os.path.realpath(target) in recordings:
+                raise OutputError(f"Refusing to write {target}: it is one of the recordings. Choose another folder "
+                                  "with -o.")
 
 
 def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> None:
@@ -430,10 +466,13 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
     from .errors import G4Error, ModelError
     from .pipeline import Lookahead, make_engine_factory, prepares_ahead, process_recording
     from .progress import progress_hook
-    from .writers import output_stem, write_outputs
+    from .writers import output_stems, write_outputs
 
     formats = _formats(kw["format"])
     options = _run_options(kw, summarize=summarize, formats=formats)
+    files = _distinct(files)
+    stems = output_stems(files)
+    _check_outputs(files, stems, kw["output_dir"], formats)  # before any work: a refusal after an hour is no use
     # Before anything about the model: if no file is a recording (a quick ffprobe each, up to the first that is),
     # say what is wrong with the first. The rest are probed when their turn comes.
     first_problem: G4Error | None = None
@@ -455,7 +494,7 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
                     ahead.queue(files[k + 1])  # its FFmpeg and speaker turns while the model works on this one
                 prepared = ahead.prepare(file, hook) if ahead is not None else None
                 result = process_recording(file, options, factory, hook=hook, prepared=prepared)
-            paths = write_outputs(result, kw["output_dir"], output_stem(file.name), formats,
+            paths = write_outputs(result, kw["output_dir"], stems[file], formats,
                                   media_dir=result.get("work_dir"))
         except ModelError:
             raise  # every file would fail the same way

@@ -8,6 +8,7 @@ or a failing render leaves the old file, never half of a new one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import json
@@ -97,6 +98,23 @@ def output_stem(source_name: str) -> str:
     base = re.split(r"[/\\]", str(source_name))[-1]
     stem = Path(base).stem if Path(base).suffix else base
     return safe_stem(stem)
+
+
+def output_stems(paths: Iterable[Path]) -> dict[Path, str]:
+    """The output stems of recordings whose outputs go to one folder, none shared: each one's `output_stem`, or,
+    where two would share it (meeting.wav and meeting.mp3, or Meeting.mp4 on a case-blind disk), their whole
+    names (meeting.wav, meeting.mp3); a name still shared (the same name from two folders) gets -2, -3 after it,
+    in the order given."""
+    paths = list(dict.fromkeys(paths))
+    stems = {p: output_stem(p.name) for p in paths}
+    shared = collections.Counter(s.casefold() for s in stems.values())
+    stems = {p: safe_stem(re.split(r"[/\\]", p.name)[-1]) if shared[s.casefold()] > 1 else s for p, s in stems.items()}
+    taken: collections.Counter[str] = collections.Counter()
+    out = {}
+    for p, stem in stems.items():
+        taken[stem.casefold()] += 1
+        out[p] = stem if taken[stem.casefold()] == 1 else f"{stem}-{taken[stem.casefold()]}"
+    return out
 
 
 

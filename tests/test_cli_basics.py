@@ -189,3 +189,19 @@ def test_diarize_refuses_to_write_its_rttm_over_the_recording(samples_dir, tmp_p
     line = assert_one_error_line(g4media("diarize", str(call), "--rttm", str(call), "--cache-dir", str(tmp_path)))
     assert "it is the recording itself" in line
     assert call.read_bytes() == (samples_dir / "phone_call.wav").read_bytes()
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(samples_dir, tmp_path):
+    """A recording that one of its own outputs would overwrite, or an output folder that cannot be made: one
+    line at once (the default model is not even looked for), nothing written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rec = out / "talk.txt"  # a recording is found by its content, whatever its name
+    rec.write_bytes((samples_dir / "phone_call.wav").read_bytes())
+    line = assert_one_error_line(g4media("transcribe", str(rec), "-o", str(out), "--format", "json,txt"))
+    assert "Refusing to write" in line and "talk.txt: it is one of the recordings" in line
+    assert sorted(p.name for p in out.iterdir()) == ["talk.txt"]
+    (tmp_path / "a file").write_text("x")
+    line = assert_one_error_line(g4media("transcribe", str(samples_dir / "phone_call.wav"), "-o",
+                                         str(tmp_path / "a file" / "sub")))
+    assert "Cannot write" in line and "a file" in line

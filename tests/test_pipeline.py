@@ -619,3 +619,32 @@ def test_batch_finds_the_recordings_wherever_the_outputs_go(samples_dir, tmp_pat
     report = run_batch(folder, out, ["json"], process, recursive=True)
     assert done == (["call.wav"] if where == "inside" else ["call.wav", "notes/interview.mp3"])
     assert report.failed == 0
+
+
+def test_batch_names_apart_the_outputs_of_one_folder_and_keeps_an_edited_x_json_that_broke(samples_dir, tmp_path):
+    import shutil
+
+    from mediapipe_g4.batch import run_batch
+    from mediapipe_g4.workdir import file_sha256
+
+    folder = tmp_path / "recs"
+    folder.mkdir()
+    shutil.copy(samples_dir / "phone_call.wav", folder / "meeting.wav")
+    shutil.copy(samples_dir / "interview.mp3", folder / "meeting.mp3")
+    shutil.copy(samples_dir / "interview.mp3", folder / "standup.mp3")
+    out = tmp_path / "out"
+    done = []
+
+    def process(path: Path) -> dict:
+        done.append(path.name)
+        return {"source": {"path": str(path), "name": path.name, "sha256": file_sha256(path)}, "segments": []}
+
+    first = run_batch(folder, out, ["json"], process)
+    assert sorted(done) == ["meeting.mp3", "meeting.wav", "standup.mp3"] and first.failed == 0
+    assert sorted(p.name for p in out.glob("*.json")) == ["meeting.mp3.json", "meeting.wav.json", "standup.json"]
+    (out / "standup.json").write_text('{"source": {"sha256": ')  # an edit gone wrong
+    again = run_batch(folder, out, ["json"], process)
+    assert len(done) == 3 and len(again.skipped) == 2  # the two meetings were done; nothing is redone
+    (failed,) = [e for e in again.entries if e["status"] == "failed"]
+    assert "standup.json is there but does not read as JSON" in failed["error"]
+    assert (out / "standup.json").read_text() == '{"source": {"sha256": '

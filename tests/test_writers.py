@@ -16,7 +16,7 @@ from mediapipe_g4 import report_view, subtitles, templating, writers
 from mediapipe_g4.errors import OutputError
 from mediapipe_g4.index_page import failed_entry, index_entry, write_index
 from mediapipe_g4.subtitles import subtitle_cues
-from mediapipe_g4.writers import WRITERS, get_writer, output_stem, safe_stem, write_outputs
+from mediapipe_g4.writers import WRITERS, get_writer, output_stem, output_stems, safe_stem, write_outputs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "standup_result.json"
 XSS = "<script>alert(1)</script>"
@@ -140,6 +140,15 @@ def test_new_files_follow_the_umask(result, out):
 )
 def test_output_stem_is_safe(name, stem):
     assert output_stem(name) == stem
+
+
+def test_recordings_whose_outputs_would_share_a_name_get_their_whole_names():
+    a, b, c, d, e = (Path(p) for p in ("d1/meeting.wav", "d2/meeting.wav", "d1/meeting.mp3", "d1/Notes.m4a",
+                                          "d1/standup.mp4"))
+    assert output_stems([e, d]) == {e: "standup", d: "Notes"}  # no clash: the usual stems
+    assert output_stems([a, c, e]) == {a: "meeting.wav", c: "meeting.mp3", e: "standup"}
+    assert output_stems([a, b, c]) == {a: "meeting.wav", b: "meeting.wav-2", c: "meeting.mp3"}
+    assert output_stems([d, Path("d2/notes.wav")]) == {d: "Notes.m4a", Path("d2/notes.wav"): "notes.wav"}  # case
 
 
 def test_safe_stem_never_leaves_the_folder():
