@@ -73,6 +73,12 @@ def ffmpeg_version() -> str:
     return first[0].split(" Copyright")[0] if first else "unknown"
 
 
+def ffmpeg_input(path: str | os.PathLike[str]) -> str:
+    """A file name as FFmpeg's input: absolute, so that a name like `-notes.wav` is not read as an option, nor
+    `rtp:call.wav` as a protocol."""
+    return os.path.abspath(path)
+
+
 def _stderr_tail(stderr: bytes | str) -> str:
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
@@ -107,7 +113,7 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
 
 
 def _ffprobe_json(path: Path, probe_bin: str) -> dict:
-    cmd = [probe_bin, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    cmd = [probe_bin, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", ffmpeg_input(path)]
     try:
         out = subprocess.run(cmd, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
@@ -129,7 +135,7 @@ def _ffmpeg_probe_json(path: Path) -> dict:
     """ffprobe-shaped facts parsed from `ffmpeg -i` (imageio-ffmpeg ships no ffprobe)."""
     try:
         out = subprocess.run(
-            [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
+            [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", ffmpeg_input(path)],
             capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
@@ -421,8 +427,9 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
     finals = [*targets, *([mix[0]] if mix else [])]
     parts = [t.with_name(f".{t.name}.{os.getpid()}.part") for t in finals]
     cmd = [
-        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(src), *select, "-vn", "-sn", "-dn",
-        "-ac", str(channels), "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
+        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", ffmpeg_input(src), *select,
+        "-vn", "-sn", "-dn", "-ac", str(channels), "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le",
+        "pipe:1",
     ]
     total = max(1, int(info.duration))
     frame = 4 * channels
@@ -554,7 +561,7 @@ def iter_frames(
     cmd = [
         # Frames no other frame refers to are skipped by the decoder: at one sample per second a slide
         # change then shows one frame later at most, and decoding gets cheaper.
-        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-skip_frame", "noref", "-i", str(src),
+        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-skip_frame", "noref", "-i", ffmpeg_input(src),
         "-map", f"0:{next(v.index for v in info.video_streams if not v.is_cover_art)}", "-an", "-sn", "-dn",
         "-vf", f"fps={fps}:start_time=0,scale={width}:{height}:flags=area",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",

@@ -63,6 +63,15 @@ def test_probe_odd_names_and_video_without_audio(media_corpus):
     assert out.returncode == 0 and "no audio track" in out.stdout
 
 
+def test_names_ffmpeg_would_read_as_an_option_or_a_protocol(samples_dir, tmp_path):
+    for name in ("-notes.wav", "rtp:call.wav"):
+        (tmp_path / name).write_bytes((samples_dir / "phone_call.wav").read_bytes())
+        out = subprocess.run([sys.executable, "-m", "mediapipe_g4", "diarize", "--cache-dir", str(tmp_path), "--",
+                              name], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert out.returncode == 0 and out.stdout.startswith(f"{name}: 38.1 s, 2 speakers"), out.stderr
+
+
 def test_output_into_a_closed_pipe_stops_quietly(samples_dir):
     """`g4media probe X | head -0`: the reader is gone before anything is written; no error line, status 141."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
