@@ -83,7 +83,7 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     the file is found at once, not as a report with a hole in it."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # an editor may have saved it with a BOM
     except OSError as exc:
         raise ResultError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
     except json.JSONDecodeError as exc:
@@ -99,18 +99,28 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+MAX_SECONDS = 10_000_000  # about 115 days: a time past this in a result is a typo
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_time(value: Any) -> bool:
+    return _is_number(value) and 0 <= value <= MAX_SECONDS
+
+
 def _result_problem(data: dict[str, Any]) -> str | None:
     """What is wrong with a result's fields that the reports read, or None."""
+    for key in ("model", "options", "timings"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"{key} is not an object"
     for i, seg in enumerate(data["segments"]):
         where = f"segments[{i}]"
         if not isinstance(seg, dict):
             return f"{where} is not an object"
         for key in ("start", "end"):
-            if not _is_number(seg.get(key)):
+            if not _is_time(seg.get(key)):
                 return f"{where}.{key} is {json.dumps(seg.get(key))}, not a time in seconds"
         if seg["end"] < seg["start"]:
             return f"{where} ends ({seg['end']}) before it starts ({seg['start']})"
@@ -127,13 +137,16 @@ def _result_problem(data: dict[str, Any]) -> str | None:
                 return f"{key}[{i}] is not an object with {json.dumps(needs)}"
             if key == "speakers" and item.get("name") is not None and not isinstance(item["name"], str):
                 return f"speakers[{i}].name is not a string"
-            if key == "keyframes" and not _is_number(item["time"]):
+            if key == "keyframes" and not _is_time(item["time"]):
                 return f"keyframes[{i}].time is not a time in seconds"
     notes = data.get("notes", {})
     if notes is not None and not isinstance(notes, dict):
         return "notes is not an object"
-    for key in ("decisions", "action_items", "chapters", "questions"):
+    for key, at in (("decisions", "time"), ("action_items", "time"), ("chapters", "start"), ("questions", "time")):
         value = (notes or {}).get(key)
         if value is not None and not isinstance(value, list):
             return f"notes.{key} is not a list"
+        for i, item in enumerate(value or ()):
+            if isinstance(item, dict) and item.get(at) is not None and not _is_time(item[at]):
+                return f"notes.{key}[{i}].{at} is {json.dumps(item[at])}, not a time in seconds"
     return None

@@ -165,6 +165,12 @@ def test_progress_without_a_terminal_is_a_line_now_and_then_for_long_steps(monke
     ('{"source": {}, "segments": [{"start": 9, "end": 7, "text": "hi"}]}', "segments[0] ends (7) before it starts (9)"),
     ('{"source": {}, "segments": [], "speakers": [{"name": "Ann"}]}', 'speakers[0] is not an object with "id"'),
     ('{"source": {}, "segments": [], "notes": {"decisions": "none"}}', "notes.decisions is not a list"),
+    ('{"source": {}, "segments": [], "options": "x"}', "options is not an object"),
+    ('{"source": {}, "segments": [{"start": -5, "end": 7, "text": "hi"}]}', "segments[0].start is -5"),
+    ('{"source": {}, "segments": [], "notes": {"chapters": [{"start": 1e308, "title": "x"}]}}',
+     "notes.chapters[0].start is 1e+308, not a time"),
+    ('{"source": {}, "segments": [], "notes": {"decisions": [{"text": "x", "time": "soon"}]}}',
+     'notes.decisions[0].time is "soon"'),
 ])
 def test_render_names_what_is_wrong_with_a_result_and_writes_nothing(tmp_path, content, says):
     good = tmp_path / "good.json"

@@ -79,7 +79,7 @@ def test_render_rewrites_the_reports_from_an_edited_x_json(samples_dir, cache, t
     data = json.loads(saved.read_text())
     data["speakers"][1]["name"] = "Roberto"  # S2 was named Bob
     data["segments"][0]["text"] = data["segments"][0]["text"].replace("stand-up", "standup sync")
-    saved.write_text(json.dumps(data, indent=1))
+    saved.write_text(json.dumps(data, indent=1), encoding="utf-8-sig")  # as some editors save it, with a BOM
     edited = saved.read_text()
 
     res = CliRunner().invoke(main, ["render", str(saved), "--format", "html,srt,json"])
