@@ -8,6 +8,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import logging
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ from markupsafe import Markup
 
 from . import __version__
 from .result_fields import finite_float, one_line, plain, recording_duration, sorted_segments, source_name
+
+logger = logging.getLogger("mediapipe_g4")
 
 # Calm, distinguishable speaker colours (readable as text on white, and as blocks).
 PALETTE = ("#3d6fb6", "#c2693a", "#3d8b5a", "#8459b0", "#2a8a8f", "#b94a67", "#8a7d2b", "#5b6b80")
@@ -98,6 +101,21 @@ def _flat_options(options: Mapping[str, Any], prefix: str = "") -> list[tuple[st
         else:
             flat.append((f"{prefix}{key}", value))
     return flat
+
+
+def _keyframe_file(image: Any, media_dir: Path | None, out_dir: Path) -> str:
+    """The keyframe image to embed: only a file inside the work folder (or the output folder). An X.json edited
+    or shared by someone else must not pull another file of this machine into a report."""
+    if not image:
+        return ""
+    base = media_dir or out_dir
+    path = Path(str(image))
+    path = path if path.is_absolute() else base / path
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(Path(b).resolve()) for b in (media_dir, out_dir) if b is not None):
+        logger.warning("not embedding %s: a keyframe must lie in the work folder", image)
+        return ""
+    return str(path)
 
 
 def _changed_options(options: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -269,13 +287,7 @@ def report_context(
     for number, kf in enumerate(sorted(result.get("keyframes") or (), key=lambda k: finite_float(k.get("time"))), 1):
         time = finite_float(kf.get("time"))
         end = max(finite_float(kf.get("end"), total), time)
-        image = kf.get("image_path")
-        file = ""
-        if image:
-            path = Path(str(image))
-            if not path.is_absolute():
-                path = (media_dir or out_dir) / path
-            file = str(path)
+        file = _keyframe_file(kf.get("image_path"), media_dir, out_dir)
         keyframes.append({
             "number": number, "time": time, "end": end, "file": file,
             "width": int(finite_float(kf.get("width"))), "height": int(finite_float(kf.get("height"))),

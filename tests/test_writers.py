@@ -684,3 +684,15 @@ def test_the_footer_shows_the_options_that_are_not_the_defaults(result, tmp_path
     assert "plan.vocabulary Priya Raman, OKR" in render("md", result, tmp_path / "x.md")
     result["options"] = json.loads(json.dumps(RunOptions().to_dict()))
     assert "Options other than" not in render("html", result, tmp_path / "x.html")
+
+
+def test_a_keyframe_outside_the_work_folder_is_not_embedded(result, work, out, tmp_path):
+    """An X.json edited or shared by someone else must not pull another file of this machine into the report."""
+    elsewhere = tmp_path / "private.jpg"
+    inside = work / result["keyframes"][0]["image_path"]
+    elsewhere.write_bytes(inside.read_bytes())  # a picture that would embed fine
+    result["keyframes"][0]["image_path"] = str(elsewhere)
+    result["keyframes"][1]["image_path"] = "../private.jpg"
+    html = render("html", result, out / "x.html", media_dir=work)
+    assert html.count("data:image/jpeg;base64,") == len(result["keyframes"]) - 2
+    assert "Slide 1" in html and "Slide 2" in html
