@@ -309,6 +309,10 @@ def _run_options(kw: dict, *, summarize: bool, formats: list[str]) -> RunOptions
     from .transformers_engine import DEFAULT_MODEL
 
     plan = _plan_options(kw)
+    if kw.get("device"):
+        from .memory import check_device
+
+        kw["device"] = check_device(kw["device"])  # at once, not after the recording is decoded
     engine = kw.get("engine") or "transformers"
     if kw.get("server") and engine == "transformers":
         engine = "openai"  # --server URL says where the model runs

@@ -97,6 +97,13 @@ def check_model(model: str | None) -> dict[str, Any]:
         if not ok:
             return _check("model", "fail", f"{model}: local folder without config.json", model=model)
         return _fits(model, f"{model}: local folder")
+    from .errors import ModelError
+    from .transformers_engine import resolve_model
+
+    try:
+        resolve_model(model)
+    except ModelError as exc:
+        return _check("model", "fail", str(exc), model=model)
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - a dependency of transformers

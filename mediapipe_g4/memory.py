@@ -219,9 +219,9 @@ class DeviceMemory:
 
 
 def pick_device(requested: str | None = None) -> str:
-    """`requested` if given; else CUDA, then Apple MPS, then CPU."""
+    """`requested` if given (checked: `check_device`); else CUDA, then Apple MPS, then CPU."""
     if requested and requested != "auto":
-        return requested
+        return check_device(requested)
     try:
         import torch
 
@@ -232,6 +232,33 @@ def pick_device(requested: str | None = None) -> str:
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     return "cpu"
+
+
+def check_device(requested: str) -> str:
+    """`--device` as torch names it (cpu, cuda, cuda:N, mps), if this machine has it; else a ModelError that says
+    what it has."""
+    import re
+
+    import torch
+
+    from .errors import ModelError
+
+    device = requested.strip().lower()
+    match = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", device)
+    if not match or (match.group(2) and match.group(1) != "cuda"):
+        raise ModelError(f"--device {requested!r} is not a device; use cuda, cuda:N, mps or cpu (or leave it out)")
+    kind, number = match.group(1), match.group(2)
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ModelError(f"--device {requested}: this machine has no CUDA GPU that torch can use "
+                             f"(torch {torch.__version__}); use --device cpu, or leave --device out")
+        if number is not None and int(number) >= count:
+            raise ModelError(f"--device {requested}: this machine has {count} CUDA GPU{'s' if count > 1 else ''} "
+                             f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError(f"--device {requested}: Apple's MPS is not available here; use --device cpu")
+    return device
 
 
 def pick_dtype(device: str, requested: str | None = None) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -69,6 +70,9 @@ def resolve_model(model: str, *, example: str = DEFAULT_MODEL) -> tuple[str, boo
     looks_local = (path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
                    or (os.sep == "\\" and "\\" in model))
     if not looks_local:
+        if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model) or model.startswith(("-", ".")) or len(model) > 96:
+            raise ModelError(f"{model!r} is neither a model folder here nor a Hugging Face Hub id (like {example}); "
+                             "pass a Hub id or a folder made with save_pretrained")
         return model, False
     if not path.is_dir():
         raise ModelError(f"model folder {model} does not exist; pass a folder made with save_pretrained "

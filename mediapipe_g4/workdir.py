@@ -16,6 +16,8 @@ from typing import Any
 
 import platformdirs
 
+from .errors import OutputError
+
 _HASH_CHUNK = 1 << 20
 
 
@@ -55,5 +57,9 @@ def media_work_dir(sha256: str, root: str | os.PathLike[str] | None = None, vari
     """The folder for everything derived from one recording's content; `variant` names another choice of its
     audio (`media.audio_variant`: "a2" for the second track), whose audio, turns and answers are others."""
     folder = cache_root(root) / "recordings" / (sha256[:24] + (f"-{variant}" if variant else ""))
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot make the work folder {folder}: {exc.strerror or exc}; pass --cache-dir (or set "
+                          "G4MEDIA_CACHE) to a folder that can be written") from exc
     return folder

@@ -220,3 +220,28 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(samples_dir,
     line = assert_one_error_line(g4media("transcribe", str(samples_dir / "phone_call.wav"), "-o",
                                          str(tmp_path / "a file" / "sub")))
     assert "Cannot write" in line and "a file" in line
+
+
+def test_a_device_model_or_cache_folder_that_cannot_be_is_one_clear_line(samples_dir, tmp_path):
+    import torch
+
+    from mediapipe_g4.errors import G4Error, ModelError
+    from mediapipe_g4.memory import check_device
+    from mediapipe_g4.transformers_engine import resolve_model
+    from mediapipe_g4.workdir import media_work_dir
+
+    assert check_device(" CPU ") == "cpu"
+    for bad in ("tpu", "cpu:1", "cuda:x"):
+        with pytest.raises(ModelError, match="is not a device; use cuda, cuda:N, mps or cpu"):
+            check_device(bad)
+    if not torch.cuda.is_available():
+        line = assert_one_error_line(g4media("transcribe", str(samples_dir / "phone_call.wav"), "--device", "cuda",
+                                             "-o", str(tmp_path / "out")))
+        assert "this machine has no CUDA GPU that torch can use" in line
+    for bad in ("not a model", "bad id!", "-x/y"):
+        with pytest.raises(ModelError, match="is neither a model folder here nor a Hugging Face Hub id"):
+            resolve_model(bad)
+    assert resolve_model("google/gemma-4-E4B-it") == ("google/gemma-4-E4B-it", False)
+    (tmp_path / "a file").write_text("x")
+    with pytest.raises(G4Error, match="Cannot make the work folder .*pass --cache-dir"):
+        media_work_dir("0" * 64, tmp_path / "a file")
