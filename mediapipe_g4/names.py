@@ -52,19 +52,28 @@ def parse_name_overrides(text: str | None) -> dict[str, str]:
         side = _SIDE_KEYS.get(sid) or (int(numbered.group(1)) if numbered else None)
         if side:
             sid = f"SIDE{side}"
-        if not sep or not re.fullmatch(r"S\d+|SIDE[1-9]\d*", sid) or not name:
-            raise G4Error(f"--names takes pairs like S1=Alice,S2=Bob (or, for a call, left=Alice,right=Bob); "
-                          f"got {item.strip()!r}")
+        if not sep or not re.fullmatch(r"S\d+|SIDE[1-9]\d*", sid) or not name or "=" in name:
+            raise G4Error(f"--names takes pairs like S1=Alice,S2=Bob, separated by commas (or, for a call, "
+                          f"left=Alice,right=Bob); got {item.strip()!r}")
+        if sid in out:
+            raise G4Error(f"--names names {item.partition('=')[0].strip()} twice ({out[sid]!r} and {name!r})")
         out[sid] = name
     return out
 
 
-def resolve_side_names(overrides: dict[str, str], sides: dict[str, int]) -> tuple[dict[str, str], list[str]]:
+def resolve_side_names(overrides: dict[str, str], sides: dict[str, int], speakers: Sequence[str] | None = None
+                       ) -> tuple[dict[str, str], list[str]]:
     """--names given by side (`SIDE1`: the left channel or the first track) as names of speakers (`S2`): the one
     speaker found on that side. Also what to tell the user about a side name that names no one: the speakers were
-    not found side by side, or the side has several. A name given by id wins over one given by side."""
+    not found side by side, or the side has several, or (given `speakers`, the ids found) an id that is no one's.
+    A name given by id wins over one given by side."""
     out = {k: v for k, v in overrides.items() if not k.startswith("SIDE")}
     problems = []
+    if speakers is not None:
+        for sid in out:
+            if sid not in speakers:
+                problems.append(f"--names: there is no speaker {sid} (the speakers are {', '.join(speakers) or 'none'})"
+                                f"; {out[sid]!r} names no one")
     for key, name in overrides.items():
         if not key.startswith("SIDE"):
             continue

@@ -501,7 +501,7 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     answers = timer.run("transcribe", lambda: asr.generate(transcribe, hook=hook))
     segments = segments_from_answers(transcribe, answers, translate_to=options.plan.translate_to)
 
-    overrides, problems = resolve_side_names(dict(options.names), diarization.sides)
+    overrides, problems = resolve_side_names(dict(options.names), diarization.sides, diarization.speakers)
     for problem in problems:
         log.warning("%s: %s", src.name, problem)
     found: dict[str, dict[str, Any]] = {}

@@ -108,7 +108,8 @@ def test_speakers_default_names_overrides_and_talk_time():
     assert speakers[1].evidence[0]["quote"] == "Thanks, Bob"
 
 
-@pytest.mark.parametrize("bad", ["Alice", "S1:Alice", "X1=Bob", "S1="])
+@pytest.mark.parametrize("bad", ["Alice", "S1:Alice", "X1=Bob", "S1=", "S1=Alice;S2=Bob", "S1=Alice,s1=Bob",
+                                 "left=Ann,track1=Bea"])
 def test_name_overrides_reject_bad_syntax(bad):
     with pytest.raises(G4Error, match="--names"):
         parse_name_overrides(bad)
@@ -220,3 +221,12 @@ def test_request_key_changes_with_what_the_model_sees():
     assert request_key(base) != request_key(req(1.0, 2.0, "S1", kind="notes"))
     seeded = [replace(base, settings=replace(base.settings, seed=s)) for s in (0, 1)]
     assert len({request_key(base), *map(request_key, seeded)}) == 3  # another seed, another answer
+
+
+def test_a_name_for_a_speaker_that_is_not_there_is_said():
+    from mediapipe_g4.names import resolve_side_names
+
+    names, problems = resolve_side_names({"S1": "Ann", "S9": "Zed"}, {}, ("S1", "S2"))
+    assert names == {"S1": "Ann", "S9": "Zed"}
+    assert problems == ["--names: there is no speaker S9 (the speakers are S1, S2); 'Zed' names no one"]
+    assert resolve_side_names({"S1": "Ann"}, {}, ("S1",)) == ({"S1": "Ann"}, [])
