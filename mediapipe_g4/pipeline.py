@@ -481,7 +481,8 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     beside = slides() if options.plan.keyframe_tokens else []
     plan = timer.run("plan", lambda: make_plan(
         waveform, diarization.turns, beside, model=options.asr_model, options=options.plan,
-        device=options.device, dtype=options.dtype, quantize=options.quantize, sources=prepared.sources()))
+        device=options.device, dtype=options.dtype, quantize=options.quantize, sources=prepared.sources(),
+        notes=options.summarize))
     for warning in plan.warnings:
         log.info("plan: %s", warning)
 

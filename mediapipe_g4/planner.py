@@ -497,8 +497,10 @@ def make_plan(
     quantize: str | None = None,
     processor: Any = None,
     sources: Mapping[str, tuple[str, np.ndarray]] | None = None,
+    notes: bool = True,
 ) -> Plan:
-    """Every request for a recording, counted with the model's processor when its files are here.
+    """Every request for a recording (the notes' only with `notes`), counted with the model's processor when its
+    files are here.
 
     Only the processor and config files are read (from a folder or the Hugging Face cache, never the
     network); without them counts are estimated and the memory is that of the published 12B shape.
@@ -542,7 +544,7 @@ def make_plan(
             warnings.append(warning)
 
     transcribe = plan_transcription(turns, waveform, keyframes, options, counter, sources)
-    notes = plan_notes(build_timeline(turns, keyframes), budget, options, counter)
+    notes = plan_notes(build_timeline(turns, keyframes), budget, options, counter) if notes else ()
     longest = max((r.tokens + r.settings.max_new_tokens for r in transcribe), default=0)
     notes_longest = max((r.tokens + r.settings.max_new_tokens for r in notes), default=0)
     batch = mem.default_batch_size(shape, memory, max(longest, 1), dtype=chosen_dtype, quantize=quantize)

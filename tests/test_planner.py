@@ -337,6 +337,12 @@ def test_make_plan_json_shape(decoded, tiny_checkpoint):
     assert {"kind", "start", "end", "audio_seconds", "images", "tokens"} <= set(out["requests"][0])
     assert out["totals"]["by_kind"]["transcribe"]["requests"] == sum(
         1 for r in out["requests"] if r["kind"] == "transcribe")
+    # Transcription alone plans no notes, so a budget too small for them is no error there.
+    small = PlanOptions(context_tokens=1024)
+    with pytest.raises(PlanError, match="cannot hold even one section"):
+        make_plan(d["waveform"], d["turns"], model=str(tiny_checkpoint), options=small)
+    alone = make_plan(d["waveform"], d["turns"], model=str(tiny_checkpoint), options=small, notes=False)
+    assert alone.requests and {r.kind for r in alone.requests} == {"transcribe"}
 
 
 def test_make_plan_without_processor_files_estimates(decoded, monkeypatch, tmp_path):
