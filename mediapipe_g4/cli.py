@@ -83,6 +83,20 @@ def _configure_logging(level: int) -> None:
     log.setLevel(level)
 
 
+class _RecordingPath(click.Path):
+    """A recording's file name, checked as given (a URL, an empty name) before it becomes a Path."""
+
+    def convert(self, value, param, ctx):
+        from .media import check_file_name
+
+        if isinstance(value, str):
+            check_file_name(value)
+        return Path(super().convert(value, param, ctx))
+
+
+RECORDING = _RecordingPath()
+
+
 def _echo_json(obj) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False, indent=2))
 
@@ -91,7 +105,7 @@ def _echo_json(obj) -> None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=RECORDING)
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
 @click.option("--no-keyframes", is_flag=True, help="Skip finding keyframes (faster on long videos).")
 def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
@@ -278,6 +292,8 @@ def _vocabulary(value: str | None) -> tuple[str, ...]:
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise G4Error(f"--vocabulary: cannot read {path}: {reason}") from exc
+        if not parse_vocabulary(value):
+            raise G4Error(f"--vocabulary: {path} holds no terms (one a line, or separated by commas)")
     return parse_vocabulary(value)
 
 
@@ -342,7 +358,7 @@ def _run_options(kw: dict, *, summarize: bool, formats: list[str]) -> RunOptions
 
 
 @main.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=RECORDING)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @model_options
 @plan_options
@@ -372,7 +388,7 @@ def plan(file: Path, as_json: bool, **kw) -> None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=RECORDING)
 @click.option("--json", "as_json", is_flag=True,
               help="Print {duration, speakers, turns} as JSON (and sides: each speaker's channel, for a call split "
                    "by channel).")
@@ -400,9 +416,8 @@ def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     if as_json:
         _echo_json(result.to_dict())
         return
-    count, turns = len(result.speakers), len(result.turns)
-    click.echo(f"{file.name}: {result.duration:.1f} s, {count} speaker{'' if count == 1 else 's'}, "
-               f"{turns} turn{'' if turns == 1 else 's'}")
+    click.echo(f"{file.name}: {result.duration:.1f} s, {_count(len(result.speakers), 'speaker')}, "
+               f"{_count(len(result.turns), 'turn')}")
     for sid in result.speakers:
         talk = sum(t.duration for t in result.turns if t.speaker == sid)
         click.echo(f"  {sid:<4} {talk:7.1f} s")
@@ -429,6 +444,10 @@ def _formats(text: str) -> list[str]:
         if name != "all":
             get_writer(name)  # an unknown format is an error before any work starts
     return names
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _distinct(files: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -511,7 +530,8 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items() if v >= 0.05)
         notes = result["notes"]
         click.echo(f"{file.name}: wrote {', '.join(str(p) for p in paths)}")
-        click.echo(f"  {len(result['segments'])} segments, {len(result['speakers'])} speakers; {timings}")
+        click.echo(f"  {_count(len(result['segments']), 'segment')}, {_count(len(result['speakers']), 'speaker')}; "
+                   f"{timings}")
         if summarize and notes.get("status") != "ok":
             click.echo(f"  notes not produced: {notes.get('error')}")
     if failed:
@@ -520,7 +540,7 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=RECORDING)
 @run_options
 @click.option("--format", default=TRANSCRIBE_FORMATS, show_default=True,
               help="Outputs to write: json, srt, vtt, txt, md, html (comma-separated, or all).")
@@ -530,7 +550,7 @@ def transcribe(files: tuple[Path, ...], **kw) -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=RECORDING)
 @run_options
 @click.option("--names", default=None, help="Speaker names to use, e.g. S1=Alice,S2=Bob (ids as in the transcript); "
                                            "for a call found side by side also left=Alice,right=Bob (or track1=...).")

@@ -88,8 +88,19 @@ def _stderr_tail(stderr: bytes | str) -> str:
 # --------------------------------------------------------------------------- probe
 
 
+def check_file_name(text: str) -> str:
+    """A recording's name as given (before it becomes a Path, which makes "" of "." and http:/ of http://), or
+    a MediaError for an empty one or a URL."""
+    if not str(text).strip():
+        raise MediaError("an empty file name was given; give a recording file")
+    if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]+://", str(text)):
+        raise MediaError(f"{text} is a URL; g4media reads local files only: download the recording first")
+    return text
+
+
 def check_input_file(path: str | os.PathLike[str]) -> Path:
     """A readable, non-empty regular file, or a MediaError that says what is wrong."""
+    check_file_name(os.fspath(path))
     p = Path(path)
     if not p.exists():
         raise MediaError(f"{p}: no such file; check the path")

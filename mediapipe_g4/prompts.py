@@ -39,9 +39,11 @@ MAX_VOCABULARY_CHARS = 600  # the list comes before every clip, and audio is hea
 
 
 def parse_vocabulary(text: str | None) -> tuple[str, ...]:
-    """`--vocabulary`: terms separated by commas or new lines, trimmed, each once (first spelling kept)."""
+    """`--vocabulary`: terms separated by commas or new lines, trimmed, each once (first spelling kept); a line
+    that starts with # is a comment."""
     terms: dict[str, str] = {}
-    for item in (text or "").replace("\n", ",").split(","):
+    lines = [line for line in (text or "").splitlines() if not line.lstrip().startswith("#")]
+    for item in ",".join(lines).split(","):
         term = " ".join(item.split())
         if term:
             terms.setdefault(term.casefold(), term)

@@ -53,6 +53,8 @@ def test_probe_bad_input(media_corpus, key):
 def test_probe_missing_and_folder(tmp_path):
     assert "no such file" in assert_one_error_line(g4media("probe", str(tmp_path / "missing.mp4")))
     assert "is a folder" in assert_one_error_line(g4media("probe", str(tmp_path)))
+    assert "reads local files only" in assert_one_error_line(g4media("transcribe", "https://example.com/a.mp3"))
+    assert "an empty file name" in assert_one_error_line(g4media("diarize", ""))
 
 
 def test_probe_odd_names_and_video_without_audio(media_corpus):

@@ -11,6 +11,7 @@ from standup_script import NOTES, standup_engine_script
 
 from mediapipe_g4.diarize import DiarizationOptions
 from mediapipe_g4.engine import AudioPart, TextPart
+from mediapipe_g4.errors import G4Error
 from mediapipe_g4.pipeline import RunOptions, process_recording
 from mediapipe_g4.planner import PlanOptions
 from mediapipe_g4.writers import write_outputs
@@ -183,6 +184,9 @@ def test_the_vocabulary_is_in_every_prompt_and_in_the_result(samples_dir, cache,
     from mediapipe_g4 import cli
 
     assert cli._vocabulary(f"@{terms_file}") == ("Priya Raman", "kubernetes")
+    terms_file.write_text("# nothing yet\n")
+    with pytest.raises(G4Error, match="holds no terms"):
+        cli._vocabulary(f"@{terms_file}")
     res = CliRunner().invoke(main, ["plan", str(samples_dir / "standup.mp4"), "--vocabulary", "@" + str(tmp_path / "x")])
     assert res.exit_code == 1 and "--vocabulary: cannot read" in res.output
 
