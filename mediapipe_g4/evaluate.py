@@ -6,6 +6,7 @@ and in the README ("Evaluating on your own recordings").
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from .metrics import (
 )
 from .records import STAGES
 from .references import Reference, Turn, Utterance, load_references, load_results, pair
+from .result_fields import recording_duration
+
+log = logging.getLogger("mediapipe_g4")
 
 # --------------------------------------------------------------------------- one recording, many
 
@@ -107,6 +111,7 @@ def evaluate(results: Path, references: Path, collar: float = COLLAR,
     found, refs = load_results(results), load_references(references)
     if results.is_file() and references.is_file() and len(refs) == 1:  # both named by hand: they belong together
         pairs, unpaired, missing = [(found[0][1], found[0][2], next(iter(refs.values())))], [], []
+        _warn_if_apart(*pairs[0])
     else:
         pairs, unpaired, missing = pair(found, refs)
     if not pairs:
@@ -117,6 +122,16 @@ def evaluate(results: Path, references: Path, collar: float = COLLAR,
     return {"collar": collar, "notes_threshold": notes_threshold, "normalization": NORMALIZATION,
             "recordings": recordings, "overall": overall(recordings),
             "results_without_reference": unpaired, "references_without_result": missing}
+
+
+def _warn_if_apart(result_path: Path, result: Mapping[str, Any], reference: Reference) -> None:
+    """Say so when a reference paired by hand speaks past the end of the recording: another recording's, most
+    likely, and every score would be meaningless."""
+    ends = [t.end for t in reference.turns or ()] + [u.end for u in reference.utterances or () if u.end is not None]
+    duration = recording_duration(result)
+    if ends and duration and max(ends) > duration * 1.05 + 2.0:
+        log.warning("%s has speech until %.0f s but %s is %.0f s long: is it the reference of another recording?",
+                    ", ".join(reference.sources) or "the reference", max(ends), result_path.name, duration)
 
 
 def overall(recordings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -339,3 +339,17 @@ def test_eval_on_a_tiny_checkpoint_transcript(samples_dir, tiny_checkpoint, tmp_
     assert report["overall"]["wer"]["value"] == r["wer"]["value"]
     table = g4media("eval", str(tmp_path / "out"), str(samples_dir))
     assert table.returncode == 0 and "phone_call.wav" in table.stdout and "overall (1)" in table.stdout
+
+
+def test_a_reference_paired_by_hand_that_speaks_past_the_recording_is_said(tmp_path, caplog):
+    result = json.loads(FIXTURE.read_text())  # the standup, 64 s
+    short = {**result, "source": {**result["source"], "duration": 30.0},
+             "segments": [s for s in result["segments"] if s["end"] <= 30], "keyframes": []}
+    (tmp_path / "cut.json").write_text(json.dumps(short))
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        evaluate(tmp_path / "cut.json", SAMPLES / "standup.rttm")
+    assert "has speech until 63 s but cut.json is 30 s long" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        evaluate(FIXTURE, SAMPLES / "standup.rttm")
+    assert "is it the reference of another recording" not in caplog.text
