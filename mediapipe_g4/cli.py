@@ -219,12 +219,12 @@ speaker_options = _compose(
 
 plan_options = _compose(
     click.option("--context-tokens", type=click.IntRange(min=1024), default=None,
-                 help="Tokens one notes request may use (prompt + answer). Default: what this machine's memory "
-                      "allows, at most the model's window."),
+                 help="Tokens one notes request may use (prompt + answer; notes only). Default: what this machine's "
+                      "memory allows, at most the model's window."),
     click.option("--keyframe-tokens", type=click.Choice(["0", "70", "140", "280"]), default="0", show_default=True,
                  help="Put the keyframe on screen beside each clip to transcribe, at this many soft tokens (0: none)."),
     click.option("--image-tokens", type=click.Choice(["70", "140", "280", "560", "1120"]), default="280",
-                 show_default=True, help="Soft tokens of each keyframe in the notes timeline."),
+                 show_default=True, help="Soft tokens of each keyframe in the notes timeline (notes only)."),
     click.option("--max-clip", type=click.FloatRange(1, 30), default=30.0, show_default=True,
                  help="Longest clip of one transcription request, in seconds."),
     click.option("--language", default=None, help="Spoken language, e.g. English (default: the model tells)."),
@@ -232,7 +232,8 @@ plan_options = _compose(
                  help="Names and terms the recording may hold, comma-separated (or @file, one a line), e.g. "
                       "\"Priya Raman, Kubernetes, OKR\": the model is given their spelling wherever it writes."),
     click.option("--seed", type=int, default=0, show_default=True,
-                 help="Seed of the notes' sampling: a rerun with --fresh writes the same notes on the same machine."),
+                 help="Seed of the notes' sampling (notes only): a rerun with --fresh writes the same notes on the "
+                      "same machine."),
     speaker_options,
 )
 
@@ -242,7 +243,8 @@ run_options = _compose(
     click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
                  show_default=True, help="Folder for the outputs."),
     click.option("--transcribe-model", default=None,
-                 help="A separate model for transcription (e.g. google/gemma-4-E4B-it); --model writes the notes."),
+                 help="A separate model for transcription (e.g. google/gemma-4-E4B-it); --model then names the "
+                      "speakers and writes the notes (with transcribe, it is not used)."),
     click.option("--assistant", default=None,
                  help="MTP drafter for speculative decoding, e.g. google/gemma-4-12B-it-assistant."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
