@@ -470,12 +470,12 @@ def _check_outputs(files: tuple[Path, ...], stems: dict[Path, str], out_dir: Pat
     from .errors import OutputError
     from .writers import WRITERS, cannot_write, get_writer
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as exc:
-        raise OutputError(cannot_write(out_dir, exc)) from exc
+    # The folder itself is made when the first output is written (a run that fails before leaves nothing); here:
+    # its nearest existing folder must be a folder we may write in.
+    existing = next((p for p in (out_dir, *out_dir.absolute().parents) if p.exists()), None)
+    if existing is not None and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        reason = "Not a directory" if not existing.is_dir() else "Permission denied (or a read-only file system)"
+        raise OutputError(cannot_write(out_dir, OSError(0, f"{reason}: {existing}")))
     names = list(WRITERS) if "all" in formats else formats
     recordings = {os.path.realpath(f) for f in files}
     for file in files:
