@@ -122,11 +122,35 @@ def extract_json(answer: str) -> Any:
     try:
         return json.loads(candidate)
     except json.JSONDecodeError as exc:
+        if _opens_more_than_it_closes(text[start:]):  # the last "}" closed an inner item: the answer was cut off
+            raise NotesCutOff("the JSON object is not closed (the answer may have been cut off)") from exc
         repaired = _repaired(candidate)
         if repaired is None:
             raise NotesParseError(f"the JSON does not parse: {exc}") from exc
         log.info("the model's JSON did not parse (%s); read it with json_repair", exc)
         return repaired
+
+
+def _opens_more_than_it_closes(text: str) -> bool:
+    """Whether `text` (from an object's first brace on) leaves braces or brackets open, outside strings."""
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return False
+    return depth > 0
 
 
 def _repaired(text: str) -> dict[str, Any] | None:

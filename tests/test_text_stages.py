@@ -152,6 +152,8 @@ def test_parse_and_ground_good_notes():
 @pytest.mark.parametrize("answer, why", [
     ("I could not find anything to summarize.", "no JSON object"),
     ('{"summary": "x", "decisions": [', "not closed"),
+    # Cut off after a closed item: the last "}" is the item's; json_repair would close the rest and lose it.
+    ('{"summary": "x", "action_items": [{"text": "Write docs"}, {"text": "Fix the bu', "not closed"),
     ('{ ] }', "does not parse"),
     ('{"minutes": "x"}', "none of the notes' fields"),
     ("Here: {qAak lid ]]] }", "does not parse"),  # what json_repair makes of it is no object
