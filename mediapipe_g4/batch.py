@@ -67,7 +67,7 @@ def already_done(json_path: Path, sha256: str, changed: Changed | None = None) -
     """Whether the X.json at `json_path` was made from this content (and, with `changed`, which names the
     settings that differ from an X.json's `options`, with the same settings)."""
     try:
-        result = json.loads(json_path.read_text(encoding="utf-8"))
+        result = json.loads(json_path.read_text(encoding="utf-8-sig"))
         if result["source"]["sha256"] != sha256:
             return False
         differ = changed(result.get("options") or {}) if changed else []
@@ -197,7 +197,7 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
         if not redo and _done(folder, out_dir, path, stem, changed):
             outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
                        if (target_dir / f"{stem}.{ext}").exists()]
-            result = json.loads((target_dir / f"{stem}.json").read_text(encoding="utf-8"))
+            result = json.loads((target_dir / f"{stem}.json").read_text(encoding="utf-8-sig"))
             return _relative(index_entry(result, outputs, name=rel), out_dir), "done before", "", True
         result = process(path)
         outputs = write_outputs(result, target_dir, stem, formats, media_dir=result.get("work_dir"))

@@ -217,7 +217,7 @@ def _ref_stem(path: Path) -> str:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise EvalError(f"cannot read {path} ({exc.strerror or exc})") from exc
     except (ValueError, UnicodeDecodeError) as exc:
@@ -327,7 +327,7 @@ def load_results(path: Path) -> list[tuple[str, Path, dict]]:
         if any(part.startswith(".") for part in file.relative_to(path).parts):
             continue
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            data = json.loads(file.read_text(encoding="utf-8-sig"))
         except (OSError, ValueError, UnicodeDecodeError):
             continue  # not ours
         if is_result(data):

@@ -646,9 +646,13 @@ def test_batch_names_apart_the_outputs_of_one_folder_and_keeps_an_edited_x_json_
     first = run_batch(folder, out, ["json"], process)
     assert sorted(done) == ["meeting.mp3", "meeting.wav", "standup.mp3"] and first.failed == 0
     assert sorted(p.name for p in out.glob("*.json")) == ["meeting.mp3.json", "meeting.wav.json", "standup.json"]
+    edited = json.loads((out / "meeting.wav.json").read_text())
+    edited["segments"] = [{"start": 0, "end": 1, "speaker": "S1", "text": "HAND EDIT"}]
+    (out / "meeting.wav.json").write_text(json.dumps(edited), encoding="utf-8-sig")  # saved with a BOM: still done
     (out / "standup.json").write_text('{"source": {"sha256": ')  # an edit gone wrong
     again = run_batch(folder, out, ["json"], process)
     assert len(done) == 3 and len(again.skipped) == 2  # the two meetings were done; nothing is redone
     (failed,) = [e for e in again.entries if e["status"] == "failed"]
     assert "standup.json is there but does not read as JSON" in failed["error"]
     assert (out / "standup.json").read_text() == '{"source": {"sha256": '
+    assert "HAND EDIT" in (out / "meeting.wav.json").read_text(encoding="utf-8-sig")
