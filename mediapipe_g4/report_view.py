@@ -112,8 +112,10 @@ def _keyframe_file(image: Any, media_dir: Path | None, out_dir: Path) -> str:
     path = Path(str(image))
     path = path if path.is_absolute() else base / path
     resolved = path.resolve()
-    if not any(resolved.is_relative_to(Path(b).resolve()) for b in (media_dir, out_dir) if b is not None):
-        logger.warning("not embedding %s: a keyframe must lie in the work folder", image)
+    inside = any(resolved.is_relative_to(Path(b).resolve()) for b in (media_dir, out_dir) if b is not None)
+    # A picture in a keyframes folder, as media.py saves them: the work folder an X.json names is the X.json's say.
+    if not (inside and resolved.parent.name == "keyframes" and resolved.suffix.lower() in (".jpg", ".jpeg", ".png")):
+        logger.warning("not embedding %s: a keyframe must be one of the work folder's keyframes", image)
         return ""
     return str(path)
 

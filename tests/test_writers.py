@@ -696,3 +696,11 @@ def test_a_keyframe_outside_the_work_folder_is_not_embedded(result, work, out, t
     html = render("html", result, out / "x.html", media_dir=work)
     assert html.count("data:image/jpeg;base64,") == len(result["keyframes"]) - 2
     assert "Slide 1" in html and "Slide 2" in html
+    # An X.json naming / as its work folder still embeds only pictures in a keyframes folder.
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(inside.read_bytes())
+    result["keyframes"][0]["image_path"] = str(secret)
+    for kf in result["keyframes"][2:]:
+        kf["image_path"] = str(work / kf["image_path"])  # real keyframes, named absolutely
+    html = render("html", result, out / "x.html", media_dir=Path("/"))
+    assert html.count("data:image/jpeg;base64,") == len(result["keyframes"]) - 2
