@@ -13,7 +13,7 @@ from typing import Any
 from . import media
 from .errors import G4Error, MediaError, ModelError
 from .index_page import failed_entry, index_entry, write_index
-from .writers import output_stems, write_outputs
+from .writers import output_stem, output_stems, write_outputs
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -116,9 +116,17 @@ def run_batch(
     out, root = out_dir.resolve(), folder.resolve()
     found = list(find_recordings(folder, recursive=recursive, exclude=out if root in out.parents else None))
     by_folder: dict[Path, list[Path]] = {}
-    for path, _ in found:
-        by_folder.setdefault(path.parent, []).append(path)
-    stems = {p: stem for paths in by_folder.values() for p, stem in output_stems(paths).items()}
+    for path, broken in found:
+        if not broken:  # a broken file writes no outputs, so it takes no name from another
+            by_folder.setdefault(path.parent, []).append(path)
+
+    def owns(path: Path, stem: str) -> bool:  # outputs from before, under the plain name, are this recording's
+        from .workdir import file_sha256
+
+        return already_done(out_dir / path.relative_to(folder).parent / f"{stem}.json", file_sha256(path))
+
+    stems = {p: stem for paths in by_folder.values() for p, stem in output_stems(paths, owns).items()}
+    stems.update({path: output_stem(path.name) for path, broken in found if broken})
 
     def one(path: Path, broken: str | None) -> tuple[dict[str, Any], str, str, bool]:
         return _one(folder, out_dir, formats, process, path, stems[path], broken, redo=redo, changed=changed)

@@ -613,25 +613,33 @@ def batch(folder: Path, **kw) -> None:
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the outputs (default: beside each X.json).")
-@click.option("--format", default=RENDER_FORMATS, show_default=True,
-              help="Outputs to write: html, md, srt, vtt, txt, json (comma-separated, or all).")
+@click.option("--format", default=None,
+              help=f"Outputs to write: html, md, srt, vtt, txt, json (comma-separated, or all). Default: those "
+                   f"beside the X.json already (else {RENDER_FORMATS}).")
 def render(results: tuple[Path, ...], output_dir: Path | None, **kw) -> None:
     """Write the reports again from X.json, without the model: after editing a speaker's name or a misheard
     word in it, after copying the recording beside the report (the page then plays it), or after an upgrade."""
     from .result_fields import load_result
-    from .writers import WRITERS, write_outputs
+    from .writers import WRITERS, output_stems, write_outputs
 
-    formats = _formats(kw["format"])
+    results = _distinct(results)
     loaded = [(path, load_result(path)) for path in results]  # every file checked before anything is written
+    # Into one -o folder, two X.json of one name (from two folders) must not write over each other.
+    stems = output_stems(results) if output_dir else {path: path.stem for path in results}
     for path, result in loaded:
-        out_dir = output_dir or path.parent
+        out_dir, stem = output_dir or path.parent, stems[path]
+        if kw["format"]:
+            formats = _formats(kw["format"])
+        else:  # the reports made before, beside the X.json
+            formats = [f for f in WRITERS if f != "json" and (path.parent / f"{path.stem}.{f}").exists()]
+            formats = formats or _formats(RENDER_FORMATS)
         # Keyframe images are relative to the work folder the result names (or, if it is gone, to the result's).
         work = Path(str(result.get("work_dir") or path.parent))
         media_dir = work if work.is_dir() else path.parent
         names = [f for f in (list(WRITERS) if "all" in formats else formats)
-                 if not (f == "json" and (out_dir / f"{path.stem}.json").resolve() == path.resolve())]
+                 if not (f == "json" and (out_dir / f"{stem}.json").resolve() == path.resolve())]
         missing = _drop_missing_images(result, media_dir)
-        written = write_outputs(result, out_dir, path.stem, names, media_dir=media_dir) if names else []
+        written = write_outputs(result, out_dir, stem, names, media_dir=media_dir) if names else []
         click.echo(f"{path.name}: wrote {', '.join(str(p) for p in written) or 'nothing (it is the input)'}")
         if missing:
             click.echo(f"  {missing} of {len(result.get('keyframes') or [])} slide images are gone (the work folder "

@@ -15,9 +15,10 @@ import json
 import logging
 import os
 import re
+import sys
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -100,23 +101,36 @@ def output_stem(source_name: str) -> str:
     return safe_stem(stem)
 
 
-def output_stems(paths: Iterable[Path]) -> dict[Path, str]:
+def output_stems(paths: Iterable[Path], owns: Callable[[Path, str], bool] | None = None) -> dict[Path, str]:
     """The output stems of recordings whose outputs go to one folder, none shared: each one's `output_stem`, or,
-    where two would share it (meeting.wav and meeting.mp3, or Meeting.mp4 on a case-blind disk), their whole
-    names (meeting.wav, meeting.mp3); a name still shared (the same name from two folders) gets -2, -3 after it,
-    in the order given."""
+    where two would share it (meeting.wav and meeting.mp3; Meeting.mp4 too on macOS and Windows, whose disks are
+    blind to case), their whole names (meeting.wav, meeting.mp3), except that one for which `owns(path, stem)`
+    holds (its outputs from before are there under the plain stem) keeps it; a name still shared (the same name
+    from two folders) gets -2, -3 after it, in the order given."""
     paths = list(dict.fromkeys(paths))
-    stems = {p: output_stem(p.name) for p in paths}
-    shared = collections.Counter(s.casefold() for s in stems.values())
-    stems = {p: safe_stem(re.split(r"[/\\]", p.name)[-1]) if shared[s.casefold()] > 1 else s for p, s in stems.items()}
-    taken: collections.Counter[str] = collections.Counter()
+
+    def key(stem: str) -> str:
+        return stem.casefold() if sys.platform in ("darwin", "win32") else stem
+
+    plain = {p: output_stem(p.name) for p in paths}
+    groups: dict[str, list[Path]] = collections.defaultdict(list)
+    for p, stem in plain.items():
+        groups[key(stem)].append(p)
+    stems = {}
+    for group in groups.values():
+        keeper = [p for p in group if owns and owns(p, plain[p])] if len(group) > 1 else group
+        for p in group:
+            stems[p] = plain[p] if (len(group) == 1 or keeper == [p]) else safe_stem(re.split(r"[/\\]", p.name)[-1])
+    taken: set[str] = set()
     out = {}
-    for p, stem in stems.items():
-        taken[stem.casefold()] += 1
-        out[p] = stem if taken[stem.casefold()] == 1 else f"{stem}-{taken[stem.casefold()]}"
+    for p in paths:
+        stem, n = stems[p], 1
+        while key(stem) in taken:
+            n += 1
+            stem = f"{stems[p]}-{n}"
+        taken.add(key(stem))
+        out[p] = stem
     return out
-
-
 
 
 # -- the writers -----------------------------------------------------------------------------

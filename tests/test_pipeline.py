@@ -116,6 +116,24 @@ def test_render_of_a_result_whose_work_folder_is_gone_says_so_once(samples_dir, 
     assert res.exit_code == 0, res.output
     assert "4 of 4 slide images are gone" in res.output and "cannot embed" not in res.output
     assert "Slide 4" in (tmp_path / "standup.html").read_text()
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".html", ".json", ".md", ".srt", ".vtt"]
+
+
+def test_render_rewrites_the_reports_there_are_and_keeps_same_named_results_apart(samples_dir, cache, tmp_path):
+    from click.testing import CliRunner
+
+    from mediapipe_g4.cli import main
+
+    result, _, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script())
+    for folder in ("a", "b"):
+        write_outputs(result, tmp_path / folder, "standup", ["json", "txt"], media_dir=result["work_dir"])
+    res = CliRunner().invoke(main, ["render", str(tmp_path / "a" / "standup.json")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["standup.json", "standup.txt"]  # the TXT, again
+    res = CliRunner().invoke(main, ["render", str(tmp_path / "a" / "standup.json"), str(tmp_path / "b" / "standup.json"),
+                                    "-o", str(tmp_path / "out"), "--format", "srt"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["standup.json-2.srt", "standup.json.srt"]
 
 
 @pytest.mark.parametrize("cut_off", [True, False])
@@ -656,3 +674,12 @@ def test_batch_names_apart_the_outputs_of_one_folder_and_keeps_an_edited_x_json_
     assert "standup.json is there but does not read as JSON" in failed["error"]
     assert (out / "standup.json").read_text() == '{"source": {"sha256": '
     assert "HAND EDIT" in (out / "meeting.wav.json").read_text(encoding="utf-8-sig")
+    # A new recording of the same name, and a broken file: the one done keeps its outputs' names.
+    (out / "standup.json").unlink()
+    run_batch(folder, out, ["json"], process)  # standup.mp3 done again (its X.json was gone), as "standup"
+    shutil.copy(samples_dir / "phone_call.wav", folder / "standup.wav")
+    (folder / "standup.m4a").write_bytes(b"")
+    third = run_batch(folder, out, ["json"], process)
+    assert done[-1] == "standup.wav" and len(third.skipped) == 3
+    assert sorted(p.name for p in out.glob("*.json")) == ["meeting.mp3.json", "meeting.wav.json", "standup.json",
+                                                          "standup.wav.json"]

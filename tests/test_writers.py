@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,15 @@ def test_recordings_whose_outputs_would_share_a_name_get_their_whole_names():
     assert output_stems([e, d]) == {e: "standup", d: "Notes"}  # no clash: the usual stems
     assert output_stems([a, c, e]) == {a: "meeting.wav", c: "meeting.mp3", e: "standup"}
     assert output_stems([a, b, c]) == {a: "meeting.wav", b: "meeting.wav-2", c: "meeting.mp3"}
-    assert output_stems([d, Path("d2/notes.wav")]) == {d: "Notes.m4a", Path("d2/notes.wav"): "notes.wav"}  # case
+    if sys.platform in ("darwin", "win32"):  # disks blind to case
+        assert output_stems([d, Path("d2/notes.wav")]) == {d: "Notes.m4a", Path("d2/notes.wav"): "notes.wav"}
+    else:
+        assert output_stems([d, Path("d2/notes.wav")]) == {d: "Notes", Path("d2/notes.wav"): "notes"}
+    f = Path("x.wav-2.mp3")  # its own stem is what the -2 of another would be
+    assert output_stems([Path("a/x.wav"), Path("b/x.wav"), f]) == {
+        Path("a/x.wav"): "x.wav", Path("b/x.wav"): "x.wav-2", f: "x.wav-2-2"}
+    # The one whose outputs are there from before keeps its name (a new sibling does not rename them).
+    assert output_stems([a, c], owns=lambda p, stem: p == a) == {a: "meeting", c: "meeting.mp3"}
 
 
 def test_safe_stem_never_leaves_the_folder():
