@@ -151,7 +151,8 @@ def run_batch(
             report.skipped.append(str(path.relative_to(folder)))
         on_file and on_file(path, status, detail)
     report.entries = [entry for _, entry in sorted(ordered, key=lambda p: p[0])]  # in the order found
-    write_index(report.entries, out_dir)
+    if report.entries:  # an empty index of an empty folder is no use (the command says there was nothing)
+        write_index(report.entries, out_dir)
     return report
 
 

@@ -294,9 +294,13 @@ def _vocabulary(value: str | None) -> tuple[str, ...]:
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise G4Error(f"--vocabulary: cannot read {path}: {reason}") from exc
+        value = "\n".join(line for line in value.splitlines() if not line.lstrip().startswith("#"))  # comments
         if not parse_vocabulary(value):
-            raise G4Error(f"--vocabulary: {path} holds no terms (one a line, or separated by commas)")
-    return parse_vocabulary(value)
+            raise G4Error(f"--vocabulary: {path} holds no terms (one a line, or separated by commas; # comments)")
+    terms = parse_vocabulary(value)
+    if value and value.strip() and not terms:
+        raise G4Error(f"--vocabulary {value!r} holds no terms; separate them with commas")
+    return terms
 
 
 def _audio_track(value: str | None) -> int | str | None:

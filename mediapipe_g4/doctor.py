@@ -101,9 +101,11 @@ def check_model(model: str | None) -> dict[str, Any]:
     from .transformers_engine import resolve_model
 
     try:
-        resolve_model(model)
+        resolved, local = resolve_model(model)
     except ModelError as exc:
         return _check("model", "fail", str(exc), model=model)
+    if local:  # ~/models/x and the like
+        return _fits(resolved, f"{model}: local folder")
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - a dependency of transformers

@@ -224,8 +224,9 @@ def _rate(text: str | None) -> float | None:
 def _tag_duration(stream: dict) -> float | None:
     """A stream's length from its DURATION tag ("00:00:38.115000000"), which Matroska and WebM files carry
     instead of a stream duration; None without one."""
-    tags = {str(k).upper(): v for k, v in (stream.get("tags") or {}).items()}
-    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", str(tags.get("DURATION") or "").strip())
+    tags = stream.get("tags") or {}
+    value = next((v for k, v in tags.items() if re.fullmatch(r"DURATION(-\w+)?", str(k), re.I)), "")  # DURATION-eng
+    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", str(value or "").strip())
     if not match:
         return None
     hours, minutes, seconds = match.groups()

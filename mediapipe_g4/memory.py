@@ -244,6 +244,8 @@ def check_device(requested: str) -> str:
     from .errors import ModelError
 
     device = requested.strip().lower()
+    if device in ("", "auto"):
+        return pick_device()
     match = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", device)
     if not match or (match.group(2) and match.group(1) != "cuda"):
         raise ModelError(f"--device {requested!r} is not a device; use cuda, cuda:N, mps or cpu (or leave it out)")

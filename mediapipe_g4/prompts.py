@@ -39,11 +39,9 @@ MAX_VOCABULARY_CHARS = 600  # the list comes before every clip, and audio is hea
 
 
 def parse_vocabulary(text: str | None) -> tuple[str, ...]:
-    """`--vocabulary`: terms separated by commas or new lines, trimmed, each once (first spelling kept); a line
-    that starts with # is a comment."""
+    """`--vocabulary`: terms separated by commas or new lines, trimmed, each once (first spelling kept)."""
     terms: dict[str, str] = {}
-    lines = [line for line in (text or "").splitlines() if not line.lstrip().startswith("#")]
-    for item in ",".join(lines).split(","):
+    for item in (text or "").replace("\n", ",").split(","):
         term = " ".join(item.split())
         if term:
             terms.setdefault(term.casefold(), term)

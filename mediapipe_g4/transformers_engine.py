@@ -248,9 +248,10 @@ class TransformersEngine:
         self.dtype = choose_dtype(shape, self.device, options.dtype, options.quantize)
         check_room(shape, self.device, self.dtype, options.quantize)
         if self.device == "cpu" and shape.params > CPU_WARN_PARAMS:
-            log.warning("%s runs on the CPU here (no GPU found): a model of %.0f billion parameters takes far longer "
-                        "than the recording itself on a CPU; a GPU, a model server (--server URL) or "
-                        "--model google/gemma-4-E4B-it is much faster", options.model, shape.params / 1e9)
+            log.warning("%s runs on the CPU here%s: a model of %.0f billion parameters takes far longer than the "
+                        "recording itself on a CPU; a GPU, a model server (--server URL) or --model "
+                        "google/gemma-4-E4B-it is much faster", options.model,
+                        "" if options.device else " (no GPU found)", shape.params / 1e9)
         self.processor = load_processor(options.model)
         self.processor.tokenizer.padding_side = "left"
         self.model = self._load_model(options.model)

@@ -102,6 +102,17 @@ def test_doctor_reports_every_check():
         assert "once downloaded it runs on" in model["detail"] or "it would not fit here: " in model["detail"]
 
 
+def test_doctor_with_a_model_folder_under_home(tmp_path, tiny_checkpoint):
+    import shutil
+
+    shutil.copytree(tiny_checkpoint, tmp_path / "models" / "tiny")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "mediapipe_g4", "doctor", "--model", "~/models/tiny", "--json"],
+                         capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    model = [c for c in json.loads(out.stdout)["checks"] if c["name"] == "model"][0]
+    assert model["status"] == "ok" and "local folder" in model["detail"], model
+
+
 def test_doctor_with_local_model_folder(tmp_path, tiny_checkpoint):
     res = CliRunner().invoke(main, ["doctor", "--model", str(tiny_checkpoint), "--json"])
     model = json.loads(res.output)["checks"][5]
@@ -198,6 +209,7 @@ def test_batch_of_a_folder_without_recordings_is_an_error(tmp_path, tiny_checkpo
     line = assert_one_error_line(g4media("batch", str(tmp_path), "--model", str(tiny_checkpoint), "-o",
                                          str(tmp_path / "out")))
     assert "no recordings found in" in line and "-r looks in its sub-folders too" in line
+    assert not (tmp_path / "out").exists()  # no empty index either
 
 
 def test_diarize_refuses_to_write_its_rttm_over_the_recording(samples_dir, tmp_path):
@@ -233,6 +245,7 @@ def test_a_device_model_or_cache_folder_that_cannot_be_is_one_clear_line(samples
     from mediapipe_g4.workdir import media_work_dir
 
     assert check_device(" CPU ") == "cpu"
+    assert check_device("auto") in ("cuda", "mps", "cpu")  # the best there is, as without --device
     for bad in ("tpu", "cpu:1", "cuda:x"):
         with pytest.raises(ModelError, match="is not a device; use cuda, cuda:N, mps or cpu"):
             check_device(bad)

@@ -188,6 +188,12 @@ def test_audio_shortfall_is_said_past_a_second_or_two_percent(decoded, said):
         assert short.startswith(f"only the first 00:0{int(decoded)} of the 00:10 of audio")
 
 
+def test_a_tracks_length_from_its_matroska_tag():
+    assert media._tag_duration({"tags": {"DURATION": "00:00:38.115000000"}}) == pytest.approx(38.115)
+    assert media._tag_duration({"tags": {"DURATION-eng": "01:02:03.5"}}) == pytest.approx(3723.5)  # mkvmerge's
+    assert media._tag_duration({"tags": {"title": "Mic"}}) is None and media._tag_duration({}) is None
+
+
 def test_a_track_of_unknown_length_is_judged_against_the_file_only_when_it_is_all_the_audio():
     def info(*durations):
         tracks = tuple(AudioStream(index=i, codec="aac", sample_rate=16000, channels=1, duration=d)

@@ -202,9 +202,13 @@ def test_the_vocabulary_is_in_every_prompt_and_in_the_result(samples_dir, cache,
     from mediapipe_g4 import cli
 
     assert cli._vocabulary(f"@{terms_file}") == ("Priya Raman", "kubernetes")
+    terms_file.write_text("# our team\nPriya\n  # products\nOKR, Kubernetes\n")  # a file's # lines are comments
+    assert cli._vocabulary(f"@{terms_file}") == ("Priya", "OKR", "Kubernetes")
     terms_file.write_text("# nothing yet\n")
     with pytest.raises(G4Error, match="holds no terms"):
         cli._vocabulary(f"@{terms_file}")
+    with pytest.raises(G4Error, match="holds no terms; separate them with commas"):
+        cli._vocabulary(" , ,")
     res = CliRunner().invoke(main, ["plan", str(samples_dir / "standup.mp4"), "--vocabulary", "@" + str(tmp_path / "x")])
     assert res.exit_code == 1 and "--vocabulary: cannot read" in res.output
 
