@@ -373,17 +373,22 @@ def plan(file: Path, as_json: bool, **kw) -> None:
     """Show the model requests a recording needs, their token counts (exact with the model's processor files, else
     estimated) and the memory, without the weights."""
     from . import media
+    from .memory import check_device
     from .pipeline import RunOptions, prepare_recording
     from .planner import format_plan, make_plan
     from .progress import progress_hook
 
+    options = _plan_options(kw)  # its mistakes are said before the recording is decoded
+    device = check_device(kw["device"]) if kw["device"] else None
     with progress_hook(not as_json) as hook:  # the same audio, slides and turns as summarize (and its cache)
         ready = prepare_recording(file, RunOptions(diarization=_diarization_options(kw), cache_dir=kw["cache_dir"],
                                                    audio_track=_audio_track(kw["audio_track"])), hook=hook)
-    result = make_plan(ready.waveform, ready.diarization.turns, ready.keyframes(), model=kw["model"],
-                       options=_plan_options(kw), device=kw["device"], dtype=kw["dtype"], quantize=kw["quantize"],
-                       sources=ready.sources())
-    media.release_audio(ready.work)  # the turns and slides stay cached; the decoded audio is big and quick to redo
+    try:
+        result = make_plan(ready.waveform, ready.diarization.turns, ready.keyframes(), model=kw["model"],
+                           options=options, device=device, dtype=kw["dtype"], quantize=kw["quantize"],
+                           sources=ready.sources())
+    finally:
+        media.release_audio(ready.work)  # the turns and slides stay cached; the decoded audio is big, quick to redo
     if as_json:
         _echo_json(result.to_dict())
     else:
