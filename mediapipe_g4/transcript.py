@@ -20,8 +20,25 @@ _JOIN_GAP = 0.3  # seconds: clips of one speaker this close were cut from one tu
 _LOOP = re.compile(r"(\S(?:.{0,98}?\S)?)(?:[\s,.;:!?-]+\1){3,}", re.DOTALL)
 _CHAR_LOOP = re.compile(r"(\S{1,8}?)\1{7,}")  # "hahahahahahahaha", CJK loops with no spaces
 _HAS_WORD = re.compile(r"\w", re.UNICODE)
-# A sound described instead of speech: "[music]", "(laughs)", "*applause*", "【音乐】".
-_SOUND_TAG = re.compile(r"[\[(（【][^\])）】]{0,40}[\])）】]|\*[^*]{1,40}\*")
+# A sound described instead of speech: "[music]", "(laughs)", "*applause*", "【音乐】" (a bracketed phrase of up to
+# three words, one of them a sound's; "(Okay.)" is speech).
+_BRACKETED = re.compile(r"\[([^\[\]()]{0,40})\]|\(([^()\[\]]{0,40})\)|（([^（）]{0,40})）|【([^【】]{0,40})】"
+                        r"|\*([^*]{1,40})\*")
+_SOUND_WORD = re.compile(
+    r"music\w*|songs?|singing|laugh\w*|chuckl\w*|giggl\w*|applause|clap\w*|cough\w*|sneez\w*|noises?|static|beep\w*|"
+    r"ring\w*|silen\w*|inaudible|unintelligible|crosstalk|blank_audio|sigh\w*|breath\w*|typing|"
+    r"音乐|音楽|笑|música|musique|musik|risas|rires|lachen|applaus|aplausos|applaudissements", re.IGNORECASE)
+
+
+def _without_sound_tags(text: str) -> str:
+    def drop(match: re.Match[str]) -> str:
+        inner = next(g for g in match.groups() if g is not None)
+        words = re.findall(r"\w+", inner)
+        described = (len(words) <= 3 and any(_SOUND_WORD.fullmatch(w) for w in words)) or \
+            " ".join(words).lower() in ("no speech", "no audio", "speaking in foreign language")
+        return "" if described or not words else match.group(0)
+
+    return _BRACKETED.sub(drop, text)
 
 
 def clean_transcript_text(text: str) -> str:
@@ -34,7 +51,7 @@ def clean_transcript_text(text: str) -> str:
         if collapsed == text:
             break
         text = collapsed
-    if not _HAS_WORD.search(_SOUND_TAG.sub("", text)):
+    if not _HAS_WORD.search(_without_sound_tags(text)):
         return ""  # no words, or only sounds described ("[music]" is no one's speech)
     return text.strip(" \"'")
 

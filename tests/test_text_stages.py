@@ -51,6 +51,8 @@ def req(start, end, speaker, kind="transcribe"):
     ("Line one\nline two", "Line one line two"),
     ("[Music]", ""), ("(laughs) [applause]", ""), ("*coughs*", ""), ("【音乐】", ""),  # sounds, no one's speech
     ("Okay, fine (laughs).", "Okay, fine (laughs)."), ("The [redacted] plan", "The [redacted] plan"),
+    ("[Soft music playing]", ""), ("(Okay.)", "(Okay.)"), ("*Yes*", "*Yes*"),
+    ("(Yes, I agree [laughs])", "(Yes, I agree [laughs])"), ("[No speech]", ""), ("(I laugh at that)", "(I laugh at that)"),
 ])
 def test_clean_transcript_text(raw, clean):
     assert clean_transcript_text(raw) == clean
