@@ -326,6 +326,7 @@ def test_a_failed_diarization_stops_the_keyframes(samples_dir, tmp_path, monkeyp
         try:
             for frame in iter_frames(*args, **kwargs):
                 frames_seen.append(frame.time)
+                threading.Event().wait(0.05)  # slow enough that the error comes before the last frame, on a busy CPU
                 yield frame
         finally:
             stopped.set()
