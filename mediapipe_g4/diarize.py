@@ -26,13 +26,12 @@ deterministic (fixed k-means seeds, no sampling).
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import itertools
 import logging
 import math
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -95,6 +94,9 @@ class DiarizationOptions:
 # --------------------------------------------------------------------------- embeddings
 
 
+_ENCODER_LOCK = threading.Lock()
+
+
 class _Encoder:
     """Resemblyzer's GE2E voice encoder (its weights ship inside the package) and its mel front end."""
 
@@ -102,7 +104,9 @@ class _Encoder:
         import torch
 
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            # One thread at a time: the warning filters are the process's (batch diarizes in several threads; a
+            # redirect of stdout here once left another thread's output in a buffer no one read).
+            with _ENCODER_LOCK, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # webrtcvad's pkg_resources notice
                 from resemblyzer import VoiceEncoder
 

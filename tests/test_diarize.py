@@ -367,3 +367,25 @@ def test_cli_diarize_takes_the_audio_track_asked_for(tmp_path):
     assert json.loads(first.stdout)["duration"] > json.loads(second.stdout)["duration"]  # the interview is longer
     bad = diarize(str(path), "--audio-track", "3")
     assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "takes 1 to 2 or all" in bad.stderr
+
+
+def test_the_voice_encoder_loads_without_touching_stdout(monkeypatch):
+    """batch diarizes in several threads: swapping sys.stdout while loading the encoder once left every later line
+    of the command in a buffer no one read."""
+    import sys
+
+    import resemblyzer
+
+    from mediapipe_g4 import diarize as dz
+
+    seen = []
+    real = resemblyzer.VoiceEncoder
+
+    def recording(*args, **kwargs):
+        seen.append(sys.stdout)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(resemblyzer, "VoiceEncoder", recording)
+    before = sys.stdout
+    dz._Encoder()
+    assert seen == [before] and sys.stdout is before
