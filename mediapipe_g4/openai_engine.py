@@ -96,11 +96,14 @@ class ServerOptions:
 
 
 def redact_url(url: str) -> str:
-    """The URL without a user:password part (a key must never reach a log or a result file)."""
+    """The URL without a user:password part or a query's values (`?token=...`): a key must never reach a log or
+    a result file."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
+    if parts.query:
+        parts = parts._replace(query="&".join(f"{q.split('=', 1)[0]}=***" for q in parts.query.split("&")))
+    return urlunsplit(parts)
 
 
 def endpoint(url: str, api: str) -> str:

@@ -351,6 +351,8 @@ def report_context(
         "transcript": transcript,
         "segment_count": len(segments),
         "media": _media_link(result, out_dir),
+        # Where the model ran, when not in this process: the clips, transcript and slides went there.
+        "server": one_line((result.get("options") or {}).get("server")) or None,
         "model": {
             "id": one_line(model.get("id")),
             "transcribe_model": one_line(model.get("transcribe_model")),

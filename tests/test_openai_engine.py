@@ -99,6 +99,7 @@ def test_endpoints_wav_and_redaction():
     assert endpoint("http://h:8000/v1/chat/completions", "openai") == "http://h:8000/v1/chat/completions"
     assert endpoint("http://h:11434/v1", "ollama") == "http://h:11434/api/chat"
     assert redact_url("https://user:key@h/v1") == "https://***@h/v1" and redact_url("http://h/v1") == "http://h/v1"
+    assert redact_url("https://u:k@h/v1?token=abc&x=1") == "https://***@h/v1?token=***&x=***"
     import soundfile
 
     x = np.random.default_rng(1).uniform(-1, 1, 1600).astype(np.float32)

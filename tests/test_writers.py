@@ -713,3 +713,13 @@ def test_a_keyframe_outside_the_work_folder_is_not_embedded(result, work, out, t
         kf["image_path"] = str(work / kf["image_path"])  # real keyframes, named absolutely
     html = render("html", result, out / "x.html", media_dir=Path("/"))
     assert html.count("data:image/jpeg;base64,") == len(result["keyframes"]) - 2
+
+
+def test_the_footer_says_where_the_model_ran(result, out):
+    page = visible_text(render("html", result, out / "x.html"))
+    assert "entirely on this machine: nothing from the recording was sent anywhere" in page
+    result["options"] = {"server": "http://gpu-box:8000/v1?key=***"}
+    page = visible_text(render("html", result, out / "x.html"))
+    assert "nothing from the recording was sent anywhere" not in page
+    assert "with the model server at http://gpu-box:8000/v1?key=***: the recording's clips" in page
+    assert "with the model server at http://gpu-box:8000/v1" in render("md", result, out / "x.md")
