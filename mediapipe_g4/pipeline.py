@@ -511,13 +511,19 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     if options.summarize:
         llm = asr if options.model == options.asr_model else engine_for(options.model)
         unnamed = [sid for sid in diarization.speakers if sid not in overrides]
-        if unnamed and segments:
-            found = timer.run("names", lambda: name_speakers(llm, segments, budget_chars=plan.context_budget * 3,
-                                                                    vocabulary=options.plan.vocabulary))
-        speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
-        counter = notes_counter(plan, options)
-        keyframes = slides()  # the names did not need them either
-        notes = timer.run("notes", lambda: write_notes(llm, segments, keyframes, speakers_now, plan, counter, hook))
+        # A model (or server) that fails here costs the names and notes, not the finished transcript.
+        try:
+            if unnamed and segments:
+                found = timer.run("names", lambda: name_speakers(llm, segments, budget_chars=plan.context_budget * 3,
+                                                                        vocabulary=options.plan.vocabulary))
+            speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
+            counter = notes_counter(plan, options)
+            keyframes = slides()  # the names did not need them either
+            notes = timer.run("notes", lambda: write_notes(llm, segments, keyframes, speakers_now, plan, counter,
+                                                           hook))
+        except G4Error as exc:
+            log.warning("%s: no speaker names or notes, the model failed: %s", src.name, exc)
+            notes = {"status": "failed", "error": f"the model failed: {exc}"}
         generated += llm.generated if llm is not asr else 0
     keyframes = slides()  # for the result (and with `transcribe` alone)
     speakers = build_speakers(segments, found, overrides, diarization.speakers)

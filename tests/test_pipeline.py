@@ -688,3 +688,20 @@ def test_batch_names_apart_the_outputs_of_one_folder_and_keeps_an_edited_x_json_
     assert done[-1] == "standup.wav" and len(third.skipped) == 3
     assert sorted(p.name for p in out.glob("*.json")) == ["meeting.mp3.json", "meeting.wav.json", "standup.json",
                                                           "standup.wav.json"]
+
+
+def test_a_model_that_fails_on_the_notes_costs_the_notes_not_the_transcript(samples_dir, cache):
+    from mediapipe_g4.errors import ModelError
+
+    answers = standup_engine_script()
+
+    def script(request):
+        if request.kind.startswith("notes"):
+            raise ModelError("the model server at http://gpu:8000/v1 kept failing (HTTP 500)")
+        return answers(request)
+
+    result, _, _ = run(samples_dir / "standup.mp4", cache, script, fresh=True)
+    assert result["segments"] and [s["name"] for s in result["speakers"]] == ["Alice", "Bob", "Carol"]
+    assert result["notes"] == {"status": "failed",
+                               "error": "the model failed: the model server at http://gpu:8000/v1 kept failing "
+                                        "(HTTP 500)"}
