@@ -41,6 +41,11 @@ class ActionItem(_Item):
     due: str | None = None
     time: float | None = None
 
+    @field_validator("owner", "due", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
 
 class Chapter(_Item):
     start: float
@@ -58,12 +63,23 @@ class Notes(BaseModel):
 
     @field_validator("decisions", "questions", "action_items", "chapters", mode="before")
     @classmethod
-    def _strings_are_items(cls, value: Any) -> Any:
+    def _strings_are_items(cls, value: Any, info: Any) -> Any:
         if value is None:  # "questions": null, for none
             return []
-        if isinstance(value, list):
-            return [{"text": v} if isinstance(v, str) else v for v in value if v not in (None, "", {})]
-        return value
+        if not isinstance(value, list):
+            return value
+        items = [{"text": v} if isinstance(v, str) else v for v in value if v not in (None, "", {})]
+        # One item that does not fit (no text, a chapter without a start) is left out, not all the notes with it.
+        model = {"chapters": Chapter, "action_items": ActionItem}.get(info.field_name, TextAtTime)
+        kept = []
+        for item in items:
+            try:
+                model.model_validate(item)
+            except ValidationError as exc:
+                log.info("left out of the notes' %s: %r (%s)", info.field_name, item, exc.errors()[0]["msg"])
+                continue
+            kept.append(item)
+        return kept if kept or not items else items  # none fits: the error says why
 
     @field_validator("summary", mode="before")
     @classmethod

@@ -293,7 +293,7 @@ def write_notes(
         try:
             notes = parse_notes(engine.generate([repair])[0])
         except NotesParseError as second:
-            return {"status": "failed", "error": f"the model's notes were not valid JSON twice ({second})"}
+            return {"status": "failed", "error": f"the model's notes could not be read, twice ({second})"}
     return {"status": "ok", "error": None, **ground_notes(notes, segments, speakers)}
 
 

@@ -234,3 +234,15 @@ def test_a_name_for_a_speaker_that_is_not_there_is_said():
     assert names == {"S1": "Ann", "S9": "Zed"}
     assert problems == ["--names: there is no speaker S9 (the speakers are S1, S2); 'Zed' names no one"]
     assert resolve_side_names({"S1": "Ann"}, {}, ("S1",)) == ({"S1": "Ann"}, [])
+
+
+def test_one_item_that_does_not_fit_is_left_out_not_all_the_notes():
+    answer = json.dumps({
+        "summary": "x",
+        "decisions": ["Ship it", None, {"time": "00:10"}],  # an item without text
+        "action_items": [{"text": f"Task {i}", "owner": "Bob", "due": 5 if i == 3 else "Friday"} for i in range(100)],
+        "chapters": [{"start": 0, "title": "Intro"}, {"title": "no start"}],
+    })
+    notes = parse_notes(answer)
+    assert [d.text for d in notes.decisions] == ["Ship it"] and len(notes.action_items) == 100
+    assert notes.action_items[3].due == "5" and [c.title for c in notes.chapters] == ["Intro"]
