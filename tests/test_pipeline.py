@@ -163,7 +163,7 @@ def test_notes_with_a_json_slip_need_no_second_answer(samples_dir, cache):
 def test_notes_that_stay_invalid_are_reported_and_the_rest_is_kept(samples_dir, cache, tmp_path):
     script = standup_engine_script(["no json", "still no json"])
     result, _, _ = run(samples_dir / "standup.mp4", cache, script, fresh=True)
-    assert result["notes"]["status"] == "failed" and "not valid JSON" in result["notes"]["error"]
+    assert result["notes"]["status"] == "failed" and "could not be read, twice" in result["notes"]["error"]
     assert result["segments"] and result["speakers"]
     write_outputs(result, tmp_path, "standup", ["html", "md"], media_dir=result["work_dir"])
     html = (tmp_path / "standup.html").read_text()
