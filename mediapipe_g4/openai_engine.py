@@ -301,14 +301,31 @@ class ModelServer:
         self.reached = False  # a server that answered once and then refuses connections is restarting
         self.tries = 0  # HTTP requests sent, retries included
 
+    def check_reachable(self, timeout: float = 3.0) -> None:
+        """A ModelError at once when nothing listens at the server's address (before a recording is decoded and
+        its speakers found, which can take minutes), else nothing: whether it serves the model is for the
+        first request to find."""
+        import socket
+
+        parts = urlsplit(self.options.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname or "localhost", port), timeout=timeout).close()
+        except OSError as exc:
+            raise ModelError(f"cannot reach the model server at {self.shown_url}: {exc.strerror or exc}; "
+                             "start it (docs/SERVING.md) or check --server") from None
+
     @staticmethod
     def _read_key(name: str | None) -> str | None:
         if not name:
             return None
-        key = os.environ.get(name)
+        key = (os.environ.get(name) or "").strip()  # a key pasted with its newline
         if not key:
             raise ModelError(f"--api-key-env {name}: the environment variable {name} is not set; "
                              f"export {name}=... with the server's API key")
+        if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+            raise ModelError(f"--api-key-env {name}: the key in {name} holds spaces or characters an HTTP header "
+                             "cannot carry; check it (it is not shown here)")
         return key
 
     def _session(self):
@@ -584,6 +601,7 @@ def _local_processor(model: str) -> Any:
 def make_server_factory(options: ServerOptions):
     """model id -> engine, one engine per model, all sharing one server connection and its bound."""
     server = ModelServer(options)
+    server.check_reachable()
     engines: dict[str, OpenAIEngine] = {}
     lock = threading.Lock()
 

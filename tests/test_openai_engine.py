@@ -238,6 +238,8 @@ def test_server_down_and_server_without_audio(srv, call):
     dead = OpenAIEngine("tiny", ServerOptions(url=f"http://127.0.0.1:{port}/v1", **FAST), processor=False)
     with pytest.raises(ModelError, match=rf"cannot reach the model server at http://127.0.0.1:{port}/v1: .*--server"):
         dead.generate([text_request("hi")])
+    with pytest.raises(ModelError, match=rf"cannot reach the model server at http://127.0.0.1:{port}/v1: "):
+        make_server_factory(ServerOptions(url=f"http://127.0.0.1:{port}/v1", **FAST))  # at once, before any work
     srv.refuse_audio = True
     with pytest.raises(ModelError, match=r"does not take audio.*--server-api vllm, --server-api ollama"):
         engine(srv).generate(list(call["requests"][:2]))
@@ -250,7 +252,12 @@ def test_api_key_from_the_named_environment_variable(srv, monkeypatch):
     monkeypatch.delenv("G4_TEST_KEY", raising=False)
     with pytest.raises(ModelError, match="G4_TEST_KEY is not set"):
         engine(srv, api_key_env="G4_TEST_KEY")
-    monkeypatch.setenv("G4_TEST_KEY", "s3cret-key")
+    for bad in ("s3cret key", "sécret€"):
+        monkeypatch.setenv("G4_TEST_KEY", bad)
+        with pytest.raises(ModelError, match="characters an HTTP header cannot carry") as err:
+            engine(srv, api_key_env="G4_TEST_KEY")
+        assert "cret" not in str(err.value)
+    monkeypatch.setenv("G4_TEST_KEY", "s3cret-key\n")  # pasted with its newline
     eng = engine(srv, api_key_env="G4_TEST_KEY")
     assert eng.generate([text_request("hi")]) == ["hi|audio=0.00|images=0"]
     assert "s3cret" not in json.dumps(eng.options.to_dict())
@@ -371,14 +378,14 @@ def test_batch_runs_recordings_at_once_and_stops_on_a_model_error(tmp_path):
         list(_concurrently(iter((f, None) for f in files), failing, 2))
 
 
-def test_in_process_options_with_a_server_are_named_as_ignored(caplog):
+def test_in_process_options_with_a_server_are_named_as_ignored(srv, caplog):
     from mediapipe_g4.pipeline import RunOptions, make_engine_factory
 
     with caplog.at_level("WARNING", logger="mediapipe_g4"):
-        make_engine_factory(RunOptions(engine="openai", server="http://localhost:1/v1",
+        make_engine_factory(RunOptions(engine="openai", server=srv.url,
                                        assistant="google/gemma-4-12B-it-assistant", quantize="4bit"))
     assert "--assistant, --quantize are the in-process engine's" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="mediapipe_g4"):
-        make_engine_factory(RunOptions(engine="openai", server="http://localhost:1/v1"))
+        make_engine_factory(RunOptions(engine="openai", server=srv.url))
     assert caplog.text == ""
