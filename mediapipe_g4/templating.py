@@ -175,7 +175,7 @@ def html_paragraphs(value: Any) -> Markup:
     if value is None:
         return Markup("")
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", str(value)) if p.strip()]
-    return Markup("\n").join(Markup("<p>{}</p>").format(p) for p in paragraphs)
+    return Markup("\n").join(Markup("<p dir=\"auto\">{}</p>").format(p) for p in paragraphs)
 
 
 def make_environment(directory: Path | None = None) -> jinja2.Environment:

@@ -723,3 +723,12 @@ def test_the_footer_says_where_the_model_ran(result, out):
     assert "nothing from the recording was sent anywhere" not in page
     assert "with the model server at http://gpu-box:8000/v1?key=***: the recording's clips" in page
     assert "with the model server at http://gpu-box:8000/v1" in render("md", result, out / "x.md")
+
+
+def test_right_to_left_text_gets_its_own_direction(result, out):
+    result["notes"]["summary"] = "ناقش الفريق الإصدار."
+    result["notes"]["decisions"][0] = {"text": "الشحن يوم الثلاثاء.", "time": 1.0}
+    html = render("html", result, out / "x.html")
+    assert '<p dir="auto">ناقش الفريق الإصدار.</p>' in html
+    assert "<li><bdi>الشحن يوم الثلاثاء.</bdi>" in html  # the period stays with its sentence, not the time
+    assert html.count('<p dir="auto">') >= len(result["segments"])
