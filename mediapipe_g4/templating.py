@@ -85,14 +85,14 @@ def speaker_map(speakers: Any) -> dict[str, str]:
     for speaker in speakers or ():
         if isinstance(speaker, Mapping) and speaker.get("id") is not None:
             sid = str(speaker["id"])
-            names[sid] = str(speaker.get("name") or sid)
+            names[sid] = " ".join(str(speaker.get("name") or sid).split()) or sid  # one line: a cue, a TXT line
     return names
 
 
 def resolve_speaker_name(value: Any, names: Mapping[str, str]) -> str:
     if value is None or value == "":
         return ""
-    return names.get(str(value), str(value))
+    return names.get(str(value), " ".join(str(value).split()))
 
 
 @jinja2.pass_context

@@ -186,7 +186,7 @@ class SRTWriter(Writer):
 
     def render(self, result, path, *, media_dir):
         for number, cue in enumerate(subtitle_cues(result), start=1):
-            lines = wrap_cue(speaker_prefix(cue.speaker), cue.text.replace("-->", "->"))
+            lines = wrap_cue(speaker_prefix(cue.speaker.replace("-->", "->")), cue.text.replace("-->", "->"))
             yield f"{number}\n{subtitle_time(cue.start, ',')} --> {subtitle_time(cue.end, ',')}\n"
             yield "\n".join(lines) + "\n\n"
 

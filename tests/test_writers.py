@@ -732,3 +732,13 @@ def test_right_to_left_text_gets_its_own_direction(result, out):
     assert '<p dir="auto">ناقش الفريق الإصدار.</p>' in html
     assert "<li><bdi>الشحن يوم الثلاثاء.</bdi>" in html  # the period stays with its sentence, not the time
     assert html.count('<p dir="auto">') >= len(result["segments"])
+
+
+def test_a_speaker_name_cannot_break_a_subtitle_file(result, out):
+    result["speakers"][0]["name"] = "Ann --> Bea\n\nLee"
+    srt = render("srt", result, out / "x.srt")
+    vtt = render("vtt", result, out / "x.vtt")
+    txt = render("txt", result, out / "x.txt")
+    assert srt.count("-->") == srt.count("\n\n") and "Ann -> Bea Lee: " in srt  # one arrow per cue, its time's
+    assert "<v Ann --&gt; Bea Lee>" in vtt and "\n\nLee" not in vtt
+    assert all(line.startswith("[") for line in txt.splitlines())
