@@ -501,6 +501,12 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     transcribe = [r for r in plan.requests if r.kind == "transcribe"]
     answers = timer.run("transcribe", lambda: asr.generate(transcribe, hook=hook))
     segments = segments_from_answers(transcribe, answers, translate_to=options.plan.translate_to)
+    if len(transcribe) >= 3 and not any(a.strip() for a in answers):
+        log.warning("%s: every one of the %d clips of speech came back empty from the model, so the transcript is "
+                    "empty%s; the answers are kept in the work folder: once that is mended, run again with --fresh",
+                    src.name, len(transcribe),
+                    " (a model server may put its answer in reasoning_content instead of the message's content)"
+                    if options.engine == "openai" else "")
 
     overrides, problems = resolve_side_names(dict(options.names), diarization.sides, diarization.speakers)
     for problem in problems:

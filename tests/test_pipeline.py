@@ -705,3 +705,10 @@ def test_a_model_that_fails_on_the_notes_costs_the_notes_not_the_transcript(samp
     assert result["notes"] == {"status": "failed",
                                "error": "the model failed: the model server at http://gpu:8000/v1 kept failing "
                                         "(HTTP 500)"}
+
+
+def test_a_model_that_answers_every_clip_with_nothing_is_said(samples_dir, cache, caplog):
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        result, _, _ = run(samples_dir / "standup.mp4", cache, lambda request: "", fresh=True, summarize=False)
+    assert result["segments"] == []
+    assert "clips of speech came back empty from the model" in caplog.text and "--fresh" in caplog.text
