@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -55,22 +56,47 @@ def progress_hook(enabled: bool = True, *, interval: float = 10.0) -> Iterator[H
     started: dict[str, float] = {}
     said: dict[str, float] = {}
     seen: dict[str, tuple[int, int]] = {}
+    latest: list[str] = []  # the step heard of last: the one under way
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def say(step: str, now: float, suffix: str = "") -> None:
+        said[step] = now
+        sys.stderr.write(f"g4media: {describe(step, *seen[step])}{suffix}\n")
+        sys.stderr.flush()
 
     def line_hook(step: str, completed: int, total: int) -> None:
         # Straight to stderr, whatever the log level: a long job whose output goes to a file shows where it is.
         # A step shorter than `interval` says nothing, so short runs and scripts stay quiet.
-        now = time.monotonic()
-        before = seen.get(step)
-        seen[step] = (completed, total)
-        if before is not None and (completed < before[0] or total != before[1]):  # the step begins again (a batch)
-            started.pop(step, None)
-            said.pop(step, None)
-        start = started.setdefault(step, now)
-        if step not in said and now - start < interval:
-            return
-        if (bool(total) and completed >= total) or now - said.get(step, start) >= interval:
-            said[step] = now
-            sys.stderr.write(f"g4media: {describe(step, completed, total)}\n")
-            sys.stderr.flush()
+        with lock:
+            now = time.monotonic()
+            before = seen.get(step)
+            seen[step] = (completed, total)
+            latest[:] = [step]
+            if before is not None and (completed < before[0] or total != before[1]):  # it begins again (a batch)
+                started.pop(step, None)
+                said.pop(step, None)
+            start = started.setdefault(step, now)
+            if step not in said and now - start < interval:
+                return
+            if (bool(total) and completed >= total) or now - said.get(step, start) >= interval:
+                say(step, now)
 
-    yield line_hook
+    def heartbeat() -> None:
+        # One request can take minutes (a meeting's notes on a CPU): the step under way says it is still going.
+        while not stop.wait(interval / 2):
+            with lock:
+                if not latest:
+                    continue
+                step = latest[0]
+                completed, total = seen[step]
+                now = time.monotonic()
+                if (not total or completed < total) and now - said.get(step, started[step]) >= interval:
+                    say(step, now, f", {now - started[step]:.0f} s in")
+
+    ticker = threading.Thread(target=heartbeat, name="g4media-progress", daemon=True)
+    ticker.start()
+    try:
+        yield line_hook
+    finally:
+        stop.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -260,3 +261,18 @@ def test_a_device_model_or_cache_folder_that_cannot_be_is_one_clear_line(samples
     (tmp_path / "a file").write_text("x")
     with pytest.raises(G4Error, match="Cannot make the work folder .*pass --cache-dir"):
         media_work_dir("0" * 64, tmp_path / "a file")
+
+
+def test_progress_without_a_terminal_says_a_long_single_request_is_still_going(monkeypatch, capsys):
+    import time
+
+    from mediapipe_g4 import progress
+
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)
+    with progress.progress_hook(interval=0.2) as hook:
+        hook("notes", 0, 1)  # one request that takes a while
+        time.sleep(0.75)
+        hook("notes", 1, 1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == "g4media: notes 1/1" and len(lines) >= 3
+    assert all(re.fullmatch(r"g4media: notes 0/1, \d+ s in", line) for line in lines[:-1]), lines
