@@ -238,13 +238,22 @@ def ground_notes(notes: Notes, segments: Sequence[Segment], speakers: dict[str, 
     if chapters and segments and chapters[0]["start"] > segments[0].start:
         chapters[0]["start"] = round(segments[0].start, 3)  # the first chapter opens the meeting
     return {
-        "summary": notes.summary.strip(),
-        "decisions": [{"text": d.text.strip(), "time": at(d.time)} for d in notes.decisions],
+        "summary": plain_text(notes.summary),
+        "decisions": [{"text": plain_text(d.text), "time": at(d.time)} for d in notes.decisions],
         "action_items": [
-            {"text": a.text.strip(), "owner": resolve_owner(a.owner, speakers),
+            {"text": plain_text(a.text), "owner": resolve_owner(a.owner, speakers),
              "due": (a.due or "").strip() or None, "time": at(a.time)}
             for a in notes.action_items
         ],
-        "chapters": chapters,
-        "questions": [{"text": q.text.strip(), "time": at(q.time)} for q in notes.questions],
+        "chapters": [{**c, "title": plain_text(c["title"])} for c in chapters],
+        "questions": [{"text": plain_text(q.text), "time": at(q.time)} for q in notes.questions],
     }
+
+
+_EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+
+
+def plain_text(text: str) -> str:
+    """A note's text without the markdown emphasis models like to add (**release**): the reports show text as it
+    is, so the stars would show."""
+    return _EMPHASIS.sub(r"\2", text).strip()

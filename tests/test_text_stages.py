@@ -246,3 +246,11 @@ def test_one_item_that_does_not_fit_is_left_out_not_all_the_notes():
     notes = parse_notes(answer)
     assert [d.text for d in notes.decisions] == ["Ship it"] and len(notes.action_items) == 100
     assert notes.action_items[3].due == "5" and [c.title for c in notes.chapters] == ["Intro"]
+
+
+def test_notes_lose_the_markdown_emphasis_models_add():
+    notes = parse_notes(json.dumps({"summary": "We discussed the **release** and __bugs__; 2**3 is 8.",
+                                    "decisions": ["Ship **on Friday**"], "chapters": [{"start": 1, "title": "**Intro**"}]}))
+    grounded = ground_notes(notes, SEGMENTS, {})
+    assert grounded["summary"] == "We discussed the release and bugs; 2**3 is 8."
+    assert grounded["decisions"][0]["text"] == "Ship on Friday" and grounded["chapters"][0]["title"] == "Intro"
