@@ -236,8 +236,9 @@ def error_message(response: Any) -> str:
     """The message of an error reply: OpenAI/llama.cpp {"error": {"message"}}, vLLM {"message"}, Ollama {"error"}."""
     try:
         payload = response.json()
-    except ValueError:
-        return (response.text or response.reason or "").strip()[:500]
+    except ValueError:  # a proxy's HTML page ("<h1>502 Bad Gateway</h1>"): its words, not its tags
+        text = re.sub(r"<[^>]*>", " ", response.text or "") if "<" in (response.text or "") else response.text
+        return " ".join((text or response.reason or "").split())[:500]
     if isinstance(payload, dict):
         err = payload.get("error", payload)
         if isinstance(err, dict):
@@ -354,8 +355,7 @@ class ModelServer:
             except _Retry as problem:
                 if attempt >= options.max_tries:
                     raise ModelError(f"the model server at {self.shown_url} kept failing ({problem.what}; "
-                                     f"{attempt} tries); check the server's log, lower --concurrency, or "
-                                     "raise --server-timeout") from None
+                                     f"{attempt} tries); check the server's log, or lower --concurrency") from None
                 wait = problem.wait
                 reason = problem.what
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:

@@ -205,8 +205,21 @@ def test_retries_429_500_dropped_and_slow_answers(srv):
 
     srv.seen.clear()
     srv.faults.extend([{"status": 503}] * 5)
-    with pytest.raises(ModelError, match=r"kept failing \(HTTP 503.*5 tries"):
+    with pytest.raises(ModelError, match=r"kept failing \(HTTP 503.*5 tries\); check the server's log, or lower "
+                                         r"--concurrency$"):
         engine(srv).generate([text_request("hello")])
+
+
+def test_a_proxys_html_error_page_is_said_in_words():
+    from mediapipe_g4.openai_engine import error_message
+
+    class Page:
+        text, reason = "<html><body><h1>502 Bad Gateway</h1><hr><center>nginx</center></body></html>", "Bad Gateway"
+
+        def json(self):
+            raise ValueError("not JSON")
+
+    assert error_message(Page()) == "502 Bad Gateway nginx"
 
 
 def test_too_long_transcription_is_split_in_two(srv, tiny_checkpoint, call):
