@@ -571,7 +571,8 @@ def diarize(
         if spk not in names:
             names[spk] = f"S{len(names) + 1}"
         turns.append(SpeakerTurn(round(t0, 3), round(min(t1, duration), 3), names[spk]))
-    log.info("diarization: %d speakers, %d turns", len(names), len(turns))
+    log.info("diarization: %d speaker%s, %d turn%s", len(names), "" if len(names) == 1 else "s", len(turns),
+             "" if len(turns) == 1 else "s")
     return Diarization(duration=duration, speakers=tuple(names.values()), turns=tuple(turns))
 
 

@@ -348,7 +348,7 @@ def report_context(
         "ticks": ticks,
         "keyframes": keyframes,
         "notes": notes,
-        "transcript": transcript,
+        "transcript": transcript if segments else [],  # slide markers alone are no transcript
         "segment_count": len(segments),
         "media": _media_link(result, out_dir),
         # Where the model ran, when not in this process: the clips, transcript and slides went there.
