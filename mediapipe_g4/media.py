@@ -7,6 +7,7 @@ come one at a time from a generator, so a 3-hour recording never sits in memory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -221,6 +222,29 @@ def _rate(text: str | None) -> float | None:
     return num_f / den_f if den_f else None
 
 
+def _wav_stated_seconds(path: Path) -> float | None:
+    """The length a WAV's header states (its data chunk's size), or None: not PCM, or a header a recorder never
+    finished (size 0 or the 4 GB placeholder)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    at, rate_bytes = 12, None
+    while at + 8 <= len(head):
+        chunk, size = head[at:at + 4], int.from_bytes(head[at + 4:at + 8], "little")
+        if chunk == b"fmt " and at + 20 <= len(head):
+            rate_bytes = int.from_bytes(head[at + 16:at + 20], "little")  # byte rate
+        elif chunk == b"data":
+            if not rate_bytes or size == 0 or size >= 0xFFFFFFF0:
+                return None
+            return size / rate_bytes
+        at += 8 + size + (size & 1)
+    return None
+
+
 def _tag_duration(stream: dict) -> float | None:
     """A stream's length from its DURATION tag ("00:00:38.115000000"), which Matroska and WebM files carry
     instead of a stream duration; None without one."""
@@ -276,6 +300,12 @@ def _media_info(path: Path, data: dict) -> MediaInfo:
         raise MediaError(f"{path} has neither an audio nor a video track; is it a recording?")
     stream_durations = [s.duration for s in (*audio, *video) if s.duration]
     duration = _float(fmt.get("duration")) or (max(stream_durations) if stream_durations else 0.0)
+    if fmt.get("format_name") == "wav" and len(audio) == 1:
+        # FFmpeg measures a WAV by its size; its header says how long it was meant to be (a copy cut short).
+        stated = _wav_stated_seconds(path)
+        if stated and stated > duration:
+            duration = stated
+            audio[0] = dataclasses.replace(audio[0], duration=stated)
     return MediaInfo(
         path=str(path),
         format_name=fmt.get("format_name") or "unknown",

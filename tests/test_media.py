@@ -188,6 +188,20 @@ def test_audio_shortfall_is_said_past_a_second_or_two_percent(decoded, said):
         assert short.startswith(f"only the first 00:0{int(decoded)} of the 00:10 of audio")
 
 
+def test_a_wav_cut_short_is_measured_by_its_header(samples_dir, tmp_path):
+    whole = (samples_dir / "phone_call.wav").read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[:40_000])  # a copy that stopped early: FFmpeg alone measures 2.5 s
+    info = media.probe(cut)
+    assert info.duration == pytest.approx(38.1, abs=0.1)
+    assert media.audio_shortfall(info, 2.5).startswith("only the first 00:02 of the 00:38")
+    assert media.probe(samples_dir / "phone_call.wav").duration == pytest.approx(38.1, abs=0.1)
+    unfinished = tmp_path / "recording.wav"  # a recorder's placeholder size: nothing to say
+    at = whole.index(b"data")
+    unfinished.write_bytes(whole[:at + 4] + b"\xff\xff\xff\xff" + whole[at + 8:40_000])
+    assert media.probe(unfinished).duration < 3
+
+
 def test_a_tracks_length_from_its_matroska_tag():
     assert media._tag_duration({"tags": {"DURATION": "00:00:38.115000000"}}) == pytest.approx(38.115)
     assert media._tag_duration({"tags": {"DURATION-eng": "01:02:03.5"}}) == pytest.approx(3723.5)  # mkvmerge's
