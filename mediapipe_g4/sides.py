@@ -37,6 +37,7 @@ MIN_ACTIVE = 40  # frames (2 s) of sound before the sides are judged
 MIN_PIECE = 0.2  # seconds: shorter pieces of a side's own speech are dropped
 JOIN_GAP = 0.3  # seconds: a side's own speech continues over shorter dips
 SHARED = 0.5  # two speakers on two sides talking at once this much of the quieter one's time are one voice
+MAX_BOOST_DB = 30.0  # a quieter side is raised at most this much to match the loudest (`balanced`)
 
 
 def side_levels(sides: Sequence[np.ndarray]) -> np.ndarray:
@@ -62,6 +63,22 @@ def _active(levels: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     floors = np.maximum(SILENCE_DB, np.percentile(levels, 95, axis=0) - 30.0)
     return (levels > floors).any(axis=1)
+
+
+def balanced(levels: np.ndarray) -> np.ndarray:
+    """Levels with each side's gain evened out: a side recorded quieter (a call's far side 10 dB down, a mic
+    turned low) raised until its loudest speech (99th percentile of the frames with sound) matches the loudest
+    side's, at most 30 dB; a silent side left as it is. A side's bleed of the other is then judged against that
+    side's own voice, not against a level the recording set."""
+    active = _active(levels)
+    if levels.shape[1] < 2 or active.sum() < MIN_ACTIVE:
+        return levels
+    peaks = np.percentile(levels[active], 99, axis=0)
+    heard = peaks > SILENCE_DB
+    if not heard.any():
+        return levels
+    boost = np.where(heard, np.clip(peaks[heard].max() - peaks, 0.0, MAX_BOOST_DB), 0.0)
+    return (levels + boost[None, :]).astype(np.float32)
 
 
 def _lead(levels: np.ndarray) -> np.ndarray:
@@ -134,7 +151,7 @@ def diarize_sides(sides: Sequence[np.ndarray], options: DiarizationOptions, leve
     """Speaker turns of a recording with one side of the conversation per waveform: each side's own speech
     diarized on its own, the turns merged in time order (those of two sides may overlap) and the speakers named
     S1, S2, ... in order of first appearance; `Diarization.sides` says whose side each is on."""
-    levels = side_levels(sides) if levels is None else levels
+    levels = balanced(side_levels(sides)) if levels is None else levels
     per_side = side_options(options, len(sides))
     turns: list[tuple[float, float, int, str]] = []
     for c, side in enumerate(sides):
@@ -160,7 +177,7 @@ def find_speakers(waveform: np.ndarray, options: DiarizationOptions,
     mixed `waveform`. One speaker (`--speakers 1`) or `options.sides` "mix" never opens the sides."""
     if open_sides is not None and options.sides != "mix" and (options.num_speakers != 1 or options.sides == "split"):
         sides = open_sides()
-        levels = side_levels(sides)
+        levels = balanced(side_levels(sides))
         if options.sides == "split":
             return diarize_sides(sides, options, levels, hook)
         if separate_sides(levels):

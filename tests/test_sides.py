@@ -26,7 +26,8 @@ from mediapipe_g4.sides import find_speakers, separate_sides, side_levels, side_
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory) -> dict[str, Path]:
     """The phone-call sample (8 kHz) made into stereo files: each speaker on their own channel ("call"), the same
-    with the other voice bleeding in 20 dB down and a noise floor ("bleed", two microphones), the far side 32 dB
+    with the other voice bleeding in 20 dB down and a noise floor ("bleed", two microphones; "uneven": its right
+    side recorded 10.5 dB lower, so its voice is as loud as the bleed on the left), the far side 32 dB
     quieter than the near one over a quiet line ("quiet"), one channel the other inverted ("antiphase", a miswired
     microphone), a room heard alike
     on both channels ("room"), mono copied to both ("copy"), everyone on the left ("one_side"); and the two
@@ -46,7 +47,8 @@ def calls(tmp_path_factory) -> dict[str, Path]:
     quiet = sides * np.array([1.0, 0.025], dtype=np.float32)
     quiet += np.random.default_rng(1).normal(0, 0.0002, quiet.shape).astype(np.float32)
     files = {}
-    for name, audio in [("call", sides), ("bleed", bleed), ("quiet", quiet), ("room", room),
+    uneven = bleed * np.array([1.0, 0.3], dtype=np.float32)  # the right side recorded 10.5 dB lower
+    for name, audio in [("call", sides), ("bleed", bleed), ("uneven", uneven), ("quiet", quiet), ("room", room),
                         ("copy", np.stack([x, x], axis=1)), ("antiphase", np.stack([x, -x], axis=1)),
                         ("one_side", np.stack([x, np.zeros_like(x)], axis=1))]:
         files[name] = d / f"{name}.wav"
@@ -68,7 +70,7 @@ def test_sides_are_split_only_when_each_carries_its_own_voices(calls, tmp_path):
 
 
 def test_a_call_is_diarized_side_by_side_and_the_bleed_left_out(calls, tmp_path):
-    for name in ("call", "bleed"):
+    for name in ("call", "bleed", "uneven"):
         sides = media.decode_sides(calls[name], tmp_path / name)
         found = find_speakers(media.decode_audio(calls[name], tmp_path / name), DiarizationOptions(),
                               lambda sides=sides: sides)
