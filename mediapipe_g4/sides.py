@@ -165,6 +165,10 @@ def diarize_sides(sides: Sequence[np.ndarray], options: DiarizationOptions, leve
         merged.append(SpeakerTurn(start, end, name))
     duration = max(len(s) for s in sides) / SAMPLE_RATE
     log.info("diarization by sides: %d speakers on %d sides, %d turns", len(names), len(sides), len(merged))
+    if options.num_speakers is not None and len(names) != options.num_speakers:
+        log.warning("--speakers %d: found %d side by side (each side's count is its own: the total cannot be set); "
+                    "--no-split-channels finds exactly %d in the mix", options.num_speakers, len(names),
+                    options.num_speakers)
     return Diarization(duration=duration, speakers=tuple(names.values()), turns=tuple(merged),
                        sides={name: c + 1 for (c, _), name in names.items()})
 
@@ -179,7 +183,12 @@ def find_speakers(waveform: np.ndarray, options: DiarizationOptions,
         sides = open_sides()
         levels = balanced(side_levels(sides))
         if options.sides == "split":
-            return diarize_sides(sides, options, levels, hook)
+            found = diarize_sides(sides, options, levels, hook)
+            if shared := shared_voices(found):
+                log.warning("%s speak at the same times on two channels: one voice heard on both, so these "
+                            "channels do not hold a side each; leave out --split-channels",
+                            ", ".join(f"{a} and {b}" for a, b in shared))
+            return found
         if separate_sides(levels):
             found = diarize_sides(sides, options, levels, hook)
             shared = shared_voices(found)

@@ -215,3 +215,17 @@ def test_one_voice_heard_on_both_sides_is_not_two_speakers():
                         SpeakerTurn(15, 22, "S4"), SpeakerTurn(22.5, 26, "S2"), SpeakerTurn(22.4, 26.1, "S3")),
                        sides={"S1": 1, "S2": 1, "S3": 2, "S4": 2})
     assert shared_voices(room) == [("S2", "S3")]
+
+
+def test_a_forced_split_or_a_count_that_the_sides_cannot_meet_is_said(calls, tmp_path, caplog):
+    copy = media.decode_sides(calls["copy"], tmp_path / "copy")
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        find_speakers(media.decode_audio(calls["copy"], tmp_path / "copy"), DiarizationOptions(sides="split"),
+                      lambda: copy)
+    assert "one voice heard on both, so these channels do not hold a side each" in caplog.text
+    caplog.clear()
+    bleed = media.decode_sides(calls["bleed"], tmp_path / "bleed")
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        found = find_speakers(media.decode_audio(calls["bleed"], tmp_path / "bleed"),
+                              DiarizationOptions(num_speakers=3), lambda: bleed)
+    assert len(found.speakers) == 2 and "--speakers 3: found 2 side by side" in caplog.text
