@@ -23,7 +23,7 @@ from .result_fields import finite_float, one_line, plain, recording_duration, so
 logger = logging.getLogger("mediapipe_g4")
 
 # Calm, distinguishable speaker colours (readable as text on white, and as blocks).
-PALETTE = ("#3d6fb6", "#c2693a", "#3d8b5a", "#8459b0", "#2a8a8f", "#b94a67", "#8a7d2b", "#5b6b80")
+PALETTE = ("#3d6fb6", "#b05f35", "#398254", "#8459b0", "#278085", "#b94a67", "#807428", "#5b6b80")
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".ogv", ".avi", ".wmv", ".mpg", ".mpeg", ".ts"}
 
 # The report's only script, present when the recording sits beside it: a time link seeks the
@@ -43,9 +43,13 @@ PLAYER_SCRIPT = """
     var playing = player.play();
     if (playing && playing.catch) playing.catch(function () {});
   });
-  document.getElementById("undock").addEventListener("click", function () {
+  function undock() {
     document.body.classList.remove("docked");
     player.pause();
+  }
+  document.getElementById("undock").addEventListener("click", undock);
+  document.addEventListener("keydown", function (event) {  // Escape closes the docked player
+    if (event.key === "Escape" && document.body.classList.contains("docked")) undock();
   });
 })();
 """

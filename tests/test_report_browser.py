@@ -192,6 +192,12 @@ def test_time_links_seek_the_recording_beside_the_report(browser, standup, tmp_p
     browser.execute_script("arguments[0].click();", link)
     seek = browser.execute_script("return document.getElementById('player').currentTime;")
     assert abs(seek - 46.4) < 0.5
+    # A time far down the page docks the player; Escape closes it.
+    far = browser.find_elements("css selector", "#transcript a.t[data-t]")[-1]
+    browser.execute_script("arguments[0].scrollIntoView(); arguments[0].click();", far)
+    assert browser.execute_script("return document.body.classList.contains('docked');")
+    browser.execute_script("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}));")
+    assert not browser.execute_script("return document.body.classList.contains('docked');")
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
     browser.execute_script("window.scrollTo(0, 0);")
     (ARTIFACTS / "report-player.png").write_bytes(browser.get_screenshot_as_png())

@@ -742,3 +742,16 @@ def test_a_speaker_name_cannot_break_a_subtitle_file(result, out):
     assert srt.count("-->") == srt.count("\n\n") and "Ann -> Bea Lee: " in srt  # one arrow per cue, its time's
     assert "<v Ann --&gt; Bea Lee>" in vtt and "\n\nLee" not in vtt
     assert all(line.startswith("[") for line in txt.splitlines())
+
+
+def test_speaker_colours_and_faint_text_are_readable_on_white():
+    """WCAG AA: 4.5:1 for text (speaker names are written in their colour; --faint is used for text too)."""
+    def luminance(hex_colour: str) -> float:
+        channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    template = (Path(__file__).parent.parent / "templates" / "report.html.j2").read_text()
+    faint = re.search(r"--faint: (#[0-9a-f]{6})", template).group(1)
+    for colour in (*report_view.PALETTE, faint):
+        assert 1.05 / (luminance(colour) + 0.05) >= 4.5, colour
