@@ -446,15 +446,16 @@ RENDER_FORMATS = "html,md,srt,vtt"  # the X.json is the input
 
 
 def _formats(text: str) -> list[str]:
-    from .writers import get_writer
+    """--format as the writers' own names, each once ("all": every writer; "HTML", "markdown" as html, md); an
+    unknown format is an error before any work starts."""
+    from .writers import WRITERS, get_writer
 
     names = [f for f in text.replace(" ", ",").split(",") if f]
     if not names:
         raise G4Error(f"--format {text!r} names no output; give some of json, srt, vtt, txt, md, html (or all)")
-    for name in names:
-        if name != "all":
-            get_writer(name)  # an unknown format is an error before any work starts
-    return names
+    if "all" in (n.strip().lower() for n in names):
+        return list(WRITERS)
+    return list(dict.fromkeys(get_writer(name).name for name in names))
 
 
 def _count(n: int, noun: str) -> str:
@@ -477,7 +478,7 @@ def _check_outputs(files: tuple[Path, ...], stems: dict[Path, str], out_dir: Pat
     """Refuse, before any work, an output folder that cannot be written and an output that would be one of the
     recordings (`talk.txt` transcribed to TXT beside itself)."""
     from .errors import OutputError
-    from .writers import WRITERS, cannot_write, get_writer
+    from .writers import cannot_write, get_writer
 
     # The folder itself is made when the first output is written (a run that fails before leaves nothing); here:
     # its nearest existing folder must be a folder we may write in.
@@ -485,10 +486,9 @@ def _check_outputs(files: tuple[Path, ...], stems: dict[Path, str], out_dir: Pat
     if existing is not None and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
         reason = "Not a directory" if not existing.is_dir() else "Permission denied (or a read-only file system)"
         raise OutputError(cannot_write(out_dir, OSError(0, f"{reason}: {existing}")))
-    names = list(WRITERS) if "all" in formats else formats
     recordings = {os.path.realpath(f) for f in files}
     for file in files:
-        for name in names:
+        for name in formats:
             target = out_dir / f"{stems[file]}.{get_writer(name).extension}"
             if os.path.realpath(target) in recordings:
                 raise OutputError(f"Refusing to write {target}: it is one of the recordings. Choose another folder "
@@ -645,8 +645,7 @@ def render(results: tuple[Path, ...], output_dir: Path | None, **kw) -> None:
         # Keyframe images are relative to the work folder the result names (or, if it is gone, to the result's).
         work = Path(str(result.get("work_dir") or path.parent))
         media_dir = work if work.is_dir() else path.parent
-        names = [f for f in (list(WRITERS) if "all" in formats else formats)
-                 if not (f == "json" and (out_dir / f"{stem}.json").resolve() == path.resolve())]
+        names = [f for f in formats if not (f == "json" and (out_dir / f"{stem}.json").resolve() == path.resolve())]
         missing = _drop_missing_images(result, media_dir)
         written = write_outputs(result, out_dir, stem, names, media_dir=media_dir) if names else []
         click.echo(f"{path.name}: wrote {', '.join(str(p) for p in written) or 'nothing (it is the input)'}")

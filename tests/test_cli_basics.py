@@ -276,3 +276,13 @@ def test_progress_without_a_terminal_says_a_long_single_request_is_still_going(m
     lines = capsys.readouterr().err.splitlines()
     assert lines[-1] == "g4media: notes 1/1" and len(lines) >= 3
     assert all(re.fullmatch(r"g4media: notes 0/1, \d+ s in", line) for line in lines[:-1]), lines
+
+
+def test_formats_are_the_writers_own_names():
+    """`all` and other spellings become the writers' names once, so every later step (which outputs show slides,
+    which files a batch finds done) reads one list: `--format all` made batch reruns fail on get_writer("all")."""
+    from mediapipe_g4 import cli
+    from mediapipe_g4.writers import WRITERS
+
+    assert cli._formats("all") == cli._formats("json,ALL") == list(WRITERS)
+    assert cli._formats("HTML, markdown,html") == ["html", "md"]
