@@ -68,13 +68,21 @@ def already_done(json_path: Path, sha256: str, changed: Changed | None = None) -
     settings that differ from an X.json's `options`, with the same settings)."""
     try:
         result = json.loads(json_path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return False
+    return _made_from(result, sha256, changed, json_path.name)
+
+
+def _made_from(result: Any, sha256: str, changed: Changed | None, name: str) -> bool:
+    """Whether a result read from X.json `name` was made from this content with these settings (`already_done`)."""
+    try:
         if result["source"]["sha256"] != sha256:
             return False
         differ = changed(result.get("options") or {}) if changed else []
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return False
     if differ:
-        log.info("%s was made with other settings (%s): doing it again", json_path.name, ", ".join(differ))
+        log.info("%s was made with other settings (%s): doing it again", name, ", ".join(differ))
     return not differ
 
 
@@ -179,17 +187,16 @@ def _done(folder: Path, out_dir: Path, path: Path, stem: str, changed: Changed |
     return already_done(out_dir / rel.parent / f"{stem}.json", file_sha256(path), changed)
 
 
-def _unreadable_result(json_path: Path) -> str | None:
-    """Why an X.json that is there does not parse (an edit went wrong), or None: redoing the recording would
-    overwrite the edit."""
+def _result_there(json_path: Path) -> tuple[Any, str | None]:
+    """(the X.json's content, None) if it is there; (None, None) if not; (None, why) if it is there but does not
+    parse (an edit went wrong: redoing the recording would overwrite the edit)."""
     try:
-        json.loads(json_path.read_text(encoding="utf-8-sig"))
+        return json.loads(json_path.read_text(encoding="utf-8-sig")), None
     except FileNotFoundError:
-        return None
+        return None, None
     except (OSError, ValueError) as exc:
-        return (f"{json_path} is there but does not read as JSON ({exc}); fix it (then `g4media render` it), or "
-                "delete it or use --fresh to make it again")
-    return None
+        return None, (f"{json_path} is there but does not read as JSON ({exc}); fix it (then `g4media render` it), "
+                      "or delete it or use --fresh to make it again")
 
 
 def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Path], dict[str, Any]], path: Path,
@@ -200,14 +207,17 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
     target_dir = out_dir / rel.parent
     if broken:
         return failed_entry(rel, broken), "failed", broken, False
-    if not redo and (problem := _unreadable_result(target_dir / f"{stem}.json")):
+    json_path = target_dir / f"{stem}.json"
+    before, problem = (None, None) if redo else _result_there(json_path)  # read once: judged, then indexed
+    if problem:
         return failed_entry(rel, problem), "failed", problem, False
     try:
-        if not redo and _done(folder, out_dir, path, stem, changed):
+        from .workdir import file_sha256
+
+        if before is not None and _made_from(before, file_sha256(path), changed, json_path.name):
             outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
                        if (target_dir / f"{stem}.{ext}").exists()]
-            result = json.loads((target_dir / f"{stem}.json").read_text(encoding="utf-8-sig"))
-            return _relative(index_entry(result, outputs, name=rel), out_dir), "done before", "", True
+            return _relative(index_entry(before, outputs, name=rel), out_dir), "done before", "", True
         result = process(path)
         outputs = write_outputs(result, target_dir, stem, formats, media_dir=result.get("work_dir"))
     except ModelError:
