@@ -227,11 +227,16 @@ def pick_device(requested: str | None = None) -> str:
 
         if torch.cuda.is_available():
             return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available(torch):
             return "mps"
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     return "cpu"
+
+
+def _mps_available(torch: Any) -> bool:
+    """Whether this torch has Apple's MPS and can use it here."""
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def check_device(requested: str) -> str:
@@ -258,7 +263,7 @@ def check_device(requested: str) -> str:
         if number is not None and int(number) >= count:
             raise ModelError(f"--device {requested}: this machine has {count} CUDA GPU{'s' if count > 1 else ''} "
                              f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if kind == "mps" and not _mps_available(torch):
         raise ModelError(f"--device {requested}: Apple's MPS is not available here; use --device cpu")
     return device
 
