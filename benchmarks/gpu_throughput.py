@@ -331,32 +331,61 @@ def full_clip_requests(
     ]
 
 
+def step_clock():
+    """A stopping criterion that stops nothing and notes the time and length of every decode step: generate calls
+    it once a step, after the step's tokens are chosen (on every decode path: dynamic, static, assisted), and its
+    check of whether all rows finished already waits for the device. (last - first time) / (tokens made in
+    between) is a token's cost without the prefill, measured within one generate (the difference of two generates
+    is noise when a busy machine is timed)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class StepClock(StoppingCriteria):
+        def __init__(self) -> None:
+            self.marks: list[tuple[float, int]] = []
+
+        def __call__(self, input_ids, scores, **kwargs):
+            self.marks.append((time.perf_counter(), input_ids.shape[1]))
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+        def per_token(self) -> float:
+            (t0, n0), (t1, n1) = self.marks[0], self.marks[-1]
+            if n1 <= n0:
+                raise RuntimeError(f"generate made {len(self.marks)} decode step(s); a token's cost needs two")
+            return (t1 - t0) / (n1 - n0)
+
+    return StepClock()
+
+
 def prefill_and_decode(
     engine: BenchEngine, requests: list[EngineRequest], new_tokens: int, repeat: int
 ):
-    """(prefill s, prompt tokens, decode s/step) for one batch: a forward pass; and generate with
-    `new_tokens` minus generate with one token (the prefill and generate's set-up cancel), per step."""
+    """(prefill s, prompt tokens, decode s/step) for one batch: a forward pass; and the steps of generate with
+    `new_tokens`, timed one by one (`step_clock`), best of `repeat`."""
     import torch
+    from transformers import StoppingCriteriaList
 
     model, device = engine.model, engine.device
     inputs = engine.to_device(engine._inputs(requests))
     tokens = int(inputs["attention_mask"].sum())
 
-    def generate(n: int) -> None:
+    def generate(n: int) -> float:
         engine.fix_decode_length(n)
+        clock = step_clock()
         model.generate(
             **inputs,
             **{**fixed_decode(n), "max_new_tokens": n},
             **engine.decode_kwargs(inputs, new_tokens),  # one cache size for both
+            stopping_criteria=StoppingCriteriaList([clock]),
         )
+        return clock.per_token()
 
     with torch.no_grad():  # as the engine's static path (its caches are reused across calls)
         model(**inputs, logits_to_keep=1)  # warm-up
         prefill = timed(device, lambda: model(**inputs, logits_to_keep=1), repeat)
         generate(new_tokens)  # warm-up (and the compile, on the static path)
-        one = timed(device, lambda: generate(1), repeat)
-        full = timed(device, lambda: generate(new_tokens), repeat)
-    return prefill, tokens, max(full - one, 1e-9) / max(1, new_tokens - 1)
+        step = min(generate(new_tokens) for _ in range(max(1, repeat)))
+    return prefill, tokens, step
 
 
 def long_prefill(
@@ -427,9 +456,10 @@ def make_drafter(engine: BenchEngine, spec: str, shape: str) -> Any:
 
 def drafter_cost(engine: BenchEngine, drafter: Any, waveform: np.ndarray, new_tokens: int) -> dict[str, Any]:
     """ms per generated token at batch 1 with and without the drafter, and one draft step's own cost. As for
-    `decode_ms_per_step`, the prefill (and the first token it gives) is left out: (generate of `new_tokens` -
-    generate of 1) / (new_tokens - 1)."""
+    `decode_ms_per_step`, the prefill (and the first token it gives) is left out (`step_clock`)."""
     import torch
+
+    from transformers import StoppingCriteriaList
 
     inputs = engine.to_device(engine._inputs(full_clip_requests(waveform, 1, new_tokens)))
     kwargs = fixed_decode(new_tokens)
@@ -443,25 +473,28 @@ def drafter_cost(engine: BenchEngine, drafter: Any, waveform: np.ndarray, new_to
         sync(engine.device)
         spent[-1] += time.perf_counter()
 
+    def per_token(**extra: Any) -> float:
+        clock = step_clock()
+        engine.model.generate(**inputs, **kwargs, **extra, stopping_criteria=StoppingCriteriaList([clock]))
+        return clock.per_token()
+
     with torch.inference_mode():
         engine.model.generate(**inputs, assistant_model=drafter, **kwargs)  # warm-up
-        first = timed(engine.device, lambda: engine.model.generate(**inputs, **fixed_decode(1)))
-        plain = timed(engine.device, lambda: engine.model.generate(**inputs, **kwargs)) - first
-        assisted = timed(engine.device,
-                         lambda: engine.model.generate(**inputs, assistant_model=drafter, **kwargs)) - first
+        plain = per_token()
+        assisted = per_token(assistant_model=drafter)
         hooks = [drafter.register_forward_pre_hook(before), drafter.register_forward_hook(after)]
         try:
             engine.model.generate(**inputs, assistant_model=drafter, **kwargs)
         finally:
             for hook in hooks:
                 hook.remove()
-    # Random weights: the target rejects nearly every draft, so assisted decoding here is the drafter's overhead;
-    # with real weights each accepted draft saves a target step.
-    steps = max(1, new_tokens - 1)
+    # Random weights: the target rejects nearly every draft, so assisted decoding here is the drafter's overhead
+    # (negative would mean drafting paid off, which random drafts cannot); with real weights each accepted draft
+    # saves a target step.
     return {
-        "drafter_ms_per_token_plain": max(plain, 1e-9) / steps * 1e3,
-        "drafter_ms_per_token_assisted": max(assisted, 1e-9) / steps * 1e3,
-        "drafter_overhead_ms_per_token": max(assisted - plain, 1e-9) / steps * 1e3,
+        "drafter_ms_per_token_plain": plain * 1e3,
+        "drafter_ms_per_token_assisted": assisted * 1e3,
+        "drafter_overhead_ms_per_token": (assisted - plain) * 1e3,
         "drafter_step_ms": sum(spent) / max(1, len(spent)) * 1e3,
         "drafter_steps_per_token": len(spent) / new_tokens,
     }
