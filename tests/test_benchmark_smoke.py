@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -181,3 +182,42 @@ def test_long_notes_take_the_static_path_in_chunks_when_at_once_does_not_fit(tmp
     assert data["info"]["long_notes_2048_path"] == \
         "static cache, prefilled in chunks of 1024, compiled decoding"
     assert isinstance(data["figures"]["long_notes_2048_s"], float)
+
+
+def test_gpu_summary_judges_each_target(tmp_path):
+    """gpu_summary.py: the best variant of a figure counts, a target is met or missed, an out-of-memory figure and
+    a file that is not there are said."""
+    static = {"info": {"batch_size": 48, "minutes": 30, "device": "cuda:0 (H200)"},
+              "figures": {"transcribe_wall_s_static": 8.5, "pipeline_wall_s_static": 41.0,
+                          "decode_ms_per_step_batch1_static": 11.2, "decode_ms_per_step_batch48_static": 30.5}}
+    long = {"info": {}, "figures": {"long_prefill_131072_s_flex": 20.0, "long_prefill_131072_s_lower-right": 25.0,
+                                    "long_prefill_262144_s_flex": "out of memory: tried to allocate 16 GiB",
+                                    "long_prefill_262144_s_lower-right": 75.0}}
+    (tmp_path / "static.json").write_text(json.dumps(static))
+    (tmp_path / "long.json").write_text(json.dumps(long))
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_summary.py"), str(tmp_path / "static.json"),
+                          str(tmp_path / "long.json"), str(tmp_path / "dynamic.json")],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    lines = {line.split("  ")[0].strip(): line for line in run.stdout.splitlines()}
+    assert lines["transcription of the 30-min meeting, warm (s)"].endswith("MET")
+    assert lines["whole pipeline, 30-min meeting, warm (s)"].endswith("missed")
+    assert lines["decode at batch 1 (ms/step)"].endswith("MET")
+    assert re.search(r"20\s+-\s+ran \(flex\)$", lines["128 k-token notes prefill (s)"])
+    assert re.search(r"75\s+60\s+missed \(lower-right\)$", lines["256 k-token notes prefill (s)"])
+    assert "end to end, x real time" in lines and lines["end to end, x real time"].endswith("not measured")
+    assert "30.5" in lines["decode at batch 48, static / default (ms/step)"]
+    assert "not read: " + str(tmp_path / "dynamic.json") in run.stdout
+
+
+def test_gpu_session_keeps_to_its_budget(tmp_path):
+    """gpu_session.sh with no time left skips every part (none may start that cannot finish in the lease) and still
+    prints the summary, which says that no figures came."""
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), "--rehearse"], cwd=tmp_path,
+                         env={**os.environ, "OUT": str(tmp_path / "out"), "GPU_SESSION_SECONDS": "0",
+                              "PYTHON": sys.executable},
+                         capture_output=True, text=True, timeout=120, check=False)
+    for part in ("static", "long", "dynamic"):
+        assert f"gpu_session: {part} skipped" in run.stdout, run.stdout + run.stderr
+    assert "not read: " in run.stdout and run.returncode == 1  # the summary found no figures
+    assert (tmp_path / "out" / "machine.txt").read_text().strip()
