@@ -4,7 +4,7 @@ cut at phrase ends) with valid times (increasing starts, no overlap), for the SR
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,3 +136,17 @@ def vtt_escape(text: str) -> str:
     """Cue text safe in WebVTT, where `<` starts a tag and `&` an entity."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
+
+
+def webvtt(cues: Iterable[Cue]) -> Iterator[str]:
+    """The WebVTT text of `cues`, in chunks: the `X.vtt` file, and the captions track of the report's player."""
+    yield "WEBVTT\n\n"
+    for cue in cues:
+        lines = wrap_cue(speaker_prefix(cue.speaker), cue.text)
+        text = "\n".join(vtt_escape(line) for line in lines)
+        if cue.speaker:
+            # The voice span names the speaker for players that style voices; the visible
+            # "Alice: " prefix is for the many that do not show voice names.
+            voice = vtt_escape(cue.speaker)
+            text = f"<v {voice}>{text}</v>"
+        yield f"{subtitle_time(cue.start, '.')} --> {subtitle_time(cue.end, '.')}\n{text}\n\n"

@@ -29,7 +29,7 @@ from .errors import OutputError
 from .records import clock
 from .report_view import report_context
 from .result_fields import plain, sorted_segments
-from .subtitles import speaker_prefix, subtitle_cues, subtitle_time, vtt_escape, wrap_cue
+from .subtitles import speaker_prefix, subtitle_cues, subtitle_time, webvtt, wrap_cue
 from .templating import get_template, resolve_speaker_name, speaker_map, template_dir
 
 logger = logging.getLogger("mediapipe_g4")
@@ -196,16 +196,7 @@ class VTTWriter(Writer):
     extension = "vtt"
 
     def render(self, result, path, *, media_dir):
-        yield "WEBVTT\n\n"
-        for cue in subtitle_cues(result):
-            lines = wrap_cue(speaker_prefix(cue.speaker), cue.text)
-            text = "\n".join(vtt_escape(line) for line in lines)
-            if cue.speaker:
-                # The voice span names the speaker for players that style voices; the visible
-                # "Alice: " prefix is for the many that do not show voice names.
-                voice = vtt_escape(cue.speaker)
-                text = f"<v {voice}>{text}</v>"
-            yield f"{subtitle_time(cue.start, '.')} --> {subtitle_time(cue.end, '.')}\n{text}\n\n"
+        yield from webvtt(subtitle_cues(result))
 
 
 class TXTWriter(Writer):
