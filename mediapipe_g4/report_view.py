@@ -19,6 +19,7 @@ from markupsafe import Markup
 
 from . import __version__
 from .result_fields import finite_float, one_line, plain, recording_duration, sorted_segments, source_name
+from .subtitles import subtitle_cues, webvtt
 
 logger = logging.getLogger("mediapipe_g4")
 
@@ -66,6 +67,18 @@ def _media_link(result: Mapping[str, Any], out_dir: Path) -> dict[str, str] | No
     suffix = Path(name).suffix.lower()
     kind = "video" if suffix in VIDEO_SUFFIXES else "audio"
     return {"href": urllib.parse.quote(name, safe=""), "kind": kind, "name": name}
+
+
+def _captions(result: Mapping[str, Any]) -> str | None:
+    """The player's captions track: the speaker-prefixed WebVTT of `X.vtt`, as a data: URI. A report opened from
+    disk cannot load the X.vtt beside it (a track must be same-origin, and browsers treat every file: URL as an
+    origin of its own); a data: URI loads, once the page's media-src allows `data:`. Base64, so no recording
+    text can end the attribute or the URI. None when nothing was transcribed."""
+    cues = subtitle_cues(result)
+    if not cues:
+        return None
+    vtt = "".join(webvtt(cues)).encode("utf-8")
+    return "data:text/vtt;base64," + base64.b64encode(vtt).decode("ascii")
 
 
 def _report_date(result: Mapping[str, Any]) -> str | None:
@@ -329,6 +342,7 @@ def report_context(
         transcript.append(item)
 
     model = dict(result.get("model") or {})
+    media = _media_link(result, out_dir)
     timings = [
         {"step": k, "seconds": finite_float(v)}
         for k, v in (result.get("timings") or {}).items()
@@ -354,7 +368,8 @@ def report_context(
         "notes": notes,
         "transcript": transcript if segments else [],  # slide markers alone are no transcript
         "segment_count": len(segments),
-        "media": _media_link(result, out_dir),
+        "media": media,
+        "captions": _captions(result) if media else None,
         # Where the model ran, when not in this process: the clips, transcript and slides went there.
         "server": one_line((result.get("options") or {}).get("server")) or None,
         "model": {

@@ -206,3 +206,50 @@ def test_time_links_seek_the_recording_beside_the_report(browser, standup, tmp_p
     allowed = {report.as_uri(), (out / "standup.mp4").as_uri()}
     others = [u for u in requested_urls(browser, report) if not u.startswith("data:") and u not in allowed]
     assert others == [], f"the report made network requests: {others}"
+
+
+@pytest.mark.skipif(not SAMPLE_VIDEO.exists(), reason="samples/standup.mp4 is missing")
+def test_the_player_shows_the_transcript_as_captions(browser, standup, tmp_path):
+    """The captions track (a data: URI of X.vtt's text) loads under the page's CSP, and its cues show."""
+    from mediapipe_g4.subtitles import subtitle_cues
+
+    result, work = standup
+    result["speakers"][2]["name"] = "Carol </track><script>alert(1)</script> --> \"'"
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copyfile(SAMPLE_VIDEO, out / "standup.mp4")
+    report = get_writer("html").write(result, out / "standup.html", media_dir=work)
+
+    load(browser, report)
+    count = "var t = document.getElementById('player').textTracks[0]; return t && t.cues ? t.cues.length : -1;"
+    deadline = time.monotonic() + 10
+    while browser.execute_script(count) <= 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert browser.execute_script(count) == len(subtitle_cues(result))
+    track = browser.execute_script(
+        "var t = document.getElementById('player').textTracks[0];"
+        "return {kind: t.kind, mode: t.mode, label: t.label, lang: t.language,"
+        " first: t.cues[0].text, carol: Array.from(t.cues).map(c => c.text).filter(x => x.startsWith('<v Carol'))[0]};"
+    )
+    assert track["kind"] == "captions" and track["mode"] == "showing"
+    assert track["first"].startswith("<v Alice>Alice: Good morning")
+    assert "&lt;/track&gt;&lt;script&gt;" in track["carol"]  # the name is the cue's text, not the page's markup
+
+    # At 0:09 Bob's cue is the one showing.
+    browser.execute_script(
+        "var p = document.getElementById('player'); p.addEventListener('seeked', function () { p.dataset.seeked = 1; });"
+        " p.currentTime = 9;"
+    )
+    deadline = time.monotonic() + 10
+    seeked = "var p = document.getElementById('player'); return p.dataset.seeked && p.readyState >= 2;"  # a frame
+    while not browser.execute_script(seeked):
+        assert time.monotonic() < deadline, "the player did not seek"
+        time.sleep(0.1)
+    active = browser.execute_script("return Array.from(document.getElementById('player').textTracks[0].activeCues)"
+                                    ".map(c => c.text);")
+    assert len(active) == 1 and active[0].startswith("<v Bob>Bob: Sure. Yesterday")
+    time.sleep(0.3)  # the caption drawn
+    (ARTIFACTS / "report-captions.png").write_bytes(browser.get_screenshot_as_png())
+    assert browser.execute_script("return document.scripts.length;") == 1
+    assert console_errors(browser) == []  # no CSP violation: data: is allowed for media, and only that
+

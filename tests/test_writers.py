@@ -3,6 +3,7 @@ recording text, reports without notes, odd names, and atomic writes."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -755,3 +756,58 @@ def test_speaker_colours_and_faint_text_are_readable_on_white():
     faint = re.search(r"--faint: (#[0-9a-f]{6})", template).group(1)
     for colour in (*report_view.PALETTE, faint):
         assert 1.05 / (luminance(colour) + 0.05) >= 4.5, colour
+
+
+# -- accessibility: captions, language, text alternatives -----------------------------------
+
+
+def track_vtt(html: str) -> str:
+    """The WebVTT text of the player's captions track (a base64 data: URI)."""
+    track = re.search(r'<track kind="captions" default label="Transcript" '
+                      r'src="data:text/vtt;base64,([A-Za-z0-9+/=]+)">', html)
+    assert track, "no captions track"
+    return base64.b64decode(track.group(1), validate=True).decode("utf-8")
+
+
+def test_the_player_has_captions_of_the_transcript(result, out):
+    (out / "standup.mp4").write_bytes(b"\x00")
+    html = render("html", result, out / "standup.html")
+    # The X.vtt file's very text (one WebVTT writer), speaker-prefixed, inside the player.
+    assert track_vtt(html) == render("vtt", result, out / "standup.vtt")
+    assert re.search(r'<video id="player"[^>]*><track [^>]*></video>', html)
+    # The page allows data: media for it, and nothing else new.
+    csp = re.search(r'Content-Security-Policy" content="([^"]+)"', html).group(1)
+    assert "media-src * data:;" in csp and "default-src 'none'" in csp and csp.count("data:") == 2  # img-src too
+
+    result["source"]["name"] = "call.m4a"
+    (out / "call.m4a").write_bytes(b"\x00")
+    html = render("html", result, out / "call.html")
+    assert re.search(r'<audio id="player"[^>]*><track [^>]*></audio>', html) and track_vtt(html).startswith("WEBVTT")
+
+
+def test_no_captions_without_a_player_or_a_transcript(result, out):
+    html = render("html", result, out / "standup.html")  # the recording is not beside the report
+    assert "<track" not in html and "media-src" not in html
+    (out / "standup.mp4").write_bytes(b"\x00")
+    result["segments"] = []
+    html = render("html", result, out / "standup.html")
+    assert "<video" in html and "<track" not in html and "media-src *;" in html
+
+
+def test_recording_text_cannot_break_the_captions_track(result, out):
+    evil = copy.deepcopy(result)
+    evil["speakers"][0]["name"] = 'Al"ice</track><script>alert(1)</script>'
+    evil["segments"][1]["text"] = "Fine --> </video></track><script>alert(2)</script> \"quoted\" 'single' &amp;"
+    evil["segments"][2]["text"] = "line one\n\n00:00:01.000 --> 00:00:02.000\nNOTE injected cue"
+    (out / "standup.mp4").write_bytes(b"\x00")
+    html = render("html", evil, out / "standup.html")
+    assert html.count("<script") == 1 and "alert(" not in html.split("<script>")[1]  # the player script only
+    assert html.count("<track ") == 1 and "</track>" not in html
+    vtt = track_vtt(html)
+    assert vtt == render("vtt", evil, out / "standup.vtt")
+    # As many cues as subtitle_cues made: nothing said started a cue of its own or ended one early.
+    assert vtt.count(" --> ") == len(subtitle_cues(evil))
+    assert "<v Al\"ice&lt;/track&gt;&lt;script&gt;alert(1)&lt;/script&gt;>" in vtt
+    assert "Fine --&gt; &lt;/video&gt;" in " ".join(vtt.split()) and "</video>" not in vtt
+    assert "\n\n00:00:01.000" not in vtt
+
