@@ -81,6 +81,60 @@ def _captions(result: Mapping[str, Any]) -> str | None:
     return "data:text/vtt;base64," + base64.b64encode(vtt).decode("ascii")
 
 
+# Language names as `--language` takes them (the model card's prompt wants a name: "English"), in English and
+# in their own words, to BCP 47 tags for the report's lang attributes. A name not here gives no tag.
+LANGUAGE_TAGS = {
+    "afrikaans": "af", "arabic": "ar", "bengali": "bn", "bangla": "bn", "bulgarian": "bg", "cantonese": "yue",
+    "catalan": "ca", "català": "ca", "chinese": "zh", "mandarin": "zh", "中文": "zh", "croatian": "hr",
+    "hrvatski": "hr", "czech": "cs", "čeština": "cs", "danish": "da", "dansk": "da", "dutch": "nl",
+    "nederlands": "nl", "flemish": "nl", "english": "en", "estonian": "et", "eesti": "et", "filipino": "fil",
+    "tagalog": "tl", "finnish": "fi", "suomi": "fi", "french": "fr", "français": "fr", "german": "de",
+    "deutsch": "de", "greek": "el", "ελληνικά": "el", "hebrew": "he", "עברית": "he", "hindi": "hi",
+    "हिन्दी": "hi", "hungarian": "hu", "magyar": "hu", "icelandic": "is", "íslenska": "is", "indonesian": "id",
+    "bahasa indonesia": "id", "irish": "ga", "gaeilge": "ga", "italian": "it", "italiano": "it",
+    "japanese": "ja", "日本語": "ja", "korean": "ko", "한국어": "ko", "latvian": "lv", "latviešu": "lv",
+    "lithuanian": "lt", "lietuvių": "lt", "malay": "ms", "bahasa melayu": "ms", "marathi": "mr",
+    "norwegian": "no", "norsk": "no", "norwegian bokmål": "nb", "bokmål": "nb", "norwegian nynorsk": "nn",
+    "nynorsk": "nn", "persian": "fa", "farsi": "fa", "فارسی": "fa", "polish": "pl", "polski": "pl",
+    "portuguese": "pt", "português": "pt", "brazilian portuguese": "pt-BR", "romanian": "ro", "română": "ro",
+    "russian": "ru", "русский": "ru", "serbian": "sr", "српски": "sr", "slovak": "sk", "slovenčina": "sk",
+    "slovenian": "sl", "slovene": "sl", "slovenščina": "sl", "spanish": "es", "español": "es",
+    "castellano": "es", "swahili": "sw", "kiswahili": "sw", "swedish": "sv", "svenska": "sv", "tamil": "ta",
+    "telugu": "te", "thai": "th", "ไทย": "th", "turkish": "tr", "türkçe": "tr", "ukrainian": "uk",
+    "українська": "uk", "urdu": "ur", "اردو": "ur", "vietnamese": "vi", "tiếng việt": "vi", "welsh": "cy",
+    "cymraeg": "cy",
+}
+# A tag given as one: a 2-3 letter language, then script (Latn), region (DE, 419) and variant subtags.
+_LANGUAGE_TAG = re.compile(r"[a-z]{2,3}(?:-[a-z]{4})?(?:-(?:[a-z]{2}|\d{3}))?(?:-(?:[a-z\d]{5,8}|\d[a-z\d]{3}))*")
+
+
+def language_tag(language: Any) -> str | None:
+    """The BCP 47 tag of a `--language` value: "German" -> "de", "de-at" -> "de-AT"; None when unknown (no lang
+    attribute is better than a wrong one: it would have a screen reader read the words in a wrong voice)."""
+    if not isinstance(language, str):
+        return None
+    name = " ".join(language.split()).casefold()
+    if name in LANGUAGE_TAGS:
+        return LANGUAGE_TAGS[name]
+    name = name.replace("_", "-")
+    if not _LANGUAGE_TAG.fullmatch(name):
+        return None
+    parts = name.split("-")  # the usual case: language lower, script title, region upper
+    return "-".join([parts[0], *(p.title() if len(p) == 4 and p.isalpha() else p.upper() if len(p) == 2 else p
+                                 for p in parts[1:])])
+
+
+def _languages(options: Mapping[str, Any]) -> dict[str, str | None]:
+    """The tags of what was said (`speech`: speakers' names) and of the transcript's words (`transcript`: the
+    translation's language with --translate-to). The notes get none: the notes prompt does not say in which
+    language to write them."""
+    plan = options.get("plan") if isinstance(options.get("plan"), Mapping) else {}
+    spoken = plan.get("language", options.get("language"))
+    target = plan.get("translate_to", options.get("translate_to"))
+    speech = language_tag(spoken)
+    return {"speech": speech, "transcript": language_tag(target) if target else speech}
+
+
 def _report_date(result: Mapping[str, Any]) -> str | None:
     source = result.get("source") or {}
     value = source.get("created") or result.get("created")
@@ -370,6 +424,7 @@ def report_context(
         "segment_count": len(segments),
         "media": media,
         "captions": _captions(result) if media else None,
+        "lang": _languages(result.get("options") or {}),
         # Where the model ran, when not in this process: the clips, transcript and slides went there.
         "server": one_line((result.get("options") or {}).get("server")) or None,
         "model": {

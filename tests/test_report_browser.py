@@ -231,7 +231,7 @@ def test_the_player_shows_the_transcript_as_captions(browser, standup, tmp_path)
         "return {kind: t.kind, mode: t.mode, label: t.label, lang: t.language,"
         " first: t.cues[0].text, carol: Array.from(t.cues).map(c => c.text).filter(x => x.startsWith('<v Carol'))[0]};"
     )
-    assert track["kind"] == "captions" and track["mode"] == "showing"
+    assert track["kind"] == "captions" and track["mode"] == "showing" and track["lang"] == "en"
     assert track["first"].startswith("<v Alice>Alice: Good morning")
     assert "&lt;/track&gt;&lt;script&gt;" in track["carol"]  # the name is the cue's text, not the page's markup
 

@@ -732,7 +732,7 @@ def test_right_to_left_text_gets_its_own_direction(result, out):
     html = render("html", result, out / "x.html")
     assert '<p dir="auto">ناقش الفريق الإصدار.</p>' in html
     assert "<li><bdi>الشحن يوم الثلاثاء.</bdi>" in html  # the period stays with its sentence, not the time
-    assert html.count('<p dir="auto">') >= len(result["segments"])
+    assert html.count('<p dir="auto"') >= len(result["segments"])
 
 
 def test_a_speaker_name_cannot_break_a_subtitle_file(result, out):
@@ -763,7 +763,7 @@ def test_speaker_colours_and_faint_text_are_readable_on_white():
 
 def track_vtt(html: str) -> str:
     """The WebVTT text of the player's captions track (a base64 data: URI)."""
-    track = re.search(r'<track kind="captions" default label="Transcript" '
+    track = re.search(r'<track kind="captions" default label="Transcript"(?: srclang="[^"]+")? '
                       r'src="data:text/vtt;base64,([A-Za-z0-9+/=]+)">', html)
     assert track, "no captions track"
     return base64.b64decode(track.group(1), validate=True).decode("utf-8")
@@ -810,4 +810,43 @@ def test_recording_text_cannot_break_the_captions_track(result, out):
     assert "<v Al\"ice&lt;/track&gt;&lt;script&gt;alert(1)&lt;/script&gt;>" in vtt
     assert "Fine --&gt; &lt;/video&gt;" in " ".join(vtt.split()) and "</video>" not in vtt
     assert "\n\n00:00:01.000" not in vtt
+
+
+@pytest.mark.parametrize(("given", "tag"), [
+    ("English", "en"), ("german", "de"), (" Deutsch ", "de"), ("Japanese", "ja"), ("Français", "fr"),
+    ("en", "en"), ("de-at", "de-AT"), ("pt_br", "pt-BR"), ("zh-hant-tw", "zh-Hant-TW"), ("es-419", "es-419"),
+    ("Klingon", None), ("English (US)", None), ("", None), (None, None), (XSS, None), ('de" onmouseover="x', None),
+])
+def test_language_tag(given, tag):
+    assert report_view.language_tag(given) == tag
+
+
+def test_the_recordings_words_carry_its_language(result, out):
+    del result["options"]["language"]
+    result["options"]["plan"] = {"language": "German", "translate_to": None}
+    (out / "standup.mp4").write_bytes(b"\x00")
+    html = render("html", result, out / "standup.html")
+    assert '<html lang="en">' in html  # the page's own words
+    segments = len(result["segments"])
+    assert html.count('<p dir="auto" lang="de">') == segments  # every transcript segment
+    assert '<bdi lang="de">Alice</bdi>' in html and '<div class="seg-who" dir="auto" lang="de">Alice</div>' in html
+    assert '<span class="owner"><span class="chip" style="--c:#398254"></span><bdi lang="de">Carol</bdi>' in html
+    assert 'srclang="de"' in html
+    # The notes are written by the model from an English prompt, in a language no one fixed: not marked.
+    assert '<p dir="auto">Send the mobile release notes to the support team.</p>' in html
+    marked = html.count('<p dir="auto" lang="de">') + html.count('<bdi lang="de">') + html.count('seg-who" dir="auto" lang')
+    assert html.count(' lang="') == 1 + marked and html.count('lang="de"') == marked + 1  # and srclang
+
+    # A translation's words are in the language it was translated into; the names are still the speech's.
+    result["options"]["plan"]["translate_to"] = "English"
+    html = render("html", result, out / "standup.html")
+    assert html.count('<p dir="auto" lang="en">') == segments and '<bdi lang="de">Alice</bdi>' in html
+    assert 'srclang="en"' in html
+
+    # Unknown: no lang at all, never a wrong one. Older results keep the language at the top of options.
+    result["options"] = {"language": "Klingon"}
+    html = render("html", result, out / "standup.html")
+    assert html.count("lang=") == 1 and "srclang" not in html
+    result["options"] = {"language": "pt-br"}
+    assert render("html", result, out / "standup.html").count('<p dir="auto" lang="pt-BR">') == segments
 
