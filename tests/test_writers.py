@@ -456,7 +456,12 @@ def test_html_links_times_when_the_recording_is_beside(result, work, out):
     (out / "stand up #1.mp4").write_bytes(b"\x00")
     html = render("html", result, out / "stand up #1.html", media_dir=work)
     assert '<video id="player" controls preload="metadata" playsinline src="stand%20up%20%231.mp4">' in html
-    assert '<a class="t" href="stand%20up%20%231.mp4#t=46.4" data-t="46.4">0:46</a>' in html
+    # What a screen reader says is what the link does; what is shown stays the time.
+    assert ('<a class="t" href="stand%20up%20%231.mp4#t=46.4" data-t="46.4" aria-label="Play from 0:46">0:46</a>'
+            in html)
+    links = re.findall(r'<a class="t" [^>]*>([^<]*)</a>', html)
+    assert len(links) > 20 and len(links) == html.count('aria-label="Play from ')
+    assert all(f'aria-label="Play from {shown}">{shown}</a>' in html for shown in links)
     assert "<script>" in html and report_view.PLAYER_SCRIPT_HASH in html
     md = render("md", result, out / "stand up #1.md", media_dir=work)
     assert "[0:46](stand%20up%20%231.mp4#t=46.4)" in md
