@@ -20,6 +20,8 @@ from markupsafe import Markup
 from . import __version__
 from .result_fields import finite_float, one_line, plain, recording_duration, sorted_segments, source_name
 from .subtitles import subtitle_cues, webvtt
+from .templating import duration as human_duration
+from .templating import mmss
 
 logger = logging.getLogger("mediapipe_g4")
 
@@ -346,8 +348,15 @@ def report_context(
                 blocks[-1][1] = max(blocks[-1][1], seg["end"])
             else:
                 blocks.append([seg["start"], seg["end"]])
+        if blocks:
+            turns = f"{len(blocks)} turn{'' if len(blocks) == 1 else 's'}"
+            said = f"{turns}, {human_duration(sp['talk_time'])} of speech"
+            summary = f"{sp['name']}: {said}, from {mmss(blocks[0][0])} to {mmss(blocks[-1][1])}"
+        else:
+            summary = f"{sp['name']}: no speech in the transcript"
         rows.append({
             "speaker": sp,
+            "summary": summary,  # what the row shows, for those who cannot see it
             "blocks": [
                 {"start": s, "end": e, "left": _pct(s, total), "width": _pct(e - s, total)} for s, e in blocks
             ],

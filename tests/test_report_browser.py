@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -253,3 +254,34 @@ def test_the_player_shows_the_transcript_as_captions(browser, standup, tmp_path)
     assert browser.execute_script("return document.scripts.length;") == 1
     assert console_errors(browser) == []  # no CSP violation: data: is allowed for media, and only that
 
+
+def test_screen_readers_get_names_for_times_and_the_timeline(browser, standup, tmp_path):
+    """What the accessibility tree says: time links are 'Play from m:ss', each timeline row one image with a text."""
+    result, work = standup
+    out = tmp_path / "out"
+    out.mkdir()
+    if SAMPLE_VIDEO.exists():
+        shutil.copyfile(SAMPLE_VIDEO, out / "standup.mp4")
+    result["options"]["language"] = "German"
+    report = get_writer("html").write(result, out / "standup.html", media_dir=work)
+    load(browser, report)
+    nodes = browser.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+
+    def named(role: str) -> list[str]:
+        return [n["name"]["value"] for n in nodes
+                if not n.get("ignored") and n.get("role", {}).get("value") == role and "name" in n]
+
+    assert named("image")[:3] == [
+        "Alice: 7 turns, 28 s of speech, from 0:00 to 1:03",
+        "Bob: 4 turns, 15 s of speech, from 0:07 to 0:52",
+        "Carol: 4 turns, 14 s of speech, from 0:21 to 0:59",
+    ]
+    if SAMPLE_VIDEO.exists():
+        times = [name for name in named("link") if name.startswith("Play from ")]
+        assert "Play from 0:46" in times and len(times) > 20
+        assert not any(re.fullmatch(r"\d+:\d\d", name) for name in named("link"))
+    langs = browser.execute_script(
+        "return [document.documentElement.lang, document.querySelector('.seg-body p').lang,"
+        " document.querySelector('.summary p').closest('[lang]').lang];"
+    )
+    assert langs == ["en", "de", "en"]  # the page's words, the transcript's, the notes' (not marked: the page's)

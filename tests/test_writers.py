@@ -855,3 +855,15 @@ def test_the_recordings_words_carry_its_language(result, out):
     result["options"] = {"language": "pt-br"}
     assert render("html", result, out / "standup.html").count('<p dir="auto" lang="pt-BR">') == segments
 
+
+def test_each_timeline_row_says_what_it_shows(result, out):
+    result["speakers"].append({"id": "S4", "name": "Dan <b>", "talk_time": 0})
+    html = render("html", result, out / "standup.html")
+    rows = re.findall(r'<div class="tl-row" role="img" aria-label="([^"]*)">', html)
+    assert rows == [
+        "Alice: 7 turns, 28 s of speech, from 0:00 to 1:03",
+        "Bob: 4 turns, 15 s of speech, from 0:07 to 0:52",
+        "Carol: 4 turns, 14 s of speech, from 0:21 to 0:59",
+        "Dan &lt;b&gt;: no speech in the transcript",
+    ]
+    assert html.count('class="tl-row"') == 4  # the slides row is links, the time axis is hidden
