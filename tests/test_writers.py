@@ -427,7 +427,7 @@ def test_html_report_is_complete_and_self_contained(result, work, out):
     for heading in ("Summary", "Decisions", "Action items", "Open questions", "Chapters", "Who spoke when", "Slides", "Transcript"):
         assert f"<h2>{heading}" in html
     assert "<title>standup – meeting notes</title>" in html
-    assert "Alice 49% · 0:27" in text and "Bob 27% · 0:15" in text and "Carol 25% · 0:14" in text
+    assert "Alice 49% · 28 s" in text and "Bob 27% · 15 s" in text and "Carol 25% · 14 s" in text
     assert "1 min 04 s · 3 speakers · 4 slides" in text
     assert "Ship the payment retry feature next Tuesday." in text
     assert "Send the mobile release notes to the support team. Carol Due Friday 0:42" in text
@@ -521,7 +521,7 @@ def test_markdown_neutralizes_markup(result, work, out):
 
 def test_markdown_report(result, work, out):
     md = render("md", result, out / "standup.md", media_dir=work)
-    assert md.startswith("# standup – meeting notes\n\n1 min 04 s · 3 speakers · 4 slides\n\n**Speakers:** Alice (49%, 0:27)")
+    assert md.startswith("# standup – meeting notes\n\n1 min 04 s · 3 speakers · 4 slides\n\n**Speakers:** Alice (49%, 28 s)")
     for heading in ("## Summary", "## Decisions", "## Action items", "## Open questions", "## Chapters", "## Slides", "## Transcript"):
         assert f"\n{heading}\n" in md
     assert "\n1. Ship the payment retry feature next Tuesday. (0:28)\n" in md
@@ -554,7 +554,7 @@ def test_reports_without_notes_say_why_and_keep_the_rest(result, work, out, note
     assert "<h2>Decisions" not in html and "<h2>Action items" not in html
     assert "<h2>Who spoke when" in html and "<h2>Slides" in html and "<h2>Transcript" in html
     assert "The speakers, slides and full transcript below are complete." in text
-    assert "Alice 49% · 0:27" in text and "See you tomorrow." in text
+    assert "Alice 49% · 28 s" in text and "See you tomorrow." in text
     assert len(re.findall(r'<img src="data:image/jpeg', html)) == 4
     md = render("md", result, out / "standup.md", media_dir=work)
     assert "> Meeting notes were not produced: " in md
