@@ -458,7 +458,6 @@ def drafter_cost(engine: BenchEngine, drafter: Any, waveform: np.ndarray, new_to
     """ms per generated token at batch 1 with and without the drafter, and one draft step's own cost. As for
     `decode_ms_per_step`, the prefill (and the first token it gives) is left out (`step_clock`)."""
     import torch
-
     from transformers import StoppingCriteriaList
 
     inputs = engine.to_device(engine._inputs(full_clip_requests(waveform, 1, new_tokens)))

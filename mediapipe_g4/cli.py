@@ -253,6 +253,9 @@ run_options = _compose(
                  help="Decode with a static cache and torch.compile (default: on CUDA GPUs, off with --quantize). The "
                       "first run compiles each batch shape; later runs reuse the compiled kernels."),
     click.option("--translate-to", default=None, help="Translate the speech into this language (e.g. English)."),
+    click.option("--notes-language", default=None,
+                 help="Write the notes in this language, e.g. English for a meeting held in German (notes only). "
+                      "Default: the transcript's (--translate-to, else --language); with neither, the model picks."),
     cache_dir_option,
     click.option("--fresh", is_flag=True, help="Ignore finished work in the work folder and redo everything."),
     click.option("--engine", type=click.Choice(["transformers", "openai"]), default="transformers", show_default=True,
@@ -279,7 +282,8 @@ def _plan_options(kw: dict) -> PlanOptions:
 
     return PlanOptions(max_clip=kw["max_clip"], keyframe_tokens=int(kw["keyframe_tokens"]),
                        notes_image_tokens=int(kw["image_tokens"]), language=kw["language"],
-                       translate_to=kw.get("translate_to"), context_tokens=kw["context_tokens"], seed=kw["seed"],
+                       translate_to=kw.get("translate_to"), notes_language=kw.get("notes_language"),
+                       context_tokens=kw["context_tokens"], seed=kw["seed"],
                        vocabulary=_vocabulary(kw.get("vocabulary")))
 
 

@@ -37,6 +37,7 @@ from .prompts import (
     NOTES_SYSTEM,
     SECTION_PROMPT,
     clock,
+    in_language,
     transcription_parts,
     with_vocabulary,
 )
@@ -59,6 +60,9 @@ class PlanOptions:
     notes_image_tokens: int = 280  # soft tokens of each keyframe in the notes timeline
     language: str | None = None  # e.g. "English"; None lets the model tell
     translate_to: str | None = None
+    # The language the notes are written in: by default the transcript's (translate_to, else language); None with
+    # neither leaves the notes prompts as they are (the model picks, usually the transcript's).
+    notes_language: str | None = None
     layout: str = "text-audio-image"  # order of instruction, clip and keyframe (see prompts.LAYOUTS)
     vocabulary: tuple[str, ...] = ()  # names and terms to spell right (prompts.parse_vocabulary), in every prompt
     transcribe_max_new_tokens: int = 320  # 30 s of fast speech is ~130 tokens; room for other scripts
@@ -70,6 +74,8 @@ class PlanOptions:
     seed: int = 0  # the notes are sampled (the model card's settings): same seed, prompt and machine, same notes
 
     def __post_init__(self) -> None:
+        if self.notes_language is None and (self.translate_to or self.language):
+            object.__setattr__(self, "notes_language", self.translate_to or self.language)
         if not 1.0 <= self.max_clip <= MAX_CLIP_SECONDS:
             raise PlanError(f"a clip must be 1 to {MAX_CLIP_SECONDS:g} s long (Gemma 4 hears at most 30 s at once), "
                             f"not {self.max_clip:g} s")
@@ -266,7 +272,7 @@ def _notes_like(kind: str, instruction: str, body: tuple[Part, ...], start: floa
                 options: PlanOptions, counter: TokenCounter, extra: int, estimated: bool) -> EngineRequest:
     request = EngineRequest(
         kind=kind,
-        parts=(TextPart(with_vocabulary(instruction, options.vocabulary)), *body),
+        parts=(TextPart(with_vocabulary(in_language(instruction, options.notes_language), options.vocabulary)), *body),
         start=start,
         end=end,
         system=NOTES_SYSTEM,

@@ -131,6 +131,16 @@ SECTION_PROMPT = (
     "Keep speakers, names, numbers and times exact. Plain text, at most {words} words."
 )
 
+# The notes' language (`--notes-language`; by default the transcript's), said after each notes instruction. The JSON's
+# keys stay as NOTES_PROMPT names them: the notes are read by key.
+NOTES_LANGUAGE_LINE = "Write in {language} (keep any JSON keys as named above)."
+
+
+def in_language(instruction: str, language: str | None) -> str:
+    """A notes instruction, with the line that names the language to write in when there is one."""
+    return f"{instruction}\n{NOTES_LANGUAGE_LINE.format(language=language)}" if language else instruction
+
+
 MERGE_PROMPT = (
     "Below are summaries of consecutive parts of one meeting, in order, each headed by its time range.\n"
     "{task}"

@@ -127,14 +127,15 @@ def language_tag(language: Any) -> str | None:
 
 
 def _languages(options: Mapping[str, Any]) -> dict[str, str | None]:
-    """The tags of what was said (`speech`: speakers' names) and of the transcript's words (`transcript`: the
-    translation's language with --translate-to). The notes get none: the notes prompt does not say in which
-    language to write them."""
+    """The tags of what was said (`speech`: speakers' names), of the transcript's words (`transcript`: the
+    translation's language with --translate-to) and of the notes (`notes`: the language their prompts named;
+    none when they named none, as results made before `notes_language` did)."""
     plan = options.get("plan") if isinstance(options.get("plan"), Mapping) else {}
     spoken = plan.get("language", options.get("language"))
     target = plan.get("translate_to", options.get("translate_to"))
     speech = language_tag(spoken)
-    return {"speech": speech, "transcript": language_tag(target) if target else speech}
+    return {"speech": speech, "transcript": language_tag(target) if target else speech,
+            "notes": language_tag(plan.get("notes_language"))}
 
 
 def _report_date(result: Mapping[str, Any]) -> str | None:

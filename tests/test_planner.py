@@ -314,6 +314,31 @@ def test_notes_fit_the_budget_in_sections_then_whole(tmp_path):
     assert {r.settings.seed for r in reseeded} == {7}
 
 
+def test_notes_are_asked_for_in_the_transcripts_language():
+    """Notes of a meeting held in German are written in German unless --notes-language says otherwise; the
+    translation's language wins over the spoken one; with no language given, the prompts are the plain ones."""
+    from mediapipe_g4.prompts import NOTES_PROMPT
+
+    segments, _ = _timeline(60)
+    timeline = build_timeline(segments)
+    counter = TokenCounter()
+
+    def instructions(options: PlanOptions, budget: int = 2600) -> list[str]:
+        return [r.parts[0].text for r in plan_notes(timeline, budget, options, counter)]
+
+    (plain,) = instructions(PlanOptions(), 1_000_000)
+    assert plain == NOTES_PROMPT  # byte for byte: answers cached before still match
+    assert PlanOptions().notes_language is None
+    assert PlanOptions(language="German").notes_language == "German"
+    assert PlanOptions(language="German", translate_to="English").notes_language == "English"
+    assert PlanOptions(language="German", notes_language="English").notes_language == "English"
+    line = "Write in German (keep any JSON keys as named above)."
+    split = instructions(PlanOptions(language="German", notes_max_new_tokens=1000, section_max_new_tokens=500))
+    assert len(split) >= 3 and all(text.endswith(line) for text in split)  # sections, merges and the notes
+    (whole,) = instructions(PlanOptions(language="German", vocabulary=("OKR",)), 1_000_000)
+    assert whole.startswith(NOTES_PROMPT + "\n" + line + "\n") and "OKR" in whole
+
+
 def test_notes_at_plan_time_are_estimated_from_speech():
     turns = [SpeakerTurn(t, t + 20, "S1") for t in range(0, 600, 20)]
     options = PlanOptions(transcript_tokens_per_second=3.5)

@@ -837,7 +837,7 @@ def test_the_recordings_words_carry_its_language(result, out):
     assert '<bdi lang="de">Alice</bdi>' in html and '<div class="seg-who" dir="auto" lang="de">Alice</div>' in html
     assert '<span class="owner"><span class="chip" style="--c:#398254"></span><bdi lang="de">Carol</bdi>' in html
     assert 'srclang="de"' in html
-    # The notes are written by the model from an English prompt, in a language no one fixed: not marked.
+    # Notes made before their prompts named a language (no notes_language) are in a language no one fixed: not marked.
     assert '<p dir="auto">Send the mobile release notes to the support team.</p>' in html
     marked = html.count('<p dir="auto" lang="de">') + html.count('<bdi lang="de">') + html.count('seg-who" dir="auto" lang')
     assert html.count(' lang="') == 1 + marked and html.count('lang="de"') == marked + 1  # and srclang
@@ -854,6 +854,21 @@ def test_the_recordings_words_carry_its_language(result, out):
     assert html.count("lang=") == 1 and "srclang" not in html
     result["options"] = {"language": "pt-br"}
     assert render("html", result, out / "standup.html").count('<p dir="auto" lang="pt-BR">') == segments
+
+
+def test_notes_carry_the_language_they_were_asked_for(result, out):
+    result["options"]["plan"] = {"language": "German", "translate_to": None, "notes_language": "English"}
+    html = render("html", result, out / "standup.html")
+    notes = result["notes"]
+    assert '<div lang="en"><p dir="auto">Short daily stand-up.' in html  # the summary
+    assert all(f'<bdi lang="en">{d["text"]}</bdi>' in html for d in notes["decisions"])
+    assert all(f'<p dir="auto" lang="en">{a["text"]}</p>' in html for a in notes["action_items"])
+    assert all(f'<bdi lang="en">{q["text"]}</bdi>' in html for q in notes["questions"])
+    assert html.count('<span dir="auto" lang="en">') == 2 * len(notes["chapters"])  # the list and the transcript's
+    assert '<bdi lang="en">Friday</bdi>' in html  # a due date, as the notes say it
+    assert '<h2>Decisions <span class="count">' in html  # the page's own words keep the page's language
+    result["options"]["plan"]["notes_language"] = "Deutsch"
+    assert '<div lang="de"><p dir="auto">' in render("html", result, out / "standup.html")
 
 
 def test_each_timeline_row_says_what_it_shows(result, out):
