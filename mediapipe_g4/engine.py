@@ -101,6 +101,8 @@ class EngineRequest:
     tokens: int = 0
     estimated: bool = False
     speaker: str | None = None
+    # A transcription clip's speech, inside its padded audio: the times its segment gets (None: start to end).
+    speech: tuple[float, float] | None = None
 
     @property
     def audio(self) -> tuple[AudioPart, ...]:

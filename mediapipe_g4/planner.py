@@ -133,6 +133,16 @@ def clip_spans(
     return spans
 
 
+def _speech_in(turns: Sequence[SpeakerTurn], speaker: str, start: float, end: float) -> tuple[float, float]:
+    """Where `speaker`'s turns lie inside the clip `start`-`end`: the clip without its padding (a piece cut from a
+    long turn ends at the cut). The transcript's times are the speech's, as the speaker turns say, not the clip's."""
+    inside = [(max(t.start, start), min(t.end, end)) for t in turns
+              if t.speaker == speaker and t.start < end and t.end > start]
+    if not inside:
+        return start, end
+    return min(a for a, _ in inside), max(b for _, b in inside)
+
+
 def _own_audio(speaker: str, waveform: np.ndarray, sources: Mapping[str, tuple[str, np.ndarray]] | None
                ) -> tuple[str, np.ndarray]:
     """(name, waveform) a speaker's clips come from: their own side in `sources`, else ("", the recording's)."""
@@ -209,7 +219,7 @@ def plan_transcription(
         )
         request = EngineRequest(
             kind="transcribe", parts=parts, start=start, end=end, settings=settings,
-            image_tokens=options.keyframe_tokens or 280, speaker=speaker,
+            image_tokens=options.keyframe_tokens or 280, speaker=speaker, speech=_speech_in(turns, speaker, start, end),
         )
         if counter is not None:
             request = replace(request, tokens=counter.count(request), estimated=not counter.exact)

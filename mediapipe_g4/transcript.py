@@ -70,10 +70,11 @@ def segments_from_answers(
     segments: list[Segment] = []
     for req, text in pieces:
         speaker = req.speaker or "S1"
+        start, end = req.speech or (req.start, req.end)  # the speech in the clip, not its padding
         last = segments[-1] if segments else None
-        if last is not None and last.speaker == speaker and req.start - last.end <= _JOIN_GAP:
+        if last is not None and last.speaker == speaker and start - last.end <= _JOIN_GAP:
             joined = f"{last.text} {text}".strip() if text else last.text
-            segments[-1] = Segment(last.start, max(last.end, req.end), speaker, joined)
+            segments[-1] = Segment(last.start, max(last.end, end), speaker, joined)
         else:
-            segments.append(Segment(req.start, req.end, speaker, text))
+            segments.append(Segment(start, end, speaker, text))
     return [s for s in segments if s.text]

@@ -208,6 +208,23 @@ def test_options_are_checked():
         PlanOptions(layout="image-first")
 
 
+def test_transcript_times_are_the_speech_not_the_clips_padding():
+    """A clip hears 0.2 s around a turn, but its segment starts and ends with the turn; a turn cut into clips is
+    one segment from its start to its end."""
+    from mediapipe_g4.transcript import segments_from_answers
+
+    words = [(1.0, 3.0), (3.3, 5.0), (10.0, 12.0), (14.0, 75.0)]
+    wave = synthetic(80, words)
+    turns = [SpeakerTurn(1, 3, "S1"), SpeakerTurn(3.3, 5, "S1"), SpeakerTurn(10, 12, "S2"), SpeakerTurn(14, 75, "S2")]
+    requests = plan_transcription(turns, wave, options=PlanOptions(pad=0.2))
+    assert requests[0].start == pytest.approx(0.8) and requests[0].speech == pytest.approx((1.0, 5.0))
+    assert len(requests) >= 5  # the 61 s turn takes three clips
+    segments = segments_from_answers(requests, [f"clip {i}" for i in range(len(requests))])
+    assert [(s.start, s.end, s.speaker) for s in segments] == [(1.0, 5.0, "S1"), (10.0, 12.0, "S2"),
+                                                             (14.0, 75.0, "S2")]
+    assert segments[-1].text == " ".join(f"clip {i}" for i in range(2, len(requests)))
+
+
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_samples_clips_cover_all_speech_within_30s(decoded, name):
     d = decoded[name]
