@@ -33,6 +33,11 @@ Hook = Callable[[str, int, int], None]
 
 _STDERR_TAIL = 400  # characters of FFmpeg's stderr quoted in an error
 
+# The FFmpeg processes that stream audio and frames run in their own session: a terminal's Ctrl-C (or `timeout`'s
+# SIGTERM) goes to the whole foreground process group, and an FFmpeg that got it would end its output early, as if
+# the file ended there (keyframes up to that point were cached as all of them). g4media stops them itself.
+OWN_SESSION = {"start_new_session": True} if os.name == "posix" else {}
+
 
 # --------------------------------------------------------------------------- binaries
 
@@ -481,7 +486,8 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
         with contextlib.ExitStack() as stack:
             outs = [stack.enter_context(open(p, "wb")) for p in parts]
             proc = stack.enter_context(subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL))
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, **OWN_SESSION))
+            stack.callback(lambda: proc.poll() is None and proc.kill())  # interrupted: it did not hear the signal
             stderr_chunks: list[bytes] = []
             reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
             reader.start()
@@ -609,7 +615,8 @@ def iter_frames(
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
     frame_bytes = width * height * 3
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            **OWN_SESSION)
     # stderr goes to a spooled file so a chatty FFmpeg can never block on a full pipe
     err = tempfile.TemporaryFile()
     pump = threading.Thread(target=lambda: shutil.copyfileobj(proc.stderr, err), daemon=True)

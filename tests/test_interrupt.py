@@ -1,0 +1,79 @@
+"""Stopping a run part-way (Ctrl-C, SIGTERM, a full disk) leaves nothing half-made that a rerun would trust.
+
+Each test runs a small script in a process of its own session, as a terminal runs a command in a process group of
+its own, and sends the signal to that whole group at a point the script announces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mediapipe_g4 import media
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and signals are POSIX")
+
+
+def run_until(script: str, *args: str, signum: int = signal.SIGINT, ready: str = "ready",
+              timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `script` with `args`; once it prints `ready`, send `signum` to its process group (what a terminal's
+    Ctrl-C does, or `timeout`'s SIGTERM); its stdout, stderr and exit status."""
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip() == ready:
+                os.killpg(proc.pid, signum)
+                break
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+KEYFRAMES_IN_A_THREAD = """
+    import sys, time
+    from mediapipe_g4 import media
+    from mediapipe_g4.pipeline import Background
+
+    said = []
+
+    def hook(step, done, total):
+        if done >= 10 and not said:
+            said.append(done)
+            print("ready", flush=True)
+            time.sleep(0.5)  # the Ctrl-C comes now, while FFmpeg is still decoding frames
+
+    job = Background(lambda h: media.extract_keyframes(sys.argv[1], sys.argv[2], hook=h), hook, "keyframes")
+    try:
+        job.wait()
+    except KeyboardInterrupt:  # as the pipeline does: stop the slides, then go
+        time.sleep(3)  # the main thread was in native code (speech detection), which Python does not interrupt
+        job.cancel()
+        job.wait()
+        sys.exit(130)
+"""
+
+
+def test_ctrl_c_while_finding_slides_caches_no_partial_keyframes(samples_dir, tmp_path):
+    # The terminal's Ctrl-C reaches FFmpeg too; one that ended its frames early looked like a video that ends
+    # there, and the slides found so far were cached as all of them: a rerun showed none after that point.
+    done = run_until(KEYFRAMES_IN_A_THREAD, str(samples_dir / "standup.mp4"), str(tmp_path / "stopped"))
+    assert done.returncode == 130, done.stderr
+    index = tmp_path / "stopped" / "keyframes" / "index.json"
+    if index.exists():  # finished before the cancel came: then it must be all of them
+        whole = media.extract_keyframes(samples_dir / "standup.mp4", tmp_path / "whole")
+        assert [k["time"] for k in json.loads(index.read_text())] == [k.time for k in whole]
