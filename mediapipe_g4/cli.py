@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +26,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("mediapipe_g4")
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (a shutdown, `timeout`, `kill`) or SIGHUP (the terminal closed), raised in the main thread as Ctrl-C
+    raises KeyboardInterrupt, so that the same cleanup runs: temporary files removed, FFmpeg stopped, the terminal's
+    cursor shown again."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    stopping: list[int] = []
+
+    def stop(signum, frame):
+        # Once: `timeout` (and a shutdown) signals the process and then its whole group, so it comes twice at once,
+        # and the second must not cut the cleanup short. SIGKILL still ends a process that will not stop.
+        if not stopping:
+            stopping.append(signum)
+            raise Stopped(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), stop)
+
+
 class G4Group(click.Group):
     """Turns domain errors (and surprises) into one `Error:` line and exit status 1."""
 
@@ -31,9 +60,12 @@ class G4Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except KeyboardInterrupt:
-            click.echo("Error: interrupted; finished work is kept in the work folder and reused next time", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+            what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+                click.echo(f"Error: {what}; finished work is kept in the work folder and reused next time", err=True)
+            sys.exit(128 + signum)  # 130 for Ctrl-C, 143 for SIGTERM: what a shell reports for the signal
         except BrokenPipeError:
             # The reader of our output went away (`g4media diarize x | head`): stop quietly, as Unix tools do. Point
             # stdout at /dev/null so the interpreter's final flush does not raise again.
@@ -62,6 +94,7 @@ def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    _stop_on_signals()
     _configure_logging(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
 
 

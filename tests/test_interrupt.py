@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and signals are POSIX")
 
 
-def run_until(script: str, *args: str, signum: int = signal.SIGINT, ready: str = "ready",
+def run_until(script: str, *args: str, signum: int = signal.SIGINT, ready: str = "ready", twice: bool = False,
               timeout: float = 120) -> subprocess.CompletedProcess:
     """Run `script` with `args`; once it prints `ready`, send `signum` to its process group (what a terminal's
-    Ctrl-C does, or `timeout`'s SIGTERM); its stdout, stderr and exit status."""
+    Ctrl-C does), `twice`: to the process, then to its group (what `timeout` does); its stdout, stderr and exit
+    status."""
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -34,6 +35,8 @@ def run_until(script: str, *args: str, signum: int = signal.SIGINT, ready: str =
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.strip() == ready:
+                if twice:
+                    os.kill(proc.pid, signum)
                 os.killpg(proc.pid, signum)
                 break
         out, err = proc.communicate(timeout=timeout)
@@ -77,3 +80,37 @@ def test_ctrl_c_while_finding_slides_caches_no_partial_keyframes(samples_dir, tm
     if index.exists():  # finished before the cancel came: then it must be all of them
         whole = media.extract_keyframes(samples_dir / "standup.mp4", tmp_path / "whole")
         assert [k["time"] for k in json.loads(index.read_text())] == [k.time for k in whole]
+
+
+HALF_WRITTEN_OUTPUT = """
+    import sys, time
+    import click
+    from mediapipe_g4 import cli
+    from mediapipe_g4.atomic import atomic_path
+
+    @cli.main.command()
+    @click.argument("target")
+    def hold(target):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half of it")
+            print("ready", flush=True)
+            time.sleep(60)
+
+    cli.main.main(args=["hold", sys.argv[1]], prog_name="g4media")
+"""
+
+
+@pytest.mark.parametrize(("signum", "twice", "status", "said"), [
+    (signal.SIGINT, False, 130, "interrupted"),
+    (signal.SIGTERM, False, 143, "stopped by SIGTERM"),  # a laptop shutting down, `kill`
+    (signal.SIGTERM, True, 143, "stopped by SIGTERM"),  # `timeout`: to the process, then to its group
+    (signal.SIGHUP, False, 129, "stopped by SIGHUP"),  # the terminal closed
+])
+def test_a_signal_ends_the_command_with_one_line_and_no_temporary_file(tmp_path, signum, twice, status, said):
+    # SIGTERM used to end the process on the spot: the temporary file of an output stayed (a 230 MB-an-hour
+    # `.audio.f32.PID.part` in the work folder), and on a terminal the progress bar stayed half-drawn and the
+    # cursor hidden.
+    done = run_until(HALF_WRITTEN_OUTPUT, str(tmp_path / "notes.html"), signum=signum, twice=twice)
+    assert done.returncode == status
+    assert done.stderr == f"Error: {said}; finished work is kept in the work folder and reused next time\n"
+    assert list(tmp_path.iterdir()) == []
