@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import numpy as np
 import pytest
 from conftest import SAMPLE_NAMES, truth
@@ -261,3 +264,16 @@ def test_audio_tracks_one_by_number_or_all_mixed(samples_dir, tmp_path):
             media.audio_tracks(info, bad)
     with pytest.raises(MediaError, match="has only one audio track, so there is no track 2; leave out --audio-track"):
         media.audio_tracks(media.probe(samples_dir / "phone_call.wav"), 2)
+
+
+def test_decode_removes_what_a_killed_run_left(samples_dir, tmp_path):
+    # A run killed while decoding (kill -9, a crash) left `.audio.f32.PID.part` behind for good: 230 MB an hour of
+    # recording, more for a call's sides. Those of a process that is gone go; a run still decoding keeps its own.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = tmp_path / f".{media.AUDIO_FILE}.{gone.pid}.part"
+    running = tmp_path / f".{media.AUDIO_FILE}.{os.getppid()}.part"
+    for part in (stale, running):
+        part.write_bytes(b"\0" * 4096)
+    media.decode_audio(samples_dir / "phone_call.wav", tmp_path)
+    assert not stale.exists() and running.exists()
