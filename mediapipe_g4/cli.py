@@ -101,6 +101,7 @@ def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
 def _configure_logging(level: int) -> None:
     import os
 
+    from rich.console import Console
     from rich.logging import RichHandler
 
     if level > logging.INFO:  # libraries' own chatter (weight-loading bars, advisories) only with -v
@@ -109,8 +110,9 @@ def _configure_logging(level: int) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-    handler = RichHandler(show_path=False, show_time=False, markup=False) if sys.stderr.isatty() \
-        else logging.StreamHandler(sys.stderr)
+    # Logs go to stderr, as the progress does: stdout is the command's output (`diarize --json > turns.json`).
+    handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False, markup=False) \
+        if sys.stderr.isatty() else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if sys.stderr.isatty() else "g4media: %(message)s"))
     log.handlers[:] = [h for h in log.handlers if isinstance(h, logging.NullHandler)] + [handler]
     log.setLevel(level)

@@ -286,3 +286,24 @@ def test_formats_are_the_writers_own_names():
 
     assert cli._formats("all") == cli._formats("json,ALL") == list(WRITERS)
     assert cli._formats("HTML, markdown,html") == ["html", "md"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a pseudo-terminal")
+def test_logs_on_a_terminal_stay_off_stdout():
+    # With stderr on a terminal, -v logs went to stdout (rich's default console), into `diarize --json > x.json`.
+    import pty
+
+    master, slave = pty.openpty()
+    code = ("import logging; from mediapipe_g4 import cli; cli._configure_logging(logging.INFO); "
+            "logging.getLogger('mediapipe_g4').info('decoded call.wav')")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=slave,
+                              text=True, timeout=60)
+        import select
+
+        terminal = os.read(master, 4096).decode() if select.select([master], [], [], 5)[0] else ""
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert done.returncode == 0 and done.stdout == ""
+    assert "decoded call.wav" in terminal
