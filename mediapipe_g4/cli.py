@@ -101,8 +101,9 @@ def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
 def _configure_logging(level: int) -> None:
     import os
 
-    from rich.console import Console
     from rich.logging import RichHandler
+
+    from .progress import terminal_console
 
     if level > logging.INFO:  # libraries' own chatter (weight-loading bars, advisories) only with -v
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -111,7 +112,7 @@ def _configure_logging(level: int) -> None:
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
     # Logs go to stderr, as the progress does: stdout is the command's output (`diarize --json > turns.json`).
-    handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False, markup=False) \
+    handler = RichHandler(console=terminal_console(), show_path=False, show_time=False, markup=False) \
         if sys.stderr.isatty() else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if sys.stderr.isatty() else "g4media: %(message)s"))
     log.handlers[:] = [h for h in log.handlers if isinstance(h, logging.NullHandler)] + [handler]

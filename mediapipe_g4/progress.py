@@ -8,6 +8,7 @@ and stay readable.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 import time
@@ -25,6 +26,15 @@ def describe(step: str, completed: int, total: int) -> str:
     return f"{LABELS.get(step, step)} {completed}/{total}{' s' if step in SECONDS else ''}"
 
 
+@functools.cache
+def terminal_console():
+    """The one rich console on stderr: the progress bars and the CLI's log handler share it, so a log line is printed
+    above the bars (a second console would write into the middle of them)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def null_hook(step: str, completed: int, total: int) -> None:
     """A hook that ignores progress."""
 
@@ -36,13 +46,12 @@ def progress_hook(enabled: bool = True, *, interval: float = 10.0) -> Iterator[H
         yield null_hook
         return
     if sys.stderr.isatty():
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         tasks: dict[str, int] = {}
         with Progress(
             TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True,
+            console=terminal_console(), transient=True,
         ) as bar:
 
             def hook(step: str, completed: int, total: int) -> None:

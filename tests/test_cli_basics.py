@@ -307,3 +307,36 @@ def test_logs_on_a_terminal_stay_off_stdout():
         os.close(slave)
     assert done.returncode == 0 and done.stdout == ""
     assert "decoded call.wav" in terminal
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a pseudo-terminal")
+def test_a_log_line_during_progress_is_printed_above_the_bars():
+    # With -v on a terminal, a log line was written by a second console into the middle of the progress bars
+    # ("decode ━━━╺━━ 16/42 0:00:01INFO     decoded ..."), and the bars were drawn again below it, many times.
+    import pty
+    import select
+
+    code = ("import logging, time; from mediapipe_g4 import cli; from mediapipe_g4.progress import progress_hook\n"
+            "cli._configure_logging(logging.INFO)\n"
+            "with progress_hook() as hook:\n"
+            "    hook('decode', 16, 42); time.sleep(0.3)\n"
+            "    logging.getLogger('mediapipe_g4').info('decoded call.wav'); time.sleep(0.3)\n"
+            "    hook('decode', 42, 42); time.sleep(0.3)\n")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=slave, stderr=slave,
+                                env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+        chunks = []
+        while proc.poll() is None or select.select([master], [], [], 0.2)[0]:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    chunks.append(os.read(master, 65536))
+                except OSError:
+                    break
+        proc.wait(timeout=60)
+    finally:
+        os.close(master)
+        os.close(slave)
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    lines = [line for line in re.split(r"[\r\n]", screen) if "decoded call.wav" in line]
+    assert lines and all("━" not in line and "/42" not in line for line in lines), lines
