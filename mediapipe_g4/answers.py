@@ -99,6 +99,9 @@ class CachedEngine:
         self.reused += len(requests) - len(todo)
         step = requests[0].kind if requests else "generate"
         done = len(requests) - len(todo)
+        if done:  # what a rerun after an interruption saves (-v)
+            log.info("%s: %d of %d answers from the work folder (%s)%s", step, done, len(requests), self.folder,
+                     f", {len(todo)} to generate" if todo else "")
         if hook:
             hook(step, done, len(requests))
 

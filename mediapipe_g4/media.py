@@ -811,6 +811,7 @@ def extract_keyframes(
     folder = Path(work_dir) / "keyframes"
     index = folder / "index.json"
     if index.is_file():
+        log.info("%s: keyframes from the work folder %s", Path(path).name, work_dir)
         return [Keyframe(**k) for k in json.loads(index.read_text())]
     if folder.exists():
         shutil.rmtree(folder)  # an unfinished run: its images may not match what we find now

@@ -355,6 +355,8 @@ def prepare_recording(
         log.warning("%s has %d audio tracks (%s); using the first: --audio-track N takes another, "
                     "--audio-track all takes them all", src.name, len(info.audio_streams), media.describe_tracks(info))
     before = None if options.fresh else cached_diarization(work, options.diarization)
+    if before is not None:
+        log.info("%s: speaker turns from the work folder %s", src.name, work)
     if make_engine is not None and before is None:
         load_early(make_engine, options)  # a first run: the model will be needed
     # Keyframes need only the video and FFmpeg's own threads: they run beside audio decoding and diarization,

@@ -207,6 +207,14 @@ def test_cached_engine_reuses_answers_and_loads_the_model_lazily(tmp_path):
     assert fresh.generated == 1
 
 
+def test_a_resumed_run_says_how_many_answers_it_reused(tmp_path, caplog):
+    requests = [req(float(i), float(i) + 1, "S1") for i in range(5)]
+    CachedEngine(lambda: ScriptedEngine(lambda r: "text"), tmp_path).generate(requests[:2])  # then interrupted
+    with caplog.at_level("INFO", logger="mediapipe_g4"):
+        CachedEngine(lambda: ScriptedEngine(lambda r: "text"), tmp_path).generate(requests)
+    assert "transcribe: 2 of 5 answers from the work folder" in caplog.text and "3 to generate" in caplog.text
+
+
 def test_answers_reach_the_pipeline_without_control_characters(tmp_path):
     raw = "Hello\x00 wor\x1bld\x7f,\tsaid\x85 Bob.\nNext\ufffd"  # NUL, ESC, DEL, C1, a broken byte sequence
     requests = [req(0.0, 1.0, "S1")]
