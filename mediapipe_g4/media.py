@@ -518,6 +518,8 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
             raise MediaError(f"{src}: FFmpeg could not decode the audio ({_stderr_tail(b''.join(stderr_chunks))})")
         if written < 4:
             raise MediaError(f"{src}: the audio track holds no samples; the file may be truncated")
+        if hook:  # done: the last second counted down may be short of the stated duration
+            hook("decode", total, total)
         loudest = int(np.argmax(energy[:channels]))
         if mix and energy[-1] < CANCELLED * energy[loudest]:
             log.warning("%s: its %ss cancel each other out when mixed (one is the other inverted, as a miswired "
@@ -772,6 +774,8 @@ def keyframes(
         prev = thumb
         if hook and total:
             hook("keyframes", min(int(frame.time), total), total)
+    if hook and total:  # done (the last frame is a second before the end)
+        hook("keyframes", total, total)
     if pending is not None and pending[3] >= options.scene:
         accept(pending[0], pending[2], pending[1], pending[3])
     end = max(duration or 0.0, last_time + 1.0 if saved else 0.0)

@@ -277,3 +277,12 @@ def test_decode_removes_what_a_killed_run_left(samples_dir, tmp_path):
         part.write_bytes(b"\0" * 4096)
     media.decode_audio(samples_dir / "phone_call.wav", tmp_path)
     assert not stale.exists() and running.exists()
+
+
+def test_progress_of_decoding_and_slides_ends_complete(samples_dir, tmp_path):
+    # The bars of finished steps stayed at 511/512 (the last whole second counted, the last frame's time).
+    calls = []
+    media.decode_audio(samples_dir / "standup.mp4", tmp_path, hook=lambda *a: calls.append(a))
+    media.extract_keyframes(samples_dir / "standup.mp4", tmp_path, hook=lambda *a: calls.append(a))
+    last = {step: (done, total) for step, done, total in calls}
+    assert last["decode"][0] == last["decode"][1] and last["keyframes"][0] == last["keyframes"][1]
