@@ -40,7 +40,7 @@ from .sides import find_speakers
 from .token_count import TokenCounter
 from .transcript import segments_from_answers
 from .transformers_engine import DEFAULT_MODEL, load_processor
-from .workdir import file_sha256, media_work_dir, settings_key
+from .workdir import file_sha256, media_work_dir, room_for_work, settings_key
 
 if TYPE_CHECKING:
     from .openai_engine import ServerOptions
@@ -342,6 +342,11 @@ def prepare_recording(
 ) -> Prepared:
     """Hash, probe, decode, keyframes and speaker turns of one recording (each cached in its work folder).
     With `make_engine`, a first run starts loading the model meanwhile (`load_early`)."""
+    with room_for_work(options.cache_dir):
+        return _prepare(path, options, make_engine, hook)
+
+
+def _prepare(path: str | Path, options: RunOptions, make_engine: EngineFactory | None, hook: Hook) -> Prepared:
     src = media.check_input_file(path)
     timer = Timer()
     sha = timer.run("hash", lambda: file_sha256(src))
@@ -458,7 +463,8 @@ def process_recording(
     """The result dict (the X.json schema) for one recording; `prepared`: its CPU stages, if already done."""
     prepared = prepared or prepare_recording(path, options, make_engine, hook=hook)
     try:
-        result = _model_stages(prepared, options, make_engine, hook)
+        with room_for_work(options.cache_dir):
+            result = _model_stages(prepared, options, make_engine, hook)
     finally:
         prepared.slides.cancel()  # nothing once they are found; after an error, stops FFmpeg at its next frame
     # The speaker turns, keyframes and answers stay for reruns; the decoded audio (230 MB an hour) decodes again

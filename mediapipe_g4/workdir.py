@@ -7,10 +7,13 @@ Every file is written atomically, so a rerun after a crash resumes from what was
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +66,19 @@ def media_work_dir(sha256: str, root: str | os.PathLike[str] | None = None, vari
         raise OutputError(f"Cannot make the work folder {folder}: {exc.strerror or exc}; pass --cache-dir (or set "
                           "G4MEDIA_CACHE) to a folder that can be written") from exc
     return folder
+
+
+@contextlib.contextmanager
+def room_for_work(root: str | os.PathLike[str] | None = None) -> Iterator[None]:
+    """A full (or read-only) disk under the work folders, met while a recording's stages write there, as an
+    OutputError that says where and what to do (a bare OSError reads as a bug)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        raise OutputError(
+            f"Cannot write to the work folder under {cache_root(root) / 'recordings'}: {exc.strerror or exc}. Free "
+            "some space there, or pass --cache-dir (or set G4MEDIA_CACHE) to a folder with room: the decoded audio "
+            "takes 64 KB per second of recording (230 MB an hour) while a recording is worked on. What was finished "
+            "is kept and reused.") from exc

@@ -340,3 +340,20 @@ def test_a_log_line_during_progress_is_printed_above_the_bars():
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
     lines = [line for line in re.split(r"[\r\n]", screen) if "decoded call.wav" in line]
     assert lines and all("━" not in line and "/42" not in line for line in lines), lines
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_under_the_work_folder_is_one_clear_error(samples_dir, tmp_path):
+    # It was "Error: unexpected OSError: [Errno 28] No space left on device (run again with --debug ...)".
+    from mediapipe_g4 import media
+    from mediapipe_g4.workdir import file_sha256
+
+    recording = samples_dir / "phone_call.wav"
+    work = tmp_path / "cache" / "recordings" / file_sha256(recording)[:24]
+    work.mkdir(parents=True)
+    for name in (media.AUDIO_FILE, media.side_file(1), media.side_file(2)):  # this process's decoding goes there
+        (work / f".{name}.{os.getpid()}.part").symlink_to("/dev/full")
+    result = CliRunner().invoke(main, ["diarize", str(recording), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: Cannot write to the work folder under {tmp_path / 'cache' / 'recordings'}"
+                                    ": No space left on device. Free some space there, or pass --cache-dir")
