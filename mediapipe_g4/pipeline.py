@@ -235,14 +235,14 @@ def answer_folder(work: Path, model: str, options: RunOptions) -> Path:
 
 
 def name_speakers(engine: Engine, segments: Sequence[Segment], budget_chars: int,
-                  vocabulary: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+                  vocabulary: tuple[str, ...] = (), hook: Hook | None = None) -> dict[str, dict[str, Any]]:
     if not segments:
         return {}
     prompt = names_prompt(segments, max_chars=budget_chars, vocabulary=vocabulary)
     request = EngineRequest(kind="names", parts=(TextPart(prompt),),
                             start=segments[0].start, end=segments[-1].end,
                             settings=GenerationSettings(max_new_tokens=400, greedy=True))
-    (answer,) = engine.generate([request])
+    (answer,) = engine.generate([request], hook=hook)  # one long request on a CPU: the display says it is under way
     return parse_names(answer, segments)
 
 
@@ -529,7 +529,8 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
         try:
             if unnamed and segments:
                 found = timer.run("names", lambda: name_speakers(llm, segments, budget_chars=plan.context_budget * 3,
-                                                                        vocabulary=options.plan.vocabulary))
+                                                                        vocabulary=options.plan.vocabulary,
+                                                                        hook=hook))
             speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
             counter = notes_counter(plan, options)
             keyframes = slides()  # the names did not need them either

@@ -170,6 +170,15 @@ def test_notes_that_stay_invalid_are_reported_and_the_rest_is_kept(samples_dir, 
     assert "not produced" in html.lower() and "retry logic" in html
 
 
+def test_every_model_step_shows_its_progress(samples_dir, cache):
+    # The speaker names (one long request on a CPU) showed nothing: the display sat at "transcribe 15/15".
+    steps = []
+    engine = ScriptedEngine(standup_engine_script())
+    process_recording(samples_dir / "standup.mp4", RunOptions(cache_dir=str(cache), fresh=True), lambda m: engine,
+                      hook=lambda step, done, total: steps.append(step))
+    assert {"transcribe", "names", "notes"} <= set(steps)
+
+
 def test_names_override_and_transcribe_only(samples_dir, cache):
     result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script(), fresh=True,
                             names=(("S1", "Dana"),), summarize=False)
