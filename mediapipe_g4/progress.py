@@ -35,6 +35,30 @@ def terminal_console():
     return Console(stderr=True)
 
 
+def time_column():
+    """`0:01:23 left` once a step's speed is known; before that (one long request, such as the notes: no speed until
+    it is done) `0:00:41 so far`, so a step that takes minutes is seen to be under way; a finished step its time."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    def clock(seconds: float | None) -> str:
+        seconds = int(seconds or 0)
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+    class TimeColumn(ProgressColumn):
+        max_refresh = 0.5  # the estimate does not jump about
+
+        def render(self, task) -> Text:
+            if task.finished:
+                return Text(clock(task.finished_time if task.finished_time is not None else task.elapsed),
+                            style="progress.elapsed")
+            if task.time_remaining is not None:
+                return Text(f"{clock(task.time_remaining)} left", style="progress.remaining")
+            return Text(f"{clock(task.elapsed)} so far", style="progress.elapsed")
+
+    return TimeColumn()
+
+
 def null_hook(step: str, completed: int, total: int) -> None:
     """A hook that ignores progress."""
 
@@ -46,11 +70,11 @@ def progress_hook(enabled: bool = True, *, interval: float = 10.0) -> Iterator[H
         yield null_hook
         return
     if sys.stderr.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         tasks: dict[str, int] = {}
         with Progress(
-            TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), time_column(),
             console=terminal_console(), transient=True,
         ) as bar:
 

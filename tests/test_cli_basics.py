@@ -357,3 +357,25 @@ def test_a_full_disk_under_the_work_folder_is_one_clear_error(samples_dir, tmp_p
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: Cannot write to the work folder under {tmp_path / 'cache' / 'recordings'}"
                                     ": No space left on device. Free some space there, or pass --cache-dir")
+
+
+def test_a_long_step_without_an_estimate_shows_how_long_it_has_run():
+    # "notes 0/1 -:--:--" for the many minutes of one notes request on a CPU: nothing said it was still going.
+    from rich.progress import Progress
+
+    from mediapipe_g4.progress import time_column
+
+    clock = {"now": 0.0}
+    column = time_column()
+    bar = Progress(column, get_time=lambda: clock["now"], disable=True)
+    notes = bar.add_task("notes", total=1)
+    clock["now"] = 83.0
+    assert column.render(bar.tasks[0]).plain == "0:01:23 so far"
+    clips = bar.add_task("transcribe", total=60)
+    for n in range(1, 11):
+        clock["now"] += 2.0
+        bar.update(clips, completed=n)
+    assert column.render(bar.tasks[1]).plain == "0:01:40 left"  # 50 clips at 2 s
+    bar.update(notes, completed=1)
+    assert column.render(bar.tasks[0]).plain == "0:01:43"
+
