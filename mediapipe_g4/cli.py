@@ -238,7 +238,8 @@ audio_track_option = click.option(
 
 cache_dir_option = click.option(
     "--cache-dir", type=click.Path(file_okay=False), default=None,
-    help="Work folder root (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media).")
+    help="Where each recording's finished work is kept (decoded audio, slides, speaker turns, every model answer), "
+         "so a rerun resumes (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media).")
 
 speaker_options = _compose(
     click.option("--speakers", type=click.IntRange(min=1), default=None, help="Number of speakers, if known."),
@@ -596,7 +597,11 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
 @click.option("--format", default=TRANSCRIBE_FORMATS, show_default=True,
               help="Outputs to write: json, srt, vtt, txt, md, html (comma-separated, or all).")
 def transcribe(files: tuple[Path, ...], **kw) -> None:
-    """Transcribe recordings: who said what and when, as JSON, SRT, VTT and TXT."""
+    """Transcribe recordings: who said what and when, as JSON, SRT, VTT and TXT.
+
+    Stopped part-way (Ctrl-C, a crash, a shutdown), the same command again resumes: finished work is kept in the
+    work folder (--cache-dir); --fresh redoes it.
+    """
     _process_files(files, kw, summarize=False)
 
 
@@ -608,7 +613,11 @@ def transcribe(files: tuple[Path, ...], **kw) -> None:
 @click.option("--format", default=SUMMARIZE_FORMATS, show_default=True,
               help="Outputs to write: html, md, json, srt, vtt, txt (comma-separated, or all).")
 def summarize(files: tuple[Path, ...], **kw) -> None:
-    """Meeting notes: summary, decisions, action items, chapters, slides - as a self-contained HTML page."""
+    """Meeting notes: summary, decisions, action items, chapters, slides - as a self-contained HTML page.
+
+    Stopped part-way (Ctrl-C, a crash, a shutdown), the same command again resumes: finished work is kept in the
+    work folder (--cache-dir); --fresh redoes it.
+    """
     _process_files(files, kw, summarize=True)
 
 
@@ -622,7 +631,11 @@ def summarize(files: tuple[Path, ...], **kw) -> None:
                    f"with --transcribe-only: {TRANSCRIBE_FORMATS}); json is always written (it tells a later "
                    f"run what is done).")
 def batch(folder: Path, **kw) -> None:
-    """Process every recording in a folder (found by content), skip those done, write index.html."""
+    """Process every recording in a folder (found by content), skip those done, write index.html.
+
+    Stopped part-way (Ctrl-C, a crash, a shutdown), the same command again resumes: finished work is kept in the
+    work folder (--cache-dir); --fresh redoes it.
+    """
     from .batch import default_workers, run_batch
     from .pipeline import Lookahead, make_engine_factory, prepares_ahead, process_recording
     from .progress import progress_hook

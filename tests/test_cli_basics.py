@@ -379,3 +379,9 @@ def test_a_long_step_without_an_estimate_shows_how_long_it_has_run():
     bar.update(notes, completed=1)
     assert column.render(bar.tasks[0]).plain == "0:01:43"
 
+
+
+@pytest.mark.parametrize("command", ["summarize", "transcribe", "batch"])
+def test_help_says_that_a_rerun_resumes(command):
+    shown = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
+    assert "the same command again resumes" in shown and "so a rerun resumes" in shown  # and --cache-dir says why
