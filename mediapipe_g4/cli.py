@@ -650,6 +650,8 @@ def batch(folder: Path, **kw) -> None:
     ahead = Lookahead(options, factory) if workers == 1 and prepares_ahead(options) else None
 
     def process(path: Path) -> dict:
+        if workers > 1:  # no progress bars for several recordings at once: say which are under way
+            click.echo(f"{path.relative_to(folder)}: working on it", err=True)
         with progress_hook(workers == 1) as hook:  # one progress display at a time; lines per file otherwise
             prepared = ahead.prepare(path, hook) if ahead is not None else None
             return process_recording(path, options, factory, hook=hook, prepared=prepared)

@@ -346,6 +346,8 @@ def test_cli_against_the_server_matches_in_process(srv, tiny_checkpoint, tmp_pat
                     cache=cache, env=key)
     assert batch.returncode == 0, batch.stdout + batch.stderr
     assert "2 done" in batch.stdout and json.loads((tmp_path / "b" / "call.json").read_text())["segments"] == a["segments"]
+    # Two at once have no progress bars: the terminal said nothing until one was done; now it says what is under way.
+    assert {"call.wav: working on it", "interview.mp3: working on it"} <= set(batch.stderr.splitlines())
     assert json.loads((tmp_path / "b" / "interview.json").read_text())["segments"]
     assert srv.seen and all(s["status"] == 200 for s in srv.seen)  # only the interview went to the server
 
