@@ -23,7 +23,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield target
         return
     short = target.name.encode("utf-8")[:60].decode("utf-8", "ignore")  # names are limited in bytes
-    tmp_path = target.parent / f".{short}.{secrets.token_hex(4)}.part"
+    remove_stale_parts(target.parent, short)
+    # The writer's pid in the name: what a killed writer left is known as such (`remove_stale_parts`).
+    tmp_path = target.parent / f".{short}.{os.getpid()}-{secrets.token_hex(4)}.part"
     # 0o666 lets the umask decide the mode, as for any ordinary new file.
     os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666))
     try:
@@ -38,6 +40,31 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def remove_stale_parts(folder: Path, name: str) -> None:
+    """Remove the temporary files `.{name}.{pid}[-...].part` in `folder` that a writer killed mid-write (SIGKILL, a
+    crash, a power cut) left behind: those of a process that is gone. A writer still at work keeps its own."""
+    head = f".{name}."
+    try:
+        found = [p for p in folder.iterdir() if p.name.startswith(head) and p.name.endswith(".part")]
+    except OSError:
+        return
+    for part in found:
+        pid = part.name[len(head) : -len(".part")].split("-")[0]
+        if pid.isdigit() and not process_running(int(pid)):
+            with contextlib.suppress(OSError):
+                part.unlink()
+
+
+def process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's, or a system that cannot tell: keep its file
+        return True
+    return True
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path, remove_stale_parts, write_json
 from .errors import FFmpegNotFound, MediaError
 from .records import SAMPLE_RATE, AudioStream, Keyframe, MediaInfo, VideoStream, clock
 
@@ -472,7 +472,8 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
     channels = len(targets)
     targets[0].parent.mkdir(parents=True, exist_ok=True)
     finals = [*targets, *([mix[0]] if mix else [])]
-    _remove_stale_parts(finals)
+    for final in finals:  # what a run killed while decoding left: 64 KB per second of recording each
+        remove_stale_parts(final.parent, final.name)
     parts = [t.with_name(f".{t.name}.{os.getpid()}.part") for t in finals]
     cmd = [
         ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", ffmpeg_input(src), *select,
@@ -534,27 +535,6 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
     log.info("decoded %s: %.2f s of audio%s", src.name, written / 4 / SAMPLE_RATE,
              f" in {channels} sides" if channels > 1 else "")
     return [_open_waveform(t) for t in targets]
-
-
-def _remove_stale_parts(finals: list[Path]) -> None:
-    """Remove what a run killed while decoding (SIGKILL, a crash, a power cut) left of these files: the parts of a
-    process that is gone (64 KB per second of recording each; a run still decoding the same recording keeps its)."""
-    for final in finals:
-        for part in final.parent.glob(f".{final.name}.*.part"):
-            pid = part.name[len(final.name) + 2 : -len(".part")]
-            if pid.isdigit() and not _running(int(pid)):
-                with contextlib.suppress(OSError):
-                    part.unlink()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's, or a system that cannot tell: keep its file
-        return True
-    return True
 
 
 def release_audio(work_dir: str | os.PathLike[str], *, sides_only: bool = False) -> None:

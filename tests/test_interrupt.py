@@ -114,3 +114,19 @@ def test_a_signal_ends_the_command_with_one_line_and_no_temporary_file(tmp_path,
     assert done.returncode == status
     assert done.stderr == f"Error: {said}; finished work is kept in the work folder and reused next time\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_next_write_removes_what_a_killed_writer_left(tmp_path):
+    # kill -9 (or a power cut) mid-write cannot be caught: its temporary file stayed for good, beside the outputs
+    # or in the work folder. The next write of that file removes it; a writer still at work keeps its own.
+    from mediapipe_g4.atomic import write_text
+
+    killed = run_until(HALF_WRITTEN_OUTPUT, str(tmp_path / "notes.html"), signum=signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".notes.html.") and left.name.endswith(".part")
+    working = tmp_path / f".notes.html.{os.getpid()}-0123abcd.part"  # this process: at work
+    working.write_text("mine")
+    write_text(tmp_path / "notes.html", "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([working.name, "notes.html"])
+    assert (tmp_path / "notes.html").read_text() == "whole"
