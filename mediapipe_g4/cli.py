@@ -94,7 +94,6 @@ def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    _stop_on_signals()
     _configure_logging(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
 
 
@@ -751,6 +750,7 @@ def run() -> None:
     args = sys.argv[1:]
     front = [a for a in args if a in ("--debug", "-v", "--verbose")]
     rest = [a for a in args if a not in front]
+    _stop_on_signals()  # here, not in `main`: a program that calls `main` keeps its own signal handling
     main.main(args=front + rest, prog_name="g4media")
 
 

@@ -96,7 +96,8 @@ HALF_WRITTEN_OUTPUT = """
             print("ready", flush=True)
             time.sleep(60)
 
-    cli.main.main(args=["hold", sys.argv[1]], prog_name="g4media")
+    sys.argv[:] = ["g4media", "hold", sys.argv[1]]
+    cli.run()
 """
 
 
