@@ -23,7 +23,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield target
         return
     short = target.name.encode("utf-8")[:60].decode("utf-8", "ignore")  # names are limited in bytes
-    remove_stale_parts(target.parent, short)
+    remove_stale_parts(target.parent)
     # The writer's pid in the name: what a killed writer left is known as such (`remove_stale_parts`).
     tmp_path = target.parent / f".{short}.{os.getpid()}-{secrets.token_hex(4)}.part"
     # 0o666 lets the umask decide the mode, as for any ordinary new file.
@@ -42,16 +42,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def remove_stale_parts(folder: Path, name: str) -> None:
-    """Remove the temporary files `.{name}.{pid}[-...].part` in `folder` that a writer killed mid-write (SIGKILL, a
-    crash, a power cut) left behind: those of a process that is gone. A writer still at work keeps its own."""
-    head = f".{name}."
+_SWEPT: set[str] = set()  # folders whose leftovers this process removed already
+
+
+def remove_stale_parts(folder: Path) -> None:
+    """Remove the temporary files `.NAME.PID[-...].part` in `folder` that a writer killed mid-write (SIGKILL, a
+    crash, a power cut) left behind: those of a process that is gone. A writer still at work keeps its own. Once a
+    folder per process: a work folder holds an answer file per clip (thousands for a long meeting), and listing it
+    again for every answer would cost the square of their number."""
+    key = os.path.abspath(folder)
+    if key in _SWEPT:
+        return
     try:
-        found = [p for p in folder.iterdir() if p.name.startswith(head) and p.name.endswith(".part")]
+        found = [p for p in Path(folder).iterdir() if p.name.startswith(".") and p.name.endswith(".part")]
     except OSError:
         return
+    _SWEPT.add(key)
     for part in found:
-        pid = part.name[len(head) : -len(".part")].split("-")[0]
+        pid = part.name[: -len(".part")].rsplit(".", 1)[-1].split("-")[0]
         if pid.isdigit() and not process_running(int(pid)):
             with contextlib.suppress(OSError):
                 part.unlink()

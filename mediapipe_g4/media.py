@@ -472,8 +472,7 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
     channels = len(targets)
     targets[0].parent.mkdir(parents=True, exist_ok=True)
     finals = [*targets, *([mix[0]] if mix else [])]
-    for final in finals:  # what a run killed while decoding left: 64 KB per second of recording each
-        remove_stale_parts(final.parent, final.name)
+    remove_stale_parts(targets[0].parent)  # what a run killed while decoding left: 64 KB per second of recording each
     parts = [t.with_name(f".{t.name}.{os.getpid()}.part") for t in finals]
     cmd = [
         ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", ffmpeg_input(src), *select,

@@ -131,3 +131,16 @@ def test_the_next_write_removes_what_a_killed_writer_left(tmp_path):
     write_text(tmp_path / "notes.html", "whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([working.name, "notes.html"])
     assert (tmp_path / "notes.html").read_text() == "whole"
+
+
+def test_a_folder_is_swept_for_leftovers_once(tmp_path, monkeypatch):
+    # Every atomic write looked through its folder for what killed writers left: a work folder holds an answer
+    # file per clip, so a 3-hour meeting's 3,000 answers listed the folder 3,000 times, growing each time.
+    from mediapipe_g4 import atomic
+
+    listed = []
+    real = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: listed.append(self) or real(self))
+    for i in range(50):
+        atomic.write_text(tmp_path / f"answer{i}.json", "{}")
+    assert listed == [tmp_path] and len(list(real(tmp_path))) == 50
