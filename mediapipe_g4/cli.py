@@ -151,7 +151,8 @@ def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
     info = media.probe(file)
     keyframe_times: list[float] | None = None
     if info.has_video and not no_keyframes:
-        with tempfile.TemporaryDirectory(prefix="g4media-probe-") as tmp, progress_hook(not as_json) as hook:
+        # Progress goes to stderr, also with --json (stdout stays JSON): hours of video take a while.
+        with tempfile.TemporaryDirectory(prefix="g4media-probe-") as tmp, progress_hook() as hook:
             found = media.extract_keyframes(file, tmp, info=info, hook=hook)
             keyframe_times = [k.time for k in found]
     facts = {
@@ -420,7 +421,9 @@ def plan(file: Path, as_json: bool, **kw) -> None:
 
     options = _plan_options(kw)  # its mistakes are said before the recording is decoded
     device = check_device(kw["device"]) if kw["device"] else None
-    with progress_hook(not as_json) as hook:  # the same audio, slides and turns as summarize (and its cache)
+    # The same audio, slides and turns as summarize (and its cache). Progress goes to stderr, also with --json
+    # (stdout stays JSON): a long recording's speaker turns take minutes.
+    with progress_hook() as hook:
         ready = prepare_recording(file, RunOptions(diarization=_diarization_options(kw), cache_dir=kw["cache_dir"],
                                                    audio_track=_audio_track(kw["audio_track"])), hook=hook)
     try:
@@ -458,7 +461,9 @@ def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
         raise G4Error(f"Refusing to write the RTTM to {rttm_path}: it is the recording itself")
     options = RunOptions(diarization=_diarization_options(kw), audio_track=_audio_track(kw["audio_track"]),
                          slides=False, cache_dir=kw["cache_dir"])
-    with progress_hook(not as_json) as hook:  # the same audio and turns as summarize (and its cache)
+    # The same audio and turns as summarize (and its cache). Progress goes to stderr, also with --json (stdout stays
+    # JSON): a 2-hour recording's turns take minutes.
+    with progress_hook() as hook:
         ready = prepare_recording(file, options, hook=hook)
     media.release_audio(ready.work)  # the turns stay cached; the decoded audio is big and quick to redo
     result = ready.diarization

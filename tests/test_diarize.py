@@ -329,7 +329,7 @@ def test_cli_diarize_json_rttm_and_video_without_audio(tmp_path, monkeypatch, me
     rttm = tmp_path / "call.rttm"
     out = runner.invoke(main, ["diarize", str(SAMPLES / "phone_call.wav"), "--json", "--rttm", str(rttm)])
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)  # progress, if any, is on stderr
     assert set(data) == {"duration", "speakers", "turns"}
     assert data["speakers"] == ["S1", "S2"]
     assert set(data["turns"][0]) == {"start", "end", "speaker"}
@@ -338,6 +338,30 @@ def test_cli_diarize_json_rttm_and_video_without_audio(tmp_path, monkeypatch, me
     out = runner.invoke(main, ["diarize", str(media_corpus["silent_video"])])
     assert out.exit_code == 1
     assert "no audio track" in out.output and "Traceback" not in out.output
+
+
+def test_cli_diarize_json_shows_progress_on_stderr(tmp_path, monkeypatch):
+    """With --json a long recording's turns take minutes: progress still goes to stderr, stdout stays JSON."""
+    import contextlib
+
+    from click.testing import CliRunner
+
+    from mediapipe_g4 import progress
+    from mediapipe_g4.cli import main
+
+    real = progress.progress_hook
+
+    @contextlib.contextmanager
+    def at_once(enabled: bool = True, *, interval: float = 10.0):
+        with real(enabled, interval=0.0) as hook:  # every step says where it is, however short
+            yield hook
+
+    monkeypatch.setattr(progress, "progress_hook", at_once)
+    monkeypatch.setenv("G4MEDIA_CACHE", str(tmp_path / "cache"))
+    out = CliRunner().invoke(main, ["diarize", str(SAMPLES / "phone_call.wav"), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["speakers"] == ["S1", "S2"]
+    assert "g4media: speakers" in out.stderr, out.stderr
 
 
 def test_cli_diarize_takes_the_audio_track_asked_for(tmp_path):
