@@ -593,8 +593,30 @@ def make_plan(
     )
 
 
+SHOWN_TRANSCRIBE = (20, 10)  # the plan's table shows this many transcription requests at the start and the end
+
+
+def _shown_requests(requests: Sequence[EngineRequest]) -> set[int]:
+    """Indexes of the requests the table shows: all notes requests, and the first and last transcription requests.
+
+    A 3-hour recording has thousands of clips; listed one a line they bury the notes requests and the totals.
+    """
+    clips = [i for i, r in enumerate(requests) if r.kind == "transcribe"]
+    head, tail = SHOWN_TRANSCRIBE
+    hidden = set(clips[head:-tail]) if len(clips) > head + tail + 1 else set()
+    return {i for i in range(len(requests)) if i not in hidden}
+
+
+def _hidden_line(hidden: Sequence[EngineRequest]) -> str:
+    from .prompts import clock
+
+    return (f"{'':>4}  ... {len(hidden):,} more transcribe requests, {clock(hidden[0].start)} to "
+            f"{clock(hidden[-1].end)} (--json lists every request)")
+
+
 def format_plan(plan: Plan, *, name: str = "") -> str:
-    """The plan as a readable table: every request, the totals per kind, memory and warnings."""
+    """The plan as a readable table: the requests (a long recording's middle clips as one line), the totals per
+    kind, memory and warnings."""
     from .prompts import clock
 
     rows = [
@@ -604,10 +626,20 @@ def format_plan(plan: Plan, *, name: str = "") -> str:
         "",
         f"{'#':>4}  {'kind':<14}{'start':>9}{'end':>9}  {'speaker':<8}{'audio s':>8}{'images':>7}{'tokens':>9}",
     ]
+    shown = _shown_requests(plan.requests)
+    hidden: list[EngineRequest] = []
     for i, r in enumerate(plan.requests, 1):
+        if i - 1 not in shown:
+            hidden.append(r)
+            continue
+        if hidden:
+            rows.append(_hidden_line(hidden))
+            hidden = []
         mark = "~" if r.estimated else ""
         rows.append(f"{i:>4}  {r.kind:<14}{clock(r.start):>9}{clock(r.end):>9}  {r.speaker or '-':<8}"
                     f"{r.audio_seconds:>8.2f}{len(r.images):>7}{mark + format(r.tokens, ','):>9}")
+    if hidden:
+        rows.append(_hidden_line(hidden))
     totals = plan.totals()
     rows += ["", f"{'totals':<20}{'requests':>9}{'tokens':>11}{'max':>8}{'audio s':>10}{'images':>8}"]
     for kind, t in totals["by_kind"].items():

@@ -436,3 +436,26 @@ def test_plan_command(monkeypatch, tmp_path, tiny_checkpoint):
     assert "notes_section" in text.stdout and "exact" in text.stdout and "memory:" in text.stdout
     bad = runner.invoke(main, args + ["--model", str(tmp_path / "missing")])
     assert bad.exit_code == 1 and "Error:" in bad.output and "does not exist" in bad.output
+
+
+def test_plan_table_of_a_long_recording_shows_the_notes_requests_not_thousands_of_clips():
+    """A 3-hour meeting has about 3,300 clips: the table shows the first and last, one line for the rest, every
+    notes request and the totals (--json keeps them all)."""
+    from mediapipe_g4.planner import Plan, format_plan
+
+    clips = [EngineRequest(kind="transcribe", parts=(), start=3.0 * i, end=3.0 * i + 2.5, tokens=150)
+             for i in range(3300)]
+    notes = [EngineRequest(kind="notes_section", parts=(), start=0.0, end=5000.0, tokens=30_000),
+             EngineRequest(kind="notes_section", parts=(), start=5000.0, end=9900.0, tokens=30_000),
+             EngineRequest(kind="notes", parts=(), start=0.0, end=9900.0, tokens=3_000)]
+    plan = Plan(duration=9900.0, model="m", context_window=262_144, context_budget=32_768, budget_from="memory",
+                exact=True, counts_from="m", requests=(*clips, *notes))
+    lines = format_plan(plan).splitlines()
+    assert len(lines) < 60, len(lines)
+    assert sum(ln.split()[1:2] == ["transcribe"] for ln in lines) == 30  # the first 20 and the last 10
+    assert "... 3,270 more transcribe requests, 01:00 to 2:44:29 (--json lists every request)" in map(str.strip, lines)
+    assert sum(ln.split()[1:2] == ["notes_section"] for ln in lines) == 2
+    assert any(ln.split()[:2] == ["3303", "notes"] for ln in lines)  # numbered as in the plan
+    assert len(plan.to_dict()["requests"]) == 3303
+    short = replace(plan, requests=(*clips[:31], *notes))
+    assert sum(ln.split()[1:2] == ["transcribe"] for ln in format_plan(short).splitlines()) == 31  # all shown
