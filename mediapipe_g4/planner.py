@@ -337,17 +337,22 @@ def split_sections(
         raise PlanError(f"a context budget of {budget} tokens cannot hold even one section of the meeting "
                         f"(it needs at least {need}); raise --context-tokens")
     sections: list[tuple[TimelineEntry, ...]] = []
+    left = sum(costs)
     i = 0
     while i < len(entries):
+        # Sections of about equal size: filled to the brim, a 3-hour meeting's third section held 15 minutes
+        # beside two of 80, and its summary then weighed as much as theirs in the notes.
+        target = min(room, left / math.ceil(left / room) * 1.1)
         used, j = 0, i
-        while j < len(entries) and used + costs[j] <= room:
+        while j < len(entries) and used + costs[j] <= target:
             used += costs[j]
             j += 1
+        j = max(j, i + 1)
         if j < len(entries):  # not the last section: start the next one at the best boundary in the last quarter
             cumulative, best, best_score = 0, j, -1.0
             for k in range(i + 1, j + 1):
                 cumulative += costs[k - 1]
-                if cumulative >= 0.75 * room and k < len(entries):
+                if cumulative >= 0.75 * target and k < len(entries):
                     score = _boundary_score(entries, k)
                     if score >= best_score:
                         best, best_score = k, score
@@ -358,6 +363,7 @@ def split_sections(
                 _section_request(section, options, counter).tokens + options.section_max_new_tokens > budget):
             section = section[:-1]
         sections.append(section)
+        left -= sum(costs[i : i + len(section)])
         i += len(section)
     return sections
 

@@ -459,3 +459,19 @@ def test_plan_table_of_a_long_recording_shows_the_notes_requests_not_thousands_o
     assert len(plan.to_dict()["requests"]) == 3303
     short = replace(plan, requests=(*clips[:31], *notes))
     assert sum(ln.split()[1:2] == ["transcribe"] for ln in format_plan(short).splitlines()) == 31  # all shown
+
+
+def test_a_long_meeting_is_cut_into_sections_of_about_equal_size():
+    """Sections filled to the brim left a 3-hour meeting's last one a fifth of the others, and its summary weighed
+    as much as theirs in the notes. Here the timeline holds about 2.2 budgets: three sections of about equal size."""
+    segments, _ = _timeline(180)
+    timeline = build_timeline(segments)
+    counter = TokenCounter()
+    options = PlanOptions(section_max_new_tokens=500)
+    (whole,) = plan_notes(timeline, 10**7, options, counter)
+    budget = int(whole.tokens / 2.2) + options.section_max_new_tokens
+    sections = [r for r in plan_notes(timeline, budget, options, counter) if r.kind == "notes_section"]
+    assert len(sections) == 3
+    assert all(r.tokens + r.settings.max_new_tokens <= budget for r in sections)
+    spans = [r.end - r.start for r in sections]
+    assert min(spans) > 0.75 * max(spans), spans  # filled to the brim: 4819, 4809 and 1169 s
