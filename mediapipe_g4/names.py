@@ -111,8 +111,9 @@ def names_prompt(segments: Sequence[Segment], max_chars: int = 60_000, vocabular
             if re.search(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+", seg.text):
                 keep.update({i - 1, i, i + 1})
         lines = [ln for i, ln in enumerate(lines) if i in keep]
-        while sum(len(ln) + 1 for ln in lines) > max_chars:
-            lines.pop()
+        size = sum(len(ln) + 1 for ln in lines)  # kept as lines go: summed anew per line it grew as lines squared
+        while size > max_chars:
+            size -= len(lines.pop()) + 1
     return with_vocabulary(NAMES_PROMPT.format(ids=", ".join(ids)), vocabulary) + "\n\n" + "\n".join(lines)
 
 

@@ -262,3 +262,24 @@ def test_notes_lose_the_markdown_emphasis_models_add():
     grounded = ground_notes(notes, SEGMENTS, {})
     assert grounded["summary"] == "We discussed the release and bugs; 2**3 is 8."
     assert grounded["decisions"][0]["text"] == "Ship on Friday" and grounded["chapters"][0]["title"] == "Intro"
+
+
+def test_names_prompt_of_a_long_meeting_measures_its_lines_once(monkeypatch):
+    """Cutting a long transcript to the budget took time that grew with the square of its lines (12,000 lines: 7 s):
+    each line is measured a bounded number of times."""
+    from mediapipe_g4 import names
+
+    measured = [0]
+
+    class Line(str):
+        def __len__(self) -> int:
+            measured[0] += 1
+            return str.__len__(self)
+
+    real = names.transcript_lines
+    monkeypatch.setattr(names, "transcript_lines", lambda segments: [Line(ln) for ln in real(segments)])
+    segments = [Segment(3.0 * i, 3.0 * i + 2, f"S{i % 3 + 1}", "Thanks Bob, the Kubernetes release ships Friday.")
+                for i in range(2000)]
+    prompt = names_prompt(segments, max_chars=10_000)
+    assert len(prompt) < 11_000 and "[00:00] S1: Thanks Bob" in prompt
+    assert measured[0] < 5 * len(segments), measured[0]
