@@ -413,3 +413,28 @@ def test_the_voice_encoder_loads_without_touching_stdout(monkeypatch):
     before = sys.stdout
     dz._Encoder()
     assert seen == [before] and sys.stdout is before
+
+
+def test_clustering_3_hours_of_windows_needs_no_n_by_n_matrix():
+    """3 hours of speech is 27,000 windows at hop 0.4 s: one N x N float32 affinity matrix would be 2.9 GB (and the
+    spectral refinements several of them), more than a laptop spares. The count search and clustering stay small."""
+    import tracemalloc
+
+    import sklearn.cluster  # noqa: F401  (imported before measuring: its import allocates plenty)
+    import threadpoolctl  # noqa: F401
+
+    from mediapipe_g4.diarize import cluster
+
+    rng = np.random.default_rng(0)
+    n = 27_000
+    voices = rng.normal(size=(3, 256)).astype(np.float32)
+    emb = voices[np.arange(n) * 3 // n] + 0.6 * rng.normal(size=(n, 256)).astype(np.float32)
+    region = np.arange(n) // 50
+    tracemalloc.start()
+    try:
+        labels = cluster(emb, region, DiarizationOptions())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(np.unique(labels)) == 3
+    assert peak < 200e6, f"{peak / 1e6:.0f} MB"  # measured: 47 MB
