@@ -285,3 +285,25 @@ def test_screen_readers_get_names_for_times_and_the_timeline(browser, standup, t
         " document.querySelector('.summary p').closest('[lang]').lang];"
     )
     assert langs == ["en", "de", "en"]  # the page's words, the transcript's, the notes' (not marked: the page's)
+
+
+def test_time_axis_of_a_3_hour_recording_keeps_each_label_on_one_line(browser, standup, tmp_path):
+    """A label near the track's right end had no room and broke into a column of characters (a 3-hour recording's
+    3:00:00 at 100 %): each label is one line and stays inside the track, on a desktop and on a phone."""
+    result, work = standup
+    result["source"]["duration"] = 10_800.0
+    report = get_writer("html").write(result, tmp_path / "long.html", media_dir=work)
+    load(browser, report)
+    for width, mobile in ((1280, False), (390, True)):
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile})
+        ticks = browser.execute_script(
+            "const track = document.querySelector('.tl-axis .tl-track').getBoundingClientRect();"
+            "return Array.from(document.querySelectorAll('.tick')).map(t => { const r = t.getBoundingClientRect();"
+            " return {text: t.textContent, height: r.height, left: r.left - track.left, right: track.right - r.right};"
+            " });")
+        assert ticks[-1]["text"] == "3:00:00", ticks
+        assert {t["height"] for t in ticks} == {ticks[0]["height"]}, ticks  # one line each
+        assert all(t["left"] >= -0.5 and t["right"] >= -0.5 for t in ticks), ticks
+        assert browser.execute_script("return document.documentElement.scrollWidth;") <= width
+    assert console_errors(browser) == []
