@@ -354,7 +354,8 @@ def default_context_budget(
 def default_batch_size(
     shape: ModelShape, memory: DeviceMemory, tokens: int, *, dtype: str = "bfloat16", quantize: str | None = None
 ) -> int:
-    """Transcription requests per batch: as many as fit (at most 64 on a GPU, 4 on a CPU)."""
+    """Requests of `tokens` per batch (transcription clips, or notes requests): as many as fit (at most 64 on a
+    GPU, 4 on a CPU)."""
     cap = 4 if memory.device == "cpu" else 64
     usable = 0.9 * memory.available
     batch = 1

@@ -524,6 +524,9 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     generated = asr.generated
     if options.summarize:
         llm = asr if options.model == options.asr_model else engine_for(options.model)
+        # Notes requests fill the context budget: as many at once as memory holds for them, not the batch sized for
+        # 30 s clips (a long meeting's sections went to the model 4, or on a GPU up to 64, at a time).
+        llm.chunk_size = plan.memory.get("notes_batch") or 1
         unnamed = [sid for sid in diarization.speakers if sid not in overrides]
         # A model (or server) that fails here costs the names and notes, not the finished transcript.
         try:

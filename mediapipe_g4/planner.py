@@ -571,6 +571,8 @@ def make_plan(
     notes_longest = max((r.tokens + r.settings.max_new_tokens for r in notes), default=0)
     batch = mem.default_batch_size(shape, memory, max(longest, 1), dtype=chosen_dtype, quantize=quantize)
     transcription_peak = mem.peak_bytes(shape, longest, batch=batch, dtype=chosen_dtype, quantize=quantize)
+    # Notes requests fill the context budget: far fewer of them fit at once than of 30 s clips.
+    notes_batch = mem.default_batch_size(shape, memory, max(notes_longest, 1), dtype=chosen_dtype, quantize=quantize)
     notes_peak = mem.peak_bytes(shape, notes_longest, dtype=chosen_dtype, quantize=quantize)
     memory_report = {
         **memory.to_dict(),
@@ -580,6 +582,7 @@ def make_plan(
         "kv_mb_per_1k_tokens": round(shape.kv_bytes_per_token(mem.dtype_bytes(chosen_dtype)) * 1000 / 1e6, 1),
         "transcription_batch": batch,
         "transcription_peak_gb": round(transcription_peak / mem.GB, 1),
+        "notes_batch": notes_batch,
         "notes_peak_gb": round(notes_peak / mem.GB, 1),
         "fits": max(transcription_peak, notes_peak) <= 0.9 * memory.available,
     }

@@ -238,6 +238,31 @@ def test_sections_then_whole_when_the_meeting_does_not_fit(samples_dir, cache):
     assert result["notes"]["status"] == "ok"
 
 
+def test_notes_sections_go_to_the_model_as_many_at_once_as_memory_holds_for_them(samples_dir, cache, monkeypatch):
+    """A long meeting's notes sections fill the context budget; they went to the model in the batch sized for 30 s
+    clips (4 on a CPU, up to 64 on a GPU), several times the memory the plan had checked for one."""
+    from mediapipe_g4 import memory
+
+    sizes = iter([8, 1])  # what memory holds: 8 clips at once, 1 notes request (the plan asks in that order)
+    monkeypatch.setattr(memory, "default_batch_size", lambda shape, mem, tokens, **kw: next(sizes))
+    engine = ScriptedEngine(standup_engine_script())
+    batches: list[list[str]] = []
+    answer = engine.generate
+
+    def generate(requests, hook=None):
+        batches.append([r.kind for r in requests])
+        return answer(requests, hook)
+
+    engine.generate = generate
+    result = process_recording(samples_dir / "standup.mp4", RunOptions(
+        cache_dir=str(cache), fresh=True, plan=PlanOptions(context_tokens=1400, notes_max_new_tokens=400,
+                                                            section_max_new_tokens=150)), lambda model: engine)
+    sections = [b for b in batches if "notes_section" in b]
+    assert sum(map(len, sections)) >= 2 and all(len(b) == 1 for b in sections), batches
+    assert max(len(b) for b in batches if "transcribe" in b) > 1  # the clips still go several at once
+    assert result["notes"]["status"] == "ok"
+
+
 def test_recording_without_audio_is_a_clear_error(media_corpus, cache):
     from mediapipe_g4.errors import MediaError
 
