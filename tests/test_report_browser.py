@@ -307,3 +307,29 @@ def test_time_axis_of_a_3_hour_recording_keeps_each_label_on_one_line(browser, s
         assert all(t["left"] >= -0.5 and t["right"] >= -0.5 for t in ticks), ticks
         assert browser.execute_script("return document.documentElement.scrollWidth;") <= width
     assert console_errors(browser) == []
+
+
+def test_slide_numbers_show_whole_or_not_at_all(browser, standup, tmp_path):
+    """A 3-hour meeting's 72 slides left slivers of clipped digits in the timeline's slides row: a number shows only
+    where its block holds all of it (the link's accessible name says it anyway); the standup's four all show."""
+    result, work = standup
+
+    def numbers(report: Path) -> list[dict]:
+        load(browser, report)
+        return browser.execute_script(
+            "return Array.from(document.querySelectorAll('.tl-slide')).map(a => { const n = a.firstElementChild;"
+            " return {shown: getComputedStyle(n).visibility === 'visible', need: n.getBoundingClientRect().width,"
+            " room: a.clientWidth - parseFloat(getComputedStyle(a).paddingLeft)}; });")
+
+    standup_numbers = numbers(get_writer("html").write(result, tmp_path / "standup.html", media_dir=work))
+    assert len(standup_numbers) == 4 and all(n["shown"] for n in standup_numbers)
+    result["source"]["duration"] = 10_800.0
+    result["keyframes"] = [{"time": i * 150.0, "end": (i + 1) * 150.0, "image_path": None, "width": 640,
+                            "height": 360} for i in range(72)]
+    for width in (1280, 390):
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+        long = numbers(get_writer("html").write(result, tmp_path / "long.html", media_dir=work))
+        assert len(long) == 72
+        assert all(n["need"] <= n["room"] + 0.5 for n in long if n["shown"]), long  # none clipped
+    assert console_errors(browser) == []
