@@ -883,6 +883,6 @@ def test_each_timeline_row_says_what_it_shows(result, out):
     ]
     assert html.count('class="tl-row"') == 4  # the slides row is links, the time axis is hidden
     # The slides row's links say which slide and when, not just "1", "2".
-    slides = re.findall(r'<a class="tl-slide"[^>]* aria-label="([^"]*)">(\d+)</a>', html)
+    slides = re.findall(r'<a class="tl-slide"[^>]* aria-label="([^"]*)"><span class="n\d">(\d+)</span></a>', html)
     assert [label for label, _ in slides] == ["Slide 1 at 0:00", "Slide 2 at 0:14", "Slide 3 at 0:31",
                                                "Slide 4 at 0:50"]
