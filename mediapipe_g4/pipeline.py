@@ -35,6 +35,7 @@ from .planner import (
     plan_notes,
 )
 from .progress import Hook, null_hook
+from .prompts import NOTES_LANGUAGE_LINE
 from .records import SAMPLE_RATE, STAGES, Diarization, Keyframe, MediaInfo, Segment
 from .sides import find_speakers
 from .token_count import TokenCounter
@@ -53,7 +54,8 @@ NOTES_REPAIR_PROMPT = (
     "The text below was meant to be meeting notes as one JSON object with the keys \"summary\" (string), "
     "\"decisions\" (list of strings), \"action_items\" (list of {{\"text\", \"owner\", \"due\", \"time\"}}), "
     "\"chapters\" (list of {{\"start\", \"title\"}}) and \"questions\" (list of strings), but it is not valid: "
-    "{error}.\nRewrite it as that JSON object, keeping its content{shorter}. Output only the JSON.\n\n{answer}"
+    "{error}.\nRewrite it as that JSON object, keeping its content{shorter}. {language}Output only the JSON.\n\n"
+    "{answer}"
 )
 # Said when the notes ran out of tokens: the rewrite must be shorter to fit, and it starts from their beginning.
 NOTES_SHORTER = ", but shorter, so that all of it fits: at most {words} words in all"
@@ -285,9 +287,12 @@ def write_notes(
         cut_off = isinstance(first, NotesCutOff)  # its beginning is what to keep; else its end holds the JSON
         shorter = NOTES_SHORTER.format(words=int(options.notes_max_new_tokens * 0.4)) if cut_off else ""
         shown = answer[:REPAIR_CHARS] if cut_off else answer[-REPAIR_CHARS:]
+        # The notes' language again: a rewrite, shorter above all, may drift back to the prompt's English.
+        language = NOTES_LANGUAGE_LINE.format(language=options.notes_language) + " " if options.notes_language else ""
         repair = EngineRequest(
             kind="notes_repair",
-            parts=(TextPart(NOTES_REPAIR_PROMPT.format(error=first, answer=shown, shorter=shorter)),),
+            parts=(TextPart(NOTES_REPAIR_PROMPT.format(error=first, answer=shown, shorter=shorter,
+                                                       language=language)),),
             settings=GenerationSettings(max_new_tokens=options.notes_max_new_tokens, greedy=True),
         )
         try:

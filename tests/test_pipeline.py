@@ -149,6 +149,17 @@ def test_invalid_notes_get_one_repair(samples_dir, cache, cut_off):
     prompt = engine.seen[-1].parts[0].text
     assert ("Here are the notes: " in prompt) == cut_off and ("but shorter, so that all of it fits" in prompt) == cut_off
     assert ("no JSON here" in prompt) != cut_off
+    assert "Write in" not in prompt  # no language given: the repair prompt is as it was
+
+
+def test_the_notes_repair_asks_for_the_notes_language(samples_dir, cache):
+    # A rewrite, shorter above all, could drift back to the prompt's English.
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script(["no JSON", json.dumps(NOTES)]),
+                            fresh=True, plan=PlanOptions(language="German"))
+    assert result["notes"]["status"] == "ok"
+    notes, repair = [r.parts[0].text for r in engine.seen if r.kind.startswith("notes")]
+    line = "Write in German (keep any JSON keys as named above)."
+    assert notes.endswith(line) and f"keeping its content. {line} Output only the JSON." in repair
 
 
 def test_notes_with_a_json_slip_need_no_second_answer(samples_dir, cache):
