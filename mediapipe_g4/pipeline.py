@@ -35,7 +35,7 @@ from .planner import (
     plan_notes,
 )
 from .progress import Hook, null_hook
-from .prompts import NOTES_LANGUAGE_LINE
+from .prompts import language_line
 from .records import SAMPLE_RATE, STAGES, Diarization, Keyframe, MediaInfo, Segment
 from .sides import find_speakers
 from .token_count import TokenCounter
@@ -288,7 +288,7 @@ def write_notes(
         shorter = NOTES_SHORTER.format(words=int(options.notes_max_new_tokens * 0.4)) if cut_off else ""
         shown = answer[:REPAIR_CHARS] if cut_off else answer[-REPAIR_CHARS:]
         # The notes' language again: a rewrite, shorter above all, may drift back to the prompt's English.
-        language = NOTES_LANGUAGE_LINE.format(language=options.notes_language) + " " if options.notes_language else ""
+        language = f"{language_line(options.notes_language)} " if options.notes_language else ""
         repair = EngineRequest(
             kind="notes_repair",
             parts=(TextPart(NOTES_REPAIR_PROMPT.format(error=first, answer=shown, shorter=shorter,

@@ -617,8 +617,6 @@ def _shown_requests(requests: Sequence[EngineRequest]) -> set[int]:
 
 
 def _hidden_line(hidden: Sequence[EngineRequest]) -> str:
-    from .prompts import clock
-
     return (f"{'':>4}  ... {len(hidden):,} more transcribe requests, {clock(hidden[0].start)} to "
             f"{clock(hidden[-1].end)} (--json lists every request)")
 
@@ -626,8 +624,6 @@ def _hidden_line(hidden: Sequence[EngineRequest]) -> str:
 def format_plan(plan: Plan, *, name: str = "") -> str:
     """The plan as a readable table: the requests (a long recording's middle clips as one line), the totals per
     kind, memory and warnings."""
-    from .prompts import clock
-
     rows = [
         f"{name or 'recording'}: {clock(plan.duration)} ({plan.duration:.1f} s), model {plan.model}",
         (f"context: window {plan.context_window:,} tokens, notes budget {plan.context_budget:,} "

@@ -136,9 +136,14 @@ SECTION_PROMPT = (
 NOTES_LANGUAGE_LINE = "Write in {language} (keep any JSON keys as named above)."
 
 
+def language_line(language: str | None) -> str:
+    """The line that names the notes' language, or "" when none was named."""
+    return NOTES_LANGUAGE_LINE.format(language=language) if language else ""
+
+
 def in_language(instruction: str, language: str | None) -> str:
     """A notes instruction, with the line that names the language to write in when there is one."""
-    return f"{instruction}\n{NOTES_LANGUAGE_LINE.format(language=language)}" if language else instruction
+    return f"{instruction}\n{language_line(language)}" if language else instruction
 
 
 MERGE_PROMPT = (

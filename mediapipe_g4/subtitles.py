@@ -137,7 +137,6 @@ def vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-
 def webvtt(cues: Iterable[Cue]) -> Iterator[str]:
     """The WebVTT text of `cues`, in chunks: the `X.vtt` file, and the captions track of the report's player."""
     yield "WEBVTT\n\n"
