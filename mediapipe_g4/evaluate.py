@@ -68,9 +68,11 @@ def evaluate_recording(result: Mapping[str, Any], reference: Reference, collar: 
     names = {str(s.get("id")): str(s.get("name") or "") for s in result.get("speakers") or [] if isinstance(s, dict)}
     spd = speed(result)
     out: dict[str, Any] = {"recording": _result_name(result), "reference": reference.key,
-                           "reference_files": list(reference.sources), "duration": spd["duration"],
+                           "reference_files": list(reference.sources),
+                           "duration": spd["duration"] or reference.duration or recording_duration(result),
                            "normalizer": "english" if is_english(language) else "basic"}
-    if reference.utterances is not None:
+    words = not result.get("diarization_only")  # an RTTM or diarize output has no words to score
+    if reference.utterances is not None and words:
         out["wer"] = wer(reference.utterances, hyp, language).to_dict()
         if all(u.speaker is not None for u in reference.utterances):
             out["cpwer"] = cp_wer(words_by_speaker(reference.utterances, language),
@@ -93,11 +95,11 @@ def evaluate_recording(result: Mapping[str, Any], reference: Reference, collar: 
         out["jer"] = {"value": rounded(d["jer"]), "speaker_error": rounded(d["jer_speaker_error"]),
                       "speaker_count": d["jer_speaker_count"]}
         out["mapping"] = d["mapping"]
-        out["naming"] = naming_accuracy(d["mapping"], reference, names, ref_speakers)
+        out["naming"] = naming_accuracy(d["mapping"], reference, names, ref_speakers) if words else None
     else:
         out["der"] = out["jer"] = out["mapping"] = out["naming"] = None
     out["notes"] = notes_recall(reference.notes, result.get("notes"), names, notes_threshold) \
-        if reference.notes else None
+        if reference.notes and words else None
     out["speed"] = spd
     return out
 
@@ -109,7 +111,7 @@ def evaluate(results: Path, references: Path, collar: float = COLLAR,
         raise EvalError(f"the collar must not be negative (got {collar})")
     results, references = Path(results), Path(references)
     found, refs = load_results(results), load_references(references)
-    if results.is_file() and references.is_file() and len(refs) == 1:  # both named by hand: they belong together
+    if results.is_file() and references.is_file() and len(found) == len(refs) == 1:  # both named by hand: a pair
         pairs, unpaired, missing = [(found[0][1], found[0][2], next(iter(refs.values())))], [], []
         _warn_if_apart(*pairs[0])
     else:

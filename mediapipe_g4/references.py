@@ -310,17 +310,49 @@ def _claim(parts: dict[str, _Parts], key: str, kind: str, file: Path) -> _Parts:
     return p
 
 
+def diarization_result(file_id: str, turns: list[Turn], duration: float | None = None) -> dict[str, Any]:
+    """Who-spoke-when alone (an RTTM, or `g4media diarize --json`) as a result without words: scored for DER,
+    JER and the speaker count; WER, naming and notes are left out."""
+    return {"source": {"name": file_id, "duration": duration}, "diarization_only": True,
+            "segments": [{"start": t.start, "end": t.end, "speaker": t.speaker, "text": ""} for t in turns]}
+
+
+def _diarize_output_turns(data: Any, origin: str) -> list[Turn] | None:
+    """The turns of `g4media diarize --json` output ({"duration", "speakers", "turns"}), else None."""
+    if not (isinstance(data, dict) and isinstance(data.get("turns"), list) and "segments" not in data):
+        return None
+    turns = []
+    for n, t in enumerate(data["turns"]):
+        try:
+            turns.append(Turn(float(t["start"]), float(t["end"]), str(t["speaker"])))
+        except (KeyError, TypeError, ValueError):
+            raise EvalError(f"{origin}: turns[{n}] needs a numeric start and end and a speaker") from None
+    return turns
+
+
 def load_results(path: Path) -> list[tuple[str, Path, dict]]:
     """(key, path, result) for every result under `path`: a result JSON, or a folder (e.g. a batch output)
-    searched recursively for `X.json` files that hold `source` and `segments`; other files are skipped."""
+    searched recursively for `X.json` files that hold `source` and `segments`; other files are skipped.
+    A file may also be who-spoke-when alone: an RTTM (one result per file id) or `g4media diarize --json`."""
     path = Path(path)
     if not path.exists():
         raise EvalError(f"{path} does not exist; give a result JSON (from transcribe/summarize) or a folder of them")
+    if path.is_file() and path.suffix.lower() == ".rttm":
+        by_id = parse_rttm(_read_text(path), str(path))
+        if not by_id:
+            raise EvalError(f"{path} has no SPEAKER lines: nothing to score")
+        return [(path.stem if len(by_id) == 1 else fid, path, diarization_result(fid, turns))
+                for fid, turns in by_id.items()]
     if path.is_file():
         data = _read_json(path)
+        turns = _diarize_output_turns(data, str(path))
+        if turns is not None:
+            duration = data.get("duration")
+            return [(path.stem, path, diarization_result(
+                path.stem, turns, float(duration) if isinstance(duration, (int, float)) else None))]
         if not is_result(data):
             raise EvalError(f"{path} is not a g4media result (no source and segments); give the X.json that "
-                            f"`g4media transcribe` or `summarize` wrote")
+                            f"`g4media transcribe` or `summarize` wrote, an RTTM, or `g4media diarize --json`'s output")
         return [(path.stem, path, data)]
     found = []
     for file in sorted(path.rglob("*.json")):

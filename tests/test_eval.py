@@ -296,6 +296,38 @@ def test_pairing_folders_and_clear_errors(tmp_path):
         evaluate(refs, SAMPLES)
 
 
+def test_who_spoke_when_alone_is_scored_as_a_result(tmp_path):
+    """An RTTM (or `diarize --json` output) as RESULTS: DER, JER and speaker count, no WER/names/notes (there are
+    no words), paired by file id or by name; a shifted speaker change costs what it should."""
+    shifted = tmp_path / "hyp.rttm"  # phone_call's reference with one boundary 1 s late, and a second recording
+    lines = (SAMPLES / "phone_call.rttm").read_text().splitlines()
+    f = lines[0].split()
+    f[4] = f"{float(f[4]) + 1.0:.3f}"
+    shifted.write_text("\n".join([" ".join(f), *lines[1:], *(SAMPLES / "standup.rttm").read_text().splitlines()]))
+    report = evaluate(shifted, SAMPLES, collar=0)
+    by_ref = {r["reference"]: r for r in report["recordings"]}
+    assert set(by_ref) == {"phone_call", "standup"}
+    assert by_ref["standup"]["der"]["value"] == 0 and by_ref["standup"]["speakers"]["error"] == 0
+    call = by_ref["phone_call"]
+    assert call["wer"] is None and call["cpwer"] is None and call["naming"] is None
+    assert 0 < call["der"]["value"] < 0.05 and call["der"]["false_alarm"] == pytest.approx(1.0, abs=0.01)
+    assert by_ref["standup"]["notes"] is None  # standup has a notes reference, but an RTTM has no notes
+    assert call["duration"] > 30  # from the turns: an RTTM does not say how long the recording is
+    diarized = tmp_path / "call.json"
+    truth = json.loads((SAMPLES / "phone_call.truth.json").read_text())
+    diarized.write_text(json.dumps({"duration": 38.1, "speakers": ["S1", "S2"], "turns": [
+        {"start": s["start"], "end": s["end"], "speaker": s["speaker"]} for s in truth["segments"]]}))
+    one = evaluate(diarized, SAMPLES / "phone_call.rttm")["recordings"][0]
+    assert one["der"]["value"] == 0 and one["duration"] == 38.1 and one["wer"] is None
+    assert "-" in format_table(evaluate(diarized, SAMPLES / "phone_call.rttm")).splitlines()[2]
+    diarized.write_text('{"turns": [{"start": "soon"}]}')
+    with pytest.raises(EvalError, match=r"turns\[0\] needs a numeric start"):
+        evaluate(diarized, SAMPLES / "phone_call.rttm")
+    shifted.write_text(";; nothing here\n")
+    with pytest.raises(EvalError, match="no SPEAKER lines"):
+        evaluate(shifted, SAMPLES)
+
+
 def test_cli_eval_table_and_error_line(tmp_path):
     shutil.copy(FIXTURE, tmp_path / "standup.json")
     runner = CliRunner()
