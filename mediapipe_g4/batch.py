@@ -12,7 +12,7 @@ from typing import Any
 
 from . import media
 from .errors import G4Error, MediaError, ModelError
-from .index_page import failed_entry, index_entry, write_index
+from .index_page import failed_entry, index_entry, pending_entry, write_index
 from .writers import output_stem, output_stems, write_outputs
 
 log = logging.getLogger("mediapipe_g4")
@@ -152,13 +152,26 @@ def run_batch(
             _one_by_one(found, one, announce)
     else:
         outcomes = _concurrently(found, one, workers)
-    ordered: list[tuple[int, dict[str, Any]]] = []
-    for i, path, (entry, status, detail, skipped) in outcomes:
-        ordered.append((i, entry))
-        if skipped:
-            report.skipped.append(str(path.relative_to(folder)))
-        on_file and on_file(path, status, detail)
-    report.entries = [entry for _, entry in sorted(ordered, key=lambda p: p[0])]  # in the order found
+    finished: dict[int, dict[str, Any]] = {}
+    try:
+        for i, path, (entry, status, detail, skipped) in outcomes:
+            finished[i] = entry
+            if skipped:
+                report.skipped.append(str(path.relative_to(folder)))
+            on_file and on_file(path, status, detail)
+    except BaseException as exc:
+        # Stopped part-way (Ctrl-C, a shutdown, a model that cannot load): the index still links what is done
+        # and lists the rest as not processed, then the stop goes on as it was.
+        why = "the batch was interrupted" if isinstance(exc, KeyboardInterrupt) else f"the batch stopped: {exc}"
+        entries = [finished.get(i) or pending_entry(path.relative_to(folder), why) for i, (path, _) in
+                   enumerate(found)]
+        if finished:
+            try:
+                write_index(entries, out_dir)
+            except Exception:  # noqa: BLE001 - the stop's own error is the one to report
+                log.debug("no index after the stop", exc_info=True)
+        raise
+    report.entries = [finished[i] for i in sorted(finished)]  # in the order found
     if report.entries:  # an empty index of an empty folder is no use (the command says there was nothing)
         write_index(report.entries, out_dir)
     return report

@@ -52,6 +52,11 @@ def failed_entry(name: str | os.PathLike[str], error: str) -> dict[str, Any]:
     }
 
 
+def pending_entry(name: str | os.PathLike[str], why: str) -> dict[str, Any]:
+    """One recording a stopped batch did not get to (or did not finish), for `write_index`."""
+    return failed_entry(name, why) | {"status": "pending"}
+
+
 def write_index(
     entries: Sequence[Mapping[str, Any]],
     out_dir: str | os.PathLike[str],
@@ -75,6 +80,7 @@ def write_index(
         items.append({
             "name": str(entry.get("name") or ""),
             "failed": entry.get("status") == "failed",
+            "pending": entry.get("status") == "pending",
             "error": one_line(entry.get("error")),
             "links": links,
             "duration": entry.get("duration"),
@@ -86,8 +92,9 @@ def write_index(
     context = {
         "title": title,
         "entries": items,
-        "ok_count": sum(not i["failed"] for i in items),
+        "ok_count": sum(not i["failed"] and not i["pending"] for i in items),
         "failed_count": sum(i["failed"] for i in items),
+        "pending_count": sum(i["pending"] for i in items),
         "version": __version__,
     }
     try:

@@ -693,6 +693,37 @@ def test_batch_finds_the_recordings_wherever_the_outputs_go(samples_dir, tmp_pat
     assert report.failed == 0
 
 
+@pytest.mark.parametrize("stop", ["ctrl-c", "model"])
+def test_a_stopped_batch_still_indexes_what_it_did(samples_dir, tmp_path, stop):
+    """Ctrl-C (or a model that stops working) part-way: index.html links the recordings done and lists the rest
+    as not processed, and the stop itself goes on to the command."""
+    import shutil
+
+    from mediapipe_g4.batch import run_batch
+    from mediapipe_g4.errors import ModelError
+    from mediapipe_g4.workdir import file_sha256
+
+    folder = tmp_path / "recs"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav"):
+        shutil.copy(samples_dir / "phone_call.wav", folder / name)
+    out = tmp_path / "out"
+
+    def process(path: Path) -> dict:
+        if path.name == "b.wav":
+            raise KeyboardInterrupt if stop == "ctrl-c" else ModelError("the model server went away")
+        return {"source": {"path": str(path), "name": path.name, "sha256": file_sha256(path)}, "segments": []}
+
+    with pytest.raises(KeyboardInterrupt if stop == "ctrl-c" else ModelError):
+        run_batch(folder, out, ["json"], process)
+    page = (out / "index.html").read_text()
+    assert "3 recordings: 1 done, 2 not processed" in page
+    assert 'href="a.json"' in page and 'href="b.json"' not in page
+    why = "the batch was interrupted" if stop == "ctrl-c" else "the batch stopped: the model server went away"
+    assert page.count(f"Not processed: {why}") == 2
+    assert not list(out.glob(".*.part"))
+
+
 def test_batch_names_apart_the_outputs_of_one_folder_and_keeps_an_edited_x_json_that_broke(samples_dir, tmp_path):
     import shutil
 
