@@ -109,6 +109,8 @@ def _configure_logging(level: int) -> None:
         os.environ.setdefault("HF_HUB_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if not sys.stderr.isatty():  # their bars redraw with carriage returns: noise in a log file, even with -v
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
     # Logs go to stderr, as the progress does: stdout is the command's output (`diarize --json > turns.json`).
     handler = RichHandler(console=terminal_console(), show_path=False, show_time=False, markup=False) \

@@ -288,6 +288,20 @@ def test_formats_are_the_writers_own_names():
     assert cli._formats("HTML, markdown,html") == ["html", "md"]
 
 
+def test_library_progress_bars_stay_out_of_a_log_file_even_with_v(tmp_path):
+    # `g4media -v ... 2> run.log` filled the log with transformers' weight-loading bar, redrawn with carriage returns.
+    code = ("import logging, os; from mediapipe_g4 import cli; cli._configure_logging(logging.{level}); "
+            "print(os.environ.get('HF_HUB_DISABLE_PROGRESS_BARS'), os.environ.get('TRANSFORMERS_VERBOSITY'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    with open(tmp_path / "run.log", "w") as log_file:
+        verbose = subprocess.run([sys.executable, "-c", code.format(level="INFO")], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=log_file, text=True, timeout=60)
+        quiet = subprocess.run([sys.executable, "-c", code.format(level="WARNING")], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=log_file, text=True, timeout=60)
+    assert verbose.stdout.split() == ["1", "None"]  # -v: the libraries' messages, not their bars
+    assert quiet.stdout.split() == ["1", "error"]
+
+
 @pytest.mark.skipif(os.name != "posix", reason="a pseudo-terminal")
 def test_logs_on_a_terminal_stay_off_stdout():
     # With stderr on a terminal, -v logs went to stdout (rich's default console), into `diarize --json > x.json`.
