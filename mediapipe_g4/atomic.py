@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# Inside `atomic_group`: the (temporary, target) pairs written in full, renamed together when the group ends.
+_GROUP: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("atomic_group", default=None)
 
 
 @contextlib.contextmanager
@@ -35,11 +39,35 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fd)  # the data is on disk before the name points at it
         finally:
             os.close(fd)
-        os.replace(tmp_path, target)
+        group = _GROUP.get()
+        if group is not None:
+            group.append((tmp_path, target))
+        else:
+            os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_group() -> Iterator[None]:
+    """The files written with `atomic_path` inside it replace their targets together, once all of them are
+    complete: a write that fails (a full disk at the third of five reports) leaves every target as it was, not
+    some new and some old."""
+    pending: list[tuple[Path, Path]] = []
+    token = _GROUP.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp_path, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
+        raise
+    finally:
+        _GROUP.reset(token)
+    for tmp_path, target in pending:
+        os.replace(tmp_path, target)
 
 
 _SWEPT: set[str] = set()  # folders whose leftovers this process removed already

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import jinja2
 
-from .atomic import atomic_path
+from .atomic import atomic_group, atomic_path
 from .errors import OutputError
 from .records import clock
 from .report_view import report_context
@@ -284,7 +284,13 @@ def write_outputs(
             raise OutputError(
                 f"Refusing to write {path}: it is the recording itself. Choose another folder with -o."
             )
-        paths.append(writer.write(result, path, media_dir=media_dir))
+        paths.append(path)
+    try:
+        with atomic_group():  # all the outputs, or none: never a new X.json beside an old X.html
+            for writer, path in zip(writers, paths):
+                writer.write(result, path, media_dir=media_dir)
+    except OSError as exc:  # the renames at the end (the writes raise OutputError already)
+        raise OutputError(cannot_write(directory, exc)) from exc
     return paths
 
 

@@ -219,6 +219,30 @@ def test_failed_render_leaves_no_file_when_none_existed(result, out):
     assert list(out.iterdir()) == []
 
 
+def test_outputs_are_written_all_or_none(result, out, monkeypatch):
+    """A full disk at the third of five outputs: the two written before it are not left new beside the old rest
+    (a new X.html with an old X.json that a later batch would take for this run's)."""
+    import errno
+
+    write_outputs(result, out, "standup", ["html", "json", "srt", "vtt", "md"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    edited = copy.deepcopy(result)
+    edited["speakers"][0]["name"] = "Renamed Person"
+    real = writers.SRTWriter.render
+
+    def disk_full(self, result, path, *, media_dir):
+        yield from real(self, result, path, media_dir=media_dir)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writers.SRTWriter, "render", disk_full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_outputs(edited, out, "standup", ["html", "json", "srt", "vtt", "md"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # every output as it was, no temp file
+    monkeypatch.setattr(writers.SRTWriter, "render", real)
+    write_outputs(edited, out, "standup", ["html", "json", "srt", "vtt", "md"])
+    assert all("Renamed Person" in (out / f"standup.{ext}").read_text() for ext in ("html", "json", "md"))
+
+
 def test_a_named_pipe_is_written_to_not_replaced(result, out):
     """`--rttm /dev/stdout` or a FIFO: renaming a temporary file over it would replace the pipe (or, as root,
     /dev/stdout itself) with a regular file that no one reads."""
