@@ -196,7 +196,7 @@ def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
 @click.option("--model", default=None, help="Model to look for in the Hugging Face cache (default: the default model).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(model: str | None, as_json: bool) -> None:
-    """Check FFmpeg, torch devices, free memory and whether the model is downloaded."""
+    """Check FFmpeg, torch devices, free memory and whether the model is downloaded and fits (exit 1 on a FAIL)."""
     from .doctor import run_checks
 
     report = run_checks(model)
@@ -259,7 +259,7 @@ speaker_options = _compose(
 plan_options = _compose(
     click.option("--context-tokens", type=click.IntRange(min=1024), default=None,
                  help="Tokens one notes request may use (prompt + answer; notes only). Default: what this machine's "
-                      "memory allows, at most the model's window."),
+                      "memory allows, at most the model's window; with a model server (--server), 32768."),
     click.option("--keyframe-tokens", type=click.Choice(["0", "70", "140", "280"]), default="0", show_default=True,
                  help="Put the keyframe on screen beside each clip to transcribe, at this many soft tokens (0: none)."),
     click.option("--image-tokens", type=click.Choice(["70", "140", "280", "560", "1120"]), default="280",

@@ -399,3 +399,11 @@ def test_a_long_step_without_an_estimate_shows_how_long_it_has_run():
 def test_help_says_that_a_rerun_resumes(command):
     shown = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
     assert "the same command again resumes" in shown and "so a rerun resumes" in shown  # and --cache-dir says why
+
+
+@pytest.mark.parametrize("command", ["summarize", "transcribe", "batch"])
+def test_help_gives_the_context_budget_with_a_server(command):
+    from mediapipe_g4.openai_engine import SERVER_CONTEXT_TOKENS
+
+    shown = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
+    assert f"with a model server (--server), {SERVER_CONTEXT_TOKENS}" in shown
