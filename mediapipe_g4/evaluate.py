@@ -150,7 +150,8 @@ def overall(recordings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for r in recordings:
         for k, v in r["speed"]["timings"].items():
             timings[k] = round(timings.get(k, 0.0) + v, 3)
-    duration = sum(r["speed"]["duration"] for r in recordings)
+    duration = sum(r["duration"] or 0.0 for r in recordings)
+    timed = sum(r["speed"]["duration"] for r in recordings if "total" in r["speed"]["timings"])  # RTF's part
     found, total = sum(n["found"] for n in notes), sum(n["total"] for n in notes)
     return {
         "recordings": len(recordings), "duration": round(duration, 3),
@@ -163,8 +164,8 @@ def overall(recordings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "notes": {"value": rounded(found / total) if total else None, "found": found, "total": total,
                   "owners_right": sum(n["owners_right"] for n in notes),
                   "owners_total": sum(n["owners_total"] for n in notes)},
-        "speed": {"timings": timings, "rtf": rounded(timings["total"] / duration, 4)
-                  if "total" in timings and duration > 0 else None},
+        "speed": {"timings": timings, "rtf": rounded(timings["total"] / timed, 4)
+                  if "total" in timings and timed > 0 else None},
     }
 
 

@@ -313,6 +313,8 @@ def test_who_spoke_when_alone_is_scored_as_a_result(tmp_path):
     assert 0 < call["der"]["value"] < 0.05 and call["der"]["false_alarm"] == pytest.approx(1.0, abs=0.01)
     assert by_ref["standup"]["notes"] is None  # standup has a notes reference, but an RTTM has no notes
     assert call["duration"] > 30  # from the turns: an RTTM does not say how long the recording is
+    assert report["overall"]["duration"] == pytest.approx(call["duration"] + by_ref["standup"]["duration"])
+    assert report["overall"]["speed"]["rtf"] is None  # no timings to divide
     diarized = tmp_path / "call.json"
     truth = json.loads((SAMPLES / "phone_call.truth.json").read_text())
     diarized.write_text(json.dumps({"duration": 38.1, "speakers": ["S1", "S2"], "turns": [
