@@ -47,8 +47,8 @@ def parse_vocabulary(text: str | None) -> tuple[str, ...]:
             terms.setdefault(term.casefold(), term)
     joined = ", ".join(terms.values())
     if len(joined) > MAX_VOCABULARY_CHARS:
-        raise PlanError(f"--vocabulary is {len(joined)} characters; keep it under {MAX_VOCABULARY_CHARS} (the model "
-                        "reads it before every clip): the names and terms it would otherwise get wrong")
+        raise PlanError(f"--vocabulary is {len(joined)} characters; keep it to {MAX_VOCABULARY_CHARS} at most (the "
+                        "model reads it before every clip): the names and terms it would otherwise get wrong")
     return tuple(terms.values())
 
 

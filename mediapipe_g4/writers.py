@@ -244,7 +244,7 @@ def get_writer(name: str) -> Writer:
     try:
         return WRITERS[key]()
     except KeyError:
-        raise OutputError(f"Unknown output format {name!r}; choose from {', '.join(WRITERS)}.") from None
+        raise OutputError(f"Unknown output format {name!r}; choose from {', '.join(WRITERS)} (or all).") from None
 
 
 def write_outputs(

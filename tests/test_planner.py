@@ -184,7 +184,7 @@ def test_vocabulary_is_parsed_once_each_and_kept_short():
     assert parse_vocabulary(" Priya  Raman, kubernetes\nKubernetes,, OKR ") == ("Priya Raman", "kubernetes", "OKR")
     assert parse_vocabulary(None) == () and parse_vocabulary(" , ") == ()
     assert parse_vocabulary("#eng-infra, Kubernetes") == ("#eng-infra", "Kubernetes")  # a term, given inline
-    with pytest.raises(PlanError, match="keep it under 600"):
+    with pytest.raises(PlanError, match="keep it to 600 at most"):
         parse_vocabulary(",".join(f"Term number {i}" for i in range(60)))
     assert transcription_instruction("English") == ASR_PROMPT.format(language="English")  # none: the card's prompt
     with_terms = transcription_instruction("English", vocabulary=("OKR",), with_image=True)
