@@ -248,6 +248,13 @@ def name_speakers(engine: Engine, segments: Sequence[Segment], budget_chars: int
     return parse_names(answer, segments)
 
 
+def notes_not_made(status: str, error: str) -> dict[str, Any]:
+    """Notes that were skipped or failed, with the reason: the keys of notes that were made, empty (a script that
+    reads `notes["decisions"]` needs no special case), and `status` to tell them from a meeting without any."""
+    return {"status": status, "error": error, "summary": "", "decisions": [], "action_items": [], "chapters": [],
+            "questions": []}
+
+
 def write_notes(
     engine: Engine,
     segments: Sequence[Segment],
@@ -262,7 +269,7 @@ def write_notes(
     An invalid answer gets one repair request; if that fails too, the notes say why they are missing.
     """
     if not segments:
-        return {"status": "skipped", "error": "no speech was transcribed, so there is nothing to take notes of"}
+        return notes_not_made("skipped", "no speech was transcribed, so there is nothing to take notes of")
     named = [replace(s, speaker=speakers.get(s.speaker, s.speaker)) for s in segments]
     timeline = build_timeline(named, keyframes)
     budget, options = plan.context_budget, plan.options
@@ -298,7 +305,7 @@ def write_notes(
         try:
             notes = parse_notes(engine.generate([repair])[0])
         except NotesParseError as second:
-            return {"status": "failed", "error": f"the model's notes could not be read, twice ({second})"}
+            return notes_not_made("failed", f"the model's notes could not be read, twice ({second})")
     return {"status": "ok", "error": None, **ground_notes(notes, segments, speakers)}
 
 
@@ -525,7 +532,7 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     for problem in problems:
         log.warning("%s: %s", src.name, problem)
     found: dict[str, dict[str, Any]] = {}
-    notes: dict[str, Any] = {"status": "skipped", "error": "notes were not asked for (g4media transcribe)"}
+    notes = notes_not_made("skipped", "notes were not asked for (g4media transcribe)")
     generated = asr.generated
     if options.summarize:
         llm = asr if options.model == options.asr_model else engine_for(options.model)
@@ -546,7 +553,7 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
                                                            hook))
         except G4Error as exc:
             log.warning("%s: no speaker names or notes, the model failed: %s", src.name, exc)
-            notes = {"status": "failed", "error": f"the model failed: {exc}"}
+            notes = notes_not_made("failed", f"the model failed: {exc}")
         generated += llm.generated if llm is not asr else 0
     keyframes = slides()  # for the result (and with `transcribe` alone)
     speakers = build_speakers(segments, found, overrides, diarization.speakers)

@@ -780,7 +780,8 @@ def test_a_model_that_fails_on_the_notes_costs_the_notes_not_the_transcript(samp
     assert result["segments"] and [s["name"] for s in result["speakers"]] == ["Alice", "Bob", "Carol"]
     assert result["notes"] == {"status": "failed",
                                "error": "the model failed: the model server at http://gpu:8000/v1 kept failing "
-                                        "(HTTP 500)"}
+                                        "(HTTP 500)",
+                               "summary": "", "decisions": [], "action_items": [], "chapters": [], "questions": []}
 
 
 def test_a_model_that_answers_every_clip_with_nothing_is_said(samples_dir, cache, caplog):
