@@ -137,6 +137,12 @@ def _result_problem(data: dict[str, Any]) -> str | None:
                 return f"{key}[{i}] is not an object with {json.dumps(needs)}"
             if key == "speakers" and item.get("name") is not None and not isinstance(item["name"], str):
                 return f"speakers[{i}].name is not a string"
+            # The report divides by the talk times and lists the evidence: 1e308 seconds or a number as the
+            # evidence stops it with no word of which field.
+            if key == "speakers" and item.get("talk_time") is not None and not _is_time(item["talk_time"]):
+                return f"speakers[{i}].talk_time is {json.dumps(item['talk_time'])}, not a time in seconds"
+            if key == "speakers" and item.get("evidence") is not None and not isinstance(item["evidence"], list):
+                return f"speakers[{i}].evidence is not a list"
             if key == "keyframes" and not _is_time(item["time"]):
                 return f"keyframes[{i}].time is not a time in seconds"
     notes = data.get("notes", {})

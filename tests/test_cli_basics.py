@@ -185,6 +185,10 @@ def test_progress_without_a_terminal_is_a_line_now_and_then_for_long_steps(monke
      "notes.chapters[0].start is 1e+308, not a time"),
     ('{"source": {}, "segments": [], "notes": {"decisions": [{"text": "x", "time": "soon"}]}}',
      'notes.decisions[0].time is "soon"'),
+    ('{"source": {}, "segments": [], "speakers": [{"id": "S1", "talk_time": 1e308}]}',
+     "speakers[0].talk_time is 1e+308, not a time"),
+    ('{"source": {}, "segments": [], "speakers": [{"id": "S1", "talk_time": -3}]}', "speakers[0].talk_time is -3"),
+    ('{"source": {}, "segments": [], "speakers": [{"id": "S1", "evidence": 5}]}', "speakers[0].evidence is not a list"),
 ])
 def test_render_names_what_is_wrong_with_a_result_and_writes_nothing(tmp_path, content, says):
     good = tmp_path / "good.json"
