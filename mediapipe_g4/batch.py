@@ -133,7 +133,9 @@ def run_batch(
 
         return already_done(out_dir / path.relative_to(folder).parent / f"{stem}.json", file_sha256(path))
 
-    stems = {p: stem for paths in by_folder.values() for p, stem in output_stems(paths, owns).items()}
+    # index.html at the top is the batch's own: a recording there named index.mp4 must not write its report over it.
+    stems = {p: stem for parent, paths in by_folder.items()
+             for p, stem in output_stems(paths, owns, reserved=["index"] if parent == folder else []).items()}
     stems.update({path: output_stem(path.name) for path, broken in found if broken})
 
     def one(path: Path, broken: str | None) -> tuple[dict[str, Any], str, str, bool]:

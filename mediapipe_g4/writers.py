@@ -101,27 +101,30 @@ def output_stem(source_name: str) -> str:
     return safe_stem(stem)
 
 
-def output_stems(paths: Iterable[Path], owns: Callable[[Path, str], bool] | None = None) -> dict[Path, str]:
+def output_stems(paths: Iterable[Path], owns: Callable[[Path, str], bool] | None = None,
+                 reserved: Iterable[str] = ()) -> dict[Path, str]:
     """The output stems of recordings whose outputs go to one folder, none shared: each one's `output_stem`, or,
     where two would share it (meeting.wav and meeting.mp3; Meeting.mp4 too on macOS and Windows, whose disks are
     blind to case), their whole names (meeting.wav, meeting.mp3), except that one for which `owns(path, stem)`
     holds (its outputs from before are there under the plain stem) keeps it; a name still shared (the same name
-    from two folders) gets -2, -3 after it, in the order given."""
+    from two folders) gets -2, -3 after it, in the order given. A `reserved` stem (the batch's `index`) is shared
+    with a file that is no recording's: a recording of that name is named in full (index.mp4.html)."""
     paths = list(dict.fromkeys(paths))
 
     def key(stem: str) -> str:
         return stem.casefold() if sys.platform in ("darwin", "win32") else stem
 
+    taken: set[str] = {key(stem) for stem in reserved}
     plain = {p: output_stem(p.name) for p in paths}
     groups: dict[str, list[Path]] = collections.defaultdict(list)
     for p, stem in plain.items():
         groups[key(stem)].append(p)
     stems = {}
-    for group in groups.values():
+    for stem_key, group in groups.items():
         keeper = [p for p in group if owns and owns(p, plain[p])] if len(group) > 1 else group
         for p in group:
-            stems[p] = plain[p] if (len(group) == 1 or keeper == [p]) else safe_stem(re.split(r"[/\\]", p.name)[-1])
-    taken: set[str] = set()
+            alone = stem_key not in taken and (len(group) == 1 or keeper == [p])
+            stems[p] = plain[p] if alone else safe_stem(re.split(r"[/\\]", p.name)[-1])
     out = {}
     for p in paths:
         stem, n = stems[p], 1

@@ -724,6 +724,34 @@ def test_a_stopped_batch_still_indexes_what_it_did(samples_dir, tmp_path, stop):
     assert not list(out.glob(".*.part"))
 
 
+def test_a_recording_named_index_does_not_write_over_the_batch_index(samples_dir, tmp_path):
+    """index.wav at the top of the folder: its report is index.wav.html, and index.html is the batch's index,
+    linking it; in a sub-folder (no index there) it keeps its plain name."""
+    import shutil
+
+    from mediapipe_g4.batch import run_batch
+    from mediapipe_g4.workdir import file_sha256
+
+    folder = tmp_path / "recs"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(samples_dir / "phone_call.wav", folder / "index.wav")
+    shutil.copy(samples_dir / "phone_call.wav", folder / "sub" / "index.wav")
+    out = tmp_path / "out"
+
+    def process(path: Path) -> dict:
+        return {"source": {"path": str(path), "name": path.name, "sha256": file_sha256(path), "duration": 38.1},
+                "segments": [{"start": 0, "end": 2, "speaker": "S1", "text": "The only words."}]}
+
+    report = run_batch(folder, out, ["html"], process, recursive=True)
+    assert report.failed == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.html")) == [
+        "index.html", "index.wav.html", "sub/index.html"]
+    index = (out / "index.html").read_text()
+    assert 'href="index.wav.html"' in index and "The only words." not in index
+    assert "The only words." in (out / "index.wav.html").read_text()
+    assert len(run_batch(folder, out, ["html"], process, recursive=True).skipped) == 2  # done: found again
+
+
 def test_batch_names_apart_the_outputs_of_one_folder_and_keeps_an_edited_x_json_that_broke(samples_dir, tmp_path):
     import shutil
 
