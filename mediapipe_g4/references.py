@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EvalError
-from .result_fields import is_result
+from .result_fields import is_result, result_problem
 
 # Labels that only number speakers (S1, spk_0, SPEAKER_01, Speaker 2, P05, MEE006): not names.
 _GENERIC_LABEL = re.compile(r"^(?:[a-z]{0,3}|speaker|spkr)[\s_-]*\d+$", re.IGNORECASE)
@@ -353,6 +353,7 @@ def load_results(path: Path) -> list[tuple[str, Path, dict]]:
         if not is_result(data):
             raise EvalError(f"{path} is not a g4media result (no source and segments); give the X.json that "
                             f"`g4media transcribe` or `summarize` wrote, an RTTM, or `g4media diarize --json`'s output")
+        _check_result(path, data)
         return [(path.stem, path, data)]
     found = []
     for file in sorted(path.rglob("*.json")):
@@ -363,11 +364,19 @@ def load_results(path: Path) -> list[tuple[str, Path, dict]]:
         except (OSError, ValueError, UnicodeDecodeError):
             continue  # not ours
         if is_result(data):
+            _check_result(file, data)
             found.append(((file.parent.relative_to(path) / file.stem).as_posix(), file, data))
     if not found:
         raise EvalError(f"no results found in {path}; run `g4media transcribe`, `summarize` or `batch` with "
                         f"`-o {path}` first")
     return found
+
+
+def _check_result(path: Path, data: dict) -> None:
+    """A result whose fields an edit broke is named, with the field, rather than scored (or failed on) blind."""
+    problem = result_problem(data)
+    if problem:
+        raise EvalError(f"{path}: {problem}; fix it and run again")
 
 
 def pair(results: list[tuple[str, Path, dict]], references: dict[str, Reference],

@@ -93,7 +93,7 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not is_result(data):
         raise ResultError(f"{path} is not a g4media result (it needs a \"source\" and a list of \"segments\"): "
                           f"give the X.json that summarize or transcribe wrote.")
-    problem = _result_problem(data)
+    problem = result_problem(data)
     if problem:
         raise ResultError(f"{path}: {problem}; fix it and run again.")
     return data
@@ -110,8 +110,11 @@ def _is_time(value: Any) -> bool:
     return _is_number(value) and 0 <= value <= MAX_SECONDS
 
 
-def _result_problem(data: dict[str, Any]) -> str | None:
-    """What is wrong with a result's fields that the reports read, or None."""
+def result_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with a result's fields that the reports and `g4media eval` read, or None."""
+    duration = data["source"].get("duration")
+    if duration is not None and not _is_time(duration):
+        return f"source.duration is {json.dumps(duration)}, not a time in seconds"
     for key in ("model", "options", "timings"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             return f"{key} is not an object"
@@ -153,6 +156,10 @@ def _result_problem(data: dict[str, Any]) -> str | None:
         if value is not None and not isinstance(value, list):
             return f"notes.{key} is not a list"
         for i, item in enumerate(value or ()):
+            if not isinstance(item, (dict, str)):
+                return f"notes.{key}[{i}] is {json.dumps(item)}, not an object or a text"
+            if isinstance(item, dict) and item.get("text") is not None and not isinstance(item["text"], str):
+                return f"notes.{key}[{i}].text is not a string"
             if isinstance(item, dict) and item.get(at) is not None and not _is_time(item[at]):
                 return f"notes.{key}[{i}].{at} is {json.dumps(item[at])}, not a time in seconds"
     return None

@@ -342,6 +342,30 @@ def test_cli_eval_table_and_error_line(tmp_path):
     assert bad.exit_code == 1 and "does not exist" in bad.output
 
 
+@pytest.mark.parametrize("field, value, says", [
+    ("options", "x", "options is not an object"),
+    ("timings", 7, "timings is not an object"),
+    ("duration", "x", 'source.duration is "x", not a time'),
+    ("decision", 5, "notes.decisions[0] is 5, not an object or a text"),
+    ("decision", {"text": True}, "notes.decisions[0].text is not a string"),
+])
+def test_eval_names_the_field_an_edit_broke_in_a_result(tmp_path, field, value, says):
+    """A result edited by hand into something eval cannot read: one line naming the file and the field (it was
+    `unexpected AttributeError`), given as a file or found in a folder."""
+    result = json.loads(FIXTURE.read_text())
+    if field == "duration":
+        result["source"]["duration"] = value
+    elif field == "decision":
+        result["notes"]["decisions"][0] = value
+    else:
+        result[field] = value
+    (tmp_path / "standup.json").write_text(json.dumps(result))
+    for given in (tmp_path / "standup.json", tmp_path):
+        out = CliRunner().invoke(main, ["eval", str(given), str(SAMPLES)])
+        assert out.exit_code == 1 and "unexpected" not in out.output, out.output
+        assert f"standup.json: {says}" in out.output, out.output
+
+
 # --------------------------------------------------------------------------- end to end, tiny checkpoint
 
 
