@@ -461,6 +461,8 @@ def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
 
     if rttm_path is not None and rttm_path.exists() and file.exists() and os.path.samefile(rttm_path, file):
         raise G4Error(f"Refusing to write the RTTM to {rttm_path}: it is the recording itself")
+    if rttm_path is not None:
+        _check_folder(rttm_path.parent, rttm_path)  # before the work, as summarize does for its outputs
     options = RunOptions(diarization=_diarization_options(kw), audio_track=_audio_track(kw["audio_track"]),
                          slides=False, cache_dir=kw["cache_dir"])
     # The same audio and turns as summarize (and its cache). Progress goes to stderr, also with --json (stdout stays
@@ -521,18 +523,26 @@ def _distinct(files: tuple[Path, ...]) -> tuple[Path, ...]:
     return tuple(seen.values())
 
 
+def _check_folder(folder: Path, output: Path) -> None:
+    """Refuse `output` if `folder`, where it goes, cannot be made or written in. The folder itself is made when the
+    first output is written (a run that fails before leaves nothing); here: its nearest existing folder must be a
+    folder we may write in."""
+    from .errors import OutputError
+    from .writers import cannot_write
+
+    existing = next((p for p in (folder, *folder.absolute().parents) if p.exists()), None)
+    if existing is not None and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        reason = "Not a directory" if not existing.is_dir() else "Permission denied (or a read-only file system)"
+        raise OutputError(cannot_write(output, OSError(0, f"{reason}: {existing}")))
+
+
 def _check_outputs(files: tuple[Path, ...], stems: dict[Path, str], out_dir: Path, formats: list[str]) -> None:
     """Refuse, before any work, an output folder that cannot be written and an output that would be one of the
     recordings (`talk.txt` transcribed to TXT beside itself)."""
     from .errors import OutputError
-    from .writers import cannot_write, get_writer
+    from .writers import get_writer
 
-    # The folder itself is made when the first output is written (a run that fails before leaves nothing); here:
-    # its nearest existing folder must be a folder we may write in.
-    existing = next((p for p in (out_dir, *out_dir.absolute().parents) if p.exists()), None)
-    if existing is not None and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
-        reason = "Not a directory" if not existing.is_dir() else "Permission denied (or a read-only file system)"
-        raise OutputError(cannot_write(out_dir, OSError(0, f"{reason}: {existing}")))
+    _check_folder(out_dir, out_dir)
     recordings = {os.path.realpath(f) for f in files}
     for file in files:
         for name in formats:

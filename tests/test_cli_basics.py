@@ -225,6 +225,16 @@ def test_diarize_refuses_to_write_its_rttm_over_the_recording(samples_dir, tmp_p
     assert call.read_bytes() == (samples_dir / "phone_call.wav").read_bytes()
 
 
+def test_diarize_says_why_its_rttm_cannot_be_written_before_the_work(samples_dir, tmp_path):
+    """--rttm under a file, not a folder: the reason (it said "File exists"), at once (no turns found first)."""
+    call = tmp_path / "call.wav"
+    call.write_bytes((samples_dir / "phone_call.wav").read_bytes())
+    line = assert_one_error_line(g4media("diarize", str(call), "--rttm", str(call / "turns.rttm"),
+                                         "--cache-dir", str(tmp_path / "cache")))
+    assert f"Cannot write {call / 'turns.rttm'}: Not a directory: {call}" in line, line
+    assert not (tmp_path / "cache").exists()
+
+
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(samples_dir, tmp_path):
     """A recording that one of its own outputs would overwrite, or an output folder that cannot be made: one
     line at once (the default model is not even looked for), nothing written."""
