@@ -270,7 +270,8 @@ plan_options = _compose(
     click.option("--vocabulary", default=None, metavar="TERMS|@FILE",
                  help="Names and terms the recording may hold, comma-separated (or @file, one a line), e.g. "
                       "\"Priya Raman, Kubernetes, OKR\": the model is given their spelling wherever it writes."),
-    click.option("--seed", type=int, default=0, show_default=True,
+    # What every engine takes: torch's generator and servers' seeds are 64-bit, and to llama.cpp -1 is "random".
+    click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
                  help="Seed of the notes' sampling (notes only): a rerun with --fresh writes the same notes on the "
                       "same machine."),
     speaker_options,

@@ -235,6 +235,17 @@ def test_diarize_says_why_its_rttm_cannot_be_written_before_the_work(samples_dir
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-1"])
+def test_a_seed_no_engine_takes_is_refused_before_any_work(samples_dir, tmp_path, seed):
+    """A seed past 64 bits stopped the run at its notes, after the whole transcription, with `unexpected
+    ValueError: Overflow when unpacking long long`; -1 is a random seed to llama.cpp, not the same notes again."""
+    out = CliRunner().invoke(main, ["summarize", str(samples_dir / "phone_call.wav"), "--model", str(tmp_path),
+                                    "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "out"),
+                                    f"--seed={seed}"])
+    assert out.exit_code == 2 and "Invalid value for '--seed'" in out.output, out.output
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(samples_dir, tmp_path):
     """A recording that one of its own outputs would overwrite, or an output folder that cannot be made: one
     line at once (the default model is not even looked for), nothing written."""
