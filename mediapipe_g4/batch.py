@@ -207,7 +207,7 @@ def _result_there(json_path: Path) -> tuple[Any, str | None]:
     parse (an edit went wrong: redoing the recording would overwrite the edit)."""
     try:
         return json.loads(json_path.read_text(encoding="utf-8-sig")), None
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # (a file where its folder would be: the write says so)
         return None, None
     except (OSError, ValueError) as exc:
         return None, (f"{json_path} is there but does not read as JSON ({exc}); fix it (then `g4media render` it), "

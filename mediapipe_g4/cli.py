@@ -661,8 +661,9 @@ def batch(folder: Path, **kw) -> None:
     kw["format"] = kw["format"] or (SUMMARIZE_FORMATS if summarize else TRANSCRIBE_FORMATS)
     formats = _formats(kw["format"])
     options = _run_options(kw, summarize=summarize, formats=formats)
-    factory = make_engine_factory(options)
     out_dir: Path = kw["output_dir"]
+    _check_folder(out_dir, out_dir)  # before any work, as summarize does: not one failure per recording
+    factory = make_engine_factory(options)
     workers = default_workers(options.engine, options.concurrency)
     ahead = Lookahead(options, factory) if workers == 1 and prepares_ahead(options) else None
 

@@ -217,6 +217,19 @@ def test_batch_of_a_folder_without_recordings_is_an_error(tmp_path, tiny_checkpo
     assert not (tmp_path / "out").exists()  # no empty index either
 
 
+def test_batch_into_a_folder_that_cannot_be_is_refused_before_any_work(samples_dir, tmp_path):
+    """-o under a file: one line at once, as summarize says it (it was a failure per recording, each calling its
+    X.json "there but does not read as JSON", then the index's)."""
+    (tmp_path / "recs").mkdir()
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / "recs" / name).write_bytes((samples_dir / "phone_call.wav").read_bytes())
+    (tmp_path / "taken").write_text("a file")
+    line = assert_one_error_line(g4media("batch", str(tmp_path / "recs"), "--model", str(tmp_path / "no model"),
+                                         "-o", str(tmp_path / "taken" / "out"), "--cache-dir", str(tmp_path / "c")))
+    assert f"Cannot write {tmp_path / 'taken' / 'out'}: Not a directory" in line, line
+    assert not (tmp_path / "c").exists()
+
+
 def test_diarize_refuses_to_write_its_rttm_over_the_recording(samples_dir, tmp_path):
     call = tmp_path / "call.wav"
     call.write_bytes((samples_dir / "phone_call.wav").read_bytes())

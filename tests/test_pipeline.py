@@ -752,6 +752,29 @@ def test_a_recording_named_index_does_not_write_over_the_batch_index(samples_dir
     assert len(run_batch(folder, out, ["html"], process, recursive=True).skipped) == 2  # done: found again
 
 
+def test_batch_output_sub_folder_that_is_a_file_is_said_as_such(samples_dir, tmp_path):
+    """OUT/sub is a file, so sub/call.wav's outputs cannot be written: the failure says that, not that its X.json
+    "is there but does not read as JSON"."""
+    import shutil
+
+    from mediapipe_g4.batch import run_batch
+    from mediapipe_g4.workdir import file_sha256
+
+    folder = tmp_path / "recs"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(samples_dir / "phone_call.wav", folder / "sub" / "call.wav")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file")
+
+    def process(path: Path) -> dict:
+        return {"source": {"path": str(path), "name": path.name, "sha256": file_sha256(path)}, "segments": []}
+
+    (failed,) = run_batch(folder, out, ["json"], process, recursive=True).entries
+    assert failed["status"] == "failed" and "Cannot write" in failed["error"], failed["error"]
+    assert "does not read as JSON" not in failed["error"]
+
+
 def test_batch_names_apart_the_outputs_of_one_folder_and_keeps_an_edited_x_json_that_broke(samples_dir, tmp_path):
     import shutil
 
