@@ -274,6 +274,8 @@ def write_outputs(
     directory = Path(out_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # mkdir's word for a file where the folder would be
+        raise OutputError(cannot_write(directory, OSError(0, f"Not a directory: {directory} is a file"))) from exc
     except OSError as exc:
         raise OutputError(cannot_write(directory, exc)) from exc
     stem = safe_stem(stem)

@@ -771,7 +771,8 @@ def test_batch_output_sub_folder_that_is_a_file_is_said_as_such(samples_dir, tmp
         return {"source": {"path": str(path), "name": path.name, "sha256": file_sha256(path)}, "segments": []}
 
     (failed,) = run_batch(folder, out, ["json"], process, recursive=True).entries
-    assert failed["status"] == "failed" and "Cannot write" in failed["error"], failed["error"]
+    assert failed["status"] == "failed" and f"Cannot write {out / 'sub'}: Not a directory" in failed["error"], \
+        failed["error"]
     assert "does not read as JSON" not in failed["error"]
 
 
