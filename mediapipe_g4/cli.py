@@ -321,10 +321,17 @@ def _plan_options(kw: dict) -> PlanOptions:
     from .planner import PlanOptions
 
     return PlanOptions(max_clip=kw["max_clip"], keyframe_tokens=int(kw["keyframe_tokens"]),
-                       notes_image_tokens=int(kw["image_tokens"]), language=kw["language"],
-                       translate_to=kw.get("translate_to"), notes_language=kw.get("notes_language"),
+                       notes_image_tokens=int(kw["image_tokens"]), language=_language(kw["language"]),
+                       translate_to=_language(kw.get("translate_to")),
+                       notes_language=_language(kw.get("notes_language")),
                        context_tokens=kw["context_tokens"], seed=kw["seed"],
                        vocabulary=_vocabulary(kw.get("vocabulary")))
+
+
+def _language(value: str | None) -> str | None:
+    """A language option on one line; None for an empty one (`--language "$LANG_NAME"` with the variable unset),
+    which would otherwise be put into the model card's prompt as is: "Transcribe ... in   into   text"."""
+    return " ".join(value.split()) or None if value is not None else None
 
 
 def _vocabulary(value: str | None) -> tuple[str, ...]:

@@ -438,6 +438,21 @@ def test_plan_command(monkeypatch, tmp_path, tiny_checkpoint):
     assert bad.exit_code == 1 and "Error:" in bad.output and "does not exist" in bad.output
 
 
+@pytest.mark.parametrize("given, taken", [(" ", None), ("", None), ("  Brazilian\n Portuguese ", "Brazilian Portuguese")])
+def test_an_empty_language_lets_the_model_tell(tmp_path, tiny_checkpoint, given, taken):
+    """`--language "$LANG_NAME"` with the variable empty or blank: no language (" " went into the model card's prompt
+    as "Transcribe the following speech segment in   into   text"), and one spelled over lines is one line."""
+    from click.testing import CliRunner
+
+    from mediapipe_g4.cli import main
+
+    out = CliRunner(env={"G4MEDIA_CACHE": str(tmp_path)}).invoke(
+        main, ["plan", str(SAMPLES / "phone_call.wav"), "--model", str(tiny_checkpoint), "--json", "--language", given])
+    assert out.exit_code == 0, out.output
+    options = json.loads(out.stdout)["options"]
+    assert options["language"] == taken and options["notes_language"] == taken
+
+
 def test_plan_table_of_a_long_recording_shows_the_notes_requests_not_thousands_of_clips():
     """A 3-hour meeting has about 3,300 clips: the table shows the first and last, one line for the rest, every
     notes request and the totals (--json keeps them all)."""
