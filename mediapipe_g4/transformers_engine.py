@@ -75,7 +75,8 @@ def resolve_model(model: str, *, example: str = DEFAULT_MODEL) -> tuple[str, boo
                              "pass a Hub id or a folder made with save_pretrained")
         return model, False
     if not path.is_dir():
-        raise ModelError(f"model folder {model} does not exist; pass a folder made with save_pretrained "
+        what = "is a file, not a model folder" if path.exists() else "does not exist"  # (--model the recording)
+        raise ModelError(f"model folder {model} {what}; pass a folder made with save_pretrained "
                          f"or a Hub id such as {example}")
     if not (path / "config.json").is_file():
         raise ModelError(f"{model} is not a model folder (it has no config.json); pass a folder made with "

@@ -411,6 +411,9 @@ def test_missing_folder_and_non_model_folder(tmp_path):
         resolve_model(str(tmp_path / "nowhere"))
     with pytest.raises(ModelError, match="no config.json"):
         resolve_model(str(tmp_path))
+    (tmp_path / "meeting.wav").write_bytes(b"RIFF")  # the recording given as --model: not "does not exist"
+    with pytest.raises(ModelError, match="meeting.wav is a file, not a model folder"):
+        resolve_model(str(tmp_path / "meeting.wav"))
     assert resolve_model("google/gemma-4-12B-it") == ("google/gemma-4-12B-it", False)
 
 
