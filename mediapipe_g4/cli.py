@@ -243,6 +243,13 @@ cache_dir_option = click.option(
     help="Where each recording's finished work is kept (decoded audio, slides, speaker turns, every model answer), "
          "so a rerun resumes (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media).")
 
+def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A float option that is a number: `nan` passes click's range checks (every comparison with it is false)."""
+    if value != value:
+        raise click.BadParameter("not a number")
+    return value
+
+
 speaker_options = _compose(
     click.option("--speakers", type=click.IntRange(min=1), default=None, help="Number of speakers, if known."),
     click.option("--min-speakers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -264,7 +271,7 @@ plan_options = _compose(
                  help="Put the keyframe on screen beside each clip to transcribe, at this many soft tokens (0: none)."),
     click.option("--image-tokens", type=click.Choice(["70", "140", "280", "560", "1120"]), default="280",
                  show_default=True, help="Soft tokens of each keyframe in the notes timeline (notes only)."),
-    click.option("--max-clip", type=click.FloatRange(1, 30), default=30.0, show_default=True,
+    click.option("--max-clip", type=click.FloatRange(1, 30), default=30.0, show_default=True, callback=_a_number,
                  help="Longest clip of one transcription request, in seconds."),
     click.option("--language", default=None, help="Spoken language, e.g. English (default: the model tells)."),
     click.option("--vocabulary", default=None, metavar="TERMS|@FILE",
@@ -313,6 +320,7 @@ run_options = _compose(
                  help="The model's name on the server, for every request (default: the --model id), e.g. "
                       "gemma4:12b for Ollama."),
     click.option("--server-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
+                 callback=_a_number,
                  help="Seconds to wait for one answer from the server before retrying."),
 )
 
@@ -371,6 +379,14 @@ def _diarization_options(kw: dict) -> DiarizationOptions:
 
     if kw["min_speakers"] > kw["max_speakers"]:
         raise click.BadParameter("--min-speakers is more than --max-speakers")
+    ctx = click.get_current_context(silent=True)
+    given = {name for name in ("min_speakers", "max_speakers")
+             if ctx is not None and ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    known = kw["speakers"]
+    if known is not None and ("min_speakers" in given and known < kw["min_speakers"]
+                              or "max_speakers" in given and known > kw["max_speakers"]):
+        raise click.BadParameter(f"--speakers {known} is outside --min-speakers {kw['min_speakers']} to "
+                                 f"--max-speakers {kw['max_speakers']}; give the count, or the range")
     sides = {None: "auto", True: "split", False: "mix"}[kw["split_channels"]]
     return DiarizationOptions(num_speakers=kw["speakers"], min_speakers=kw["min_speakers"],
                               max_speakers=kw["max_speakers"], sides=sides)
@@ -545,8 +561,8 @@ def _check_folder(folder: Path, output: Path) -> None:
 
 
 def _check_outputs(files: tuple[Path, ...], stems: dict[Path, str], out_dir: Path, formats: list[str]) -> None:
-    """Refuse, before any work, an output folder that cannot be written and an output that would be one of the
-    recordings (`talk.txt` transcribed to TXT beside itself)."""
+    """Refuse, before any work, an output folder that cannot be written, an output that would be one of the
+    recordings (`talk.txt` transcribed to TXT beside itself) and one whose name a folder holds."""
     from .errors import OutputError
     from .writers import get_writer
 
@@ -558,6 +574,9 @@ def _check_outputs(files: tuple[Path, ...], stems: dict[Path, str], out_dir: Pat
             if os.path.realpath(target) in recordings:
                 raise OutputError(f"Refusing to write {target}: it is one of the recordings. Choose another folder "
                                   "with -o.")
+            if target.is_dir():  # a rename cannot replace a folder: found now, not after the whole run
+                raise OutputError(f"Cannot write {target}: a folder of that name is there. Move it, or choose "
+                                  "another folder with -o.")
 
 
 def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> None:
@@ -753,7 +772,7 @@ def _drop_missing_images(result: dict, media_dir: Path) -> int:
 @click.argument("results", type=click.Path(path_type=Path))
 @click.argument("references", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
-@click.option("--collar", type=click.FloatRange(min=0), default=0.25, show_default=True,
+@click.option("--collar", type=click.FloatRange(min=0, max=60), default=0.25, show_default=True, callback=_a_number,
               help="Seconds not scored on EACH side of every reference speaker boundary (as md-eval -c).")
 def eval_(results: Path, references: Path, as_json: bool, collar: float) -> None:
     """Score results (X.json, or a batch output folder) against references (RTTM, STM, segments JSON, notes JSON).

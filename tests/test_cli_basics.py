@@ -273,6 +273,27 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(samples_dir,
     line = assert_one_error_line(g4media("transcribe", str(samples_dir / "phone_call.wav"), "-o",
                                          str(tmp_path / "a file" / "sub")))
     assert "Cannot write" in line and "a file" in line
+    (out / "phone_call.json").mkdir()  # a folder where an output goes: found at once, not after the whole run
+    line = assert_one_error_line(g4media("transcribe", str(samples_dir / "phone_call.wav"), "-o", str(out)))
+    assert "phone_call.json: a folder of that name is there" in line
+
+
+@pytest.mark.parametrize("args, says", [
+    (["diarize", "{wav}", "--speakers", "2", "--min-speakers", "3"], "--speakers 2 is outside --min-speakers 3"),
+    (["diarize", "{wav}", "--speakers", "9", "--max-speakers", "8"], "--speakers 9 is outside"),
+    (["eval", "{wav}", "{wav}", "--collar", "nan"], "Invalid value for '--collar': not a number"),
+    (["transcribe", "{wav}", "--max-clip", "nan"], "Invalid value for '--max-clip': not a number"),
+])
+def test_options_that_contradict_or_are_not_numbers_are_refused(samples_dir, tmp_path, args, says):
+    """`--speakers 2 --min-speakers 3` went on with 2 (the range was dropped without a word); `nan` passes click's
+    range checks, and a DER at collar nan is no figure."""
+    args = [a.format(wav=samples_dir / "phone_call.wav") for a in args]
+    out = CliRunner().invoke(main, [*args, "--cache-dir", str(tmp_path)] if args[0] != "eval" else args)
+    assert out.exit_code == 2 and says in out.output, out.output
+    assert list(tmp_path.iterdir()) == []  # refused before any work
+    ok = CliRunner().invoke(main, ["diarize", str(samples_dir / "phone_call.wav"), "--speakers", "10", "--json",
+                                   "--cache-dir", str(tmp_path)])  # a count above the default --max-speakers 8
+    assert ok.exit_code == 0 and len(json.loads(ok.stdout)["speakers"]) <= 10, ok.output
 
 
 def test_a_device_model_or_cache_folder_that_cannot_be_is_one_clear_line(samples_dir, tmp_path):
