@@ -177,6 +177,9 @@ def _flat_options(options: Mapping[str, Any], prefix: str = "") -> list[tuple[st
     return flat
 
 
+_REFUSED: set[str] = set()  # keyframe paths refused and said so
+
+
 def _keyframe_file(image: Any, media_dir: Path | None, out_dir: Path) -> str:
     """The keyframe image to embed: only a file inside the work folder (or the output folder). An X.json edited
     or shared by someone else must not pull another file of this machine into a report."""
@@ -189,7 +192,9 @@ def _keyframe_file(image: Any, media_dir: Path | None, out_dir: Path) -> str:
     inside = any(resolved.is_relative_to(Path(b).resolve()) for b in (media_dir, out_dir) if b is not None)
     # A picture in a keyframes folder, as media.py saves them: the work folder an X.json names is the X.json's say.
     if not (inside and resolved.parent.name == "keyframes" and resolved.suffix.lower() in (".jpg", ".jpeg", ".png")):
-        logger.warning("not embedding %s: a keyframe must be one of the work folder's keyframes", image)
+        if str(image) not in _REFUSED:  # once, not again for each report (HTML, then Markdown) of the same X.json
+            _REFUSED.add(str(image))
+            logger.warning("not embedding %s: a keyframe must be one of the work folder's keyframes", image)
         return ""
     return str(path)
 

@@ -725,15 +725,18 @@ def test_the_footer_shows_the_options_that_are_not_the_defaults(result, tmp_path
     assert "Options other than" not in render("html", result, tmp_path / "x.html")
 
 
-def test_a_keyframe_outside_the_work_folder_is_not_embedded(result, work, out, tmp_path):
+def test_a_keyframe_outside_the_work_folder_is_not_embedded(result, work, out, tmp_path, caplog):
     """An X.json edited or shared by someone else must not pull another file of this machine into the report."""
     elsewhere = tmp_path / "private.jpg"
     inside = work / result["keyframes"][0]["image_path"]
     elsewhere.write_bytes(inside.read_bytes())  # a picture that would embed fine
     result["keyframes"][0]["image_path"] = str(elsewhere)
     result["keyframes"][1]["image_path"] = "../private.jpg"
-    html = render("html", result, out / "x.html", media_dir=work)
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        html = render("html", result, out / "x.html", media_dir=work)
+        render("md", result, out / "x.md", media_dir=work)
     assert html.count("data:image/jpeg;base64,") == len(result["keyframes"]) - 2
+    assert caplog.text.count(f"not embedding {elsewhere}:") == 1  # said once, not once per report
     assert "Slide 1" in html and "Slide 2" in html
     # An X.json naming / as its work folder still embeds only pictures in a keyframes folder.
     secret = tmp_path / "secret.png"
