@@ -208,14 +208,35 @@ def snap_time(time: float | None, segments: Sequence[Segment], *, tolerance: flo
     return round(best, 3) if best is not None else None
 
 
+_SPEAKER_LABEL = re.compile(r"(?:s|speaker)\s*(\d+)")  # "S2", "Speaker 2": how the timeline shows an unnamed one
+_TITLE = re.compile(r"^(?:dr|mr|mrs|ms|prof)\.?\s+")
+
+
+def _owner_key(text: str) -> str:
+    """A name as owners are compared: lower case, without "@", a role in parentheses ("Bob (PM)") or a title."""
+    text = re.sub(r"\([^)]*\)", " ", text.replace("@", " ")).casefold()
+    return _TITLE.sub("", " ".join(text.split()).strip(" .,:;"))
+
+
 def resolve_owner(owner: str | None, speakers: dict[str, str]) -> str | None:
-    """A speaker id for an owner given as an id ("S2") or a name ("Bob"); None if not a speaker."""
-    if not owner:
+    """A speaker id for an owner given as an id ("S2", "Speaker 2") or a name ("Bob", "@bob", "Bob (PM)", or a
+    first name for "Bob Smith"); None if it names no speaker, or more than one."""
+    key = _owner_key(owner or "")
+    if not key:
         return None
-    key = owner.strip().lower()
-    for sid, name in speakers.items():
-        if key in (sid.lower(), name.lower()) or (name and key.split()[0] == name.lower().split()[0]):
+    label = _SPEAKER_LABEL.fullmatch(key)
+    if label:  # a speaker by number, whatever name it has; not a name's first word ("Speaker 1" is no "Speaker 2")
+        sid = next((s for s in speakers if s.upper() == f"S{int(label.group(1))}"), None)
+        if sid:
             return sid
+    named = {sid: _owner_key(name) for sid, name in speakers.items()
+             if name and not _SPEAKER_LABEL.fullmatch(_owner_key(name))}
+    for matches in ([sid for sid, name in named.items() if name == key],
+                    [sid for sid, name in named.items() if name.split()[0] == key.split()[0]]):
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            return None  # two speakers by that name: which one is a guess
     return None
 
 

@@ -22,6 +22,7 @@ from mediapipe_g4.notes_schema import (
     ground_notes,
     parse_notes,
     parse_time,
+    resolve_owner,
 )
 from mediapipe_g4.records import Segment
 from mediapipe_g4.transcript import clean_transcript_text, segments_from_answers
@@ -283,3 +284,19 @@ def test_names_prompt_of_a_long_meeting_measures_its_lines_once(monkeypatch):
     prompt = names_prompt(segments, max_chars=10_000)
     assert len(prompt) < 11_000 and "[00:00] S1: Thanks Bob" in prompt
     assert measured[0] < 5 * len(segments), measured[0]
+
+
+@pytest.mark.parametrize("owner, sid", [
+    ("Speaker 2", "S2"), ("speaker 1", "S1"), ("S3", "S3"), ("Speaker", None), ("Speaker 9", None),
+    ("Carol", "S3"), ("carol smith", "S3"), ("@Carol", "S3"), ("Carol (PM)", "S3"), ("Dr. Carol", "S3"),
+    ("Alice and Bob", None), ("unassigned", None), ("N/A", None), ("", None), (None, None),
+])
+def test_owners_resolve_to_the_speaker_they_name(owner, sid):
+    """An owner "Speaker 2" went to S1 when S1 was unnamed too ("Speaker" is both names' first word)."""
+    assert resolve_owner(owner, {"S1": "Speaker 1", "S2": "Speaker 2", "S3": "Carol"}) == sid
+
+
+def test_an_owner_two_speakers_could_be_is_no_one():
+    speakers = {"S1": "Bob Smith", "S2": "Bob Jones", "S3": "Dr. Priya Raman"}
+    assert resolve_owner("Bob", speakers) is None and resolve_owner("bob jones", speakers) == "S2"
+    assert resolve_owner("Priya", speakers) == "S3"
