@@ -44,6 +44,10 @@ class ActionItem(_Item):
     @field_validator("owner", "due", mode="before")
     @classmethod
     def _as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # "owner": {"name": "Bob", "role": "PM"}
+            value = value.get("name") or next((v for v in value.values() if isinstance(v, str)), None)
+        if isinstance(value, list):  # "owner": ["Bob"]; two owners are no one speaker (grounding drops them)
+            value = " and ".join(str(v) for v in value if v) or None
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
@@ -66,9 +70,14 @@ class Notes(BaseModel):
     def _strings_are_items(cls, value: Any, info: Any) -> Any:
         if value is None:  # "questions": null, for none
             return []
+        if isinstance(value, (str, dict)):  # one decision as a string, one item as an object
+            value = [value]
         if not isinstance(value, list):
             return value
-        items = [{"text": v} if isinstance(v, str) else v for v in value if v not in (None, "", {})]
+        chapters = info.field_name == "chapters"
+        items = [(_chapter_from_text(v) if chapters else {"text": v}) if isinstance(v, str) else
+                 _renamed(v, _CHAPTER_FIELDS if chapters else _ITEM_FIELDS) if isinstance(v, dict) else v
+                 for v in value if v not in (None, "", {})]
         # One item that does not fit (no text, a chapter without a start) is left out, not all the notes with it.
         model = {"chapters": Chapter, "action_items": ActionItem}.get(info.field_name, TextAtTime)
         kept = []
@@ -87,6 +96,54 @@ class Notes(BaseModel):
         if isinstance(value, list):  # some answers give the summary as bullet strings
             return " ".join(str(v) for v in value)
         return "" if value is None else value
+
+
+def _field_key(key: str) -> str:
+    """A key as it is looked up: "actionItems", "Action Items", "action-items" -> "action_items"."""
+    return re.sub(r"\W+", "_", re.sub(r"(?<=[a-z])(?=[A-Z])", "_", key).casefold()).strip("_")
+
+
+# The names models give the notes' fields and their items' fields besides the prompt's (first): read, not lost.
+_NOTES_FIELDS = {
+    "summary": ("summary", "meeting_summary", "overview", "abstract", "tldr"),
+    "decisions": ("decisions", "key_decisions", "decisions_made"),
+    "action_items": ("action_items", "actions", "action_points", "tasks", "todos", "to_dos", "todo", "next_steps",
+                     "follow_ups"),
+    "chapters": ("chapters", "topics", "sections", "agenda"),
+    "questions": ("questions", "open_questions", "unresolved_questions", "open_issues"),
+}
+_ITEM_FIELDS = {
+    "text": ("text", "task", "action", "item", "description", "decision", "question", "content"),
+    "owner": ("owner", "assignee", "assigned_to", "responsible", "owners", "who"),
+    "due": ("due", "due_date", "deadline", "by_when"),
+    "time": ("time", "timestamp", "start", "start_time", "at"),
+}
+_CHAPTER_FIELDS = {
+    "start": ("start", "time", "timestamp", "start_time", "at"),
+    "title": ("title", "topic", "name", "heading", "text"),
+}
+
+
+def _renamed(data: dict[str, Any], fields: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """`data` with each field under its own name, found under the first of its other names it is given by."""
+    by_key: dict[str, Any] = {}
+    for key, value in data.items():
+        by_key.setdefault(_field_key(str(key)), value)
+    out = dict(data)
+    for field, names in fields.items():
+        found = next((name for name in names if name in by_key), None)
+        if found is not None:
+            out[field] = by_key[found]
+    return out
+
+
+_CHAPTER_TEXT = re.compile(r"^\[?(\d+(?::\d{2}){1,2}(?:\.\d+)?)\]?\s*[-–—:.]?\s+(\S.*)$")
+
+
+def _chapter_from_text(text: str) -> dict[str, Any]:
+    """A chapter given as a line, "00:21 Mobile release" or "[00:21] - Mobile release"."""
+    m = _CHAPTER_TEXT.match(text.strip())
+    return {"start": m.group(1), "title": m.group(2)} if m else {"title": text}
 
 
 class NotesParseError(ValueError):
@@ -182,6 +239,11 @@ def parse_notes(answer: str) -> Notes:
     data = extract_json(answer)
     if not isinstance(data, dict):
         raise NotesParseError("the answer's JSON is not an object")
+    data = _renamed(data, _NOTES_FIELDS)
+    if not set(data) & set(Notes.model_fields):
+        # The notes inside an object of their own: {"notes": {...}}, {"meeting_notes": {...}}.
+        inner = [_renamed(v, _NOTES_FIELDS) for v in data.values() if isinstance(v, dict)]
+        data = next((v for v in inner if set(v) & set(Notes.model_fields)), data)
     if not set(data) & set(Notes.model_fields):
         raise NotesParseError(f"the JSON object has none of the notes' fields ({', '.join(Notes.model_fields)})")
     try:

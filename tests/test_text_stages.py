@@ -300,3 +300,26 @@ def test_an_owner_two_speakers_could_be_is_no_one():
     speakers = {"S1": "Bob Smith", "S2": "Bob Jones", "S3": "Dr. Priya Raman"}
     assert resolve_owner("Bob", speakers) is None and resolve_owner("bob jones", speakers) == "S2"
     assert resolve_owner("Priya", speakers) == "S3"
+
+
+@pytest.mark.parametrize("answer", [
+    {"Summary": "S", "Decisions": ["D"], "Action Items": [{"Text": "A", "Owner": "Bob"}], "Questions": ["Q"]},
+    {"summary": "S", "key_decisions": ["D"], "actionItems": [{"task": "A", "assignee": "Bob"}], "open_questions": ["Q"]},
+    {"summary": "S", "decisions": [{"decision": "D"}], "tasks": [{"description": "A", "owner": {"name": "Bob"}}],
+     "questions": [{"question": "Q"}]},
+    {"notes": {"summary": "S", "decisions": "D", "next_steps": [{"action": "A", "owner": ["Bob"]}], "questions": ["Q"]}},
+])
+def test_notes_under_other_names_and_shapes_are_read_not_lost(answer):
+    """Keys in another case or by a synonym were ignored (a success without the decisions or action items), and the
+    notes inside an outer object, an owner as an object, one decision as a string failed the whole answer."""
+    grounded = ground_notes(parse_notes(json.dumps(answer)), SEGMENTS, {"S2": "Bob"})
+    assert grounded["summary"] == "S" and [d["text"] for d in grounded["decisions"]] == ["D"]
+    assert [(a["text"], a["owner"]) for a in grounded["action_items"]] == [("A", "S2")]
+    assert [q["text"] for q in grounded["questions"]] == ["Q"]
+
+
+def test_chapters_given_as_lines_or_by_other_names_are_read():
+    answer = {"summary": "S", "topics": ["00:21 Mobile release", {"time": 3, "topic": "Payments"}, "[00:15] - Thanks"]}
+    grounded = ground_notes(parse_notes(json.dumps(answer)), SEGMENTS, {})
+    assert grounded["chapters"] == [{"start": 0.5, "title": "Payments"}, {"start": 14.3, "title": "Thanks"},
+                                    {"start": 20.5, "title": "Mobile release"}]
