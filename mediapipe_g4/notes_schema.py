@@ -182,7 +182,7 @@ def extract_json(answer: str) -> Any:
     language models make (a trailing comma, single quotes, a raw newline or an unescaped quote in a string,
     Python's True/None, a comment, a missing comma) is read with `json_repair` rather than costing a second
     answer; one that is cut off (no closing brace: the answer ran out of tokens) is not patched up."""
-    text = answer.strip()
+    text = _THINKING.sub("", answer).strip()
     fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
     if fence:
         text = fence.group(1).strip()
@@ -195,11 +195,53 @@ def extract_json(answer: str) -> Any:
     except json.JSONDecodeError as exc:
         if _opens_more_than_it_closes(text[start:]):  # the last "}" closed an inner item: the answer was cut off
             raise NotesCutOff("the JSON object is not closed (the answer may have been cut off)") from exc
+        # Braces in the prose around the object ("times are in {seconds}"), or a draft before it: from the first
+        # "{" to the last "}" is more than one object; the biggest that reads is the answer's.
+        objects = _top_level_objects(candidate)
+        if len(objects) > 1:
+            read = [(len(o), v) for o in objects if isinstance(v := _read_object(o), dict) and v]
+            if read:
+                return max(read, key=lambda r: r[0])[1]
         repaired = _repaired(candidate)
         if repaired is None:
             raise NotesParseError(f"the JSON does not parse: {exc}") from exc
         log.info("the model's JSON did not parse (%s); read it with json_repair", exc)
         return repaired
+
+
+# A thinking block some models (or servers) leave in the answer; a draft of the JSON in it is not the answer.
+_THINKING = re.compile(r"<think>.*?</think>|<\|channel>.*?<channel\|>", re.DOTALL | re.IGNORECASE)
+
+
+def _top_level_objects(text: str) -> list[str]:
+    """The brace-balanced spans of `text` that no other holds, outside double-quoted strings."""
+    spans, depth, first, in_string, escaped = [], 0, 0, False, False
+    for i, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            if depth == 0:
+                first = i
+            depth += 1
+        elif char == "}" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                spans.append(text[first : i + 1])
+    return spans
+
+
+def _read_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return _repaired(text)
 
 
 def _opens_more_than_it_closes(text: str) -> bool:

@@ -323,3 +323,17 @@ def test_chapters_given_as_lines_or_by_other_names_are_read():
     grounded = ground_notes(parse_notes(json.dumps(answer)), SEGMENTS, {})
     assert grounded["chapters"] == [{"start": 0.5, "title": "Payments"}, {"start": 14.3, "title": "Thanks"},
                                     {"start": 20.5, "title": "Mobile release"}]
+
+
+@pytest.mark.parametrize("wrap", [
+    "<think>The JSON should be like {\"summary\": \"draft\"}.</think>\n{}",  # a thinking block a server left in
+    "<|channel>thought\nkeys {summary, decisions}<channel|>{}",
+    "{}\nNote: times are in {seconds} from the start.",  # braces in the prose after the object
+    "Here are the notes {as asked}:\n{}",
+])
+def test_braces_around_the_notes_object_do_not_cost_it(wrap):
+    """From the first "{" to the last "}" was taken as the object, so braces in prose or a thinking block around it
+    made a good answer unreadable (or read a draft instead)."""
+    answer = wrap.replace("{}", json.dumps({"summary": "S", "decisions": ["Ship it", {"text": "Test it"}]}), 1)
+    notes = parse_notes(answer)
+    assert notes.summary == "S" and [d.text for d in notes.decisions] == ["Ship it", "Test it"]
