@@ -289,10 +289,15 @@ def parse_notes(answer: str) -> Notes:
     if not set(data) & set(Notes.model_fields):
         raise NotesParseError(f"the JSON object has none of the notes' fields ({', '.join(Notes.model_fields)})")
     try:
-        return Notes.model_validate(data)
+        notes = Notes.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         raise NotesParseError(f"the JSON does not match the notes schema ({problems})") from exc
+    if not notes.summary.strip() and not (notes.decisions or notes.action_items or notes.chapters or notes.questions):
+        # Notes of a meeting with speech in it say something: empty ones are a failed answer, not notes.
+        raise NotesParseError("the JSON object is empty: no summary and no decisions, action items, chapters or "
+                              "questions")
+    return notes
 
 
 # --------------------------------------------------------------------------- grounding

@@ -181,6 +181,14 @@ def test_notes_that_stay_invalid_are_reported_and_the_rest_is_kept(samples_dir, 
     assert "not produced" in html.lower() and "retry logic" in html
 
 
+def test_empty_notes_get_the_repair_and_then_fail_with_the_reason(samples_dir, cache):
+    # All fields empty was an "ok" with no notes in it: a half-empty success for a meeting full of speech.
+    empty = json.dumps({"summary": "", "decisions": [], "action_items": [], "chapters": [], "questions": []})
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script([empty, empty]), fresh=True)
+    assert [r.kind for r in engine.seen if r.kind.startswith("notes")] == ["notes", "notes_repair"]
+    assert result["notes"]["status"] == "failed" and "empty" in result["notes"]["error"]
+
+
 def test_every_model_step_shows_its_progress(samples_dir, cache):
     # The speaker names (one long request on a CPU) showed nothing: the display sat at "transcribe 15/15".
     steps = []

@@ -337,3 +337,14 @@ def test_braces_around_the_notes_object_do_not_cost_it(wrap):
     answer = wrap.replace("{}", json.dumps({"summary": "S", "decisions": ["Ship it", {"text": "Test it"}]}), 1)
     notes = parse_notes(answer)
     assert notes.summary == "S" and [d.text for d in notes.decisions] == ["Ship it", "Test it"]
+
+
+@pytest.mark.parametrize("answer", [
+    '{"summary": "", "decisions": [], "action_items": [], "chapters": [], "questions": []}',
+    '{"summary": null}', '{"summary": " ", "decisions": [null, ""]}',
+])
+def test_empty_notes_are_a_failed_answer_not_notes(answer):
+    """An answer with every field empty was an "ok" with nothing in it; now it is invalid (repaired once, else the
+    notes are "failed" with the reason)."""
+    with pytest.raises(NotesParseError, match="empty"):
+        parse_notes(answer)
