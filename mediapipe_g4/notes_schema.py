@@ -50,6 +50,15 @@ class ActionItem(_Item):
             value = " and ".join(str(v) for v in value if v) or None
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
+    @field_validator("due", mode="after")
+    @classmethod
+    def _said(cls, value: str | None) -> str | None:
+        # The prompt asks for null when no date was said; models also write it as a word, which the notes would show.
+        return None if value is None or _NOT_SAID.fullmatch(value.strip().casefold()) else value
+
+
+_NOT_SAID = re.compile(r"|null|none|n/?a|-+|—|unknown|tbd|not (?:specified|mentioned|said|given|stated)|unspecified")
+
 
 class Chapter(_Item):
     start: float

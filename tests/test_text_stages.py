@@ -348,3 +348,11 @@ def test_empty_notes_are_a_failed_answer_not_notes(answer):
     notes are "failed" with the reason)."""
     with pytest.raises(NotesParseError, match="empty"):
         parse_notes(answer)
+
+
+@pytest.mark.parametrize("due, kept", [("N/A", None), ("null", None), ("None", None), ("Not specified", None),
+                                       ("TBD", None), ("-", None), ("next Friday", "next Friday"), ("by EOD", "by EOD")])
+def test_a_due_date_that_was_not_said_is_null(due, kept):
+    # "N/A", "not specified" were kept as the due date, and shown as one.
+    notes = parse_notes(json.dumps({"action_items": [{"text": "Fix it", "due": due}]}))
+    assert notes.action_items[0].due == kept
