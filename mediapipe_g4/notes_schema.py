@@ -166,8 +166,15 @@ class NotesCutOff(NotesParseError):
 _CLOCK = re.compile(r"^\[?(?:(\d+):)?(\d{1,2}):(\d{2}(?:\.\d+)?)\]?$")
 
 
+# Times with units: "754s", "754 seconds", "12m34s", "1h 2m 3s"; and "minute 12".
+_UNITS = re.compile(r"^(?:(\d+(?:\.\d+)?)\s*h(?:ours?)?\s*)?(?:(\d+(?:\.\d+)?)\s*m(?:in(?:utes?)?)?\s*)?"
+                    r"(?:(\d+(?:\.\d+)?)\s*s(?:ec(?:onds?)?)?)?$")
+_MINUTE = re.compile(r"^(?:at\s+)?min(?:ute)?\s+(\d+(?:\.\d+)?)$")
+
+
 def parse_time(value: Any) -> float | None:
-    """Seconds from 83, 83.5, "83", "01:23", "[1:02:03]"; None for null or anything else."""
+    """Seconds from 83, 83.5, "83", "01:23", "[1:02:03]", "00:01:23,5", "83s", "1m23s", "minute 1"; None for null or
+    anything else."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -179,10 +186,17 @@ def parse_time(value: Any) -> float | None:
             return seconds if seconds >= 0 else None
         except ValueError:
             pass
-        m = _CLOCK.match(text)
+        m = _CLOCK.match(text.replace(",", "."))  # "00:12:34,5": a subtitle file's decimal comma
         if m:
             h, mi, s = m.groups()
             return int(h or 0) * 3600 + int(mi) * 60 + float(s)
+        m = _UNITS.match(text.casefold())
+        if m and any(m.groups()):
+            h, mi, s = (float(g or 0) for g in m.groups())
+            return h * 3600 + mi * 60 + s
+        m = _MINUTE.match(text.casefold())
+        if m:
+            return float(m.group(1)) * 60
     return None
 
 

@@ -181,7 +181,12 @@ def test_notes_with_the_usual_json_slips_are_read_without_asking_again(answer):
 
 
 @pytest.mark.parametrize("value, seconds", [(83, 83.0), ("83.5", 83.5), ("01:23", 83.0), ("[1:02:03]", 3723.0),
-                                            (None, None), ("soon", None), (-4, None)])
+                                            (None, None), ("soon", None), (-4, None),
+                                            # as models also write them: these were null
+                                            ("754s", 754.0), ("754 seconds", 754.0), ("12m34s", 754.0),
+                                            ("1h 2m 3s", 3723.0), ("12 min", 720.0), ("minute 12", 720.0),
+                                            ("00:12:34,5", 754.5), ("12", 12.0), ("m", None), ("s", None),
+                                            ("12:34 pm", None)])
 def test_parse_time(value, seconds):
     assert parse_time(value) == seconds
 
