@@ -117,9 +117,13 @@ def names_prompt(segments: Sequence[Segment], max_chars: int = 60_000, vocabular
     return with_vocabulary(NAMES_PROMPT.format(ids=", ".join(ids)), vocabulary) + "\n\n" + "\n".join(lines)
 
 
+# What the transcript line puts before the words ("[00:14] S1: "), which a quote copied whole brings along.
+_LINE_HEAD = re.compile(r"^\s*(?:\[?\d{1,2}:\d{2}(?::\d{2})?\]?\s*)?(?:(?:S|Speaker\s*)\d+\s*:\s*)?", re.IGNORECASE)
+
+
 def _evidence_ok(name: str, quote: str, time: float | None, segments: Sequence[Segment]) -> float | None:
     """The time of a segment near `time` whose text holds `quote`, which itself holds `name`."""
-    n_name, n_quote = _norm(name), _norm(quote)
+    n_name, n_quote = _norm(name), _norm(_LINE_HEAD.sub("", quote, count=1))
     if not n_name or not n_quote or not re.search(rf"\b{re.escape(n_name)}\b", n_quote):
         return None
     for seg in segments:

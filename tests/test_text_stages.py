@@ -361,3 +361,11 @@ def test_a_due_date_that_was_not_said_is_null(due, kept):
     # "N/A", "not specified" were kept as the due date, and shown as one.
     notes = parse_notes(json.dumps({"action_items": [{"text": "Fix it", "due": due}]}))
     assert notes.action_items[0].due == kept
+
+
+@pytest.mark.parametrize("quote", ["[00:14] S1: Thanks, Bob.", "S1: Thanks, Bob", "[00:14] Thanks, Bob",
+                                   "00:14 Speaker 1: Thanks, Bob."])
+def test_a_quote_copied_with_its_lines_time_and_speaker_is_evidence(quote):
+    # The quote was looked for with "[00:14] S1:" in it, which no segment's text holds: the name was dropped.
+    found = parse_names(json.dumps({"S2": {"name": "Bob", "quote": quote, "time": 14}}), SEGMENTS)
+    assert found["S2"]["name"] == "Bob" and found["S2"]["time"] == 14.3
