@@ -134,6 +134,13 @@ def _evidence_ok(name: str, quote: str, time: float | None, segments: Sequence[S
     return None
 
 
+def _is_a_role(name: str) -> bool:
+    """"the manager", "our host": what someone is, not their name (a name is capitalized where its script has case)."""
+    first = name.split()[0].casefold()
+    lower_only = any(c.islower() for c in name) and not any(c.isupper() for c in name)
+    return lower_only or first in ("the", "a", "an", "our", "my", "your", "their")
+
+
 def parse_names(answer: str, segments: Sequence[Segment]) -> dict[str, dict[str, Any]]:
     """Names with evidence from the model's answer: {id: {"name", "quote", "time"}}; the rest dropped."""
     try:
@@ -152,6 +159,8 @@ def parse_names(answer: str, segments: Sequence[Segment]) -> dict[str, dict[str,
         name = str(entry.get("name") or "").strip()
         quote = str(entry.get("quote") or "").strip()
         if not name or len(name) > 40 or name.casefold() in taken or re.fullmatch(r"(?i)speaker\s*\d*|s\d+", name):
+            continue
+        if _is_a_role(name):
             continue
         when = _evidence_ok(name, quote, parse_time(entry.get("time")), segments)
         if when is None:

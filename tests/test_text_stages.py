@@ -98,6 +98,9 @@ def test_names_need_evidence_in_the_transcript():
     json.dumps({"S9": {"name": "Bob", "quote": "Thanks, Bob", "time": 14}}),  # unknown speaker
     json.dumps({"S2": {"name": "Bob", "quote": "Thanks, Bob", "time": 900}}),  # far from the quote
     json.dumps({"S2": {"name": "Speaker 2", "quote": "Sure", "time": 6}}),
+    # a role, not a name: "the manager" was taken as S1's name
+    json.dumps({"S1": {"name": "the mobile release", "quote": "how is the mobile release", "time": 14}}),
+    json.dumps({"S1": {"name": "The Mobile Release", "quote": "how is the mobile release", "time": 14}}),
 ])
 def test_names_without_evidence_are_dropped(answer):
     assert parse_names(answer, SEGMENTS) == {}
@@ -369,3 +372,4 @@ def test_a_quote_copied_with_its_lines_time_and_speaker_is_evidence(quote):
     # The quote was looked for with "[00:14] S1:" in it, which no segment's text holds: the name was dropped.
     found = parse_names(json.dumps({"S2": {"name": "Bob", "quote": quote, "time": 14}}), SEGMENTS)
     assert found["S2"]["name"] == "Bob" and found["S2"]["time"] == 14.3
+
