@@ -124,7 +124,9 @@ _LINE_HEAD = re.compile(r"^\s*(?:\[?\d{1,2}:\d{2}(?::\d{2})?\]?\s*)?(?:(?:S|Spea
 def _evidence_ok(name: str, quote: str, time: float | None, segments: Sequence[Segment]) -> float | None:
     """The time of a segment near `time` whose text holds `quote`, which itself holds `name`."""
     n_name, n_quote = _norm(name), _norm(_LINE_HEAD.sub("", quote, count=1))
-    if not n_name or not n_quote or not re.search(rf"\b{re.escape(n_name)}\b", n_quote):
+    # A whole word of the quote; in a script without spaces between words (Chinese, Japanese, Thai) any part of it.
+    edge = r"\b" if n_name and n_name[0].lower() != n_name[0].upper() else ""
+    if not n_name or not n_quote or not re.search(rf"{edge}{re.escape(n_name)}{edge}", n_quote):
         return None
     for seg in segments:
         if time is not None and not (seg.start - _EVIDENCE_WINDOW <= time <= seg.end + _EVIDENCE_WINDOW):

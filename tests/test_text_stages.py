@@ -373,3 +373,9 @@ def test_a_quote_copied_with_its_lines_time_and_speaker_is_evidence(quote):
     found = parse_names(json.dumps({"S2": {"name": "Bob", "quote": quote, "time": 14}}), SEGMENTS)
     assert found["S2"]["name"] == "Bob" and found["S2"]["time"] == 14.3
 
+
+
+def test_a_name_in_a_script_without_spaces_is_found_in_its_quote():
+    # \b around the name: in "我是王伟" there is no word boundary before 王伟, so such names were never found.
+    segments = [Segment(0.0, 5.0, "S1", "大家好，我是王伟。"), Segment(5.0, 9.0, "S2", "Hi.")]
+    assert parse_names(json.dumps({"S1": {"name": "王伟", "quote": "我是王伟", "time": 0}}), segments)["S1"]["name"] == "王伟"
