@@ -53,7 +53,22 @@ def clean_transcript_text(text: str) -> str:
         text = collapsed
     if not _HAS_WORD.search(_without_sound_tags(text)):
         return ""  # no words, or only sounds described ("[music]" is no one's speech)
-    return text.strip(" \"'")
+    return _unquoted(text.strip())
+
+
+_QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "„": "“", "「": "」", "『": "』"}
+
+
+def _unquoted(text: str) -> str:
+    """The text without quotes the model put around all of it; a quote that is part of the speech ("'Tis",
+    "he said 'yes'") stays."""
+    if len(text) > 2 and _QUOTE_PAIRS.get(text[0]) == text[-1] and text[0] not in text[1:-1]:
+        return text[1:-1].strip()
+    if text[:1] in '"“' and text.count(text[0]) == 1:  # an opening quote whose end was cut off, or never came
+        return text[1:].strip()
+    if text[-1:] in '"”' and text.count(text[-1]) == 1 and "“" not in text:
+        return text[:-1].strip()
+    return text
 
 
 def segments_from_answers(

@@ -54,6 +54,10 @@ def req(start, end, speaker, kind="transcribe"):
     ("Okay, fine (laughs).", "Okay, fine (laughs)."), ("The [redacted] plan", "The [redacted] plan"),
     ("[Soft music playing]", ""), ("(Okay.)", "(Okay.)"), ("*Yes*", "*Yes*"),
     ("(Yes, I agree [laughs])", "(Yes, I agree [laughs])"), ("[No speech]", ""), ("(I laugh at that)", "(I laugh at that)"),
+    # quotes around the whole answer go; quotes that are part of the speech stay (they were stripped at the ends)
+    ('"Hello there."', "Hello there."), ("“Hello there.”", "Hello there."), ("«Bonjour.»", "Bonjour."),
+    ('"Hello there.', "Hello there."), ("He said 'yes'", "He said 'yes'"), ("'Tis the season.", "'Tis the season."),
+    ('"Ship it", she said, "today."', '"Ship it", she said, "today."'), ("'", ""),
 ])
 def test_clean_transcript_text(raw, clean):
     assert clean_transcript_text(raw) == clean
