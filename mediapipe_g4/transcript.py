@@ -41,9 +41,19 @@ def _without_sound_tags(text: str) -> str:
     return _BRACKETED.sub(drop, text)
 
 
+# What a model may put before the words it heard: a lead-in ("Transcription:", "Here is the transcription:"), a time
+# ("[00:03]", "[00:03 - 00:05]"), a speaker label ("Speaker 1:", "S1:"). None of it was said.
+_CLOCK = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?"
+_LEAD_IN = re.compile(
+    r"^(?:(?:sure[,.!]?\s*)?here(?:'s| is) the transcription[^:]{0,40}:\s*"
+    r"|\**(?:transcription|transcript)\**\s*:\s*\**\s*"
+    rf"|\[{_CLOCK}(?:\s*(?:-|–|-->)\s*{_CLOCK})?\]\s*"
+    r"|(?:speaker\s*\d+|s\d+)\s*:\s*)+", re.IGNORECASE)
+
+
 def clean_transcript_text(text: str) -> str:
     """One clip's text: one line, loops collapsed to one occurrence, junk to ''."""
-    text = " ".join(text.split())
+    text = _LEAD_IN.sub("", " ".join(text.split()), count=1)
     if not text:
         return ""
     for _ in range(3):  # a collapse can expose an outer loop

@@ -58,6 +58,12 @@ def req(start, end, speaker, kind="transcribe"):
     ('"Hello there."', "Hello there."), ("“Hello there.”", "Hello there."), ("«Bonjour.»", "Bonjour."),
     ('"Hello there.', "Hello there."), ("He said 'yes'", "He said 'yes'"), ("'Tis the season.", "'Tis the season."),
     ('"Ship it", she said, "today."', '"Ship it", she said, "today."'), ("'", ""),
+    # what the model puts before the words was kept as speech
+    ("Transcription: Hello there.", "Hello there."), ("**Transcription:** Hello there.", "Hello there."),
+    ("Sure, here is the transcription: Hello.", "Hello."), ("Speaker 1: Hello there.", "Hello there."),
+    ("[00:03] Hello there.", "Hello there."), ("[00:03 - 00:05] S2: Hello.", "Hello."),
+    ('Transcription: "Hello there."', "Hello there."), ("Transcription:", ""),
+    ("The transcription: is not done.", "The transcription: is not done."), ("At 10:30: we meet.", "At 10:30: we meet."),
 ])
 def test_clean_transcript_text(raw, clean):
     assert clean_transcript_text(raw) == clean
