@@ -62,6 +62,8 @@ _TOO_LONG = re.compile(
     r"too long|too many tokens|exceeds? the|exceed_context|longer than the model|reduce the length", re.IGNORECASE)
 _LIMIT = re.compile(r"(?:maximum context length is|context size(?: of)?|n_ctx[\"']?\s*[:=]?|"
                     r"max_model_len[\"']?\s*[:=]?)\s*\(?(\d+)", re.IGNORECASE)
+# Thought blocks as other chat templates and servers' reasoning formats write them (Gemma's own are clean_response's).
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
 _REFUSED = re.compile(r"not support|unsupported|mmproj|unknown|at most 0|does not|doesn't|cannot|can't|"
                       r"invalid|not (?:a )?multimodal|no (?:audio|vision)", re.IGNORECASE)
 
@@ -220,16 +222,27 @@ def request_body(request: EngineRequest, model: str, options: ServerOptions) -> 
     return body
 
 
-def answer_text(payload: Any, api: str) -> str:
-    """The answer in a server's reply, cleaned like the in-process engine's (thought blocks, markers)."""
+def answer_text(payload: Any, api: str, *, thinking: bool = False) -> str:
+    """The answer in a server's reply, cleaned like the in-process engine's (thought blocks, markers).
+
+    A server with a reasoning parser (vLLM --reasoning-parser, llama.cpp --reasoning-format, Ollama) can file a
+    whole answer under `reasoning_content` / `reasoning` / `thinking` and leave `content` empty when it sees no
+    end-of-thought marker; with thinking not asked for, that text is the answer, not a thought.
+    """
     try:
-        if api == "ollama":
-            content = payload["message"].get("content")
-        else:
-            content = payload["choices"][0]["message"].get("content")
+        message = payload["message"] if api == "ollama" else payload["choices"][0]["message"]
+        content = message.get("content")
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ModelError(f"the model server's reply is not a chat completion ({str(payload)[:200]})") from exc
-    return clean_response(content or "")
+    if not (isinstance(content, str) and content.strip()) and not thinking:
+        reasoning = next((message[k] for k in ("reasoning_content", "reasoning", "thinking")
+                          if isinstance(message.get(k), str) and message[k].strip()), None)
+        if reasoning is not None:
+            log.debug("the model server gave the answer as reasoning, with no content; taking it as the answer")
+            content = reasoning
+    text = _THINK.sub("", content if isinstance(content, str) else "")
+    # A template that opens the thought in the prompt leaves only its end in the answer.
+    return clean_response(text.rsplit("</think>", 1)[-1])
 
 
 def error_message(response: Any) -> str:
@@ -547,7 +560,7 @@ class OpenAIEngine:
             log.info("the server found a %.1f s clip too long (%s); sending it as two halves",
                      request.audio_seconds, exc.message[:120])
             return " ".join(t for t in (self.answer(h) for h in halves) if t)
-        return answer_text(payload, self.options.api)
+        return answer_text(payload, self.options.api, thinking=request.settings.enable_thinking)
 
 
 def too_long_message(request: EngineRequest, url: str, message: str) -> str:

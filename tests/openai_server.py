@@ -9,7 +9,8 @@ texts must be the same.
 
 For fault cases a test sets attributes of `TestModelServer` directly (the server runs in the test's
 process): `faults` is a queue of one-shot behaviours for the next requests ({"status": 429, "retry_after":
-0.1}, {"status": 500}, {"drop": True}, {"delay": 2.0}, {"status": 400, "message": ...}); `fake` answers
+0.1}, {"status": 500}, {"drop": True}, {"delay": 2.0}, {"status": 400, "message": ...}, {"payload": {...}}: that
+JSON as the reply, with "status" or 200); `fake` answers
 without the model after `fake_delay` seconds (fast concurrency tests); `max_context` rejects prompts
 longer than it as vLLM does; `refuse_audio` answers audio as a text-only model's server does;
 `api_key` demands a bearer key. `in_flight` / `max_in_flight` count requests being answered at once.
@@ -269,6 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.get("drop"):
                 self.close_connection = True  # no reply: the client sees the connection closed
                 return "dropped"
+            if "payload" in fault:  # a reply exactly as some server shapes it
+                self._send(fault.get("status", 200), fault["payload"])
+                return fault.get("status", 200)
             if "status" in fault:
                 headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else None
                 self._error(fault["status"], fault.get("message", f"injected {fault['status']}"), headers)

@@ -404,3 +404,23 @@ def test_in_process_options_with_a_server_are_named_as_ignored(srv, caplog):
     with caplog.at_level("WARNING", logger="mediapipe_g4"):
         make_engine_factory(RunOptions(engine="openai", server=srv.url))
     assert caplog.text == ""
+
+
+def chat_completion(**message) -> dict:
+    return {"id": "chatcmpl-test", "object": "chat.completion", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", **message}}]}
+
+
+def test_an_answer_filed_as_reasoning_or_in_think_tags_is_the_answer(srv):
+    # vLLM's and llama.cpp's reasoning parsers can put a whole answer in reasoning_content (content null) when they
+    # see no end-of-thought marker; it was taken as an empty answer and kept in the work folder as one.
+    srv.fake = echo
+    srv.faults.extend([{"payload": chat_completion(content=None, reasoning_content="Hello Bob.")},
+                       {"payload": chat_completion(content="", reasoning="Hello Ann.")},
+                       {"payload": chat_completion(content="<think>who speaks?</think>\nHello Sue.")},
+                       {"payload": chat_completion(content="who speaks?</think>Hello Tom.")},
+                       {"payload": {"message": {"role": "assistant", "content": "", "thinking": "Hello Max."},
+                                    "done": True}}])
+    assert engine(srv, concurrency=1).generate([text_request(f"r{i}") for i in range(4)]) == [
+        "Hello Bob.", "Hello Ann.", "Hello Sue.", "Hello Tom."]
+    assert engine(srv, api="ollama").generate([text_request("r")]) == ["Hello Max."]
