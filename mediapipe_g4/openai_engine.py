@@ -109,8 +109,14 @@ def redact_url(url: str) -> str:
 
 
 def endpoint(url: str, api: str) -> str:
-    """The chat endpoint for a server URL given with or without /v1 (or the full path)."""
-    base = url.rstrip("/")
+    """The chat endpoint for a server URL given with or without /v1 (or the full path). A query (a gateway's
+    `?api-key=...`) stays at the end, where it belongs."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=_endpoint_path(parts.path, api), fragment=""))
+
+
+def _endpoint_path(path: str, api: str) -> str:
+    base = path.rstrip("/")
     if api == "ollama":
         if base.endswith("/api/chat"):
             return base
@@ -307,6 +313,7 @@ class ModelServer:
         self.endpoint = endpoint(options.url, options.api)
         self.shown_url = redact_url(options.url)
         self._key = self._read_key(options.api_key_env)
+        self._secrets = _url_secrets(options.url) + ([self._key] if self._key else [])
         self._slots = threading.BoundedSemaphore(options.concurrency)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -342,6 +349,15 @@ class ModelServer:
                              "cannot carry; check it (it is not shown here)")
         return key
 
+    def scrub(self, text: str) -> str:
+        """`text` (a server's error, a connection error naming the URL) without the key or the URL's secrets."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _short(self, exc: Exception) -> str:
+        return self.scrub(_short(exc))
+
     def _session(self):
         session = getattr(self._local, "session", None)
         if session is None:
@@ -374,9 +390,9 @@ class ModelServer:
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 refused = isinstance(exc, requests.ConnectionError) and _refused(exc)
                 if refused and not self.reached or attempt >= options.max_tries:
-                    raise ModelError(f"cannot reach the model server at {self.shown_url}: {_short(exc)}; "
+                    raise ModelError(f"cannot reach the model server at {self.shown_url}: {self._short(exc)}; "
                                      "start it (docs/SERVING.md) or check --server") from None
-                reason = "the connection was refused" if refused else f"the connection dropped ({_short(exc)})"
+                reason = "the connection was refused" if refused else f"the connection dropped ({self._short(exc)})"
             except requests.Timeout:
                 if attempt >= options.max_tries:
                     raise ModelError(f"the model server at {self.shown_url} did not answer a {what} request "
@@ -406,8 +422,8 @@ class ModelServer:
             try:
                 return response.json()
             except ValueError as exc:
-                raise _Retry(f"a reply that is not JSON ({response.text[:100]!r})") from exc
-        message = error_message(response)
+                raise _Retry(f"a reply that is not JSON ({self.scrub(response.text[:100])!r})") from exc
+        message = self.scrub(error_message(response))
         if status == 429 or status >= 500 and not _refuses_media(message, body):
             raise _Retry(f"HTTP {status}: {message[:200]}", retry_after(response))
         if status in (400, 413, 422) and _TOO_LONG.search(message):
@@ -437,6 +453,14 @@ def _refused(exc: Exception) -> bool:
     text = repr(exc).lower()
     return "refused" in text or "failed to establish a new connection" in text or "name or service" in text \
         or "nodename nor servname" in text
+
+
+def _url_secrets(url: str) -> list[str]:
+    """What in a server URL is a secret: the password, and the query (`?api-key=...`), whole and value by value."""
+    parts = urlsplit(url)
+    found = [parts.password or "", parts.query]
+    found += [q.split("=", 1)[1] for q in parts.query.split("&") if "=" in q]
+    return sorted({f for f in found if len(f) >= 3}, key=len, reverse=True)  # the whole query before its values
 
 
 def _short(exc: Exception) -> str:

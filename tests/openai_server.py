@@ -215,6 +215,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
+    @property
+    def route(self) -> str:
+        """The path without its query, as real servers route (errors echo the whole path, as some do)."""
+        return self.path.split("?", 1)[0]
+
     def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         try:
@@ -229,14 +234,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        if self.path == "/api/chat":
+        if self.route == "/api/chat":
             self._send(status, {"error": message}, headers)
         else:  # vLLM's shape
             self._send(status, {"object": "error", "message": message, "type": "BadRequestError", "param": None,
                                 "code": status}, headers)
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/") in ("/v1/models", "/models"):
+        if self.route.rstrip("/") in ("/v1/models", "/models"):
             self._send(200, {"object": "list", "data": [{"id": "tiny", "object": "model",
                                                          "max_model_len": self.app.max_context or 8192}]})
         else:
@@ -259,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, body: dict[str, Any], fault: dict[str, Any] | None, record: dict[str, Any]) -> int | str:
         app = self.app
-        if self.path not in ("/v1/chat/completions", "/api/chat"):
+        if self.route not in ("/v1/chat/completions", "/api/chat"):
             self._error(404, f"no route {self.path}")
             return 404
         if app.api_key and self.headers.get("Authorization") != f"Bearer {app.api_key}":
@@ -278,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(fault["status"], fault.get("message", f"injected {fault['status']}"), headers)
                 return fault["status"]
         try:
-            req = app.decode(self.path, body)
+            req = app.decode(self.route, body)
         except (BadRequest, KeyError, TypeError) as exc:
             self._error(400, str(exc))
             return 400
@@ -301,7 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
                                      "messages or completion.")
                     return 400
                 text = app.run_model(req, inputs)
-        if self.path == "/api/chat":
+        if self.route == "/api/chat":
             self._send(200, {"model": body.get("model"), "created_at": "2025-01-01T00:00:00Z",
                              "message": {"role": "assistant", "content": text}, "done": True, "done_reason": "stop"})
         else:

@@ -55,7 +55,7 @@ def srv(server):
 
 
 def engine(srv: TestModelServer, model: str = "tiny", **kw) -> OpenAIEngine:
-    return OpenAIEngine(model, ServerOptions(url=srv.url, **{**FAST, **kw}), processor=False)
+    return OpenAIEngine(model, ServerOptions(**{"url": srv.url, **FAST, **kw}), processor=False)
 
 
 def echo(req: dict) -> str:
@@ -424,3 +424,16 @@ def test_an_answer_filed_as_reasoning_or_in_think_tags_is_the_answer(srv):
     assert engine(srv, concurrency=1).generate([text_request(f"r{i}") for i in range(4)]) == [
         "Hello Bob.", "Hello Ann.", "Hello Sue.", "Hello Tom."]
     assert engine(srv, api="ollama").generate([text_request("r")]) == ["Hello Max."]
+
+
+def test_a_url_with_a_key_in_its_query_reaches_the_endpoint_and_the_key_is_never_shown(srv):
+    # The endpoint was built by appending to the whole URL: http://h/v1?api-key=K/v1/chat/completions, a 404 whose
+    # message (the path, echoed) carried the key into the error line.
+    assert endpoint("http://h:8000/v1/?api-key=K", "openai") == "http://h:8000/v1/chat/completions?api-key=K"
+    assert endpoint("http://h:11434?api-key=K", "ollama") == "http://h:11434/api/chat?api-key=K"
+    srv.fake = echo
+    assert engine(srv, url=srv.url + "?api-key=s3cret-key").generate([text_request("hi")]) == ["hi|audio=0.00|images=0"]
+    assert srv.seen[-1]["path"] == "/v1/chat/completions?api-key=s3cret-key"
+    with pytest.raises(ModelError, match=r"HTTP 404: no route /v2/v1/chat/completions\?\*\*\*\)") as err:
+        engine(srv, url=srv.url.replace("/v1", "/v2") + "?api-key=s3cret-key").generate([text_request("hi")])
+    assert "s3cret" not in str(err.value)
