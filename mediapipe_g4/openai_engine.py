@@ -358,6 +358,19 @@ class ModelServer:
     def _short(self, exc: Exception) -> str:
         return self.scrub(_short(exc))
 
+    def _tls_problem(self, exc: Exception) -> str:
+        text = str(exc)
+        found = re.search(r"\[SSL[^\]]*\][^'\")(]*|certificate verify failed[^'\")(]*", text)
+        detail = self.scrub((found.group(0) if found else _short(exc)).strip(" .,"))
+        if "certificate verify failed" in text.lower():
+            return (f"the model server at {self.shown_url} has a certificate this machine does not trust ({detail}); "
+                    "set REQUESTS_CA_BUNDLE to the CA file that signed it, or check the host name in --server")
+        if re.search(r"wrong.version.number|record.layer.failure|unknown.protocol|packet.length.too.long|http.request",
+                     text, re.IGNORECASE):
+            return (f"the model server at {self.shown_url} does not speak https ({detail}); give --server as "
+                    "http://...")
+        return f"no TLS connection to the model server at {self.shown_url} ({detail}); check --server (http or https)"
+
     def _session(self):
         session = getattr(self._local, "session", None)
         if session is None:
@@ -387,11 +400,19 @@ class ModelServer:
                                      f"{attempt} tries); check the server's log, or lower --concurrency") from None
                 wait = problem.wait
                 reason = problem.what
+            except requests.exceptions.SSLError as exc:  # not retried: the handshake fails the same way each time
+                raise ModelError(self._tls_problem(exc)) from None
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 refused = isinstance(exc, requests.ConnectionError) and _refused(exc)
-                if refused and not self.reached or attempt >= options.max_tries:
+                if refused and (not self.reached or attempt >= options.max_tries):
                     raise ModelError(f"cannot reach the model server at {self.shown_url}: {self._short(exc)}; "
                                      "start it (docs/SERVING.md) or check --server") from None
+                if attempt >= options.max_tries:  # it was reached: it accepts connections and closes them
+                    https = "; if it serves https, give --server as https://..." \
+                        if urlsplit(options.url).scheme == "http" else ""
+                    raise ModelError(f"the model server at {self.shown_url} kept closing the connection without an "
+                                     f"answer ({self._short(exc)}; {attempt} tries); check the server's log"
+                                     f"{https}") from None
                 reason = "the connection was refused" if refused else f"the connection dropped ({self._short(exc)})"
             except requests.Timeout:
                 if attempt >= options.max_tries:

@@ -437,3 +437,19 @@ def test_a_url_with_a_key_in_its_query_reaches_the_endpoint_and_the_key_is_never
     with pytest.raises(ModelError, match=r"HTTP 404: no route /v2/v1/chat/completions\?\*\*\*\)") as err:
         engine(srv, url=srv.url.replace("/v1", "/v2") + "?api-key=s3cret-key").generate([text_request("hi")])
     assert "s3cret" not in str(err.value)
+
+
+def test_https_to_an_http_server_and_a_server_that_closes_connections_are_said_as_such(srv):
+    # https:// to a plain-HTTP server was retried 5 times as a dropped connection, then said as "cannot reach
+    # ...: HTTPSConnectionPool(host=...(Caused by SSLError(SSLError(1, '[SSL: WRONG_VERSION_NUMB; start it".
+    eng = engine(srv, url=srv.url.replace("http://", "https://"))
+    with pytest.raises(ModelError, match=r"^the model server at https://127.0.0.1:\d+/v1 does not speak https "
+                                         r"\(\[SSL.*\); give --server as http://...$"):
+        eng.generate([text_request("hi")])
+    assert eng.server.tries == 1
+    # A server that takes each connection and closes it was "cannot reach ...; start it": it is running.
+    srv.faults.extend([{"drop": True}] * 5)
+    with pytest.raises(ModelError, match=r"kept closing the connection without an answer \(Connection aborted.*; "
+                                         r"5 tries\); check the server's log; if it serves https, give --server as "
+                                         r"https://...$"):
+        engine(srv).generate([text_request("hi")])
