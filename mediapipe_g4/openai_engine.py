@@ -61,7 +61,8 @@ _TOO_LONG = re.compile(
     r"context length|context size|context window|maximum context|max_model_len|max-model-len|n_ctx|"
     r"too long|too many tokens|exceeds? the|exceed_context|longer than the model|reduce the length", re.IGNORECASE)
 _LIMIT = re.compile(r"(?:maximum context length is|context size(?: of)?|n_ctx[\"']?\s*[:=]?|"
-                    r"max_model_len[\"']?\s*[:=]?)\s*\(?(\d+)", re.IGNORECASE)
+                    r"max_model_len[\"']?\s*[:=]?|maximum model length of|\(context length)\s*\(?(\d+)",
+                    re.IGNORECASE)
 # Thought blocks as other chat templates and servers' reasoning formats write them (Gemma's own are clean_response's).
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
 _REFUSED = re.compile(r"not support|unsupported|mmproj|unknown|at most 0|does not|doesn't|cannot|can't|"

@@ -118,7 +118,12 @@ def test_endpoints_wav_and_redaction():
         assert _refuses_media(message, audio) and not _TOO_LONG.search(message), message
     assert not _refuses_media("CUDA out of memory", audio)
     for message, limit in [("the request exceeds the available context size, try increasing it (n_ctx 4096)", "4096"),
-                           ("This model's maximum context length is 32768 tokens. However, you requested", "32768")]:
+                           ("This model's maximum context length is 32768 tokens. However, you requested", "32768"),
+                           # vLLM's words for a prompt over --max-model-len (V0, then V1): the limit was not found
+                           ("The decoder prompt (length 40000) is longer than the maximum model length of 32768. Make "
+                            "sure that `max_model_len` is no smaller than the number of text tokens", "32768"),
+                           ("The prompt (total length 40000) is too long to fit into the model (context length 16384). "
+                            "Make sure that `max_model_len` is no smaller", "16384")]:
         assert _TOO_LONG.search(message) and _LIMIT.search(message).group(1) == limit
     with pytest.raises(ModelError, match="--server-api"):
         ServerOptions(url="http://h", api="tgi")
