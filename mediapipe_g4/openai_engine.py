@@ -463,10 +463,12 @@ class ModelServer:
             raise ModelError(f"the model server at {self.shown_url} refused the request (HTTP {status}: "
                              f"{message[:200]}); {hint}")
         if status == 404:
+            # Ollama has no /v1/models on its native API: `ollama list` names what it has, `ollama pull` fetches.
+            names = "`ollama list` names them, or `ollama pull` it" if self.options.api == "ollama" \
+                else "GET /v1/models lists them"
             raise ModelError(f"the model server at {self.shown_url} has no model {body.get('model')!r} or no "
                              f"{urlsplit(self.endpoint).path} endpoint (HTTP 404: {message[:200]}); pass "
-                             "--served-model with the name it serves (GET /v1/models lists them) and check "
-                             "--server and --server-api")
+                             f"--served-model with the name it serves ({names}) and check --server and --server-api")
         raise ModelError(f"the model server at {self.shown_url} rejected a {what} request (HTTP {status}: "
                          f"{message[:300]})")
 

@@ -458,3 +458,14 @@ def test_https_to_an_http_server_and_a_server_that_closes_connections_are_said_a
                                          r"5 tries\); check the server's log; if it serves https, give --server as "
                                          r"https://...$"):
         engine(srv).generate([text_request("hi")])
+
+
+def test_an_unknown_model_names_how_to_list_the_servers_models(srv):
+    srv.faults.append({"status": 404, "message": "The model `tiny` does not exist."})  # vLLM
+    with pytest.raises(ModelError, match=r"no model 'tiny' .*HTTP 404: The model `tiny` does not exist.*"
+                                         r"--served-model with the name it serves \(GET /v1/models lists them\)"):
+        engine(srv).generate([text_request("hi")])
+    # Ollama's native API has no /v1/models: it said to GET /v1/models all the same.
+    srv.faults.append({"status": 404, "message": 'model "gemma4:12b" not found, try pulling it first'})
+    with pytest.raises(ModelError, match=r"\(`ollama list` names them, or `ollama pull` it\)"):
+        engine(srv, "gemma4:12b", api="ollama").generate([text_request("hi")])
