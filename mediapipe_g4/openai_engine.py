@@ -16,7 +16,8 @@ keyframes as JPEG data URIs. Servers differ in how they take media; `api` picks 
 Many requests are in flight at once (at most `concurrency`, across every engine sharing one server),
 so the server's continuous batching stays full; each answer is handed back the moment it finishes
 (`iter_generate`), so `CachedEngine` keeps it before the rest are done. Timeouts, dropped connections,
-429 and 5xx are retried with exponential backoff and jitter (honouring Retry-After); a transcription
+429 and 5xx are retried with exponential backoff and jitter (honouring Retry-After); a server still loading its
+model (llama.cpp's 503 "Loading model") is waited for, up to `load_wait`, without using up the tries; a transcription
 request the server finds too long is split at a pause into two halves whose texts are joined; other
 too-long requests, a server that is down, one that refuses audio or the API key are clear errors.
 """
@@ -65,6 +66,7 @@ _LIMIT = re.compile(r"(?:maximum context length is|context size(?: of)?|n_ctx[\"
                     re.IGNORECASE)
 # Thought blocks as other chat templates and servers' reasoning formats write them (Gemma's own are clean_response's).
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
+_LOADING = re.compile(r"\bloading (?:the )?model\b|\bmodel is (?:still )?loading\b", re.IGNORECASE)
 _REFUSED = re.compile(r"not support|unsupported|mmproj|unknown|at most 0|does not|doesn't|cannot|can't|"
                       r"invalid|not (?:a )?multimodal|no (?:audio|vision)", re.IGNORECASE)
 
@@ -81,6 +83,8 @@ class ServerOptions:
     max_tries: int = 5  # per request, for timeouts, dropped connections, 429 and 5xx
     backoff: float = 1.0  # first wait between tries, doubled each time, with jitter
     max_backoff: float = 60.0
+    load_wait: float = 600.0  # seconds to wait for a server that says it is still loading its model
+    load_poll: float = 5.0  # and how often to ask it again meanwhile
     context_tokens: int | None = None  # Ollama's num_ctx (the run's notes budget)
 
     def __post_init__(self) -> None:
@@ -293,10 +297,11 @@ class _TooLong(Exception):
 
 
 class _Retry(Exception):
-    def __init__(self, what: str, wait: float | None = None):
+    def __init__(self, what: str, wait: float | None = None, loading: bool = False):
         super().__init__(what)
         self.what = what
         self.wait = wait
+        self.loading = loading  # the server is up but still loading its model: a wait, not a failure
 
 
 # --------------------------------------------------------------------------- the server connection
@@ -321,6 +326,7 @@ class ModelServer:
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests this process had at the server at once
         self.reached = False  # a server that answered once and then refuses connections is restarting
+        self._said_loading = False  # "still loading its model", said once a run
         self.tries = 0  # HTTP requests sent, retries included
 
     def check_reachable(self, timeout: float = 3.0) -> None:
@@ -390,12 +396,18 @@ class ModelServer:
 
         options = self.options
         attempt = 0
+        loading_since: float | None = None
         while True:
             attempt += 1
             wait: float | None = None
             try:
                 return self._post_once(body, what)
             except _Retry as problem:
+                if problem.loading and self._still_loading(loading_since):
+                    loading_since = loading_since or time.monotonic()
+                    attempt -= 1  # started with the server, g4media waits for its model as long as `load_wait`
+                    time.sleep(options.load_poll if problem.wait is None else min(problem.wait, options.load_poll))
+                    continue
                 if attempt >= options.max_tries:
                     raise ModelError(f"the model server at {self.shown_url} kept failing ({problem.what}; "
                                      f"{attempt} tries); check the server's log, or lower --concurrency") from None
@@ -421,10 +433,24 @@ class ModelServer:
                                      f"within {options.timeout:g} s, {attempt} times; raise --server-timeout or "
                                      "lower --concurrency") from None
                 reason = f"no answer within {options.timeout:g} s"
+                # Said without -v: each of these waits is the whole --server-timeout, minutes with nothing shown.
+                log.warning("model server at %s: %s; asking again (try %d of %d)", self.shown_url, reason,
+                            attempt + 1, options.max_tries)
             backoff = min(options.max_backoff, options.backoff * 2 ** (attempt - 1))
             delay = backoff * random.uniform(0.5, 1.0) if wait is None else min(max(wait, 0.0), 300.0)
             log.info("model server: %s; try %d of %d in %.1f s", reason, attempt + 1, options.max_tries, delay)
             time.sleep(delay)
+
+    def _still_loading(self, since: float | None) -> bool:
+        """Whether to wait on for a server that is loading its model (said once, the first time)."""
+        if since is None:
+            with self._lock:
+                first, self._said_loading = not self._said_loading, True
+            if first:
+                log.warning("the model server at %s is still loading its model; waiting for it (at most %.0f s)",
+                            self.shown_url, self.options.load_wait)
+            return True
+        return time.monotonic() - since < self.options.load_wait
 
     def _post_once(self, body: dict[str, Any], what: str) -> Any:
         with self._slots:
@@ -447,7 +473,8 @@ class ModelServer:
                 raise _Retry(f"a reply that is not JSON ({self.scrub(response.text[:100])!r})") from exc
         message = self.scrub(error_message(response))
         if status == 429 or status >= 500 and not _refuses_media(message, body):
-            raise _Retry(f"HTTP {status}: {message[:200]}", retry_after(response))
+            raise _Retry(f"HTTP {status}: {message[:200]}", retry_after(response),
+                         loading=status == 503 and bool(_LOADING.search(message)))
         if status in (400, 413, 422) and _TOO_LONG.search(message):
             raise _TooLong(message)
         if _refuses_media(message, body):

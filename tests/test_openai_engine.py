@@ -215,6 +215,27 @@ def test_retries_429_500_dropped_and_slow_answers(srv):
         engine(srv).generate([text_request("hello")])
 
 
+def test_a_server_still_loading_its_model_is_waited_for_and_long_waits_are_said(srv, caplog):
+    """llama-server answers 503 "Loading model" for as long as the model loads (a minute for a 12B): started with it,
+    g4media failed after 5 quick tries (7-15 s). And a timeout costs the whole --server-timeout (10 min) per try,
+    which only -v said."""
+    srv.fake = echo
+    srv.faults.extend([{"status": 503, "message": "Loading model"}] * 8)  # more than max_tries
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        assert engine(srv, load_poll=0.01).generate([text_request("hello")]) == ["hello|audio=0.00|images=0"]
+    assert caplog.text.count("is still loading its model; waiting for it") == 1
+    srv.faults.clear()
+    srv.faults.extend([{"status": 503, "message": "Loading model"}] * 40)
+    with pytest.raises(ModelError, match=r"kept failing \(HTTP 503: Loading model; 5 tries\)"):
+        engine(srv, load_poll=0.01, load_wait=0.1).generate([text_request("hello")])  # waited long enough
+    srv.faults.clear()
+    caplog.clear()
+    srv.faults.append({"delay": 1.0})
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        assert engine(srv, timeout=0.3).generate([text_request("again")]) == ["again|audio=0.00|images=0"]
+    assert "no answer within 0.3 s; asking again (try 2 of 5)" in caplog.text
+
+
 def test_a_proxys_html_error_page_is_said_in_words():
     from mediapipe_g4.openai_engine import error_message
 
