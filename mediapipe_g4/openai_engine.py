@@ -496,8 +496,10 @@ class ModelServer:
             raise ModelError(f"the model server at {self.shown_url} has no model {body.get('model')!r} or no "
                              f"{urlsplit(self.endpoint).path} endpoint (HTTP 404: {message[:200]}); pass "
                              f"--served-model with the name it serves ({names}) and check --server and --server-api")
+        # What else a server refuses is its own rule (a sampling setting, a field it does not know): its log says
+        # which, and --server-api picks the request format the server expects.
         raise ModelError(f"the model server at {self.shown_url} rejected a {what} request (HTTP {status}: "
-                         f"{message[:300]})")
+                         f"{message[:300]}); check --server-api ({self.options.api} now) and the server's log")
 
 
 def _refused(exc: Exception) -> bool:

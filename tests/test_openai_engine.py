@@ -307,7 +307,8 @@ def test_finished_answers_are_kept_when_the_server_fails(srv, tmp_path):
     srv.faults.extend([{}] * 5 + [{"status": 400, "message": "malformed request"}])
     requests = [text_request(f"req {i}") for i in range(10)]
     cached = CachedEngine(lambda: engine(srv, concurrency=1), tmp_path)
-    with pytest.raises(ModelError, match="rejected a names request.*malformed"):
+    with pytest.raises(ModelError, match=r"rejected a names request.*malformed.*; check --server-api \(openai now\) "
+                                         r"and the server's log$"):
         cached.generate(requests)
     assert len(list(tmp_path.glob("*.json"))) == 5  # each answer was written as it came
     srv.seen.clear()
