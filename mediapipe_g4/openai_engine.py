@@ -335,6 +335,10 @@ class ModelServer:
         first request to find."""
         import socket
 
+        import requests
+
+        if requests.utils.get_environ_proxies(self.options.url):  # the requests go by the proxy: so would a check
+            return
         parts = urlsplit(self.options.url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:

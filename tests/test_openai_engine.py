@@ -270,7 +270,7 @@ def test_too_long_notes_request_says_to_lower_context_tokens(srv):
         engine(srv).generate([text_request("Write meeting notes: " + "summary, decisions. " * 20, kind="notes")])
 
 
-def test_server_down_and_server_without_audio(srv, call):
+def test_server_down_and_server_without_audio(srv, call, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
@@ -279,6 +279,12 @@ def test_server_down_and_server_without_audio(srv, call):
         dead.generate([text_request("hi")])
     with pytest.raises(ModelError, match=rf"cannot reach the model server at http://127.0.0.1:{port}/v1: "):
         make_server_factory(ServerOptions(url=f"http://127.0.0.1:{port}/v1", **FAST))  # at once, before any work
+    # Behind a proxy the requests go by the proxy, so the check at once must not go straight to the address.
+    with monkeypatch.context() as m:
+        m.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+        m.delenv("NO_PROXY", raising=False)
+        m.delenv("no_proxy", raising=False)
+        make_server_factory(ServerOptions(url=f"http://127.0.0.1:{port}/v1", **FAST))
     srv.refuse_audio = True
     with pytest.raises(ModelError, match=r"does not take audio.*--server-api vllm, --server-api ollama"):
         engine(srv).generate(list(call["requests"][:2]))
