@@ -55,6 +55,7 @@ class MediaInfo:
     size_bytes: int
     audio_streams: tuple[AudioStream, ...] = ()
     video_streams: tuple[VideoStream, ...] = ()
+    duration_estimated: bool = False  # FFmpeg guessed the duration from the bitrate (no index or header gives it)
 
     @property
     def has_audio(self) -> bool:

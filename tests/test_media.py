@@ -205,6 +205,19 @@ def test_a_wav_cut_short_is_measured_by_its_header(samples_dir, tmp_path):
     assert media.probe(unfinished).duration < 3
 
 
+def test_a_duration_estimated_from_the_bitrate_is_not_taken_for_a_cut_file(samples_dir, tmp_path):
+    """Raw AAC has no index: FFmpeg guesses 39.6 s from the bitrate for 38.1 s of audio, and the complete file was
+    said to be "incomplete"; one cut in half still is."""
+    raw = tmp_path / "call.aac"
+    subprocess.run([media.ffmpeg_binary(), "-v", "error", "-i", str(samples_dir / "phone_call.wav"), "-c:a", "aac",
+                    "-f", "adts", str(raw)], check=True)
+    info = media.probe(raw)
+    assert info.duration_estimated and info.duration > 38.5  # the guess, over the 38.1 s there is
+    assert media.audio_shortfall(info, media.decode_audio(raw, tmp_path / "work").shape[0] / SAMPLE_RATE) is None
+    assert media.audio_shortfall(info, info.duration / 2) is not None
+    assert not media.probe(samples_dir / "phone_call.wav").duration_estimated
+
+
 def test_a_tracks_length_from_its_matroska_tag():
     assert media._tag_duration({"tags": {"DURATION": "00:00:38.115000000"}}) == pytest.approx(38.115)
     assert media._tag_duration({"tags": {"DURATION-eng": "01:02:03.5"}}) == pytest.approx(3723.5)  # mkvmerge's
