@@ -167,6 +167,20 @@ def _normalize_volume(wav: np.ndarray, target_dbfs: float = -30.0) -> np.ndarray
     return (wav * (10 ** (target_dbfs / 20) / rms)).astype(np.float32)
 
 
+def _window_level(mel: np.ndarray, wav: np.ndarray, target_dbfs: float = -30.0, max_gain_db: float = 30.0) -> np.ndarray:
+    """A window's (power) mel spectrogram as if its own samples were at -30 dBFS (at most `max_gain_db` up).
+
+    The region is brought to that level as a whole, but a region often holds two people without a pause
+    between them: a voice 15 dB quieter than the other one there came out 15 dB under the level it has alone,
+    and Resemblyzer's embedding moves with the level (its mel input is not log-compressed), so the quiet
+    voice's windows in shared regions formed a speaker of their own."""
+    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if len(wav) else 0.0
+    if rms < 1e-6:
+        return mel.copy()
+    gain = min(10 ** (max_gain_db / 10), (10 ** (target_dbfs / 20) / rms) ** 2)  # mel is power: amplitude squared
+    return (mel * np.float32(gain)).astype(np.float32)
+
+
 def _window_starts(n_frames: int, win: int, hop: int) -> list[int]:
     if n_frames <= win:
         return [0]
@@ -246,7 +260,8 @@ def embed_windows(
                     ends.append(first + e0)
                     region_ids.append(ri)
                     full.append(e0 - s0 == win)
-                    pending.setdefault(e0 - s0, []).append((idx, mel[s0:e0].copy()))
+                    m = _window_level(mel[s0:e0], part[s0 * MEL_HOP : e0 * MEL_HOP])
+                    pending.setdefault(e0 - s0, []).append((idx, m))
                     n_pending += 1
                     if len(pending[e0 - s0]) >= options.batch_size:
                         flush(pool, e0 - s0)
