@@ -167,7 +167,8 @@ def _normalize_volume(wav: np.ndarray, target_dbfs: float = -30.0) -> np.ndarray
     return (wav * (10 ** (target_dbfs / 20) / rms)).astype(np.float32)
 
 
-def _window_level(mel: np.ndarray, wav: np.ndarray, target_dbfs: float = -30.0, max_gain_db: float = 30.0) -> np.ndarray:
+def _window_level(mel: np.ndarray, wav: np.ndarray, target_dbfs: float = -30.0,
+                  max_gain_db: float = 30.0) -> np.ndarray:
     """A window's (power) mel spectrogram as if its own samples were at -30 dBFS (at most `max_gain_db` up).
 
     The region is brought to that level as a whole, but a region often holds two people without a pause
