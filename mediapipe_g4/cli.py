@@ -779,8 +779,8 @@ def eval_(results: Path, references: Path, as_json: bool, collar: float) -> None
 
     WER, cpWER, DER, JER, speaker counts, naming accuracy, notes recall and speed, per recording and overall.
     References pair with results by name: X.json <-> X.rttm, X.stm, X.truth.json (or X.json: segments),
-    X.notes.json. A result may also be who-spoke-when alone (an RTTM, or `diarize --json` output): DER, JER and
-    the speaker count only.
+    X.notes.json. A result may also be who-spoke-when alone (an RTTM, or `diarize --json` output, or a folder of
+    them): DER, JER and the speaker count only.
     """
     from .evaluate import evaluate, format_table
 

@@ -111,6 +111,11 @@ def evaluate(results: Path, references: Path, collar: float = COLLAR,
         raise EvalError(f"the collar must not be negative (got {collar})")
     results, references = Path(results), Path(references)
     found, refs = load_results(results), load_references(references)
+    sources = {Path(source).resolve() for ref in refs.values() for source in ref.sources}
+    scored_as_both = sorted({str(rpath) for _, rpath, _ in found if rpath.resolve() in sources})
+    if scored_as_both:  # an RTTM found among the results is also read as a reference: it would score 0 % against itself
+        raise EvalError(f"{scored_as_both[0]} is a reference as well as a result; give the results and the "
+                        f"references as two different files or folders")
     if results.is_file() and references.is_file() and len(found) == len(refs) == 1:  # both named by hand: a pair
         pairs, unpaired, missing = [(found[0][1], found[0][2], next(iter(refs.values())))], [], []
         _warn_if_apart(*pairs[0])

@@ -333,43 +333,63 @@ def _diarize_output_turns(data: Any, origin: str) -> list[Turn] | None:
 def load_results(path: Path) -> list[tuple[str, Path, dict]]:
     """(key, path, result) for every result under `path`: a result JSON, or a folder (e.g. a batch output)
     searched recursively for `X.json` files that hold `source` and `segments`; other files are skipped.
-    A file may also be who-spoke-when alone: an RTTM (one result per file id) or `g4media diarize --json`."""
+    Who-spoke-when alone counts too: an RTTM (one result per file id) or `g4media diarize --json` output, given as
+    the file, or in a folder that holds no full results."""
     path = Path(path)
     if not path.exists():
         raise EvalError(f"{path} does not exist; give a result JSON (from transcribe/summarize) or a folder of them")
-    if path.is_file() and path.suffix.lower() == ".rttm":
-        by_id = parse_rttm(_read_text(path), str(path))
-        if not by_id:
-            raise EvalError(f"{path} has no SPEAKER lines: nothing to score")
-        return [(path.stem if len(by_id) == 1 else fid, path, diarization_result(fid, turns))
-                for fid, turns in by_id.items()]
     if path.is_file():
+        if path.suffix.lower() == ".rttm":
+            found = _diarized(path, path.stem, _read_text(path))
+            if not found:
+                raise EvalError(f"{path} has no SPEAKER lines: nothing to score")
+            return found
         data = _read_json(path)
-        turns = _diarize_output_turns(data, str(path))
-        if turns is not None:
-            duration = data.get("duration")
-            return [(path.stem, path, diarization_result(
-                path.stem, turns, float(duration) if isinstance(duration, (int, float)) else None))]
+        diarized = _diarized(path, path.stem, data)
+        if diarized is not None:
+            return diarized
         if not is_result(data):
             raise EvalError(f"{path} is not a g4media result (no source and segments); give the X.json that "
                             f"`g4media transcribe` or `summarize` wrote, an RTTM, or `g4media diarize --json`'s output")
         _check_result(path, data)
         return [(path.stem, path, data)]
-    found = []
-    for file in sorted(path.rglob("*.json")):
-        if any(part.startswith(".") for part in file.relative_to(path).parts):
+    found, diarized = [], []
+    for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in (".json", ".rttm") and p.is_file()):
+        rel = file.relative_to(path)
+        if any(part.startswith(".") for part in rel.parts):
             continue
+        key = (rel.parent / file.stem).as_posix()
         try:
-            data = json.loads(file.read_text(encoding="utf-8-sig"))
+            data = file.read_text(encoding="utf-8-sig")
+            data = json.loads(data) if file.suffix.lower() == ".json" else data
         except (OSError, ValueError, UnicodeDecodeError):
             continue  # not ours
         if is_result(data):
             _check_result(file, data)
-            found.append(((file.parent.relative_to(path) / file.stem).as_posix(), file, data))
-    if not found:
+            found.append((key, file, data))
+        else:
+            try:
+                diarized += _diarized(file, key, data) or []
+            except EvalError:
+                continue  # not who-spoke-when after all
+    if not found and not diarized:
         raise EvalError(f"no results found in {path}; run `g4media transcribe`, `summarize` or `batch` with "
-                        f"`-o {path}` first")
-    return found
+                        f"`-o {path}` first (or `g4media diarize --rttm` into it)")
+    return found or diarized  # a folder of full results may hold RTTMs too (references, say): those are not results
+
+
+def _diarized(file: Path, key: str, data: Any) -> list[tuple[str, Path, dict]] | None:
+    """Results of who-spoke-when alone from an RTTM's text or a `diarize --json` object, else None."""
+    if isinstance(data, str):
+        by_id = parse_rttm(data, str(file))
+        return [(key if len(by_id) == 1 else (Path(key).parent / fid).as_posix(), file, diarization_result(fid, turns))
+                for fid, turns in by_id.items()]
+    turns = _diarize_output_turns(data, str(file))
+    if turns is None:
+        return None
+    duration = data.get("duration")
+    return [(key, file, diarization_result(Path(key).name, turns,
+                                           float(duration) if isinstance(duration, (int, float)) else None))]
 
 
 def _check_result(path: Path, data: dict) -> None:

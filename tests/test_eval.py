@@ -292,8 +292,11 @@ def test_pairing_folders_and_clear_errors(tmp_path):
     assert evaluate(out / "sub" / "standup.json", refs / "standup.rttm")["recordings"][0]["reference"] == "standup"
     shutil.copy(SAMPLES / "standup.rttm", tmp_path / "mine.rttm")
     assert evaluate(out / "sub" / "standup.json", tmp_path / "mine.rttm")["recordings"][0]["der"]["value"] == 0
+    (out / "sub" / "standup.json").unlink()
     with pytest.raises(EvalError, match="no results found"):
-        evaluate(refs, SAMPLES)
+        evaluate(out / "sub", SAMPLES)
+    with pytest.raises(EvalError, match="interview.rttm is a reference as well as a result"):
+        evaluate(SAMPLES, SAMPLES)  # the samples' RTTMs are no results to score against themselves
 
 
 def test_who_spoke_when_alone_is_scored_as_a_result(tmp_path):
@@ -322,6 +325,16 @@ def test_who_spoke_when_alone_is_scored_as_a_result(tmp_path):
     one = evaluate(diarized, SAMPLES / "phone_call.rttm")["recordings"][0]
     assert one["der"]["value"] == 0 and one["duration"] == 38.1 and one["wer"] is None
     assert "-" in format_table(evaluate(diarized, SAMPLES / "phone_call.rttm")).splitlines()[2]
+    folder = tmp_path / "diarized"  # a folder of who-spoke-when outputs, as `diarize --rttm` into one writes them
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLES / "standup.rttm", folder / "sub" / "standup.rttm")
+    shutil.copy(diarized, folder / "phone_call.json")
+    (folder / "notes.txt").write_text("not a result")
+    got = evaluate(folder, SAMPLES)
+    assert sorted((r["reference"], r["der"]["value"]) for r in got["recordings"]) == [("phone_call", 0),
+                                                                                       ("standup", 0)]
+    shutil.copy(FIXTURE, folder / "standup.json")  # full results there: those are the results, not the RTTMs
+    assert [r["result_file"] for r in evaluate(folder, SAMPLES)["recordings"]] == [str(folder / "standup.json")]
     diarized.write_text('{"turns": [{"start": "soon"}]}')
     with pytest.raises(EvalError, match=r"turns\[0\] needs a numeric start"):
         evaluate(diarized, SAMPLES / "phone_call.rttm")
