@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -236,9 +236,9 @@ def extract_json(answer: str) -> Any:
 _THINKING = re.compile(r"<think>.*?</think>|<\|channel>.*?<channel\|>", re.DOTALL | re.IGNORECASE)
 
 
-def _top_level_objects(text: str) -> list[str]:
-    """The brace-balanced spans of `text` that no other holds, outside double-quoted strings."""
-    spans, depth, first, in_string, escaped = [], 0, 0, False, False
+def _outside_strings(text: str) -> Iterator[tuple[int, str]]:
+    """(index, character) of each character of `text` outside double-quoted JSON strings (quotes included)."""
+    in_string, escaped = False, False
     for i, char in enumerate(text):
         if in_string:
             if escaped:
@@ -247,9 +247,16 @@ def _top_level_objects(text: str) -> list[str]:
                 escaped = True
             elif char == '"':
                 in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "{":
+        else:
+            in_string = char == '"'
+            yield i, char
+
+
+def _top_level_objects(text: str) -> list[str]:
+    """The brace-balanced spans of `text` that no other holds, outside double-quoted strings."""
+    spans, depth, first = [], 0, 0
+    for i, char in _outside_strings(text):
+        if char == "{":
             if depth == 0:
                 first = i
             depth += 1
@@ -269,18 +276,9 @@ def _read_object(text: str) -> Any:
 
 def _opens_more_than_it_closes(text: str) -> bool:
     """Whether `text` (from an object's first brace on) leaves braces or brackets open, outside strings."""
-    depth, in_string, escaped = 0, False, False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "{[":
+    depth = 0
+    for _, char in _outside_strings(text):
+        if char in "{[":
             depth += 1
         elif char in "}]":
             depth -= 1
