@@ -163,7 +163,8 @@ class Engine(Protocol):
 
 # --------------------------------------------------------------------------- output cleaning
 
-_THOUGHT = re.compile(r"<\|channel>.*?<channel\|>", re.DOTALL)
+# A thought block: Gemma 4's channel, and the <think> of other chat templates and servers' reasoning formats.
+THOUGHT_BLOCK = re.compile(r"<\|channel>.*?<channel\|>|<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _STOPS = ("<turn|>", "<eos>", "<|tool_response>")
 # Gemma 4 control tokens look like <|name>, <name|>, <|name|>; plus the classic <pad>/<bos>/<eos>/<unk>.
 _SPECIAL = re.compile(r"<\|[A-Za-z_\"]+\|?>|<[A-Za-z_]+\|>|<(?:pad|bos|eos|unk|mask)>")
@@ -174,7 +175,8 @@ def clean_response(text: str, *, tokenizer: Any = None, prefix: str | None = Non
 
     With a tokenizer that has a response template, its `parse_response` does it (it needs the prompt
     as `prefix`, since the template pre-fills the empty thought block); otherwise thought blocks
-    (`<|channel>thought ... <channel|>`, also an unclosed one) and special tokens are stripped here.
+    (`<|channel>thought ... <channel|>` or `<think>...</think>`, also an unclosed one, and the end of one a
+    template opened in the prompt) and special tokens are stripped here.
     """
     for stop in _STOPS:  # the answer ends at the first stop; padding of finished rows follows it
         cut = text.find(stop)
@@ -188,10 +190,11 @@ def clean_response(text: str, *, tokenizer: Any = None, prefix: str | None = Non
                 return content.strip()
         except Exception as exc:  # noqa: BLE001 - a parser failure must not lose the text
             log.debug("parse_response failed (%s); stripping markers instead", exc)
-    text = _THOUGHT.sub("", text)
-    unclosed = text.find("<|channel>")
-    if unclosed >= 0:  # a thought cut off by max_new_tokens: no answer came after it
-        text = text[:unclosed]
+    text = THOUGHT_BLOCK.sub("", text).rsplit("</think>", 1)[-1]  # (after a thought the prompt opened)
+    for opening in ("<|channel>", "<think>"):
+        unclosed = text.find(opening)
+        if unclosed >= 0:  # a thought cut off by max_new_tokens: no answer came after it
+            text = text[:unclosed]
     if tokenizer is not None:
         for token in sorted(getattr(tokenizer, "all_special_tokens", ()), key=len, reverse=True):
             if token:

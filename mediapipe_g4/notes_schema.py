@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .engine import THOUGHT_BLOCK
 from .records import Segment
 
 log = logging.getLogger("mediapipe_g4")
@@ -205,7 +206,7 @@ def extract_json(answer: str) -> Any:
     language models make (a trailing comma, single quotes, a raw newline or an unescaped quote in a string,
     Python's True/None, a comment, a missing comma) is read with `json_repair` rather than costing a second
     answer; one that is cut off (no closing brace: the answer ran out of tokens) is not patched up."""
-    text = _THINKING.sub("", answer).strip()
+    text = THOUGHT_BLOCK.sub("", answer).strip()  # a draft of the JSON in a thought left there is not the answer
     fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
     if fence:
         text = fence.group(1).strip()
@@ -230,10 +231,6 @@ def extract_json(answer: str) -> Any:
             raise NotesParseError(f"the JSON does not parse: {exc}") from exc
         log.info("the model's JSON did not parse (%s); read it with json_repair", exc)
         return repaired
-
-
-# A thinking block some models (or servers) leave in the answer; a draft of the JSON in it is not the answer.
-_THINKING = re.compile(r"<think>.*?</think>|<\|channel>.*?<channel\|>", re.DOTALL | re.IGNORECASE)
 
 
 def _outside_strings(text: str) -> Iterator[tuple[int, str]]:

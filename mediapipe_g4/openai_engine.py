@@ -64,8 +64,6 @@ _TOO_LONG = re.compile(
 _LIMIT = re.compile(r"(?:maximum context length is|context size(?: of)?|n_ctx[\"']?\s*[:=]?|"
                     r"max_model_len[\"']?\s*[:=]?|maximum model length of|\(context length)\s*\(?(\d+)",
                     re.IGNORECASE)
-# Thought blocks as other chat templates and servers' reasoning formats write them (Gemma's own are clean_response's).
-_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
 _LOADING = re.compile(r"\bloading (?:the )?model\b|\bmodel is (?:still )?loading\b", re.IGNORECASE)
 _REFUSED = re.compile(r"not support|unsupported|mmproj|unknown|at most 0|does not|doesn't|cannot|can't|"
                       r"invalid|not (?:a )?multimodal|no (?:audio|vision)", re.IGNORECASE)
@@ -251,9 +249,7 @@ def answer_text(payload: Any, api: str, *, thinking: bool = False) -> str:
         if reasoning is not None:
             log.debug("the model server gave the answer as reasoning, with no content; taking it as the answer")
             content = reasoning
-    text = _THINK.sub("", content if isinstance(content, str) else "")
-    # A template that opens the thought in the prompt leaves only its end in the answer.
-    return clean_response(text.rsplit("</think>", 1)[-1])
+    return clean_response(content if isinstance(content, str) else "")  # <think> blocks too
 
 
 def error_message(response: Any) -> str:
