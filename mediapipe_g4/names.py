@@ -15,7 +15,7 @@ from typing import Any
 from .errors import G4Error
 from .notes_schema import NotesParseError, extract_json, parse_time
 from .prompts import with_vocabulary
-from .records import Segment, Speaker
+from .records import CLOCK_PATTERN, SPEAKER_LABEL, Segment, Speaker
 
 NAMES_PROMPT = (
     "Below is a meeting transcript; each line is `[mm:ss] speaker-id: text`.\n"
@@ -118,7 +118,7 @@ def names_prompt(segments: Sequence[Segment], max_chars: int = 60_000, vocabular
 
 
 # What the transcript line puts before the words ("[00:14] S1: "), which a quote copied whole brings along.
-_LINE_HEAD = re.compile(r"^\s*(?:\[?\d{1,2}:\d{2}(?::\d{2})?\]?\s*)?(?:(?:S|Speaker\s*)\d+\s*:\s*)?", re.IGNORECASE)
+_LINE_HEAD = re.compile(rf"^\s*(?:\[?{CLOCK_PATTERN}\]?\s*)?(?:{SPEAKER_LABEL.pattern}\s*:\s*)?", re.IGNORECASE)
 
 
 def _evidence_ok(name: str, quote: str, time: float | None, segments: Sequence[Segment]) -> float | None:
@@ -160,7 +160,8 @@ def parse_names(answer: str, segments: Sequence[Segment]) -> dict[str, dict[str,
             continue
         name = str(entry.get("name") or "").strip()
         quote = str(entry.get("quote") or "").strip()
-        if not name or len(name) > 40 or name.casefold() in taken or re.fullmatch(r"(?i)speaker\s*\d*|s\d+", name):
+        if not name or len(name) > 40 or name.casefold() in taken or name.casefold() == "speaker" \
+                or SPEAKER_LABEL.fullmatch(name):
             continue
         if _is_a_role(name):
             continue

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .engine import THOUGHT_BLOCK
-from .records import Segment
+from .records import SPEAKER_LABEL, Segment
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -335,7 +335,6 @@ def snap_time(time: float | None, segments: Sequence[Segment], *, tolerance: flo
     return round(best, 3) if best is not None else None
 
 
-_SPEAKER_LABEL = re.compile(r"(?:s|speaker)\s*(\d+)")  # "S2", "Speaker 2": how the timeline shows an unnamed one
 _TITLE = re.compile(r"^(?:dr|mr|mrs|ms|prof)\.?\s+")
 
 
@@ -351,13 +350,13 @@ def resolve_owner(owner: str | None, speakers: dict[str, str]) -> str | None:
     key = _owner_key(owner or "")
     if not key:
         return None
-    label = _SPEAKER_LABEL.fullmatch(key)
+    label = SPEAKER_LABEL.fullmatch(key)
     if label:  # a speaker by number, whatever name it has; not a name's first word ("Speaker 1" is no "Speaker 2")
         sid = next((s for s in speakers if s.upper() == f"S{int(label.group(1))}"), None)
         if sid:
             return sid
     named = {sid: _owner_key(name) for sid, name in speakers.items()
-             if name and not _SPEAKER_LABEL.fullmatch(_owner_key(name))}
+             if name and not SPEAKER_LABEL.fullmatch(_owner_key(name))}
     for matches in ([sid for sid, name in named.items() if name == key],
                     [sid for sid, name in named.items() if name.split()[0] == key.split()[0]]):
         if len(matches) == 1:

@@ -6,6 +6,7 @@ Times are seconds from the start of the recording (the container's start offset 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,6 +21,13 @@ def clock(seconds: float) -> str:
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+# What a model copies from its prompts into its answers, for the readers of those answers to strip or match: a time as
+# `clock` writes it (with a subtitle's fraction, ",5" or ".5"), and an unnamed speaker's label ("S2", which models
+# also write "Speaker 2" or "s 2"; group 1 is the number).
+CLOCK_PATTERN = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?"
+SPEAKER_LABEL = re.compile(r"(?:speaker|s)\s*(\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .engine import EngineRequest
 from .prompts import split_translation
-from .records import Segment
+from .records import CLOCK_PATTERN, SPEAKER_LABEL, Segment
 
 _JOIN_GAP = 0.3  # seconds: clips of one speaker this close were cut from one turn
 
@@ -43,12 +43,11 @@ def _without_sound_tags(text: str) -> str:
 
 # What a model may put before the words it heard: a lead-in ("Transcription:", "Here is the transcription:"), a time
 # ("[00:03]", "[00:03 - 00:05]"), a speaker label ("Speaker 1:", "S1:"). None of it was said.
-_CLOCK = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?"
 _LEAD_IN = re.compile(
     r"^(?:(?:sure[,.!]?\s*)?here(?:'s| is) the transcription[^:]{0,40}:\s*"
     r"|\**(?:transcription|transcript)\**\s*:\s*\**\s*"
-    rf"|\[{_CLOCK}(?:\s*(?:-|–|-->)\s*{_CLOCK})?\]\s*"
-    r"|(?:speaker\s*\d+|s\d+)\s*:\s*)+", re.IGNORECASE)
+    rf"|\[{CLOCK_PATTERN}(?:\s*(?:-|–|-->)\s*{CLOCK_PATTERN})?\]\s*"
+    rf"|{SPEAKER_LABEL.pattern}\s*:\s*)+", re.IGNORECASE)
 
 
 def clean_transcript_text(text: str) -> str:

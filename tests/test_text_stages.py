@@ -62,6 +62,7 @@ def req(start, end, speaker, kind="transcribe"):
     ("Transcription: Hello there.", "Hello there."), ("**Transcription:** Hello there.", "Hello there."),
     ("Sure, here is the transcription: Hello.", "Hello."), ("Speaker 1: Hello there.", "Hello there."),
     ("[00:03] Hello there.", "Hello there."), ("[00:03 - 00:05] S2: Hello.", "Hello."),
+    ("s 2: Hello.", "Hello."), ("[00:03.5] Speaker 2: Hello.", "Hello."), ("Speakers: Hello.", "Speakers: Hello."),
     ('Transcription: "Hello there."', "Hello there."), ("Transcription:", ""),
     ("The transcription: is not done.", "The transcription: is not done."), ("At 10:30: we meet.", "At 10:30: we meet."),
 ])
@@ -377,7 +378,7 @@ def test_a_due_date_that_was_not_said_is_null(due, kept):
 
 
 @pytest.mark.parametrize("quote", ["[00:14] S1: Thanks, Bob.", "S1: Thanks, Bob", "[00:14] Thanks, Bob",
-                                   "00:14 Speaker 1: Thanks, Bob."])
+                                   "00:14 Speaker 1: Thanks, Bob.", "[00:14.3] s 1: Thanks, Bob."])
 def test_a_quote_copied_with_its_lines_time_and_speaker_is_evidence(quote):
     # The quote was looked for with "[00:14] S1:" in it, which no segment's text holds: the name was dropped.
     found = parse_names(json.dumps({"S2": {"name": "Bob", "quote": quote, "time": 14}}), SEGMENTS)
