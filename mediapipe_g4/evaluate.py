@@ -69,7 +69,10 @@ def evaluate_recording(result: Mapping[str, Any], reference: Reference, collar: 
     spd = speed(result)
     out: dict[str, Any] = {"recording": _result_name(result), "reference": reference.key,
                            "reference_files": list(reference.sources),
-                           "duration": spd["duration"] or reference.duration or recording_duration(result),
+                           # Two RTTMs say no duration: then up to the last speech either one holds.
+                           "duration": spd["duration"] or reference.duration or recording_duration(result)
+                           or max([u.end for u in hyp] + [t.end for t in reference.turns or ()]
+                                  + [u.end for u in reference.utterances or ()], default=0.0),
                            "normalizer": "english" if is_english(language) else "basic"}
     words = not result.get("diarization_only")  # an RTTM or diarize output has no words to score
     if reference.utterances is not None and words:

@@ -343,6 +343,15 @@ def test_who_spoke_when_alone_is_scored_as_a_result(tmp_path):
         evaluate(shifted, SAMPLES)
 
 
+def test_two_rttms_alone_have_a_duration(tmp_path):
+    # Neither file says how long the recording is: the table said "0.0" s (and the overall sum 0) before.
+    hyp = tmp_path / "phone_call.rttm"
+    shutil.copy(SAMPLES / "phone_call.rttm", hyp)
+    one = evaluate(hyp, SAMPLES / "phone_call.rttm")["recordings"][0]
+    last = max(float(f[3]) + float(f[4]) for f in map(str.split, hyp.read_text().splitlines()))
+    assert one["der"]["value"] == 0 and one["duration"] == pytest.approx(last)
+
+
 def test_cli_eval_table_and_error_line(tmp_path):
     shutil.copy(FIXTURE, tmp_path / "standup.json")
     runner = CliRunner()
