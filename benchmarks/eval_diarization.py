@@ -1,7 +1,7 @@
 """Score diarization against ground truth with pyannote.metrics' DER and print a table.
 
     python benchmarks/eval_diarization.py                    # the recordings in samples/
-    python benchmarks/eval_diarization.py DIR_OR_FILE ...    # any recordings with <name>.truth.json beside them
+    python benchmarks/eval_diarization.py DIR_OR_FILE ...    # any recordings with <name>.truth.json (or .rttm) beside
     python benchmarks/eval_diarization.py --json results.json --speakers-known samples/
 
 DER is scored over the whole recording (UEM 0..duration), overlap included, two ways: with no collar,
@@ -26,7 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def truth_path(media: Path) -> Path:
-    return media.with_name(media.stem + ".truth.json")
+    """`<name>.truth.json` beside a recording, else `<name>.rttm` (another tool's reference, e.g. pyannote's sample)."""
+    truth, rttm = media.with_name(media.stem + ".truth.json"), media.with_name(media.stem + ".rttm")
+    return rttm if rttm.is_file() and not truth.is_file() else truth
+
+
+def truth_turns(path: Path) -> list[tuple[float, float, str]]:
+    """(start, end, speaker) of every turn in a truth JSON's segments or an RTTM's SPEAKER lines."""
+    if path.suffix == ".rttm":
+        from mediapipe_g4.references import parse_rttm
+
+        return [(t.start, t.end, t.speaker) for turns in parse_rttm(path.read_text(), path.name).values()
+                for t in turns]
+    return [(float(s["start"]), float(s["end"]), s["speaker"]) for s in json.loads(path.read_text())["segments"]]
 
 
 def find_recordings(targets: list[Path]) -> list[Path]:
@@ -41,12 +53,12 @@ def find_recordings(targets: list[Path]) -> list[Path]:
     return found
 
 
-def annotation_from_truth(truth: dict, uri: str):
+def annotation_from_truth(turns: list[tuple[float, float, str]], uri: str):
     from pyannote.core import Annotation, Segment
 
     ref = Annotation(uri=uri)
-    for i, s in enumerate(truth["segments"]):
-        ref[Segment(float(s["start"]), float(s["end"])), i] = s["speaker"]
+    for i, (start, end, speaker) in enumerate(turns):
+        ref[Segment(start, end), i] = speaker
     return ref
 
 
@@ -84,8 +96,8 @@ def evaluate(media: Path, *, known_count: bool = False, sides: str = "auto") -> 
     from mediapipe_g4.diarize import DiarizationOptions
     from mediapipe_g4.sides import find_speakers
 
-    truth = json.loads(truth_path(media).read_text())
-    n_true = len({s["speaker"] for s in truth["segments"]})
+    truth = truth_turns(truth_path(media))
+    n_true = len({speaker for _, _, speaker in truth})
     options = DiarizationOptions(num_speakers=n_true if known_count else None, sides=sides)
     with tempfile.TemporaryDirectory(prefix="g4eval-") as work:
         info = m.probe(media)

@@ -221,3 +221,40 @@ def test_gpu_session_keeps_to_its_budget(tmp_path):
         assert f"gpu_session: {part} skipped" in run.stdout, run.stdout + run.stderr
     assert "not read: " in run.stdout and run.returncode == 1  # the summary found no figures
     assert (tmp_path / "out" / "machine.txt").read_text().strip()
+
+
+def test_noisy_copies_keep_their_snr_and_an_rttm_is_a_truth(tmp_path):
+    """benchmarks/add_noise.py: the noise sits the asked dB under the speech's own level (not the file's, pauses
+    included), with the asked colour; eval_diarization reads an RTTM where no truth JSON is (pyannote's sample)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import add_noise
+    import eval_diarization
+
+    rng = np.random.default_rng(0)
+    wav = np.zeros(16_000 * 10, dtype=np.float32)
+    wav[16_000 * 2 : 16_000 * 6] = 0.1 * np.sin(np.arange(16_000 * 4) * 0.3)  # 4 s of "speech" at -23 dBFS
+    for kind in ("white", "pink", "brown"):
+        out = add_noise.noisy(wav, [(2.0, 6.0, "A")], kind, 15.0, rng)
+        noise = out - wav
+        snr = 10 * np.log10(np.mean(wav[32_000:96_000] ** 2) / np.mean(noise**2))
+        assert snr == pytest.approx(15.0, abs=0.1)
+        power = np.abs(np.fft.rfft(noise)) ** 2
+        low, high = power[100:1000].mean(), power[40_000:50_000].mean()  # 10-100 Hz against 4-5 kHz
+        assert (0.5 < low / high < 2) if kind == "white" else (low / high > 10)
+
+    media = tmp_path / "phone_call.wav"
+    media.write_bytes((ROOT / "samples" / "phone_call.wav").read_bytes())
+    (tmp_path / "phone_call.rttm").write_text((ROOT / "samples" / "phone_call.rttm").read_text())
+    assert eval_diarization.truth_path(media).suffix == ".rttm"
+    truth = json.loads((ROOT / "samples" / "phone_call.truth.json").read_text())
+    turns = eval_diarization.truth_turns(eval_diarization.truth_path(media))
+    assert [(round(a, 2), round(b, 2)) for a, b, _ in turns] == [
+        (round(s["start"], 2), round(s["end"], 2)) for s in truth["segments"]]  # the RTTM labels them by name
+    assert len({speaker for _, _, speaker in turns}) == len({s["speaker"] for s in truth["segments"]}) == 2
+    noisy_dir = tmp_path / "noisy"
+    assert add_noise.main([str(tmp_path), str(noisy_dir), "--kind", "pink", "--snr", "20"]) == 0
+    assert sorted(p.name for p in noisy_dir.iterdir()) == ["phone_call.rttm", "phone_call.wav"]
+    row = eval_diarization.evaluate(noisy_dir / "phone_call.wav")
+    assert row["speakers_true"] == 2 and 0 <= row["der"] < 0.5
