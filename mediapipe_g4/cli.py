@@ -321,7 +321,7 @@ run_options = _compose(
                       "gemma4:12b for Ollama."),
     click.option("--server-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
                  callback=_a_number,
-                 help="Seconds to wait for one answer from the server before retrying."),
+                 help="Seconds to wait for one answer from the server; it is asked once more, then the run stops."),
 )
 
 

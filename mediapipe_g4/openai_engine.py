@@ -78,7 +78,11 @@ class ServerOptions:
     served_model: str | None = None  # the model name the server knows; None: the --model value
     timeout: float = 600.0  # seconds to wait for one answer (the server may queue it behind others)
     connect_timeout: float = 10.0
-    max_tries: int = 5  # per request, for timeouts, dropped connections, 429 and 5xx
+    max_tries: int = 5  # per request, for dropped connections, 429 and 5xx
+    # ... and for timeouts at most this many: a request that got no answer within `timeout` is likely to get none
+    # the next time either (a slow server; the one it gave up on may still be running there), and each try is a wait
+    # of the whole `timeout`: five were 50 minutes before the error that says to raise --server-timeout
+    timeout_tries: int = 2
     backoff: float = 1.0  # first wait between tries, doubled each time, with jitter
     max_backoff: float = 60.0
     load_wait: float = 600.0  # seconds to wait for a server that says it is still loading its model
@@ -395,7 +399,7 @@ class ModelServer:
         import requests
 
         options = self.options
-        attempt = 0
+        attempt = timeouts = 0
         loading_since: float | None = None
         while True:
             attempt += 1
@@ -428,14 +432,14 @@ class ModelServer:
                                      f"{https}") from None
                 reason = "the connection was refused" if refused else f"the connection dropped ({self._short(exc)})"
             except requests.Timeout:
-                if attempt >= options.max_tries:
+                timeouts += 1
+                if attempt >= options.max_tries or timeouts >= options.timeout_tries:
                     raise ModelError(f"the model server at {self.shown_url} did not answer a {what} request "
-                                     f"within {options.timeout:g} s, {attempt} times; raise --server-timeout or "
-                                     "lower --concurrency") from None
+                                     f"within {options.timeout:g} s, {timeouts} time{'s' if timeouts > 1 else ''}; "
+                                     "raise --server-timeout or lower --concurrency") from None
                 reason = f"no answer within {options.timeout:g} s"
                 # Said without -v: each of these waits is the whole --server-timeout, minutes with nothing shown.
-                log.warning("model server at %s: %s; asking again (try %d of %d)", self.shown_url, reason,
-                            attempt + 1, options.max_tries)
+                log.warning("model server at %s: %s; asking once more", self.shown_url, reason)
             backoff = min(options.max_backoff, options.backoff * 2 ** (attempt - 1))
             delay = backoff * random.uniform(0.5, 1.0) if wait is None else min(max(wait, 0.0), 300.0)
             log.info("model server: %s; try %d of %d in %.1f s", reason, attempt + 1, options.max_tries, delay)

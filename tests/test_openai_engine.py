@@ -233,7 +233,14 @@ def test_a_server_still_loading_its_model_is_waited_for_and_long_waits_are_said(
     srv.faults.append({"delay": 1.0})
     with caplog.at_level("WARNING", logger="mediapipe_g4"):
         assert engine(srv, timeout=0.3).generate([text_request("again")]) == ["again|audio=0.00|images=0"]
-    assert "no answer within 0.3 s; asking again (try 2 of 5)" in caplog.text
+    assert "no answer within 0.3 s; asking once more" in caplog.text
+    # A second timeout ends it: five tries of the whole --server-timeout were 50 minutes before this error.
+    srv.seen.clear()
+    srv.faults.extend([{"delay": 1.0}] * 3)
+    with pytest.raises(ModelError, match=r"did not answer a names request within 0.3 s, 2 times; raise "
+                                         r"--server-timeout or lower --concurrency$"):
+        engine(srv, timeout=0.3).generate([text_request("slow")])
+    assert len(srv.seen) <= 2  # asked twice (the second may still be sleeping on the server)
 
 
 def test_a_proxys_html_error_page_is_said_in_words():
