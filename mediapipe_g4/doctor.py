@@ -7,6 +7,8 @@ import os
 import shutil
 from typing import Any
 
+from .memory import GB
+
 DEFAULT_MODEL = "google/gemma-4-12B-it"
 
 
@@ -39,7 +41,7 @@ def check_torch() -> dict[str, Any]:
         for i in range(torch.cuda.device_count()):
             free, total = torch.cuda.mem_get_info(i)
             devices.append(f"cuda:{i} {torch.cuda.get_device_name(i)} "
-                           f"({free / 2**30:.1f} of {total / 2**30:.1f} GiB free)")
+                           f"({free / GB:.1f} of {total / GB:.1f} GB free)")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         devices.append("mps (Apple GPU)")
     if not devices:
@@ -75,9 +77,9 @@ def check_memory() -> dict[str, Any]:
     import psutil
 
     mem = psutil.virtual_memory()
-    avail = mem.available / 2**30
+    avail = mem.available / GB
     status = "ok" if avail >= 8 else "warn"
-    return _check("memory", status, f"{avail:.1f} of {mem.total / 2**30:.1f} GiB RAM available",
+    return _check("memory", status, f"{avail:.1f} of {mem.total / GB:.1f} GB RAM available",
                   available_bytes=mem.available, total_bytes=mem.total)
 
 
@@ -86,8 +88,8 @@ def check_disk() -> dict[str, Any]:
 
     root = cache_root()
     probe_dir = root if root.exists() else root.parent if root.parent.exists() else os.path.expanduser("~")
-    free = shutil.disk_usage(probe_dir).free / 2**30
-    return _check("cache", "ok" if free >= 5 else "warn", f"{root} ({free:.0f} GiB free)", path=str(root))
+    free = shutil.disk_usage(probe_dir).free / GB
+    return _check("cache", "ok" if free >= 5 else "warn", f"{root} ({free:.0f} GB free)", path=str(root))
 
 
 def check_model(model: str | None) -> dict[str, Any]:
@@ -136,7 +138,7 @@ def _fit(model: str, shape: Any = None) -> tuple[bool, str, dict[str, Any]]:
     """Whether a model's weights fit on the best device here, what to say about it, and the device and dtype.
     `shape`: the model's, when it is known without its config."""
     from .errors import G4Error
-    from .memory import GB, choose_dtype, pick_device, weights_bytes
+    from .memory import choose_dtype, pick_device, weights_bytes
     from .transformers_engine import check_room, model_shape
 
     try:
