@@ -113,7 +113,9 @@ def check_input_file(path: str | os.PathLike[str]) -> Path:
     if p.is_dir():
         raise MediaError(f"{p} is a folder; give a recording file (or use `g4media batch` for folders)")
     if not p.is_file():
-        raise MediaError(f"{p} is not a regular file")
+        # A pipe, /dev/stdin, a socket: g4media reads a recording more than once (probe, audio, frames, its hash)
+        raise MediaError(f"{p} is not a regular file (a pipe or a device); g4media reads a recording several "
+                         "times: save it to a file first")
     if p.stat().st_size == 0:
         raise MediaError(f"{p} is empty (0 bytes); the recording may not have been saved completely")
     if not os.access(p, os.R_OK):

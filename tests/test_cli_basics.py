@@ -56,6 +56,9 @@ def test_probe_missing_and_folder(tmp_path):
     assert "is a folder" in assert_one_error_line(g4media("probe", str(tmp_path)))
     assert "reads local files only" in assert_one_error_line(g4media("transcribe", "https://example.com/a.mp3"))
     assert "an empty file name" in assert_one_error_line(g4media("diarize", ""))
+    fifo = tmp_path / "pipe.wav"  # what `g4media probe /dev/stdin` or `<(curl ...)` gives: a file read once only
+    os.mkfifo(fifo)
+    assert "save it to a file first" in assert_one_error_line(g4media("probe", str(fifo)))
 
 
 def test_probe_odd_names_and_video_without_audio(media_corpus):
