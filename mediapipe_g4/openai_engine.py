@@ -15,8 +15,8 @@ keyframes as JPEG data URIs. Servers differ in how they take media; `api` picks 
 
 Many requests are in flight at once (at most `concurrency`, across every engine sharing one server),
 so the server's continuous batching stays full; each answer is handed back the moment it finishes
-(`iter_generate`), so `CachedEngine` keeps it before the rest are done. Timeouts, dropped connections,
-429 and 5xx are retried with exponential backoff and jitter (honouring Retry-After); a server still loading its
+(`iter_generate`), so `CachedEngine` keeps it before the rest are done. Dropped connections, 429 and 5xx are
+retried with exponential backoff and jitter (honouring Retry-After), a timeout once; a server still loading its
 model (llama.cpp's 503 "Loading model") is waited for, up to `load_wait`, without using up the tries; a transcription
 request the server finds too long is split at a pause into two halves whose texts are joined; other
 too-long requests, a server that is down, one that refuses audio or the API key are clear errors.
