@@ -163,6 +163,8 @@ def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
         "duration": round(info.duration, 3),
         "start_time": info.start_time,
         "size_bytes": info.size_bytes,
+        "indexed_bytes": info.indexed_bytes,
+        "cut_off": media.cut_off(info),
         "audio": [a.__dict__ for a in info.audio_streams],
         "video": [v.__dict__ for v in info.video_streams],
         "keyframes": [{"time": t} for t in keyframe_times] if keyframe_times is not None else [],
@@ -183,6 +185,8 @@ def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
         click.echo(f"  video #{v.index} {v.codec}, {v.width}x{v.height}, {kind}, rotation {v.rotation}")
     if not info.has_audio:
         click.echo("  (no audio track: transcription needs one)")
+    if facts["cut_off"]:
+        click.echo(f"  warning   {facts['cut_off']}")
     if keyframe_times is not None:
         shown = ", ".join(f"{t:.0f}s" for t in keyframe_times[:40])
         more = f" (+{len(keyframe_times) - 40} more)" if len(keyframe_times) > 40 else ""

@@ -330,7 +330,35 @@ def _media_info(path: Path, data: dict) -> MediaInfo:
         audio_streams=tuple(audio),
         video_streams=tuple(video),
         duration_estimated=bool(fmt.get("duration_estimated")),
+        indexed_bytes=_indexed_bytes(fmt, data.get("streams") or []),
     )
+
+
+def _indexed_bytes(fmt: dict, streams: list[dict]) -> int | None:
+    """What an MP4/MOV's index says its media take: the sum of each stream's bit rate x duration, which FFmpeg
+    reads from the sample tables (exact, unlike the estimates other formats give). None for other formats, or
+    when a stream does not say."""
+    if not str(fmt.get("format_name") or "").startswith("mov,mp4"):
+        return None
+    total = 0.0
+    for st in streams:
+        rate, seconds = _float(st.get("bit_rate")), _float(st.get("duration"))
+        if st.get("codec_type") not in ("audio", "video") or (st.get("disposition") or {}).get("attached_pic"):
+            continue
+        if not rate or not seconds:
+            return None
+        total += rate * seconds / 8
+    return round(total) or None
+
+
+def cut_off(info: MediaInfo) -> str | None:
+    """Said of a file that holds much less than its own index describes (an MP4 whose index came first, copied or
+    downloaded part-way): only its start decodes, which nothing else tells before decoding. None otherwise."""
+    if not info.indexed_bytes or info.size_bytes >= 0.9 * info.indexed_bytes:
+        return None
+    return (f"the file holds {info.size_bytes / 1e6:.1f} MB of the {info.indexed_bytes / 1e6:.1f} MB of media its "
+            "index describes: it was cut off (an interrupted copy, download or recording), and only its start "
+            "decodes; copy it again if you can")
 
 
 # --------------------------------------------------------------------------- audio

@@ -64,6 +64,9 @@ class MediaInfo:
     audio_streams: tuple[AudioStream, ...] = ()
     video_streams: tuple[VideoStream, ...] = ()
     duration_estimated: bool = False  # FFmpeg guessed the duration from the bitrate (no index or header gives it)
+    # The bytes of media the container's index describes (MP4/MOV: each stream's bit rate x duration, from its sample
+    # table); None where the format does not say. A file much smaller was cut off (`media.cut_off`).
+    indexed_bytes: int | None = None
 
     @property
     def has_audio(self) -> bool:

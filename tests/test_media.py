@@ -46,6 +46,20 @@ def test_probe_samples(samples_dir):
     assert phone.audio_streams[0].sample_rate == 8000 and not phone.has_video
 
 
+def test_an_mp4_cut_off_after_its_index_is_said_by_probe(samples_dir, tmp_path):
+    """An MP4 whose index comes first, copied part-way: FFmpeg states the whole duration and says nothing; only
+    decoding showed it (audio_shortfall). The index's own stream sizes against the file's size tell at once."""
+    whole = samples_dir / "standup.mp4"
+    intact = media.probe(whole)
+    assert intact.indexed_bytes and intact.size_bytes >= intact.indexed_bytes and media.cut_off(intact) is None
+    cut = tmp_path / "standup.mp4"
+    cut.write_bytes(whole.read_bytes()[: intact.size_bytes // 2])
+    info = media.probe(cut)
+    assert info.duration == intact.duration  # the index still says the whole length
+    assert "cut off" in media.cut_off(info) and "0.3 MB of the 0.5 MB" in media.cut_off(info)
+    assert media.probe(samples_dir / "interview.mp3").indexed_bytes is None  # no exact index to compare with
+
+
 def test_frames_at_one_per_second(samples_dir):
     frames = media.iter_frames(samples_dir / "standup.mp4", max_size=320)
     times, shapes = [], set()
