@@ -731,8 +731,8 @@ def batch(folder: Path, **kw) -> None:
 def render(results: tuple[Path, ...], output_dir: Path | None, **kw) -> None:
     """Write the reports again from X.json, without the model: after editing a speaker's name or a misheard
     word in it, after copying the recording beside the report (the page then plays it), or after an upgrade."""
-    from .result_fields import load_result
-    from .writers import WRITERS, output_stems, write_outputs
+    from .result_fields import load_result, source_name
+    from .writers import WRITERS, output_stem, output_stems, write_outputs
 
     results = _distinct(results)
     loaded = [(path, load_result(path)) for path in results]  # every file checked before anything is written
@@ -740,6 +740,9 @@ def render(results: tuple[Path, ...], output_dir: Path | None, **kw) -> None:
     stems = output_stems(results) if output_dir else {path: path.stem for path in results}
     for path, result in loaded:
         out_dir, stem = output_dir or path.parent, stems[path]
+        if not path.is_file():  # <(...) or /dev/stdin: "/dev/fd/63" names neither the outputs nor their folder
+            stem = output_stem(source_name(result) or "result")
+            out_dir = output_dir or Path.cwd()
         if kw["format"]:
             formats = _formats(kw["format"])
         else:  # the reports made before, beside the X.json

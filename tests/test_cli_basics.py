@@ -203,6 +203,20 @@ def test_render_names_what_is_wrong_with_a_result_and_writes_nothing(tmp_path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "good.json"]  # every input checked first
 
 
+def test_render_of_a_piped_result_names_the_outputs_after_the_recording(tmp_path):
+    # `g4media render <(...)`: the outputs were "63.html" in /dev/fd (which cannot be written to).
+    good = tmp_path / "edited.json"
+    good.write_text('{"source": {"name": "standup.mp4"}, "segments": [{"start": 0, "end": 2, "text": "hi", '
+                    '"speaker": "S1"}]}')
+    here = tmp_path / "here"
+    here.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(["bash", "-c", f'"{sys.executable}" -m mediapipe_g4 render --format md <(cat "{good}")'],
+                         cwd=here, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr
+    assert [p.name for p in here.iterdir()] == ["standup.md"] and "hi" in (here / "standup.md").read_text()
+
+
 def test_diarize_keeps_its_turns_in_the_cache_dir_given_and_not_the_decoded_audio(samples_dir, tmp_path):
     out = g4media("diarize", str(samples_dir / "phone_call.wav"), "--json", "--cache-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr
