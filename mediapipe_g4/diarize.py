@@ -159,9 +159,13 @@ class _Windows:
     emb: np.ndarray  # (n, 256) float32
 
 
+def _rms(wav: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if len(wav) else 0.0
+
+
 def _normalize_volume(wav: np.ndarray, target_dbfs: float = -30.0) -> np.ndarray:
     """Scale to Resemblyzer's training level (-30 dBFS); its mel input is not log-compressed."""
-    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if len(wav) else 0.0
+    rms = _rms(wav)
     if rms < 1e-6:
         return wav
     return (wav * (10 ** (target_dbfs / 20) / rms)).astype(np.float32)
@@ -175,7 +179,7 @@ def _window_level(mel: np.ndarray, wav: np.ndarray, target_dbfs: float = -30.0,
     between them: a voice 15 dB quieter than the other one there came out 15 dB under the level it has alone,
     and Resemblyzer's embedding moves with the level (its mel input is not log-compressed), so the quiet
     voice's windows in shared regions formed a speaker of their own."""
-    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if len(wav) else 0.0
+    rms = _rms(wav)
     if rms < 1e-6:
         return mel.copy()
     gain = min(10 ** (max_gain_db / 10), (10 ** (target_dbfs / 20) / rms) ** 2)  # mel is power: amplitude squared
