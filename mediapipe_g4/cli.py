@@ -246,6 +246,9 @@ cache_dir_option = click.option(
     "--cache-dir", type=click.Path(file_okay=False), default=None,
     help="Where each recording's finished work is kept (decoded audio, slides, speaker turns, every model answer), "
          "so a rerun resumes (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media).")
+fresh_option = click.option("--fresh", is_flag=True,
+                            help="Ignore finished work in the work folder (turns, keyframes, answers) and redo it.")
+
 
 def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float:
     """A float option that is a number: `nan` passes click's range checks (every comparison with it is false)."""
@@ -308,7 +311,7 @@ run_options = _compose(
                  help="Write the notes in this language, e.g. English for a meeting held in German (notes only). "
                       "Default: the transcript's (--translate-to, else --language); with neither, the model picks."),
     cache_dir_option,
-    click.option("--fresh", is_flag=True, help="Ignore finished work in the work folder and redo everything."),
+    fresh_option,
     click.option("--engine", type=click.Choice(["transformers", "openai"]), default="transformers", show_default=True,
                  help="Run the model in this process (transformers) or send the requests to a model server "
                       "(openai: vLLM, llama.cpp, Ollama; see docs/SERVING.md)."),
@@ -440,6 +443,7 @@ def _run_options(kw: dict, *, summarize: bool, formats: list[str]) -> RunOptions
 @model_options
 @plan_options
 @cache_dir_option
+@fresh_option
 def plan(file: Path, as_json: bool, **kw) -> None:
     """Show the model requests a recording needs, their token counts (exact with the model's processor files, else
     estimated) and the memory, without the weights."""
@@ -455,7 +459,8 @@ def plan(file: Path, as_json: bool, **kw) -> None:
     # (stdout stays JSON): a long recording's speaker turns take minutes.
     with progress_hook() as hook:
         ready = prepare_recording(file, RunOptions(diarization=_diarization_options(kw), cache_dir=kw["cache_dir"],
-                                                   audio_track=_audio_track(kw["audio_track"])), hook=hook)
+                                                   fresh=kw["fresh"], audio_track=_audio_track(kw["audio_track"])),
+                                  hook=hook)
     try:
         result = make_plan(ready.waveform, ready.diarization.turns, ready.keyframes(), model=kw["model"],
                            options=options, device=device, dtype=kw["dtype"], quantize=kw["quantize"],
@@ -480,6 +485,7 @@ def plan(file: Path, as_json: bool, **kw) -> None:
               help="Also write the turns as an RTTM file here.")
 @speaker_options
 @cache_dir_option
+@fresh_option
 def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     """Who spoke when: speaker turns (S1, S2, ...) from voice embeddings, without the model."""
     from . import media
@@ -492,7 +498,7 @@ def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     if rttm_path is not None:
         _check_folder(rttm_path.parent, rttm_path)  # before the work, as summarize does for its outputs
     options = RunOptions(diarization=_diarization_options(kw), audio_track=_audio_track(kw["audio_track"]),
-                         slides=False, cache_dir=kw["cache_dir"])
+                         slides=False, cache_dir=kw["cache_dir"], fresh=kw["fresh"])
     # The same audio and turns as summarize (and its cache). Progress goes to stderr, also with --json (stdout stays
     # JSON): a 2-hour recording's turns take minutes.
     with progress_hook() as hook:

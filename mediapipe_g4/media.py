@@ -26,6 +26,7 @@ import numpy as np
 from .atomic import atomic_path, remove_stale_parts, write_json
 from .errors import FFmpegNotFound, MediaError
 from .records import SAMPLE_RATE, AudioStream, Keyframe, MediaInfo, VideoStream, clock
+from .workdir import code_key, settings_key
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -825,19 +826,24 @@ def extract_keyframes(
     max_size: int = 640,
     options: KeyframeOptions = KeyframeOptions(),
     hook: Hook | None = None,
+    fresh: bool = False,
 ) -> list[Keyframe]:
-    """Keyframes of a recording's video, cached in the work folder. Empty for audio-only files, and for a video
+    """Keyframes of a recording's video, cached in the work folder (found again with `fresh`, or when they were
+    found with other settings or by another version of this code). Empty for audio-only files, and for a video
     FFmpeg cannot decode at all (a warning says so): its sound is still worth a transcript."""
     info = info or probe(path)
     if not info.has_video:
         return []
     folder = Path(work_dir) / "keyframes"
     index = folder / "index.json"
-    if index.is_file():
+    key = settings_key({"fps": fps, "max_size": max_size, "options": dataclasses.asdict(options),
+                        "code": code_key("media")})
+    kept = None if fresh or not index.is_file() else json.loads(index.read_text())
+    if isinstance(kept, dict) and kept.get("key") == key:
         log.info("%s: keyframes from the work folder %s", Path(path).name, work_dir)
-        return [Keyframe(**k) for k in json.loads(index.read_text())]
+        return [Keyframe(**k) for k in kept["keyframes"]]
     if folder.exists():
-        shutil.rmtree(folder)  # an unfinished run: its images may not match what we find now
+        shutil.rmtree(folder)  # unfinished, stale or to be redone: its images may not match what we find now
     # closing: an error (or a cancel from the hook) stops FFmpeg now, not when the generator is collected
     with contextlib.closing(iter_frames(path, fps=fps, max_size=max_size, info=info)) as frames:
         try:
@@ -845,5 +851,5 @@ def extract_keyframes(
         except MediaError as exc:  # only the frame reader raises it: not one frame could be decoded
             log.warning("%s; going on without slides", exc)
             return []  # not cached: a later run (another FFmpeg) tries again
-    write_json(index, [k.to_dict() for k in found])
+    write_json(index, {"key": key, "keyframes": [k.to_dict() for k in found]})
     return found

@@ -41,7 +41,7 @@ from .sides import find_speakers
 from .token_count import TokenCounter
 from .transcript import segments_from_answers
 from .transformers_engine import DEFAULT_MODEL, load_processor
-from .workdir import file_sha256, media_work_dir, room_for_work, settings_key
+from .workdir import code_key, file_sha256, media_work_dir, room_for_work, settings_key
 
 if TYPE_CHECKING:
     from .openai_engine import ServerOptions
@@ -204,8 +204,12 @@ class Background:
 # --------------------------------------------------------------------------- stages
 
 
+# The code and packages that find speaker turns: a release that changes them finds the turns again.
+TURNS_CODE = ("diarize", "vad", "sides", "pkg:resemblyzer", "pkg:silero-vad")
+
+
 def turns_path(work: Path, options: DiarizationOptions) -> Path:
-    return work / f"turns-{settings_key(options.to_dict())}.json"
+    return work / f"turns-{settings_key({**options.to_dict(), 'code': code_key(*TURNS_CODE)})}.json"
 
 
 def cached_diarization(work: Path, options: DiarizationOptions) -> Diarization | None:
@@ -382,7 +386,8 @@ def _prepare(path: str | Path, options: RunOptions, make_engine: EngineFactory |
         if not options.slides:
             return [], None
         t0 = time.perf_counter()
-        return media.extract_keyframes(src, work, info=info, hook=h), round(time.perf_counter() - t0, 3)
+        return (media.extract_keyframes(src, work, info=info, hook=h, fresh=options.fresh),
+                round(time.perf_counter() - t0, 3))
 
     slides = Background(find_slides, hook, "keyframes")
 

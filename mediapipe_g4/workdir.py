@@ -11,6 +11,8 @@ import contextlib
 import errno
 import functools
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -48,6 +50,31 @@ def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
         while chunk := f.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@functools.cache
+def code_key(*modules: str) -> str:
+    """A short key for the code that makes a stage's result: the source of these modules of the package and the
+    versions of these installed distributions ("pkg:resemblyzer"). Cached results carry it, so a release that
+    changes how turns or keyframes are found makes them again instead of reusing the old ones; no version
+    number that someone must remember to raise."""
+    digest = hashlib.sha256()
+    for name in modules:
+        if name.startswith("pkg:"):
+            try:
+                digest.update(f"{name}={importlib.metadata.version(name[4:])}".encode())
+            except importlib.metadata.PackageNotFoundError:
+                digest.update(f"{name}=none".encode())
+            continue
+        source = _module_file(name)
+        digest.update(name.encode() + b"\0" + hashlib.sha256(source.read_bytes() if source else b"").digest())
+    return digest.hexdigest()[:12]
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of the package's module `name` (None where only compiled code is installed)."""
+    spec = importlib.util.find_spec(f"{__package__}.{name}")
+    return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
 
 
 def settings_key(settings: dict[str, Any]) -> str:

@@ -224,6 +224,13 @@ def test_diarize_keeps_its_turns_in_the_cache_dir_given_and_not_the_decoded_audi
     kept = [p.name for p in tmp_path.rglob("*") if p.is_file()]
     # The turns, for a rerun or summarize to reuse; not the decoded audio (64 KB a second of recording).
     assert len(kept) == 1 and kept[0].startswith("turns-") and kept[0].endswith(".json"), kept
+    turns = next(tmp_path.rglob("turns-*.json"))
+    made = turns.stat().st_mtime_ns
+    assert g4media("diarize", str(samples_dir / "phone_call.wav"), "--cache-dir", str(tmp_path)).returncode == 0
+    assert turns.stat().st_mtime_ns == made  # reused
+    assert g4media("diarize", str(samples_dir / "phone_call.wav"), "--cache-dir", str(tmp_path),
+                   "--fresh").returncode == 0
+    assert turns.stat().st_mtime_ns > made  # found again
 
 
 def test_batch_of_a_folder_without_recordings_is_an_error(tmp_path, tiny_checkpoint):

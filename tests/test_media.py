@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -81,6 +82,22 @@ def test_keyframes_at_slide_changes(samples_dir, tmp_path):
     assert all(tmp_path in __import__("pathlib").Path(k.image_path).parents for k in found)
     # the second call reads the index instead of decoding again
     assert media.extract_keyframes(samples_dir / "standup.mp4", tmp_path) == found
+
+
+def test_keyframes_are_found_again_when_fresh_or_found_by_other_code(samples_dir, tmp_path, monkeypatch):
+    path = samples_dir / "standup.mp4"
+    found = media.extract_keyframes(path, tmp_path)
+    calls, real = [], media.keyframes
+    monkeypatch.setattr(media, "keyframes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert media.extract_keyframes(path, tmp_path) == found and calls == []  # from the index
+    assert media.extract_keyframes(path, tmp_path, fresh=True) == found and len(calls) == 1
+    index = tmp_path / "keyframes" / "index.json"
+    kept = json.loads(index.read_text())
+    index.write_text(json.dumps({**kept, "key": "made-by-another-version"}))
+    assert media.extract_keyframes(path, tmp_path) == found and len(calls) == 2
+    index.write_text(json.dumps(kept["keyframes"]))  # the index of versions before the key: a bare list
+    assert media.extract_keyframes(path, tmp_path) == found and len(calls) == 3
+    assert media.extract_keyframes(path, tmp_path, max_size=320) != found and len(calls) == 4  # other settings
 
 
 def test_static_video_is_one_keyframe_and_moving_video_few(media_corpus, tmp_path):

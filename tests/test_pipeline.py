@@ -849,3 +849,24 @@ def test_a_model_that_answers_every_clip_with_nothing_is_said(samples_dir, cache
         result, _, _ = run(samples_dir / "standup.mp4", cache, lambda request: "", fresh=True, summarize=False)
     assert result["segments"] == []
     assert "clips of speech came back empty from the model" in caplog.text and "--fresh" in caplog.text
+
+
+def test_speaker_turns_found_by_other_code_are_found_again(tmp_path, monkeypatch):
+    """The turns' cache file is keyed by the code that finds them too: after an upgrade that changes the
+    diarizer, a rerun finds the turns again instead of reusing the old ones."""
+    from mediapipe_g4 import pipeline, workdir
+
+    options = DiarizationOptions()
+    assert pipeline.turns_path(tmp_path, options) == pipeline.turns_path(tmp_path, options)
+    assert pipeline.turns_path(tmp_path, options) != pipeline.turns_path(tmp_path, DiarizationOptions(num_speakers=2))
+    module = tmp_path / "diarize.py"
+    module.write_text("STEP = 1\n")
+    monkeypatch.setattr(workdir, "_module_file", lambda name: module if name == "diarize" else None)
+    try:
+        workdir.code_key.cache_clear()
+        before = pipeline.turns_path(tmp_path, options)
+        module.write_text("STEP = 2\n")  # a release that changes the diarizer
+        workdir.code_key.cache_clear()
+        assert pipeline.turns_path(tmp_path, options) != before
+    finally:
+        workdir.code_key.cache_clear()
