@@ -7,7 +7,9 @@
 DER is scored over the whole recording (UEM 0..duration), overlap included, two ways: with no collar,
 and with the field's usual collar of 0.25 s on each side of every reference boundary (NIST md-eval
 `-c 0.25`, which is pyannote's `collar=0.5`, a total width). The table also shows the speaker count
-of the truth and the count found, and the time each file took.
+of the truth and the count found, the short turns (under 1.5 s: "Okay.", "Yes, I can.") that went to their
+speaker (over half their time, under the optimal mapping of found speakers to true ones), and the time each file
+took. `--set piece_margin=99` runs with a diarization option changed (any field of `DiarizationOptions`).
 """
 
 from __future__ import annotations
@@ -89,7 +91,24 @@ def score(reference, hypothesis, duration: float) -> dict[str, float]:
     return out
 
 
-def evaluate(media: Path, *, known_count: bool = False, sides: str = "auto") -> dict:
+SHORT_TURN = 1.5  # seconds
+
+
+def short_turns_right(truth: list[tuple[float, float, str]], reference, hypothesis) -> tuple[int, int]:
+    """(right, all) of the true turns under SHORT_TURN seconds: right where over half of one goes to its speaker."""
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    mapping = DiarizationErrorRate().optimal_mapping(reference, hypothesis)  # found label -> true label
+    short = [(s, e, who) for s, e, who in truth if e - s < SHORT_TURN]
+    right = 0
+    for s, e, who in short:
+        mine = sum(max(0.0, min(e, seg.end) - max(s, seg.start))
+                   for seg, _, label in hypothesis.itertracks(yield_label=True) if mapping.get(label) == who)
+        right += mine > (e - s) / 2
+    return right, len(short)
+
+
+def evaluate(media: Path, *, known_count: bool = False, sides: str = "auto", changes: dict | None = None) -> dict:
     """Speaker turns as the product finds them (`sides.find_speakers`: a recording whose channels carry their own
     voices is diarized side by side, unless `sides` is "mix")."""
     from mediapipe_g4 import media as m
@@ -98,7 +117,7 @@ def evaluate(media: Path, *, known_count: bool = False, sides: str = "auto") -> 
 
     truth = truth_turns(truth_path(media))
     n_true = len({speaker for _, _, speaker in truth})
-    options = DiarizationOptions(num_speakers=n_true if known_count else None, sides=sides)
+    options = DiarizationOptions(**{"num_speakers": n_true if known_count else None, "sides": sides, **(changes or {})})
     with tempfile.TemporaryDirectory(prefix="g4eval-") as work:
         info = m.probe(media)
         waveform = m.decode_audio(media, work, info=info)
@@ -109,35 +128,50 @@ def evaluate(media: Path, *, known_count: bool = False, sides: str = "auto") -> 
         duration = len(waveform) / 16000
         del waveform
     uri = media.stem
-    scores = score(annotation_from_truth(truth, uri), annotation_from_diarization(result, uri), duration)
+    reference, hypothesis = annotation_from_truth(truth, uri), annotation_from_diarization(result, uri)
+    scores = score(reference, hypothesis, duration)
+    short_right, short = short_turns_right(truth, reference, hypothesis)
     return {
         "file": str(media),
         "duration": round(duration, 2),
         "speakers_true": n_true,
         "speakers_found": len(result.speakers),
         "seconds": round(elapsed, 2),
+        "short_turns": short,
+        "short_turns_right": short_right,
         **{k: round(v, 4) for k, v in scores.items()},
     }
 
 
 def print_table(rows: list[dict]) -> None:
     head = f"{'recording':<28} {'dur s':>6} {'spk true':>8} {'found':>5} {'DER':>7} {'DER c.25':>8} " \
-           f"{'miss':>6} {'FA':>6} {'conf':>6} {'time s':>6}"
+           f"{'miss':>6} {'FA':>6} {'conf':>6} {'short':>6} {'time s':>6}"
     print(head)
     print("-" * len(head))
     for r in rows:
         mark = "" if r["speakers_true"] == r["speakers_found"] else "  <- count"
         print(f"{Path(r['file']).name:<28} {r['duration']:>6.1f} {r['speakers_true']:>8} {r['speakers_found']:>5} "
               f"{100 * r['der']:>6.2f}% {100 * r['der_c025']:>7.2f}% {100 * r['miss']:>5.1f}% {100 * r['fa']:>5.1f}% "
-              f"{100 * r['conf']:>5.1f}% {r['seconds']:>6.2f}{mark}")
+              f"{100 * r['conf']:>5.1f}% {r['short_turns_right']:>3}/{r['short_turns']:<2} {r['seconds']:>6.2f}{mark}")
     if rows:
         total = sum(r["duration"] for r in rows)
         der = sum(r["der"] * r["duration"] for r in rows) / total
         der_c = sum(r["der_c025"] * r["duration"] for r in rows) / total
         exact = sum(r["speakers_true"] == r["speakers_found"] for r in rows)
+        short = f"{sum(r['short_turns_right'] for r in rows)}/{sum(r['short_turns'] for r in rows)}"
         print("-" * len(head))
         print(f"{'all (duration-weighted)':<28} {total:>6.0f} {'':>8} {'':>5} {100 * der:>6.2f}% {100 * der_c:>7.2f}%"
-              f"   count exact on {exact}/{len(rows)}; worst DER {100 * max(r['der'] for r in rows):.2f}%")
+              f"   count exact on {exact}/{len(rows)}; short turns right {short}; "
+              f"worst DER {100 * max(r['der'] for r in rows):.2f}%")
+
+
+def _diarization_fields() -> set[str]:
+    from mediapipe_g4.diarize import DiarizationOptions
+
+    return set(DiarizationOptions.__dataclass_fields__) - {"num_speakers", "sides", "vad"}
+
+
+DIARIZATION_FIELDS = _diarization_fields()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,12 +182,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sides", choices=["auto", "split", "mix"], default="auto",
                     help="stereo calls: split by channel when each carries its own voices (auto, as g4media does), "
                          "always, or never")
+    ap.add_argument("--set", dest="changes", action="append", default=[], metavar="NAME=VALUE",
+                    help="run with this diarization option changed, e.g. piece_margin=99 (a JSON value); repeatable")
     args = ap.parse_args(argv)
+    changes = {}
+    for item in args.changes:
+        name, _, value = item.partition("=")
+        if name not in DIARIZATION_FIELDS or not value:
+            ap.error(f"--set {item}: expected NAME=VALUE with NAME one of {', '.join(sorted(DIARIZATION_FIELDS))}")
+        try:
+            changes[name] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[name] = value
     recordings = find_recordings(args.targets or [ROOT / "samples"])
     if not recordings:
         print("eval_diarization: no recordings with a .truth.json beside them", file=sys.stderr)
         return 1
-    rows = [evaluate(m, known_count=args.speakers_known, sides=args.sides) for m in recordings]
+    rows = [evaluate(m, known_count=args.speakers_known, sides=args.sides, changes=changes) for m in recordings]
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

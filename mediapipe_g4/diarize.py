@@ -19,6 +19,9 @@ Steps, each streamed so memory does not grow with the recording's length:
    each 20 ms frame takes the speaker with the best average score of the windows covering it, so a
    change without a pause is found inside a region. Frames become turns; a same-speaker turn
    continues over short pauses; a sliver inside a region goes to its neighbours.
+5. A region that a pause too short for the VAD parts (0.1 s, 25 dB down) has pieces; a piece of at most a
+   window (a reply of a word or two between someone else's sentences, which every sliding window mostly
+   misses) gets its own embedding and goes to the speaker it is clearly closest to.
 
 Speakers are named S1, S2, ... in order of first appearance. Same input, same turns: all steps are
 deterministic (fixed k-means seeds, no sampling).
@@ -82,6 +85,9 @@ class DiarizationOptions:
     max_fit: int = 4000  # k-means fits on at most this many windows (evenly spaced), then assigns all
     min_gap: float = 0.6  # a same-speaker turn continues over pauses shorter than this
     min_turn_in_region: float = 0.5  # shorter runs inside one speech region join their neighbours
+    piece_pause: float = 0.1  # a quiet stretch this long inside a region parts it into pieces ...
+    piece_quiet_db: float = 25.0  # ... quiet meaning this many dB under the region's loud speech
+    piece_margin: float = 0.06  # a piece up to `window` long whose own voice is clearly another speaker's is theirs
     batch_size: int = 128  # windows per encoder call
     sides: str = "auto"  # a recording whose channels (tracks) hold the sides of a call: "split" diarizes each side
     # on its own, "mix" the mixed waveform, "auto" splits when each side carries its own voices (sides.py)
@@ -184,6 +190,35 @@ def _window_level(mel: np.ndarray, wav: np.ndarray, target_dbfs: float = -30.0,
         return mel.copy()
     gain = min(10 ** (max_gain_db / 10), (10 ** (target_dbfs / 20) / rms) ** 2)  # mel is power: amplitude squared
     return (mel * np.float32(gain)).astype(np.float32)
+
+
+def _pieces(waveform: np.ndarray, regions: tuple[SpeechRegion, ...], options: DiarizationOptions
+            ) -> tuple[tuple[int, SpeechRegion], ...]:
+    """(region index, piece) for the short pieces of speech regions that pauses part: a quiet stretch of at least
+    `piece_pause` seconds, `piece_quiet_db` under the region's loud speech (its 95th percentile), too short for the
+    VAD to end the region. A reply of a word or two between someone else's sentences is such a piece; the
+    sliding windows, each mostly the other voice, never see it alone. Pieces from `min_window` to `window`
+    seconds long."""
+    step = SAMPLE_RATE // 100  # 10 ms level frames
+    pause = max(1, round(options.piece_pause * 100))
+    out: list[tuple[int, SpeechRegion]] = []
+    for ri, wav in _iter_region_audio(waveform, regions):
+        n = len(wav) // step
+        if n < 2 * pause:
+            continue
+        power = np.mean(np.square(wav[: n * step].reshape(n, step), dtype=np.float64), axis=1)
+        db = 10 * np.log10(power + 1e-12)
+        quiet = db < np.percentile(db, 95) - options.piece_quiet_db
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
+        gaps = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b - a >= pause and a > 0 and b < n]
+        if not gaps:
+            continue
+        bounds = [0, *[x for gap in gaps for x in gap], n]
+        for a, b in zip(bounds[::2], bounds[1::2]):
+            if options.min_window * 100 <= b - a <= options.window * 100:
+                start = regions[ri].start + a * step / SAMPLE_RATE
+                out.append((ri, SpeechRegion(start=start, end=start + (b - a) * step / SAMPLE_RATE)))
+    return tuple(out)
 
 
 def _window_starts(n_frames: int, win: int, hop: int) -> list[int]:
@@ -500,19 +535,51 @@ def _smooth_runs(labels: np.ndarray, min_len: int) -> np.ndarray:
             labels[starts[i] : ends[i]] = labels[starts[i] - 1] if left >= right else labels[ends[i]]
 
 
+def _piece_scores(windows: _Windows | None, pieces: tuple[tuple[int, SpeechRegion], ...], cent: np.ndarray
+                  ) -> dict[int, list[tuple[SpeechRegion, np.ndarray]]]:
+    """Region index -> [(piece, its own window's score against each speaker)]."""
+    out: dict[int, list[tuple[SpeechRegion, np.ndarray]]] = {}
+    if windows is None:
+        return out
+    for w, score in zip(windows.region, windows.emb @ cent.T):
+        ri, piece = pieces[w]
+        out.setdefault(ri, []).append((piece, score))
+    return out
+
+
+def _give_pieces(labels: np.ndarray, first: int, pieces: list[tuple[SpeechRegion, np.ndarray]],
+                 margin: float) -> np.ndarray:
+    """A piece goes to the speaker its own window is closest to, where that is clearly (`margin`) closer than to
+    the speaker the sliding windows gave it."""
+    labels = labels.copy()
+    for piece, score in pieces:
+        s = max(0, math.floor(piece.start * FRAME_RATE / VOTE_STEP) - first)
+        e = min(len(labels), math.ceil(piece.end * FRAME_RATE / VOTE_STEP) - first)
+        if e <= s:
+            continue
+        now = int(np.bincount(labels[s:e]).argmax())
+        best = int(np.argmax(score))
+        if best != now and score[best] - score[now] >= margin:
+            labels[s:e] = best
+    return labels
+
+
 def _turns(
     frame_labels: list[tuple[int, np.ndarray]],
     regions: tuple[SpeechRegion, ...],
     options: DiarizationOptions,
+    pieces: dict[int, list[tuple[SpeechRegion, np.ndarray]]] | None = None,
 ) -> list[tuple[float, float, int]]:
     min_run = max(1, round(options.min_turn_in_region * FRAME_RATE / VOTE_STEP))
     step = VOTE_STEP / FRAME_RATE
     raw: list[tuple[float, float, int]] = []
-    for (a, labels), r in zip(frame_labels, regions):
+    for ri, ((a, labels), r) in enumerate(zip(frame_labels, regions)):
         if len(labels) and labels[0] < 0:
             raw.append((r.start, r.end, -1))
             continue
         labels = _smooth_runs(labels, min_run)
+        if pieces and ri in pieces:
+            labels = _give_pieces(labels, a, pieces[ri], options.piece_margin)
         change = np.flatnonzero(np.diff(labels)) + 1
         cuts = [0, *change.tolist(), len(labels)]
         for s, e in itertools.pairwise(cuts):
@@ -575,6 +642,8 @@ def diarize(
             log.info("diarization: no speech found")
             return Diarization(duration=duration, speakers=(), turns=())
         windows = embed_windows(waveform, regions, options, hook=hook)
+        pieces = _pieces(waveform, regions, options)
+        piece_windows = embed_windows(waveform, tuple(p for _, p in pieces), options) if pieces else None
     if len(windows.emb) == 0:
         # Only blips shorter than an embedding window: call it one speaker.
         turns = [SpeakerTurn(r.start, r.end, "S1") for r in regions]
@@ -583,7 +652,7 @@ def diarize(
     labels = cluster(windows.emb[full], windows.region[full], options)
     cent = _centroids(_l2(windows.emb[full]), labels)
     frame_labels = _frame_labels(windows, cent, regions)
-    raw = _turns(frame_labels, regions, options)
+    raw = _turns(frame_labels, regions, options, _piece_scores(piece_windows, pieces, cent))
     # Name speakers in order of first appearance; drop a cluster that ended up with no turn.
     names: dict[int, str] = {}
     turns = []

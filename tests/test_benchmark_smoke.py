@@ -258,3 +258,7 @@ def test_noisy_copies_keep_their_snr_and_an_rttm_is_a_truth(tmp_path):
     assert sorted(p.name for p in noisy_dir.iterdir()) == ["phone_call.rttm", "phone_call.wav"]
     row = eval_diarization.evaluate(noisy_dir / "phone_call.wav")
     assert row["speakers_true"] == 2 and 0 <= row["der"] < 0.5
+    short = [s for s in truth["segments"] if s["end"] - s["start"] < eval_diarization.SHORT_TURN]
+    assert row["short_turns"] == len(short) >= 1 and 0 <= row["short_turns_right"] <= row["short_turns"]
+    one_voice = eval_diarization.evaluate(noisy_dir / "phone_call.wav", changes={"num_speakers": 1})
+    assert one_voice["speakers_found"] == 1  # --set reaches the diarizer

@@ -95,6 +95,38 @@ def test_change_without_pause_and_backchannels_are_found(results):
         assert label_at((seg["start"] + seg["end"]) / 2) == usual[seg["speaker"]], seg["text"]
 
 
+def test_a_reply_with_too_short_a_pause_for_the_vad_is_its_own_turn(waveforms):
+    """Alice's "Okay." between two of Bob's turns, 0.18 s apart: the VAD keeps the three in one speech region, and
+    every sliding window over the reply is mostly Bob. The pause parts the region into pieces; the reply's own
+    window is Alice's voice, so it is hers, and Bob's next words are his again."""
+    w, gap = np.asarray(waveforms["standup.mp4"]), 0.18
+    keep = [(0.0, 15.01 + gap / 2), (15.31 - gap / 2, 15.89 + gap / 2), (16.29 - gap / 2, 63.5)]
+    x = np.concatenate([w[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)] for a, b in keep])
+    okay = (15.01 + gap, 15.01 + gap + 0.58)  # where "Okay." now is
+    assert len([r for r in detect_speech(x) if r.start < okay[0] and r.end > okay[1]]) == 1  # inside one region
+    turns = diarize(x).turns
+
+    def label_at(t: float) -> str | None:
+        return next((x.speaker for x in turns if x.start <= t <= x.end), None)
+
+    alice, bob = label_at(3.0), label_at(10.0)
+    assert alice != bob
+    assert label_at(sum(okay) / 2) == alice
+    assert label_at(okay[1] + 0.4) == label_at(okay[1] + 2.0) == bob  # "One blocker", no longer Alice's
+
+
+def test_a_piece_goes_to_another_speaker_only_when_its_voice_is_clearly_theirs():
+    from mediapipe_g4.diarize import _give_pieces
+    from mediapipe_g4.records import SpeechRegion
+
+    labels = np.zeros(100, dtype=np.int64)  # 2 s of speaker 0 from voting frame 50 (1.0 s)
+    piece = SpeechRegion(start=1.4, end=1.8)  # voting frames 70-90
+    close = _give_pieces(labels, 50, [(piece, np.array([0.60, 0.65]))], margin=0.06)
+    assert not close.any()  # 0.05 closer to speaker 1: not clearly
+    clear = _give_pieces(labels, 50, [(piece, np.array([0.55, 0.70]))], margin=0.06)
+    assert set(np.flatnonzero(clear)) == set(range(20, 40)) and not labels.any()
+
+
 def test_distinct_voices_may_switch_often_and_close_ones_may_not():
     """A quick exchange (labels flip in 10 % of neighbouring windows) between clearly distinct voices is two
     people; the same flipping between nearly one centroid is one voice split by what it says."""
