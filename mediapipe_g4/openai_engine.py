@@ -439,7 +439,9 @@ class ModelServer:
                                      "raise --server-timeout or lower --concurrency") from None
                 reason = f"no answer within {options.timeout:g} s"
                 # Said without -v: each of these waits is the whole --server-timeout, minutes with nothing shown.
-                log.warning("model server at %s: %s; asking once more", self.shown_url, reason)
+                left = options.timeout_tries - timeouts
+                log.warning("model server at %s: %s; asking %s", self.shown_url, reason,
+                            "once more" if left == 1 else f"again (at most {left} more times)")
             backoff = min(options.max_backoff, options.backoff * 2 ** (attempt - 1))
             delay = backoff * random.uniform(0.5, 1.0) if wait is None else min(max(wait, 0.0), 300.0)
             log.info("model server: %s; try %d of %d in %.1f s", reason, attempt + 1, options.max_tries, delay)

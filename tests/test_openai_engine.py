@@ -241,6 +241,13 @@ def test_a_server_still_loading_its_model_is_waited_for_and_long_waits_are_said(
                                          r"--server-timeout or lower --concurrency$"):
         engine(srv, timeout=0.3).generate([text_request("slow")])
     assert len(srv.seen) <= 2  # asked twice (the second may still be sleeping on the server)
+    srv.faults.clear()
+    caplog.clear()
+    srv.faults.extend([{"delay": 1.0}] * 2)
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        assert engine(srv, timeout=0.3, timeout_tries=3).generate([text_request("thrice")])
+    assert "asking again (at most 2 more times)" in caplog.text and "asking once more" in caplog.text
+    time.sleep(1.0)  # the server's two timed-out handlers finish their sleep before the process may end
 
 
 def test_a_proxys_html_error_page_is_said_in_words():
