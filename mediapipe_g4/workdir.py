@@ -66,15 +66,16 @@ def code_key(*modules: str) -> str:
             except importlib.metadata.PackageNotFoundError:
                 digest.update(f"{name}=none".encode())
             continue
-        source = _module_file(name)
-        digest.update(name.encode() + b"\0" + hashlib.sha256(source.read_bytes() if source else b"").digest())
+        digest.update(name.encode() + b"\0" + hashlib.sha256(_module_file(name).read_bytes()).digest())
     return digest.hexdigest()[:12]
 
 
-def _module_file(name: str) -> Path | None:
-    """The source file of the package's module `name` (None where only compiled code is installed)."""
+def _module_file(name: str) -> Path:
+    """The file of the package's module `name` (its source, or its compiled code where only that is installed)."""
     spec = importlib.util.find_spec(f"{__package__}.{name}")
-    return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+        raise LookupError(f"{__package__}.{name} is not a module file")  # a renamed module, not the user's doing
+    return Path(spec.origin)
 
 
 def settings_key(settings: dict[str, Any]) -> str:

@@ -861,7 +861,8 @@ def test_speaker_turns_found_by_other_code_are_found_again(tmp_path, monkeypatch
     assert pipeline.turns_path(tmp_path, options) != pipeline.turns_path(tmp_path, DiarizationOptions(num_speakers=2))
     module = tmp_path / "diarize.py"
     module.write_text("STEP = 1\n")
-    monkeypatch.setattr(workdir, "_module_file", lambda name: module if name == "diarize" else None)
+    real = workdir._module_file
+    monkeypatch.setattr(workdir, "_module_file", lambda name: module if name == "diarize" else real(name))
     try:
         workdir.code_key.cache_clear()
         before = pipeline.turns_path(tmp_path, options)
@@ -870,3 +871,7 @@ def test_speaker_turns_found_by_other_code_are_found_again(tmp_path, monkeypatch
         assert pipeline.turns_path(tmp_path, options) != before
     finally:
         workdir.code_key.cache_clear()
+    for name in pipeline.TURNS_CODE:  # each names a module that exists (a renamed one would key nothing)
+        assert name.startswith("pkg:") or workdir._module_file(name).is_file()
+    with pytest.raises(LookupError):
+        workdir._module_file("no_such_module")
