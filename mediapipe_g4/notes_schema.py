@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .engine import THOUGHT_BLOCK
-from .records import SPEAKER_LABEL, Segment
+from .records import CLOCK_PATTERN, SPEAKER_LABEL, Segment
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -147,7 +147,7 @@ def _renamed(data: dict[str, Any], fields: dict[str, tuple[str, ...]]) -> dict[s
     return out
 
 
-_CHAPTER_TEXT = re.compile(r"^\[?(\d+(?::\d{2}){1,2}(?:\.\d+)?)\]?\s*[-–—:.]?\s+(\S.*)$")
+_CHAPTER_TEXT = re.compile(rf"^\[?({CLOCK_PATTERN})\]?\s*[-–—:.]?\s+(\S.*)$")
 
 
 def _chapter_from_text(text: str) -> dict[str, Any]:
@@ -164,7 +164,7 @@ class NotesCutOff(NotesParseError):
     """The answer's JSON object is not closed: it ran out of tokens."""
 
 
-_CLOCK = re.compile(r"^\[?(?:(\d+):)?(\d{1,2}):(\d{2}(?:\.\d+)?)\]?$")
+_CLOCK = re.compile(rf"^\[?({CLOCK_PATTERN})\]?$")
 
 
 # Times with units: "754s", "754 seconds", "12m34s", "1h 2m 3s"; and "minute 12".
@@ -187,10 +187,10 @@ def parse_time(value: Any) -> float | None:
             return seconds if seconds >= 0 else None
         except ValueError:
             pass
-        m = _CLOCK.match(text.replace(",", "."))  # "00:12:34,5": a subtitle file's decimal comma
-        if m:
-            h, mi, s = m.groups()
-            return int(h or 0) * 3600 + int(mi) * 60 + float(s)
+        m = _CLOCK.match(text)
+        if m:  # [h:]mm:ss[.frac], "00:12:34,5" with a subtitle file's decimal comma
+            *hours, minutes, seconds = m.group(1).replace(",", ".").split(":")
+            return int(hours[0] if hours else 0) * 3600 + int(minutes) * 60 + float(seconds)
         m = _UNITS.match(text.casefold())
         if m and any(m.groups()):
             h, mi, s = (float(g or 0) for g in m.groups())
