@@ -165,13 +165,11 @@ def print_table(rows: list[dict]) -> None:
               f"worst DER {100 * max(r['der'] for r in rows):.2f}%")
 
 
-def _diarization_fields() -> set[str]:
+def diarization_fields() -> set[str]:
+    """The `DiarizationOptions` fields that --set may change (the count and sides have options of their own)."""
     from mediapipe_g4.diarize import DiarizationOptions
 
     return set(DiarizationOptions.__dataclass_fields__) - {"num_speakers", "sides", "vad"}
-
-
-DIARIZATION_FIELDS = _diarization_fields()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="changes", action="append", default=[], metavar="NAME=VALUE",
                     help="run with this diarization option changed, e.g. piece_margin=99 (a JSON value); repeatable")
     args = ap.parse_args(argv)
-    changes = {}
+    changes, fields = {}, diarization_fields()
     for item in args.changes:
         name, _, value = item.partition("=")
-        if name not in DIARIZATION_FIELDS or not value:
-            ap.error(f"--set {item}: expected NAME=VALUE with NAME one of {', '.join(sorted(DIARIZATION_FIELDS))}")
+        if name not in fields or not value:
+            ap.error(f"--set {item}: expected NAME=VALUE with NAME one of {', '.join(sorted(fields))}")
         try:
             changes[name] = json.loads(value)
         except json.JSONDecodeError:

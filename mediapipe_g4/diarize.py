@@ -199,14 +199,13 @@ def _pieces(waveform: np.ndarray, regions: tuple[SpeechRegion, ...], options: Di
     VAD to end the region. A reply of a word or two between someone else's sentences is such a piece; the
     sliding windows, each mostly the other voice, never see it alone. Pieces from `min_window` to `window`
     seconds long."""
-    step = SAMPLE_RATE // 100  # 10 ms level frames
-    pause = max(1, round(options.piece_pause * 100))
+    pause = max(1, round(options.piece_pause * FRAME_RATE))  # in 10 ms level frames, as the mel's
     out: list[tuple[int, SpeechRegion]] = []
     for ri, wav in _iter_region_audio(waveform, regions):
-        n = len(wav) // step
+        n = len(wav) // MEL_HOP
         if n < 2 * pause:
             continue
-        power = np.mean(np.square(wav[: n * step].reshape(n, step), dtype=np.float64), axis=1)
+        power = np.mean(np.square(wav[: n * MEL_HOP].reshape(n, MEL_HOP), dtype=np.float64), axis=1)
         db = 10 * np.log10(power + 1e-12)
         quiet = db < np.percentile(db, 95) - options.piece_quiet_db
         edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
@@ -215,9 +214,9 @@ def _pieces(waveform: np.ndarray, regions: tuple[SpeechRegion, ...], options: Di
             continue
         bounds = [0, *[x for gap in gaps for x in gap], n]
         for a, b in zip(bounds[::2], bounds[1::2]):
-            if options.min_window * 100 <= b - a <= options.window * 100:
-                start = regions[ri].start + a * step / SAMPLE_RATE
-                out.append((ri, SpeechRegion(start=start, end=start + (b - a) * step / SAMPLE_RATE)))
+            if options.min_window * FRAME_RATE <= b - a <= options.window * FRAME_RATE:
+                start = regions[ri].start + a / FRAME_RATE
+                out.append((ri, SpeechRegion(start=start, end=start + (b - a) / FRAME_RATE)))
     return tuple(out)
 
 
