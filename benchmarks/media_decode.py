@@ -37,14 +37,14 @@ def make_recording(path: Path, minutes: float) -> None:
 
 def child(path: str) -> None:
     """The measured run, in its own process so that its peak RSS is its own."""
-    from mediapipe_g4 import media
+    from mediapipe_g4 import media, video
 
     with tempfile.TemporaryDirectory() as work:
         t0 = time.perf_counter()
         info = media.probe(path)
         wave = media.decode_audio(path, work, info=info)
         t1 = time.perf_counter()
-        kfs = media.extract_keyframes(path, work, info=info)
+        kfs = video.extract_keyframes(path, work, info=info)
         t2 = time.perf_counter()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"audio_s": t1 - t0, "keyframes_s": t2 - t1, "total_s": t2 - t0, "samples": len(wave),

@@ -147,7 +147,7 @@ def _echo_json(obj) -> None:
 @click.option("--no-keyframes", is_flag=True, help="Skip finding keyframes (faster on long videos).")
 def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
     """Show a recording's media facts: duration, streams, codecs, rotation, keyframe times."""
-    from . import media
+    from . import media, video
     from .progress import progress_hook
 
     info = media.probe(file)
@@ -155,7 +155,7 @@ def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
     if info.has_video and not no_keyframes:
         # Progress goes to stderr, also with --json (stdout stays JSON): hours of video take a while.
         with tempfile.TemporaryDirectory(prefix="g4media-probe-") as tmp, progress_hook() as hook:
-            found = media.extract_keyframes(file, tmp, info=info, hook=hook)
+            found = video.extract_keyframes(file, tmp, info=info, hook=hook)
             keyframe_times = [k.time for k in found]
     facts = {
         "path": info.path,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, media
+from . import __version__, media, video
 from .answers import CachedEngine
 from .atomic import write_json
 from .diarize import DiarizationOptions
@@ -386,7 +386,7 @@ def _prepare(path: str | Path, options: RunOptions, make_engine: EngineFactory |
         if not options.slides:
             return [], None
         t0 = time.perf_counter()
-        return (media.extract_keyframes(src, work, info=info, hook=h, fresh=options.fresh),
+        return (video.extract_keyframes(src, work, info=info, hook=h, fresh=options.fresh),
                 round(time.perf_counter() - t0, 3))
 
     slides = Background(find_slides, hook, "keyframes")

@@ -77,13 +77,13 @@ def e2b_engine(tiny_e2b_checkpoint) -> TransformersEngine:
 
 @pytest.fixture(scope="module")
 def standup(tmp_path_factory):
-    from mediapipe_g4 import media
+    from mediapipe_g4 import media, video
 
     work = tmp_path_factory.mktemp("standup-engine")
     t = truth("standup.mp4")
     return {
         "waveform": media.decode_audio(SAMPLES / "standup.mp4", work),
-        "keyframes": media.extract_keyframes(SAMPLES / "standup.mp4", work),
+        "keyframes": video.extract_keyframes(SAMPLES / "standup.mp4", work),
         "turns": [SpeakerTurn(s["start"], s["end"], s["speaker"]) for s in t["segments"]],
         "segments": [Segment(s["start"], s["end"], s["speaker"], s["text"]) for s in t["segments"]],
     }

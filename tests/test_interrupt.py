@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mediapipe_g4 import media
+from mediapipe_g4 import video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def run_until(script: str, *args: str, signum: int = signal.SIGINT, ready: str =
 
 KEYFRAMES_IN_A_THREAD = """
     import sys, time
-    from mediapipe_g4 import media
+    from mediapipe_g4 import media, video
     from mediapipe_g4.pipeline import Background
 
     said = []
@@ -60,7 +60,7 @@ KEYFRAMES_IN_A_THREAD = """
             print("ready", flush=True)
             time.sleep(0.5)  # the Ctrl-C comes now, while FFmpeg is still decoding frames
 
-    job = Background(lambda h: media.extract_keyframes(sys.argv[1], sys.argv[2], hook=h), hook, "keyframes")
+    job = Background(lambda h: video.extract_keyframes(sys.argv[1], sys.argv[2], hook=h), hook, "keyframes")
     try:
         job.wait()
     except KeyboardInterrupt:  # as the pipeline does: stop the slides, then go
@@ -78,7 +78,7 @@ def test_ctrl_c_while_finding_slides_caches_no_partial_keyframes(samples_dir, tm
     assert done.returncode == 130, done.stderr
     index = tmp_path / "stopped" / "keyframes" / "index.json"
     if index.exists():  # finished before the cancel came: then it must be all of them
-        whole = media.extract_keyframes(samples_dir / "standup.mp4", tmp_path / "whole")
+        whole = video.extract_keyframes(samples_dir / "standup.mp4", tmp_path / "whole")
         assert [k["time"] for k in json.loads(index.read_text())["keyframes"]] == [k.time for k in whole]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import SAMPLE_NAMES, truth
 
-from mediapipe_g4 import media
+from mediapipe_g4 import media, video
 from mediapipe_g4.errors import MediaError
 from mediapipe_g4.records import SAMPLE_RATE, AudioStream, MediaInfo
 
@@ -62,7 +62,7 @@ def test_an_mp4_cut_off_after_its_index_is_said_by_probe(samples_dir, tmp_path):
 
 
 def test_frames_at_one_per_second(samples_dir):
-    frames = media.iter_frames(samples_dir / "standup.mp4", max_size=320)
+    frames = video.iter_frames(samples_dir / "standup.mp4", max_size=320)
     times, shapes = [], set()
     for f in frames:
         times.append(f.time)
@@ -73,7 +73,7 @@ def test_frames_at_one_per_second(samples_dir):
 
 
 def test_keyframes_at_slide_changes(samples_dir, tmp_path):
-    found = media.extract_keyframes(samples_dir / "standup.mp4", tmp_path)
+    found = video.extract_keyframes(samples_dir / "standup.mp4", tmp_path)
     slides = [s["time"] for s in truth("standup.mp4")["slides"]]
     assert len(found) == len(slides)  # one keyframe per slide, however long it stays
     for kf, t in zip(found, slides):
@@ -81,28 +81,28 @@ def test_keyframes_at_slide_changes(samples_dir, tmp_path):
         assert kf.end > kf.time
     assert all(tmp_path in __import__("pathlib").Path(k.image_path).parents for k in found)
     # the second call reads the index instead of decoding again
-    assert media.extract_keyframes(samples_dir / "standup.mp4", tmp_path) == found
+    assert video.extract_keyframes(samples_dir / "standup.mp4", tmp_path) == found
 
 
 def test_keyframes_are_found_again_when_fresh_or_found_by_other_code(samples_dir, tmp_path, monkeypatch):
     path = samples_dir / "standup.mp4"
-    found = media.extract_keyframes(path, tmp_path)
-    calls, real = [], media.keyframes
-    monkeypatch.setattr(media, "keyframes", lambda *a, **k: calls.append(1) or real(*a, **k))
-    assert media.extract_keyframes(path, tmp_path) == found and calls == []  # from the index
-    assert media.extract_keyframes(path, tmp_path, fresh=True) == found and len(calls) == 1
+    found = video.extract_keyframes(path, tmp_path)
+    calls, real = [], video.find_keyframes
+    monkeypatch.setattr(video, "find_keyframes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert video.extract_keyframes(path, tmp_path) == found and calls == []  # from the index
+    assert video.extract_keyframes(path, tmp_path, fresh=True) == found and len(calls) == 1
     index = tmp_path / "keyframes" / "index.json"
     kept = json.loads(index.read_text())
     index.write_text(json.dumps({**kept, "key": "made-by-another-version"}))
-    assert media.extract_keyframes(path, tmp_path) == found and len(calls) == 2
+    assert video.extract_keyframes(path, tmp_path) == found and len(calls) == 2
     index.write_text(json.dumps(kept["keyframes"]))  # the index of versions before the key: a bare list
-    assert media.extract_keyframes(path, tmp_path) == found and len(calls) == 3
-    assert media.extract_keyframes(path, tmp_path, max_size=320) != found and len(calls) == 4  # other settings
+    assert video.extract_keyframes(path, tmp_path) == found and len(calls) == 3
+    assert video.extract_keyframes(path, tmp_path, max_size=320) != found and len(calls) == 4  # other settings
 
 
 def test_static_video_is_one_keyframe_and_moving_video_few(media_corpus, tmp_path):
-    assert len(media.extract_keyframes(media_corpus["silent_video"], tmp_path / "a")) == 1
-    moving = media.extract_keyframes(media_corpus["truncated"].with_name("full.mp4"), tmp_path / "b")
+    assert len(video.extract_keyframes(media_corpus["silent_video"], tmp_path / "a")) == 1
+    moving = video.extract_keyframes(media_corpus["truncated"].with_name("full.mp4"), tmp_path / "b")
     assert 1 <= len(moving) <= 2  # a moving test pattern is not a new slide every second
 
 
@@ -110,9 +110,9 @@ def test_a_video_that_does_not_decode_gives_no_slides_and_a_warning(media_corpus
     """Its sound is still worth a transcript: no keyframes, a warning with FFmpeg's reason, nothing cached."""
     path = media_corpus["broken_video"]
     with pytest.raises(MediaError, match="could not decode the video"):
-        list(media.iter_frames(path))  # FFmpeg decodes not one frame of it
+        list(video.iter_frames(path))  # FFmpeg decodes not one frame of it
     with caplog.at_level("WARNING", logger="mediapipe_g4"):
-        assert media.extract_keyframes(path, tmp_path) == []
+        assert video.extract_keyframes(path, tmp_path) == []
     assert "could not decode the video" in caplog.text and "going on without slides" in caplog.text
     assert not (tmp_path / "keyframes" / "index.json").exists()  # another FFmpeg may do better next time
     assert len(media.decode_audio(path, tmp_path)) == pytest.approx(64.0 * SAMPLE_RATE, rel=0.01)
@@ -128,8 +128,8 @@ def test_keyframes_from_synthetic_frames(tmp_path):
     for k in range(12):
         img = edited if k >= 7 else base
         noise = rng.integers(-3, 4, img.shape)
-        frames.append(media.Frame(time=float(k), image=np.clip(img + noise, 0, 255).astype(np.uint8)))
-    found = media.keyframes(frames, tmp_path, duration=12.0)
+        frames.append(video.Frame(time=float(k), image=np.clip(img + noise, 0, 255).astype(np.uint8)))
+    found = video.find_keyframes(frames, tmp_path, duration=12.0)
     assert [k.time for k in found] == [0.0, 7.0]
     assert [k.end for k in found] == [7.0, 12.0]
 
@@ -187,7 +187,7 @@ def test_rotation_and_fallback_parser(samples_dir, monkeypatch):
     assert media._rotation({"side_data_list": [{"rotation": -90}]}) == 270
     assert media._rotation({"tags": {"rotate": "90"}}) == 90
     rotated = media.MediaInfo("x", "mp4", 1.0, 0.0, 1, (), (media.VideoStream(0, "h264", 1920, 1080, 30.0, 90),))
-    assert media.frame_size(rotated, 640) == (360, 640)
+    assert video.frame_size(rotated, 640) == (360, 640)
     # without ffprobe (imageio-ffmpeg ships none) the facts come from `ffmpeg -i`
     with_probe = media.probe(samples_dir / "standup.mp4")
     monkeypatch.setattr(media, "ffprobe_binary", lambda: None)
@@ -205,8 +205,8 @@ def test_moving_tile_beside_slides_is_ignored(tmp_path):
         img = np.full((180, 320, 3), 240, np.uint8)
         img[20:30, 20:120 if k < 25 else 160] = 10  # the slide's title grows at 25 s
         img[120:175, 240:315] = rng.integers(0, 255, (55, 75, 3))  # the "webcam"
-        frames.append(media.Frame(time=float(k), image=img))
-    found = media.keyframes(frames, tmp_path, duration=40.0)
+        frames.append(video.Frame(time=float(k), image=img))
+    found = video.find_keyframes(frames, tmp_path, duration=40.0)
     assert [k.time for k in found][-1] == 25.0
     assert len(found) <= 3  # the first frame, perhaps one while the tile's motion is learned, the slide
 
@@ -327,6 +327,6 @@ def test_progress_of_decoding_and_slides_ends_complete(samples_dir, tmp_path):
     # The bars of finished steps stayed at 511/512 (the last whole second counted, the last frame's time).
     calls = []
     media.decode_audio(samples_dir / "standup.mp4", tmp_path, hook=lambda *a: calls.append(a))
-    media.extract_keyframes(samples_dir / "standup.mp4", tmp_path, hook=lambda *a: calls.append(a))
+    video.extract_keyframes(samples_dir / "standup.mp4", tmp_path, hook=lambda *a: calls.append(a))
     last = {step: (done, total) for step, done, total in calls}
     assert last["decode"][0] == last["decode"][1] and last["keyframes"][0] == last["keyframes"][1]

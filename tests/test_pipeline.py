@@ -339,11 +339,11 @@ def test_keyframes_run_beside_decoding_and_diarization(samples_dir, tmp_path, mo
     then overlap, so `total` is the wall time (less than their sum), in the stages' order."""
     import threading
 
-    from mediapipe_g4 import media, pipeline
+    from mediapipe_g4 import pipeline, video
 
     threads = {}
     started = threading.Event()
-    extract, diarization = media.extract_keyframes, pipeline.load_diarization
+    extract, diarization = video.extract_keyframes, pipeline.load_diarization
 
     def keyframes(*args, **kwargs):
         threads["keyframes"] = threading.current_thread().name
@@ -355,7 +355,7 @@ def test_keyframes_run_beside_decoding_and_diarization(samples_dir, tmp_path, mo
         assert started.wait(10)  # keyframes began before diarization finished
         return diarization(*args, **kwargs)
 
-    monkeypatch.setattr(media, "extract_keyframes", keyframes)
+    monkeypatch.setattr(video, "extract_keyframes", keyframes)
     monkeypatch.setattr(pipeline, "load_diarization", turns)
     result, _, _ = run(samples_dir / "standup.mp4", tmp_path, standup_engine_script())
     assert threads == {"keyframes": "g4-keyframes", "diarize": threading.current_thread().name}
@@ -369,11 +369,11 @@ def test_a_failed_diarization_stops_the_keyframes(samples_dir, tmp_path, monkeyp
     """An error beside the keyframe thread cancels it at its next frame: FFmpeg does not go on decoding."""
     import threading
 
-    from mediapipe_g4 import media, pipeline
+    from mediapipe_g4 import pipeline, video
 
     frames_seen = []
     stopped = threading.Event()
-    iter_frames = media.iter_frames
+    iter_frames = video.iter_frames
 
     def slow_frames(*args, **kwargs):
         try:
@@ -389,7 +389,7 @@ def test_a_failed_diarization_stops_the_keyframes(samples_dir, tmp_path, monkeyp
             threading.Event().wait(0.01)
         raise pipeline.MediaError("diarization failed")
 
-    monkeypatch.setattr(media, "iter_frames", slow_frames)
+    monkeypatch.setattr(video, "iter_frames", slow_frames)
     monkeypatch.setattr(pipeline, "load_diarization", failing_diarization)
     with pytest.raises(pipeline.MediaError, match="diarization failed"):
         run(samples_dir / "standup.mp4", tmp_path, standup_engine_script())
@@ -404,9 +404,9 @@ def test_transcription_goes_on_beside_the_keyframes_unless_it_shows_them(samples
     being found, and the notes wait for them; with, it waits for them."""
     import threading
 
-    from mediapipe_g4 import media
+    from mediapipe_g4 import video
 
-    extract = media.extract_keyframes
+    extract = video.extract_keyframes
     transcribing, order = threading.Event(), []
 
     def keyframes(*args, **kwargs):
@@ -423,7 +423,7 @@ def test_transcription_goes_on_beside_the_keyframes_unless_it_shows_them(samples
         return script(request)
 
     script = standup_engine_script()
-    monkeypatch.setattr(media, "extract_keyframes", keyframes)
+    monkeypatch.setattr(video, "extract_keyframes", keyframes)
     result, engine, _ = run(samples_dir / "standup.mp4", tmp_path, answer, plan=PlanOptions(keyframe_tokens=beside))
     first_transcription = order.index("transcribe")
     assert (order.index("keyframes") < first_transcription) == bool(beside)
@@ -436,10 +436,10 @@ def test_transcription_goes_on_beside_the_keyframes_unless_it_shows_them(samples
 def test_a_failed_transcription_stops_the_keyframes(samples_dir, tmp_path, monkeypatch):
     import threading
 
-    from mediapipe_g4 import media
+    from mediapipe_g4 import video
 
     frames_seen, stopped = [], threading.Event()
-    iter_frames = media.iter_frames
+    iter_frames = video.iter_frames
 
     def slow_frames(*args, **kwargs):
         try:
@@ -453,7 +453,7 @@ def test_a_failed_transcription_stops_the_keyframes(samples_dir, tmp_path, monke
     def failing(request):
         raise RuntimeError("the model failed")
 
-    monkeypatch.setattr(media, "iter_frames", slow_frames)
+    monkeypatch.setattr(video, "iter_frames", slow_frames)
     with pytest.raises(RuntimeError, match="the model failed"):
         run(samples_dir / "standup.mp4", tmp_path, failing)
     assert stopped.wait(10) and len(frames_seen) < 64
@@ -518,11 +518,11 @@ def test_a_copy_prepared_ahead_waits_for_the_slides_of_the_one_before(samples_di
     import shutil
     import threading
 
-    from mediapipe_g4 import media, pipeline
+    from mediapipe_g4 import pipeline, video
 
     options = RunOptions(cache_dir=str(tmp_path / "cache"))
     copy = shutil.copy(samples_dir / "standup.mp4", tmp_path / "copy of standup.mp4")
-    extract, inside, overlaps, calls = media.extract_keyframes, [], [], []
+    extract, inside, overlaps, calls = video.extract_keyframes, [], [], []
 
     def keyframes(*args, **kwargs):
         if inside:
@@ -536,7 +536,7 @@ def test_a_copy_prepared_ahead_waits_for_the_slides_of_the_one_before(samples_di
         finally:
             inside.pop()
 
-    monkeypatch.setattr(media, "extract_keyframes", keyframes)
+    monkeypatch.setattr(video, "extract_keyframes", keyframes)
     engine = ScriptedEngine(standup_engine_script())
     ahead = pipeline.Lookahead(options, lambda model: engine)
     ahead.queue(copy)

@@ -43,7 +43,7 @@ def processor(tiny_checkpoint):
 @pytest.fixture(scope="module")
 def decoded(tmp_path_factory) -> dict[str, dict]:
     """Each sample's waveform, true turns and lines, and (for the video) its keyframes."""
-    from mediapipe_g4 import media
+    from mediapipe_g4 import media, video
 
     out = {}
     for name in SAMPLE_NAMES:
@@ -53,7 +53,7 @@ def decoded(tmp_path_factory) -> dict[str, dict]:
             "waveform": media.decode_audio(SAMPLES / name, work),
             "turns": [SpeakerTurn(s["start"], s["end"], s["speaker"]) for s in t["segments"]],
             "segments": [Segment(s["start"], s["end"], s["speaker"], s["text"]) for s in t["segments"]],
-            "keyframes": media.extract_keyframes(SAMPLES / name, work),
+            "keyframes": video.extract_keyframes(SAMPLES / name, work),
         }
     return out
 
