@@ -208,8 +208,14 @@ class Background:
 TURNS_CODE = ("diarize", "vad", "sides", "pkg:resemblyzer", "pkg:silero-vad")
 
 
+def _turns_prefix() -> str:
+    return f"turns-{code_key(*TURNS_CODE)}-"
+
+
 def turns_path(work: Path, options: DiarizationOptions) -> Path:
-    return work / f"turns-{settings_key({**options.to_dict(), 'code': code_key(*TURNS_CODE)})}.json"
+    """`turns-<code>-<settings>.json`: one file per setting (`--speakers 2` and `3` are both kept), the code's key
+    first, so that the files of other versions are told apart (and removed)."""
+    return work / f"{_turns_prefix()}{settings_key(options.to_dict())}.json"
 
 
 def cached_diarization(work: Path, options: DiarizationOptions) -> Diarization | None:
@@ -228,6 +234,9 @@ def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Ho
         return cached
     result = find_speakers(waveform, options, open_sides, hook)
     write_json(turns_path(work, options), result.to_dict())
+    for old in work.glob("turns-*.json"):  # found by another version of the code: never read again
+        if not old.name.startswith(_turns_prefix()):
+            old.unlink(missing_ok=True)
     return result
 
 

@@ -875,3 +875,21 @@ def test_speaker_turns_found_by_other_code_are_found_again(tmp_path, monkeypatch
         assert name.startswith("pkg:") or workdir._module_file(name).is_file()
     with pytest.raises(LookupError):
         workdir._module_file("no_such_module")
+
+
+def test_speaker_turns_of_other_code_are_removed_when_new_ones_are_written(tmp_path, monkeypatch):
+    """Turns found by an older version are never read again: writing the new ones removes them (the old bare-key
+    names too), while the turns of other settings found by this version stay."""
+    from mediapipe_g4 import pipeline
+    from mediapipe_g4.records import Diarization, SpeakerTurn
+
+    options, other = DiarizationOptions(), DiarizationOptions(num_speakers=2)
+    found = Diarization(duration=3.0, speakers=("S1",), turns=(SpeakerTurn(0.0, 3.0, "S1"),))
+    kept = pipeline.turns_path(tmp_path, other)
+    stale = [tmp_path / "turns-0123456789abcdef.json", tmp_path / "turns-0123456789ab-0123456789abcdef.json"]
+    for path in [kept, *stale]:
+        path.write_text(json.dumps(found.to_dict()))
+    monkeypatch.setattr(pipeline, "find_speakers", lambda *a: found)
+    assert pipeline.load_diarization(None, tmp_path, options, lambda *a: None, None) == found
+    assert sorted(tmp_path.glob("turns-*.json")) == sorted([kept, pipeline.turns_path(tmp_path, options)])
+    assert pipeline.cached_diarization(tmp_path, options) == found
