@@ -29,7 +29,7 @@ class ModelShape:
 
     name: str
     params: float  # all parameters, in units
-    embedding_params: float  # the token embedding (kept in 16 bits when quantizing)
+    sixteen_bit_params: float  # what bitsandbytes leaves in 16 bits: embeddings, audio/vision towers, the head
     hidden_size: int
     intermediate_size: int
     layer_types: tuple[str, ...]  # "sliding_attention" / "full_attention"
@@ -69,7 +69,7 @@ def _gemma4_12b() -> ModelShape:
     return ModelShape(
         name="google/gemma-4-12B-it",
         params=11.96e9,
-        embedding_params=262_144 * 3840,
+        sixteen_bit_params=1.060e9,  # the token embedding (1.007 B) and the audio/image embedders, on the meta device
         hidden_size=3840,
         intermediate_size=15360,
         layer_types=kinds,
@@ -96,12 +96,11 @@ def shape_from_config(config: Any, name: str, *, params: float | None = None) ->
         d = getattr(layer, "head_dim", None) or text.head_dim
         heads.append(0 if modes[i] == "reuse" else h)
         dims.append(d)
-    if params is None:
-        params = count_parameters(config)
+    total, sixteen_bits = count_parameters(config)
     return ModelShape(
         name=name,
-        params=float(params),
-        embedding_params=float(text.vocab_size * text.hidden_size),
+        params=float(params if params is not None else total),
+        sixteen_bit_params=sixteen_bits,
         hidden_size=text.hidden_size,
         intermediate_size=text.intermediate_size,
         layer_types=kinds,
@@ -112,14 +111,23 @@ def shape_from_config(config: Any, name: str, *, params: float | None = None) ->
     )
 
 
-def count_parameters(config: Any) -> float:
-    """Parameters of the model a config describes, counted on the meta device (nothing allocated)."""
+def count_parameters(config: Any) -> tuple[float, float]:
+    """(all parameters, those that `--quantize` leaves in 16 bits) of the model a config describes, counted on the
+    meta device (nothing allocated; a second for the 12B). bitsandbytes quantizes the weight of each linear layer
+    outside `QUANT_SKIP`; the rest stays: every embedding (E2B/E4B's per-layer one is 2 B of their 5 B), the audio
+    and vision towers and embedders, the norms."""
     import torch
     from transformers import AutoModelForMultimodalLM
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    from .transformers_engine import QUANT_SKIP
 
     with torch.device("meta"):
         model = AutoModelForMultimodalLM.from_config(config)
-    return float(sum(p.numel() for p in model.parameters()))
+    total = sum(p.numel() for p in model.parameters())
+    quantized = sum(m.weight.numel() for n, m in model.named_modules()
+                    if type(m) is torch.nn.Linear and should_convert_module(n, QUANT_SKIP))
+    return float(total), float(total - quantized)
 
 
 # --------------------------------------------------------------------------- bytes
@@ -159,11 +167,11 @@ def dtype_bytes(dtype: str) -> int:
 
 
 def weights_bytes(shape: ModelShape, dtype: str = "bfloat16", quantize: str | None = None) -> float:
-    """Weights in memory; bitsandbytes keeps embeddings and norms in 16 bits and adds ~3 % of quant state."""
+    """Weights in memory; bitsandbytes keeps `sixteen_bit_params` in 16 bits and adds ~3 % of quant state."""
     if quantize in ("4bit", "8bit"):
         per = 0.5 if quantize == "4bit" else 1.0
-        rest = shape.params - shape.embedding_params
-        return shape.embedding_params * 2 + rest * per * 1.03
+        rest = shape.params - shape.sixteen_bit_params
+        return shape.sixteen_bit_params * 2 + rest * per * 1.03
     return shape.params * dtype_bytes(dtype)
 
 

@@ -183,6 +183,12 @@ def _torch_dtype(name: str):
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
 
 
+# What bitsandbytes leaves in 16 bits: the embedders of audio and images, E2B/E4B's audio and vision towers, and the
+# output head (small, and sensitive). transformers matches a name from the start of a module's full name (or as its
+# end), so the modules under `model.` are named in full: a bare "audio_tower" matches nothing and was quantized.
+QUANT_SKIP = ["lm_head", "model.embed_vision", "model.embed_audio", "model.vision_tower", "model.audio_tower"]
+
+
 def _quantization_config(quantize: str, dtype: str, device: str):
     if not device.startswith("cuda"):
         raise ModelError(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); this run is on {device}")

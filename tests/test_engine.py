@@ -252,7 +252,7 @@ def test_a_model_bigger_than_free_memory_is_refused_before_loading(tiny_checkpoi
     the engine take bfloat16 by itself; swap counts."""
     from mediapipe_g4 import memory
 
-    params = memory.count_parameters(load_config(str(tiny_checkpoint)))
+    params, _ = memory.count_parameters(load_config(str(tiny_checkpoint)))
     runtime = memory.RUNTIME_BYTES
     free = {"ram": 3.0 * params + runtime, "swap": 0.0}  # bytes: room for 16-bit weights, not for float32 ones
 
@@ -281,7 +281,7 @@ def test_a_model_bigger_than_free_memory_is_refused_before_loading(tiny_checkpoi
 def test_a_big_model_on_the_cpu_is_said_to_be_slow(tiny_checkpoint, monkeypatch, caplog):
     from mediapipe_g4 import memory, transformers_engine
 
-    params = memory.count_parameters(load_config(str(tiny_checkpoint)))
+    params, _ = memory.count_parameters(load_config(str(tiny_checkpoint)))
 
     class Loading(Exception):
         pass
@@ -453,6 +453,26 @@ def test_quantize_needs_cuda_and_bitsandbytes(tiny_checkpoint):
         TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", quantize="4bit"))
 
 
+@pytest.mark.parametrize("family", ["tiny_checkpoint", "tiny_e2b_checkpoint"])
+def test_quantization_leaves_the_towers_embedders_and_head_in_16_bits(family, request):
+    """The skip list as bitsandbytes reads it (transformers' own matcher, over the model's real module names):
+    every linear layer of the audio/vision towers and embedders and the head stays, the language model's go."""
+    import torch
+    from transformers import AutoConfig, AutoModelForMultimodalLM
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    from mediapipe_g4.transformers_engine import QUANT_SKIP
+
+    model = AutoModelForMultimodalLM.from_config(AutoConfig.from_pretrained(request.getfixturevalue(family)))
+    linear = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    kept = {n for n in linear if not should_convert_module(n, QUANT_SKIP)}
+    media = [n for n in linear if n.split(".")[1:2] in (["embed_vision"], ["embed_audio"], ["vision_tower"],
+                                                         ["audio_tower"])]
+    assert media and set(media) <= kept and "lm_head" in kept
+    assert kept == set(media) | {"lm_head"}  # the rest, the language model, is quantized
+    assert any("language_model" in n for n in set(linear) - kept)
+
+
 def _resident_kb(path) -> int:
     """Resident kB of this process's mappings of `path` (Linux: /proc/self/smaps)."""
     total, inside = 0, False
@@ -496,3 +516,23 @@ def test_clips_apart_leave_none_of_the_waveform_resident(tmp_path):
     for t in np.arange(0, 590, 20.0):  # 8 s of speech every 20 s
         AudioPart(t + 3.3, t + 11.3, waveform).samples()
     assert _resident_kb(waveform.filename) < 2 * 1024, f"{_resident_kb(waveform.filename)} kB of 38 MB resident"
+
+
+def test_quantized_weights_count_what_bitsandbytes_leaves_in_16_bits(tiny_e2b_checkpoint):
+    """E2B/E4B keep a per-layer embedding beside the token one (an nn.Embedding: bitsandbytes never quantizes it);
+    the memory estimate of `--quantize` counts it, the towers and the embedders at 2 bytes a parameter."""
+    from transformers import AutoModelForMultimodalLM, Gemma4Config
+
+    from mediapipe_g4.memory import shape_from_config, weights_bytes
+
+    config = load_config(str(tiny_e2b_checkpoint))
+    model = AutoModelForMultimodalLM.from_config(config)
+    stays = sum(p.numel() for n, p in model.named_parameters() if "embed" in n or "tower" in n)
+    assert "model.language_model.embed_tokens_per_layer.weight" in dict(model.named_parameters())
+    shape = shape_from_config(config, "tiny-e2b")
+    assert stays <= shape.sixteen_bit_params < shape.params
+    assert weights_bytes(shape, quantize="4bit") > 2 * stays
+    # The default gemma4 config: 5.1 B parameters, 2.6 B of them embeddings. Counted as 4-bit they made 3.5 GB.
+    big = shape_from_config(Gemma4Config(), "gemma4")
+    assert big.params > 5e9 and big.sixteen_bit_params > 2.6e9
+    assert 6.0e9 < weights_bytes(big, quantize="4bit") < 7.0e9
