@@ -277,18 +277,28 @@ def check_device(requested: str) -> str:
 
 
 def pick_dtype(device: str, requested: str | None = None) -> str:
-    """bf16 on CUDA (fp16 on GPUs without bf16) and MPS, float32 on CPU (CPU bf16 matmuls are slow)."""
+    """bf16 on CUDA (fp16 on GPUs without native bf16) and MPS, float32 on CPU (CPU bf16 matmuls are slow)."""
     if requested and requested != "auto":
         if requested not in ("bfloat16", "float16", "float32"):
             raise ValueError(f"dtype must be bfloat16, float16 or float32, not {requested!r}")
         return requested
     if device.startswith("cuda"):
-        import torch
-
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "bfloat16" if _native_bf16(device) else "float16"
     if device == "mps":
         return "bfloat16"
     return "float32"
+
+
+def _native_bf16(device: str) -> bool:
+    """Whether this CUDA device (`cuda:1`: that one, not the current one) computes in bfloat16 in hardware: Ampere
+    and later, and AMD's GPUs under ROCm. torch's `is_bf16_supported()` also says yes where bf16 is only emulated
+    (a T4, a V100: slow), so fp16 was never chosen."""
+    import torch
+
+    if torch.version.hip:
+        return True
+    index = torch.device(device).index
+    return torch.cuda.get_device_properties(torch.cuda.current_device() if index is None else index).major >= 8
 
 
 def system_memory() -> tuple[float, float]:

@@ -298,6 +298,24 @@ def test_a_big_model_on_the_cpu_is_said_to_be_slow(tiny_checkpoint, monkeypatch,
         assert ("runs on the CPU here" in caplog.text and "--model google/gemma-4-E4B-it" in caplog.text) == warned
 
 
+def test_cuda_dtype_is_bf16_where_the_asked_gpu_computes_it(monkeypatch):
+    """fp16 on a GPU before Ampere (a T4: torch emulates bf16 there, and says it is supported), bf16 from Ampere
+    on; `cuda:1` asks GPU 1, not the current one."""
+    import types
+
+    import torch
+
+    from mediapipe_g4 import memory
+
+    majors = {0: 8, 1: 7}  # an A100 and a V100 in one machine
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(major=majors[i]))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert [memory.pick_dtype(d) for d in ("cuda", "cuda:0", "cuda:1")] == ["bfloat16", "bfloat16", "float16"]
+    assert memory.pick_dtype("cuda:1", "bfloat16") == "bfloat16"  # asked for: kept
+
+
 def test_dtype_choice():
     from mediapipe_g4 import memory
 
