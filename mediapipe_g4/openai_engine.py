@@ -203,8 +203,11 @@ def request_body(request: EngineRequest, model: str, options: ServerOptions) -> 
                 opts["seed"] = s.seed
         if options.context_tokens:
             opts["num_ctx"] = options.context_tokens
-        # think: explicit, since Ollama may turn thinking on by default for models that can think
-        return {"model": model, "messages": messages, "stream": False, "think": s.enable_thinking, "options": opts}
+        # think: explicit, since Ollama may turn thinking on by default for models that can think. truncate and
+        # shift off: by default Ollama cuts a prompt longer than num_ctx (keeping its first tokens and its end) and
+        # answers anyway, and shifts the context when the answer outgrows it; off, too long is an error, as on vLLM.
+        return {"model": model, "messages": messages, "stream": False, "think": s.enable_thinking, "options": opts,
+                "truncate": False, "shift": False}
 
     content: list[dict[str, Any]] = []
     for p in request.parts:
@@ -228,8 +231,9 @@ def request_body(request: EngineRequest, model: str, options: ServerOptions) -> 
         body.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         if s.seed is not None:  # OpenAI's, vLLM's and llama.cpp's per-request seed
             body["seed"] = s.seed
-    if s.enable_thinking or options.api == "vllm":
-        body["chat_template_kwargs"] = {"enable_thinking": s.enable_thinking}
+    # Always said: llama-server thinks by default with a template that can (Gemma 4's can), and a thought would
+    # spend a transcription's 320 tokens before the answer starts. vLLM and llama.cpp take it; others ignore it.
+    body["chat_template_kwargs"] = {"enable_thinking": s.enable_thinking}
     if request.images and request.image_tokens != DEFAULT_IMAGE_TOKENS:
         body["mm_processor_kwargs"] = {"max_soft_tokens": request.image_tokens}
     return body

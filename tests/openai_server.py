@@ -12,7 +12,8 @@ process): `faults` is a queue of one-shot behaviours for the next requests ({"st
 0.1}, {"status": 500}, {"drop": True}, {"delay": 2.0}, {"status": 400, "message": ...}, {"payload": {...}}: that
 JSON as the reply, with "status" or 200); `fake` answers
 without the model after `fake_delay` seconds (fast concurrency tests); `max_context` rejects prompts
-longer than it as vLLM does; `refuse_audio` answers audio as a text-only model's server does;
+longer than it as vLLM does (Ollama's /api/chat only with `"truncate": false`: else it answers, and
+the request's record says `truncated`); `refuse_audio` answers audio as a text-only model's server does;
 `api_key` demands a bearer key. `in_flight` / `max_in_flight` count requests being answered at once.
 """
 
@@ -203,7 +204,8 @@ class TestModelServer:
         return {"messages": messages, "max_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or 16),
                 "greedy": temperature == 0, "temperature": temperature, "top_p": body.get("top_p", 1.0),
                 "top_k": body.get("top_k", 64),
-                "enable_thinking": bool((body.get("chat_template_kwargs") or {}).get("enable_thinking")),
+                # llama-server's default: a template that can think (Gemma 4's) thinks unless told otherwise
+                "enable_thinking": bool((body.get("chat_template_kwargs") or {}).get("enable_thinking", True)),
                 "image_tokens": int((body.get("mm_processor_kwargs") or {}).get("max_soft_tokens", 280)),
                 "images": images, "audio_seconds": audio_seconds}
 
@@ -299,7 +301,13 @@ class _Handler(BaseHTTPRequestHandler):
             with app.model_lock:
                 inputs = app.inputs(req)
                 prompt = int(inputs["input_ids"].shape[1])
-                if app.max_context and prompt + req["max_tokens"] > app.max_context:
+                if app.max_context and self.route == "/api/chat" and prompt > app.max_context:
+                    if body.get("truncate") is not False:  # Ollama cuts the prompt (its start and end) and answers
+                        record["truncated"] = True
+                    else:
+                        self._error(400, "the input length exceeds the context length")
+                        return 400
+                elif app.max_context and self.route != "/api/chat" and prompt + req["max_tokens"] > app.max_context:
                     self._error(400, f"This model's maximum context length is {app.max_context} tokens. However, "
                                      f"you requested {prompt + req['max_tokens']} tokens ({prompt} in the messages, "
                                      f"{req['max_tokens']} in the completion). Please reduce the length of the "

@@ -284,6 +284,30 @@ def test_too_long_notes_request_says_to_lower_context_tokens(srv):
         engine(srv).generate([text_request("Write meeting notes: " + "summary, decisions. " * 20, kind="notes")])
 
 
+def test_ollama_is_told_not_to_cut_a_prompt_longer_than_its_context(srv):
+    """Ollama answers a prompt longer than num_ctx by default, cut (its start and its end kept): notes missing the
+    middle of the meeting. g4media asks it not to, so that too long is an error that says what to do."""
+    srv.max_context = 40
+    notes = text_request("Write meeting notes: " + "summary, decisions. " * 20, kind="notes")
+    with pytest.raises(PlanError, match=r"--context-tokens"):
+        engine(srv, api="ollama").generate([notes])
+    assert [s["status"] for s in srv.seen] == [400] and not any(s.get("truncated") for s in srv.seen)
+
+
+@pytest.mark.parametrize("api", ["openai", "vllm", "ollama"])
+def test_every_request_says_whether_to_think(api):
+    """llama-server thinks by default with Gemma 4's template (a thought would spend a transcription's tokens), so
+    thinking off is said to every server, not only to vLLM."""
+    from mediapipe_g4.openai_engine import request_body
+
+    options = ServerOptions(url="http://h/v1", api=api)
+    for thinking in (False, True):
+        body = request_body(replace(text_request("names"), settings=GenerationSettings(enable_thinking=thinking)),
+                            "m", options)
+        said = body["think"] if api == "ollama" else body["chat_template_kwargs"]["enable_thinking"]
+        assert said is thinking
+
+
 def test_server_down_and_server_without_audio(srv, call, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
