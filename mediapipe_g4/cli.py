@@ -399,6 +399,26 @@ def _diarization_options(kw: dict) -> DiarizationOptions:
                               max_speakers=kw["max_speakers"], sides=sides)
 
 
+def _server_plan(plan: PlanOptions, api: str) -> PlanOptions:
+    """The plan for a model server: its context (this machine's memory says nothing about it), and its images' size,
+    which only vLLM takes per request."""
+    from dataclasses import replace
+
+    from .openai_engine import DEFAULT_IMAGE_TOKENS, SERVER_CONTEXT_TOKENS
+
+    if plan.context_tokens is None:
+        plan = replace(plan, context_tokens=SERVER_CONTEXT_TOKENS)
+    asked = {"--image-tokens": plan.notes_image_tokens, "--keyframe-tokens": plan.keyframe_tokens}
+    other = [f"{flag} {n}" for flag, n in asked.items() if n not in (0, DEFAULT_IMAGE_TOKENS)]
+    if api != "vllm" and other:
+        log.warning("%s: only vLLM (--server-api vllm) takes the size of an image with each request; llama.cpp sets "
+                    "it when it starts (--image-max-tokens) and Ollama uses %d, so the requests are planned with %d",
+                    ", ".join(other), DEFAULT_IMAGE_TOKENS, DEFAULT_IMAGE_TOKENS)
+        plan = replace(plan, notes_image_tokens=DEFAULT_IMAGE_TOKENS,
+                       keyframe_tokens=DEFAULT_IMAGE_TOKENS if plan.keyframe_tokens else 0)
+    return plan
+
+
 def _run_options(kw: dict, *, summarize: bool, formats: list[str]) -> RunOptions:
     from .names import parse_name_overrides
     from .pipeline import RunOptions
@@ -412,13 +432,8 @@ def _run_options(kw: dict, *, summarize: bool, formats: list[str]) -> RunOptions
     engine = kw.get("engine") or "transformers"
     if kw.get("server") and engine == "transformers":
         engine = "openai"  # --server URL says where the model runs
-    if engine == "openai" and plan.context_tokens is None:
-        # This machine's memory says nothing about the server's context: plan for what it serves.
-        from dataclasses import replace
-
-        from .openai_engine import SERVER_CONTEXT_TOKENS
-
-        plan = replace(plan, context_tokens=SERVER_CONTEXT_TOKENS)
+    if engine == "openai":
+        plan = _server_plan(plan, kw.get("server_api") or "openai")
     return RunOptions(
         model=kw["model"] or DEFAULT_MODEL, transcribe_model=kw["transcribe_model"], device=kw["device"],
         dtype=kw["dtype"], quantize=kw["quantize"], assistant=kw["assistant"], batch_size=kw["batch_size"],

@@ -535,3 +535,21 @@ def test_an_unknown_model_names_how_to_list_the_servers_models(srv):
     srv.faults.append({"status": 404, "message": 'model "gemma4:12b" not found, try pulling it first'})
     with pytest.raises(ModelError, match=r"\(`ollama list` names them, or `ollama pull` it\)"):
         engine(srv, "gemma4:12b", api="ollama").generate([text_request("hi")])
+
+
+def test_image_sizes_only_vllm_takes_are_planned_as_the_server_makes_them(caplog):
+    """--image-tokens 70 reaches vLLM with each request; llama.cpp and Ollama make each image 280 tokens whatever
+    the request says, so planning 70 would under-count the notes prompt four times over."""
+    from mediapipe_g4.cli import _server_plan
+
+    asked = PlanOptions(notes_image_tokens=70, keyframe_tokens=140)
+    assert _server_plan(asked, "vllm").notes_image_tokens == 70 and "vLLM" not in caplog.text
+    for api in ("openai", "ollama"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mediapipe_g4"):
+            plan = _server_plan(asked, api)
+        assert (plan.notes_image_tokens, plan.keyframe_tokens, plan.context_tokens) == (280, 280, 32768)
+        assert "--image-tokens 70, --keyframe-tokens 140: only vLLM" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        assert _server_plan(PlanOptions(), "ollama").keyframe_tokens == 0 and not caplog.text
