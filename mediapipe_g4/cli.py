@@ -52,12 +52,32 @@ def _stop_on_signals() -> None:
                 signal.signal(getattr(signal, name), stop)
 
 
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    """A bad option or argument as one `Error:` line and exit status 1, like every other bad input (click's own:
+    a usage block, a hint and status 2), with where to look."""
+    message = " ".join(exc.format_message().split())
+    if exc.ctx is not None:
+        see = f"`{exc.ctx.command_path} --help`"
+        message = f"{message} See {see}" if message.endswith("?") else f"{message.rstrip('.')}; see {see}"
+    one = click.UsageError(message)
+    one.exit_code = 1
+    return one
+
+
 class G4Group(click.Group):
     """Turns domain errors (and surprises) into one `Error:` line and exit status 1."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # `g4media --bogus`
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # `g4media diarize --speakers 0`, `g4media foo`
+            raise _one_line(exc) from None
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt as exc:

@@ -279,8 +279,21 @@ def test_a_seed_no_engine_takes_is_refused_before_any_work(samples_dir, tmp_path
     out = CliRunner().invoke(main, ["summarize", str(samples_dir / "phone_call.wav"), "--model", str(tmp_path),
                                     "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "out"),
                                     f"--seed={seed}"])
-    assert out.exit_code == 2 and "Invalid value for '--seed'" in out.output, out.output
+    assert out.exit_code == 1 and "Invalid value for '--seed'" in out.output, out.output
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["diarize", "x.wav", "--speakers", "0"], "Invalid value for '--speakers': 0 is not in the range x>=1; see "
+                                              "`g4media diarize --help`"),
+    (["diarize"], "Missing argument 'FILE'; see `g4media diarize --help`"),
+    (["transcribe", "x.wav", "--bogus"], "No such option '--bogus'; see `g4media transcribe --help`"),
+    (["frobnicate"], "No such command 'frobnicate'; see `g4media --help`"),
+    (["--bogus"], "No such option '--bogus'"),
+])
+def test_a_bad_option_or_argument_is_one_error_line(args, says):
+    """Like any other bad input: one `Error:` line and status 1 (click's own is a usage block, a hint and 2)."""
+    assert says in assert_one_error_line(g4media(*args))
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(samples_dir, tmp_path):
@@ -313,7 +326,7 @@ def test_options_that_contradict_or_are_not_numbers_are_refused(samples_dir, tmp
     range checks, and a DER at collar nan is no figure."""
     args = [a.format(wav=samples_dir / "phone_call.wav") for a in args]
     out = CliRunner().invoke(main, [*args, "--cache-dir", str(tmp_path)] if args[0] != "eval" else args)
-    assert out.exit_code == 2 and says in out.output, out.output
+    assert out.exit_code == 1 and says in out.output and out.output.count("\n") == 1, out.output
     assert list(tmp_path.iterdir()) == []  # refused before any work
     ok = CliRunner().invoke(main, ["diarize", str(samples_dir / "phone_call.wav"), "--speakers", "10", "--json",
                                    "--cache-dir", str(tmp_path)])  # a count above the default --max-speakers 8
