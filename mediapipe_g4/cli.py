@@ -226,10 +226,10 @@ def doctor(model: str | None, as_json: bool) -> None:
     report = run_checks(model)
     if as_json:
         _echo_json(report)
-        return
-    for check in report["checks"]:
-        mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check["status"]]
-        click.echo(f"[{mark}] {check['name']:<10} {check['detail']}")
+    else:
+        for check in report["checks"]:
+            mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check["status"]]
+            click.echo(f"[{mark}] {check['name']:<10} {check['detail']}")
     if any(c["status"] == "fail" for c in report["checks"]):
         sys.exit(1)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 from .memory import GB
@@ -22,10 +24,11 @@ def check_ffmpeg() -> dict[str, Any]:
 
     try:
         binary = media.ffmpeg_binary()
+        version = media.ffmpeg_version()
     except FFmpegNotFound as exc:
         return _check("ffmpeg", "fail", str(exc))
     probe = media.ffprobe_binary()
-    detail = f"{media.ffmpeg_version()} ({binary})"
+    detail = f"{version} ({binary})"
     if not probe:
         detail += "; no ffprobe, probing parses ffmpeg's output"
     return _check("ffmpeg", "ok", detail, path=binary, ffprobe=probe)
@@ -87,34 +90,42 @@ def check_disk() -> dict[str, Any]:
     from .workdir import cache_root
 
     root = cache_root()
-    probe_dir = root if root.exists() else root.parent if root.parent.exists() else os.path.expanduser("~")
-    free = shutil.disk_usage(probe_dir).free / GB
+    there = next((p for p in (root, *root.parents) if p.exists()), Path.home())  # made below it when needed
+    if not there.is_dir():
+        what = f"{root} is a file" if there == root else f"{root} cannot be made: {there} is a file"
+        return _check("cache", "fail", f"{what}, not a folder; set G4MEDIA_CACHE (or pass --cache-dir) to a "
+                      "folder", path=str(root))
+    if not os.access(there, os.W_OK | os.X_OK):
+        return _check("cache", "fail", f"{root}: {there} cannot be written; set G4MEDIA_CACHE (or pass "
+                      "--cache-dir) to a folder that can be", path=str(root))
+    free = shutil.disk_usage(there).free / GB
     return _check("cache", "ok" if free >= 5 else "warn", f"{root} ({free:.0f} GB free)", path=str(root))
 
 
 def check_model(model: str | None) -> dict[str, Any]:
     model = model or DEFAULT_MODEL
-    if os.path.isdir(model):
-        ok = os.path.isfile(os.path.join(model, "config.json"))
-        if not ok:
-            return _check("model", "fail", f"{model}: local folder without config.json", model=model)
-        return _fits(model, f"{model}: local folder")
     from .errors import ModelError
-    from .transformers_engine import resolve_model
+    from .transformers_engine import load_config, resolve_model
 
     try:
         resolved, local = resolve_model(model)
     except ModelError as exc:
         return _check("model", "fail", str(exc), model=model)
-    if local:  # ~/models/x and the like
-        return _fits(resolved, f"{model}: local folder")
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - a dependency of transformers
         return _check("model", "warn", "huggingface_hub is missing; cannot look in the cache")
-    cached = try_to_load_from_cache(model, "config.json")
-    if isinstance(cached, str):
-        return _fits(model, f"{model} is in the Hugging Face cache")
+    cached = None if local else try_to_load_from_cache(model, "config.json")
+    if local or isinstance(cached, str):
+        where = f"{model}: local folder" if local else f"{model} is in the Hugging Face cache"
+        try:
+            load_config(resolved, local_only=True)
+        except ModelError as exc:  # a broken config.json, another kind of model
+            return _check("model", "fail", str(exc), model=model)
+        missing = _missing_weights(Path(resolved) if local else Path(cached).parent)
+        if missing:
+            return _check("model", "fail", f"{where}, but {missing}", model=model)
+        return _fits(resolved if local else model, where)
     missing = f"{model} is not downloaded: run `hf download {model}` (about 24 GB for the 12B), or pass --model " \
               "/path/to/folder"
     from .memory import GEMMA4_12B
@@ -125,6 +136,27 @@ def check_model(model: str | None) -> dict[str, Any]:
     fits, said, extra = _fit(model, GEMMA4_12B)
     verdict = f"once downloaded it {said}" if fits else f"it would not fit here: {said}"
     return _check("model", "warn", f"{missing}; {verdict}", model=model, **extra)
+
+
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _missing_weights(folder: Path) -> str | None:
+    """What is missing of a checkpoint's weights in its folder (a save_pretrained folder, or a Hub snapshot whose
+    download stopped part-way), or None."""
+    found = next((folder / name for name in _WEIGHTS if (folder / name).is_file()), None)
+    if found is None:
+        return "it holds no weights (model.safetensors or its shards): download them again, or save the model there"
+    if found.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(found.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"its {found.name} cannot be read ({exc})"
+        gone = [shard for shard in shards if not (folder / shard).is_file()]
+        if gone:
+            return (f"{len(gone)} of its {len(shards)} weight files are missing ({gone[0]}...): the download "
+                    "stopped part-way; run it again")
+    return None
 
 
 def _fits(model: str, where: str) -> dict[str, Any]:

@@ -45,8 +45,14 @@ def ffmpeg_binary() -> str:
     """The system FFmpeg if on PATH (or $G4MEDIA_FFMPEG), else the one imageio-ffmpeg ships."""
     explicit = os.environ.get("G4MEDIA_FFMPEG")
     if explicit:
-        if not Path(explicit).is_file():
+        where = Path(explicit)
+        if where.is_dir():
+            raise FFmpegNotFound(f"G4MEDIA_FFMPEG points to {explicit}, a folder; give the ffmpeg program in it")
+        if not where.is_file():
             raise FFmpegNotFound(f"G4MEDIA_FFMPEG points to {explicit}, which does not exist")
+        if not os.access(where, os.X_OK):
+            raise FFmpegNotFound(f"G4MEDIA_FFMPEG points to {explicit}, which is not executable (chmod +x it, or "
+                                 "point it at an ffmpeg program)")
         return explicit
     found = shutil.which("ffmpeg")
     if found:
@@ -72,9 +78,19 @@ def ffprobe_binary() -> str | None:
 
 
 def ffmpeg_version() -> str:
-    out = subprocess.run([ffmpeg_binary(), "-hide_banner", "-version"], capture_output=True, text=True)
+    """`ffmpeg version 7.1.1-1+b1`; a program that does not answer as FFmpeg does is FFmpegNotFound."""
+    binary = ffmpeg_binary()
+    try:
+        out = subprocess.run([binary, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FFmpegNotFound(f"{binary} does not run ({exc})") from exc
     first = (out.stdout or "").splitlines()[:1]
-    return first[0].split(" Copyright")[0] if first else "unknown"
+    if out.returncode != 0 or not first or not first[0].startswith("ffmpeg version"):
+        said = " ".join(((out.stderr or "") + (out.stdout or "")).split())[:200] or "nothing"
+        raise FFmpegNotFound(f"{binary} is not a working FFmpeg: `-version` ended with status {out.returncode} and "
+                             f"said {said!r}")
+    return first[0].split(" Copyright")[0]
 
 
 def ffmpeg_input(path: str | os.PathLike[str]) -> str:

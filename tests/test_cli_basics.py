@@ -124,8 +124,38 @@ def test_doctor_with_local_model_folder(tmp_path, tiny_checkpoint):
     (tmp_path / "config.json").write_text("{}")
     res = CliRunner().invoke(main, ["doctor", "--model", str(tmp_path), "--json"])
     model = json.loads(res.output)["checks"][5]
-    assert model["status"] == "warn" and "cannot load the config of the folder" in model["detail"], model
-    assert "hf download" not in model["detail"]  # a local folder is not fixed by downloading
+    assert model["status"] == "fail" and "cannot load the config of the folder" in model["detail"], model
+    assert "hf download" not in model["detail"] and res.exit_code == 1  # a local folder is not fixed by downloading
+    for name in ("config.json", "processor_config.json", "tokenizer.json", "chat_template.jinja"):
+        (tmp_path / name).write_bytes((tiny_checkpoint / name).read_bytes())
+    res = CliRunner().invoke(main, ["doctor", "--model", str(tmp_path), "--json"])  # all but the weights
+    model = json.loads(res.output)["checks"][5]
+    assert model["status"] == "fail" and "it holds no weights" in model["detail"] and res.exit_code == 1, model
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"x")  # a download that stopped part-way
+    model = json.loads(CliRunner().invoke(main, ["doctor", "--model", str(tmp_path), "--json"]).output)["checks"][5]
+    assert model["status"] == "fail" and "1 of its 2 weight files are missing" in model["detail"], model
+
+
+def test_doctor_fails_what_a_run_would_fail_on(tmp_path):
+    """A cache that is a file, and a G4MEDIA_FFMPEG that is not FFmpeg, were `[ok]`; the run then failed."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\necho broken\nexit 3\n")
+    fake.chmod(0o755)
+    (tmp_path / "afile").write_text("x")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "G4MEDIA_FFMPEG": str(fake), "G4MEDIA_CACHE": str(tmp_path / "afile")}
+    out = subprocess.run([sys.executable, "-m", "mediapipe_g4", "doctor", "--json"], capture_output=True, text=True,
+                         timeout=120, env=env, stdin=subprocess.DEVNULL)
+    checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+    assert out.returncode == 1
+    assert checks["ffmpeg"]["status"] == "fail" and "is not a working FFmpeg" in checks["ffmpeg"]["detail"]
+    assert checks["cache"]["status"] == "fail" and "is a file, not a folder" in checks["cache"]["detail"]
+    fake.chmod(0o644)  # not executable: one line from any command, not `unexpected PermissionError`
+    line = assert_one_error_line(subprocess.run(
+        [sys.executable, "-m", "mediapipe_g4", "probe", str(ROOT / "samples" / "standup.mp4")], capture_output=True,
+        text=True, timeout=120, env=env, stdin=subprocess.DEVNULL))
+    assert "is not executable" in line
 
 
 def test_default_model_missing_and_hub_unreachable_fails_at_once(samples_dir, tmp_path):
