@@ -532,7 +532,7 @@ def make_plan(
     from .transformers_engine import DEFAULT_MODEL, download_hint, load_processor, model_shape, resolve_model
 
     model = model or DEFAULT_MODEL
-    resolve_model(model)  # a local folder that is not there is an error, not an estimate
+    _, local = resolve_model(model)  # a local folder that is not there is an error, not an estimate
     warnings: list[str] = []
     counts_from = f"the processor of {model}"
     if processor is None:
@@ -546,6 +546,8 @@ def make_plan(
     try:
         shape = model_shape(model)
     except ModelError:
+        if local:  # a folder whose config does not load: the run would stop there too, so say it now
+            raise
         shape = mem.GEMMA4_12B
         if model != DEFAULT_MODEL:
             warnings.append(f"no config for {model} here, so memory is estimated for the 12B; "

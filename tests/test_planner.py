@@ -403,6 +403,16 @@ def test_make_plan_without_processor_files_estimates(decoded, monkeypatch, tmp_p
             assert r.tokens >= audio_tokens_for(r.audio[0].num_samples)
 
 
+def test_make_plan_with_a_broken_model_folder_is_an_error(decoded, tmp_path):
+    """A folder whose config does not load stops `transcribe` at once; `plan` said estimates for the 12B instead."""
+    from mediapipe_g4.errors import ModelError
+
+    (tmp_path / "config.json").write_text("{bad")
+    d = decoded["phone_call.wav"]
+    with pytest.raises(ModelError, match="cannot load the config of the folder"):
+        make_plan(d["waveform"], d["turns"], model=str(tmp_path), options=PlanOptions())
+
+
 # --------------------------------------------------------------------------- the command
 
 
