@@ -516,18 +516,23 @@ def plan(file: Path, as_json: bool, **kw) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print {duration, speakers, turns} as JSON (and sides: each speaker's channel, for a call split "
                    "by channel).")
-@click.option("--rttm", "rttm_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the turns as an RTTM file here.")
+@click.option("--rttm", "rttm_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="Also write the turns as an RTTM file here (`-`: print them instead).")
 @speaker_options
 @cache_dir_option
 @fresh_option
 def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     """Who spoke when: speaker turns (S1, S2, ...) from voice embeddings, without the model."""
     from . import media
-    from .diarize import write_rttm
+    from .diarize import rttm_lines, write_rttm
     from .pipeline import RunOptions, prepare_recording
     from .progress import progress_hook
 
+    to_stdout = rttm_path is not None and str(rttm_path) == "-"
+    if to_stdout and as_json:
+        raise G4Error("--rttm - and --json both print to stdout; choose one (or give --rttm a file)")
+    if to_stdout:
+        rttm_path = None
     if rttm_path is not None and rttm_path.exists() and file.exists() and os.path.samefile(rttm_path, file):
         raise G4Error(f"Refusing to write the RTTM to {rttm_path}: it is the recording itself")
     if rttm_path is not None:
@@ -542,6 +547,9 @@ def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
     result = ready.diarization
     if rttm_path is not None:
         write_rttm(result, rttm_path, file_id=file.stem)
+    if to_stdout:
+        click.echo("".join(line + "\n" for line in rttm_lines(result, file_id=file.stem)), nl=False)
+        return
     if as_json:
         _echo_json(result.to_dict())
         return

@@ -292,6 +292,16 @@ def test_diarize_refuses_to_write_its_rttm_over_the_recording(samples_dir, tmp_p
     assert call.read_bytes() == (samples_dir / "phone_call.wav").read_bytes()
 
 
+def test_diarize_rttm_dash_prints_the_turns(samples_dir, tmp_path):
+    """`--rttm -` printed nothing and wrote a file named `-`; it prints the RTTM, as `-` means to Unix tools."""
+    call = samples_dir / "phone_call.wav"
+    out = g4media("diarize", str(call), "--rttm", "-", "--cache-dir", str(tmp_path / "cache"), "--speakers", "2")
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and lines and all(ln.startswith("SPEAKER phone_call 1 ") for ln in lines), out
+    assert not (ROOT / "-").exists()
+    assert "--json both print" in assert_one_error_line(g4media("diarize", str(call), "--rttm", "-", "--json"))
+
+
 def test_diarize_says_why_its_rttm_cannot_be_written_before_the_work(samples_dir, tmp_path):
     """--rttm under a file, not a folder: the reason (it said "File exists"), at once (no turns found first)."""
     call = tmp_path / "call.wav"
