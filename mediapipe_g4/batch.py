@@ -45,7 +45,12 @@ def find_recordings(folder: Path, *, recursive: bool, exclude: Path | None = Non
         raise MediaError(f"{folder} is not a folder; give a folder of recordings (or use `g4media summarize FILE`)")
     pattern = "**/*" if recursive else "*"
     for path in sorted(folder.glob(pattern)):
-        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(folder).parts):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if path.is_symlink() and not path.exists() and path.suffix.lower() in MEDIA_EXTENSIONS:
+            yield path, f"{path} is a link to {os.readlink(path)}, which is not there"  # a moved or unmounted file
+            continue
+        if not path.is_file():
             continue
         if exclude is not None and exclude in path.resolve().parents:
             continue  # our own outputs

@@ -676,6 +676,18 @@ def test_done_before_compares_the_settings_the_x_json_has(tmp_path):
     assert options(served_model="gemma4:e4b").changed_from(made) == ["served_model"]  # which model answers
 
 
+def test_batch_reports_a_link_to_a_recording_that_is_gone(samples_dir, tmp_path):
+    """A link whose recording was moved (or sits on a disk not mounted) was left out without a word."""
+    from mediapipe_g4.batch import find_recordings
+
+    (tmp_path / "call.wav").symlink_to(samples_dir / "phone_call.wav")
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "elsewhere" / "gone.mp4")
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "elsewhere" / "notes.txt")  # not a recording's name: not one
+    found = dict(find_recordings(tmp_path, recursive=False))
+    assert sorted(p.name for p in found) == ["call.wav", "gone.mp4"] and found[tmp_path / "call.wav"] is None
+    assert "is a link to" in found[tmp_path / "gone.mp4"] and "which is not there" in found[tmp_path / "gone.mp4"]
+
+
 @pytest.mark.parametrize("where", ["above", "same", "inside"])
 def test_batch_finds_the_recordings_wherever_the_outputs_go(samples_dir, tmp_path, where):
     """Outputs above the recordings (`cd work; g4media batch recs`, -o . by default) or beside them leave out no
