@@ -230,13 +230,17 @@ def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Ho
     `cached_diarization`), or found now and kept in the work folder. With `open_sides` (the recording's sides,
     `media.decode_sides`), side by side when the sides carry their own voices (`sides.py`; always with
     `options.sides` "split"): `sides.find_speakers`."""
-    if cached is not None:
-        return cached
-    result = find_speakers(waveform, options, open_sides, hook)
-    write_json(turns_path(work, options), result.to_dict())
-    for old in work.glob("turns-*.json"):  # found by another version of the code: never read again
-        if not old.name.startswith(_turns_prefix()):
-            old.unlink(missing_ok=True)
+    if cached is None:
+        result = find_speakers(waveform, options, open_sides, hook)
+        write_json(turns_path(work, options), result.to_dict())
+        for old in work.glob("turns-*.json"):  # found by another version of the code: never read again
+            if not old.name.startswith(_turns_prefix()):
+                old.unlink(missing_ok=True)
+    else:
+        result = cached
+    if options.num_speakers and len(result.speakers) < options.num_speakers:
+        log.warning("--speakers %d: this recording's speech was told apart into only %d (each voice needs a few "
+                    "seconds of speech)", options.num_speakers, len(result.speakers))
     return result
 
 

@@ -905,3 +905,18 @@ def test_speaker_turns_of_other_code_are_removed_when_new_ones_are_written(tmp_p
     assert pipeline.load_diarization(None, tmp_path, options, lambda *a: None, None) == found
     assert sorted(tmp_path.glob("turns-*.json")) == sorted([kept, pipeline.turns_path(tmp_path, options)])
     assert pipeline.cached_diarization(tmp_path, options) == found
+
+
+def test_a_speaker_count_that_could_not_be_met_is_said(tmp_path, monkeypatch, caplog):
+    """`--speakers 1000` on a two-person call gave 22 speakers without a word."""
+    from mediapipe_g4 import pipeline
+    from mediapipe_g4.records import Diarization, SpeakerTurn
+
+    found = Diarization(duration=3.0, speakers=("S1", "S2"), turns=(SpeakerTurn(0.0, 1.0, "S1"),
+                                                                     SpeakerTurn(1.0, 3.0, "S2")))
+    monkeypatch.setattr(pipeline, "find_speakers", lambda *a: found)
+    for wanted, said in ((2, False), (5, True)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mediapipe_g4"):
+            pipeline.load_diarization(None, tmp_path, DiarizationOptions(num_speakers=wanted), lambda *a: None, None)
+        assert ("--speakers 5: this recording's speech was told apart into only 2" in caplog.text) == said
