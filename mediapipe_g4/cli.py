@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -52,7 +53,13 @@ def _stop_on_signals() -> None:
                 signal.signal(getattr(signal, name), stop)
 
 
-def _one_line(exc: click.UsageError) -> click.UsageError:
+def printable(text: str) -> str:
+    """`text` with control characters shown as escapes: a file name with a newline in it keeps an error (or a
+    `wrote` line) on one line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _usage_line(exc: click.UsageError) -> click.UsageError:
     """A bad option or argument as one `Error:` line and exit status 1, like every other bad input (click's own:
     a usage block, a hint and status 2), with where to look."""
     message = " ".join(exc.format_message().split())
@@ -71,13 +78,13 @@ class G4Group(click.Group):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as exc:  # `g4media --bogus`
-            raise _one_line(exc) from None
+            raise _usage_line(exc) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:  # `g4media diarize --speakers 0`, `g4media foo`
-            raise _one_line(exc) from None
+            raise _usage_line(exc) from None
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt as exc:
@@ -98,7 +105,7 @@ class G4Group(click.Group):
                 message = str(exc)
             else:
                 message = f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)"
-            click.echo(f"Error: {message}", err=True)
+            click.echo(f"Error: {printable(message)}", err=True)
             sys.exit(1)
 
 
@@ -677,7 +684,7 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
             continue
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items() if v >= 0.05)
         notes = result["notes"]
-        click.echo(f"{file.name}: wrote {', '.join(str(p) for p in paths)}")
+        click.echo(printable(f"{file.name}: wrote {', '.join(str(p) for p in paths)}"))
         click.echo(f"  {_count(len(result['segments']), 'segment')}, {_count(len(result['speakers']), 'speaker')}; "
                    f"{timings}")
         if summarize and notes.get("status") != "ok":
@@ -803,7 +810,7 @@ def render(results: tuple[Path, ...], output_dir: Path | None, **kw) -> None:
         names = [f for f in formats if not (f == "json" and (out_dir / f"{stem}.json").resolve() == path.resolve())]
         missing = _drop_missing_images(result, media_dir)
         written = write_outputs(result, out_dir, stem, names, media_dir=media_dir) if names else []
-        click.echo(f"{path.name}: wrote {', '.join(str(p) for p in written) or 'nothing (it is the input)'}")
+        click.echo(printable(f"{path.name}: wrote {', '.join(str(p) for p in written) or 'nothing (it is the input)'}"))
         if missing:
             click.echo(f"  {missing} of {len(result.get('keyframes') or [])} slide images are gone (the work folder "
                        f"{work} was cleaned?): the reports list those slides without their pictures")

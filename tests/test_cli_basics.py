@@ -292,6 +292,12 @@ def test_diarize_refuses_to_write_its_rttm_over_the_recording(samples_dir, tmp_p
     assert call.read_bytes() == (samples_dir / "phone_call.wav").read_bytes()
 
 
+def test_a_file_name_with_a_newline_keeps_the_error_on_one_line(tmp_path):
+    (tmp_path / "a\nb.wav").write_text("not media")
+    line = assert_one_error_line(g4media("probe", str(tmp_path / "a\nb.wav")))
+    assert "a\\x0ab.wav" in line
+
+
 def test_diarize_rttm_dash_prints_the_turns(samples_dir, tmp_path):
     """`--rttm -` printed nothing and wrote a file named `-`; it prints the RTTM, as `-` means to Unix tools."""
     call = samples_dir / "phone_call.wav"
