@@ -115,6 +115,9 @@ def result_problem(data: dict[str, Any]) -> str | None:
     duration = data["source"].get("duration")
     if duration is not None and not _is_time(duration):
         return f"source.duration is {json.dumps(duration)}, not a time in seconds"
+    for key in ("name", "path", "sha256", "warning"):  # the reports show them (the name from the path if none)
+        if data["source"].get(key) is not None and not isinstance(data["source"][key], str):
+            return f"source.{key} is not a string"
     for key in ("model", "options", "timings"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             return f"{key} is not an object"
@@ -151,6 +154,10 @@ def result_problem(data: dict[str, Any]) -> str | None:
     notes = data.get("notes", {})
     if notes is not None and not isinstance(notes, dict):
         return "notes is not an object"
+    for key in ("status", "error", "summary"):
+        if (notes or {}).get(key) is not None and not isinstance(notes[key], str):
+            return f"notes.{key} is not a string"
+    texts = {"action_items": ("text", "owner", "due"), "chapters": ("text", "title")}  # what the reports show
     for key, at in (("decisions", "time"), ("action_items", "time"), ("chapters", "start"), ("questions", "time")):
         value = (notes or {}).get(key)
         if value is not None and not isinstance(value, list):
@@ -158,8 +165,9 @@ def result_problem(data: dict[str, Any]) -> str | None:
         for i, item in enumerate(value or ()):
             if not isinstance(item, (dict, str)):
                 return f"notes.{key}[{i}] is {json.dumps(item)}, not an object or a text"
-            if isinstance(item, dict) and item.get("text") is not None and not isinstance(item["text"], str):
-                return f"notes.{key}[{i}].text is not a string"
+            for text in texts.get(key, ("text",)):
+                if isinstance(item, dict) and item.get(text) is not None and not isinstance(item[text], str):
+                    return f"notes.{key}[{i}].{text} is not a string"
             if isinstance(item, dict) and item.get(at) is not None and not _is_time(item[at]):
                 return f"notes.{key}[{i}].{at} is {json.dumps(item[at])}, not a time in seconds"
     return None

@@ -222,6 +222,19 @@ def test_progress_without_a_terminal_is_a_line_now_and_then_for_long_steps(monke
      "speakers[0].talk_time is 1e+308, not a time"),
     ('{"source": {}, "segments": [], "speakers": [{"id": "S1", "talk_time": -3}]}', "speakers[0].talk_time is -3"),
     ('{"source": {}, "segments": [], "speakers": [{"id": "S1", "evidence": 5}]}', "speakers[0].evidence is not a list"),
+    # The reports showed these as Python's ['a', 'b'] and exit status 0.
+    ('{"source": {}, "segments": [], "notes": {"summary": ["a", "b"]}}', "notes.summary is not a string"),
+    ('{"source": {}, "segments": [], "notes": {"summary": {"a": 1}}}', "notes.summary is not a string"),
+    ('{"source": {}, "segments": [], "notes": {"chapters": [{"start": 1, "title": ["a"]}]}}',
+     "notes.chapters[0].title is not a string"),
+    ('{"source": {}, "segments": [], "notes": {"action_items": [{"text": "x", "due": ["Friday"]}]}}',
+     "notes.action_items[0].due is not a string"),
+    ('{"source": {}, "segments": [], "notes": {"action_items": [{"text": "x", "owner": ["Bob"]}]}}',
+     "notes.action_items[0].owner is not a string"),
+    ('{"source": {}, "segments": [], "notes": {"questions": [{"text": ["why"]}]}}',
+     "notes.questions[0].text is not a string"),
+    ('{"source": {"warning": ["cut off"]}, "segments": []}', "source.warning is not a string"),
+    ('{"source": {"name": ["a.wav"]}, "segments": []}', "source.name is not a string"),
 ])
 def test_render_names_what_is_wrong_with_a_result_and_writes_nothing(tmp_path, content, says):
     good = tmp_path / "good.json"
