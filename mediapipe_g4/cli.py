@@ -162,7 +162,13 @@ RECORDING = _RecordingPath()
 
 
 def _echo_json(obj) -> None:
-    click.echo(json.dumps(obj, ensure_ascii=False, indent=2))
+    """`obj` as strict JSON: NaN or Infinity (which Python's json writes bare, and other parsers refuse) is an error."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False)
+    except ValueError as exc:
+        raise G4Error("the JSON output would hold a number that is not finite (NaN or infinity), which is not "
+                      "JSON; nothing was printed") from exc
+    click.echo(text)
 
 
 # --------------------------------------------------------------------------- probe

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EvalError
-from .result_fields import is_result, result_problem
+from .result_fields import MAX_SECONDS, is_result, result_problem
 
 # Labels that only number speakers (S1, spk_0, SPEAKER_01, Speaker 2, P05, MEE006): not names.
 _GENERIC_LABEL = re.compile(r"^(?:[a-z]{0,3}|speaker|spkr)[\s_-]*\d+$", re.IGNORECASE)
@@ -101,6 +101,22 @@ def _number(value: str, what: str, where: str) -> float:
     return x
 
 
+def _end(end: float, what: str, where: str) -> float:
+    """An end time as results have them: finite (an RTTM's 1e308 + 1e308 is inf) and at most MAX_SECONDS (115
+    days: later is a typo, and the scores sum such times to inf, and DER to NaN)."""
+    if not math.isfinite(end):
+        raise EvalError(f"{where}: {what} is not a finite number")
+    if end > MAX_SECONDS:
+        raise EvalError(f"{where}: {what} is {end:g} s, more than {MAX_SECONDS} s (115 days): not a time in a "
+                        f"recording")
+    return end
+
+
+def _duration(value: Any) -> float | None:
+    """A recording's stated duration, None where it is not a time (text, NaN, 1e999 read as inf)."""
+    return float(value) if isinstance(value, (int, float)) and 0 <= value <= MAX_SECONDS else None
+
+
 def parse_rttm(text: str, origin: str = "RTTM") -> dict[str, list[Turn]]:
     """Turns per file id. SPEAKER lines only; other RTTM types, `;;` / `#` comments and blank lines are skipped."""
     turns: dict[str, list[Turn]] = {}
@@ -120,8 +136,9 @@ def parse_rttm(text: str, origin: str = "RTTM") -> dict[str, list[Turn]]:
         duration = _number(fields[4], "duration", where)
         if start < 0 or duration < 0:
             raise EvalError(f"{where}: start and duration must not be negative ({fields[3]} {fields[4]})")
+        end = _end(start + duration, f"the end ({fields[3]} + {fields[4]})", where)
         if duration > 0:
-            turns.setdefault(fields[1], []).append(Turn(start, start + duration, fields[7]))
+            turns.setdefault(fields[1], []).append(Turn(start, end, fields[7]))
     return turns
 
 
@@ -141,6 +158,7 @@ def parse_stm(text: str, origin: str = "STM") -> dict[str, list[Utterance]]:
         end = _number(fields[4], "end", where)
         if start < 0 or end < start:
             raise EvalError(f"{where}: the times {fields[3]}..{fields[4]} are not a span (start >= 0, end >= start)")
+        _end(end, "the end", where)
         words = fields[5] if len(fields) > 5 else ""
         if words.startswith("<"):  # the optional <o,f0,male> label
             close = words.find(">")
@@ -174,6 +192,7 @@ def parse_segments_json(data: Any, origin: str = "JSON") -> tuple[list[Utterance
                                 f"{seg.get('end')!r})") from None
             if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end < start:
                 raise EvalError(f"{where}: {start}..{end} is not a span (start >= 0, end >= start)")
+            _end(end, "the end", where)
         text = seg.get("text")
         if text is not None and not isinstance(text, str):
             raise EvalError(f"{where}: text must be a string")
@@ -183,8 +202,7 @@ def parse_segments_json(data: Any, origin: str = "JSON") -> tuple[list[Utterance
     for spk in data.get("speakers") or []:
         if isinstance(spk, dict) and spk.get("id") is not None and spk.get("name"):
             names[str(spk["id"])] = str(spk["name"])
-    duration = data.get("duration")
-    return utts, names, float(duration) if isinstance(duration, (int, float)) else None
+    return utts, names, _duration(data.get("duration"))
 
 
 def parse_notes_reference(data: Any, origin: str = "notes JSON") -> list[NotesItem]:
@@ -327,6 +345,9 @@ def _diarize_output_turns(data: Any, origin: str) -> list[Turn] | None:
             turns.append(Turn(float(t["start"]), float(t["end"]), str(t["speaker"])))
         except (KeyError, TypeError, ValueError):
             raise EvalError(f"{origin}: turns[{n}] needs a numeric start and end and a speaker") from None
+        if not 0 <= turns[-1].start <= turns[-1].end:  # NaN too
+            raise EvalError(f"{origin}: turns[{n}] is not a span (start >= 0, end >= start)")
+        _end(turns[-1].end, f"turns[{n}].end", origin)
     return turns
 
 
@@ -387,9 +408,7 @@ def _diarized(file: Path, key: str, data: Any) -> list[tuple[str, Path, dict]] |
     turns = _diarize_output_turns(data, str(file))
     if turns is None:
         return None
-    duration = data.get("duration")
-    return [(key, file, diarization_result(Path(key).name, turns,
-                                           float(duration) if isinstance(duration, (int, float)) else None))]
+    return [(key, file, diarization_result(Path(key).name, turns, _duration(data.get("duration"))))]
 
 
 def _check_result(path: Path, data: dict) -> None:

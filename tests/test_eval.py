@@ -243,6 +243,39 @@ def test_segments_and_notes_json():
         parse_notes_reference({"action_items": [{"owner": "Bob"}]})
 
 
+def test_times_that_overflow_or_are_past_any_recording_are_refused(tmp_path):
+    """1e308 + 1e308 is inf: the table said `DER nan%` and --json printed bare NaN (exit status 0). Times past 115
+    days, as results' times, are refused too: a few such turns sum to inf all the same."""
+    line = "SPEAKER phone_call 1 {} {} <NA> <NA> A <NA> <NA>\n"
+    with pytest.raises(EvalError, match=r"ref.rttm line 1: the end \(1e308 \+ 1e308\) is not a finite number"):
+        parse_rttm(line.format("1e308", "1e308"), "ref.rttm")
+    with pytest.raises(EvalError, match=r"ref.rttm line 1: the end \(0 \+ 1e308\) is 1e\+308 s, more than"):
+        parse_rttm(line.format("0", "1e308"), "ref.rttm")
+    with pytest.raises(EvalError, match="ref.stm line 1: the end is 1e\\+308 s, more than"):
+        parse_stm("rec 1 A 0 1e308 hi\n", "ref.stm")
+    with pytest.raises(EvalError, match="x.json segment 0: the end is 1e\\+308 s, more than"):
+        parse_segments_json([{"start": 0, "end": 1e308}], "x.json")
+    assert parse_segments_json({"segments": [], "duration": float("inf")})[2] is None  # 1e999 in the file
+    diarized = tmp_path / "phone_call.json"
+    diarized.write_text('{"turns": [{"start": 0, "end": 1e999, "speaker": "S1"}]}')
+    with pytest.raises(EvalError, match=r"turns\[0\].end is not a finite number"):
+        evaluate(diarized, SAMPLES / "phone_call.rttm")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "phone_call.rttm").write_text(line.format("1e308", "1e308"))
+    for args in ([], ["--json"]):
+        out = CliRunner().invoke(main, ["eval", str(SAMPLES / "phone_call.rttm"), str(refs), *args])
+        assert out.exit_code == 1 and "not a finite number" in out.output and "nan" not in out.output.lower()
+
+
+def test_eval_json_never_prints_nan(monkeypatch):
+    """Python's json writes NaN and Infinity bare, which is not JSON: a non-finite number is an error instead."""
+    monkeypatch.setattr("mediapipe_g4.evaluate.evaluate", lambda *a, **k: {"der": {"value": float("nan")}})
+    out = CliRunner().invoke(main, ["eval", str(SAMPLES / "phone_call.rttm"), str(SAMPLES), "--json"])
+    assert out.exit_code == 1 and out.output.startswith("Error: the JSON output would hold a number that is not "
+                                                        "finite") and len(out.output.splitlines()) == 1, out.output
+
+
 def test_sample_references_agree_with_the_truth():
     """samples/make_references.py keeps the RTTM and STM in step with the truth JSON."""
     sys.path.insert(0, str(SAMPLES))
