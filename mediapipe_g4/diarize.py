@@ -676,9 +676,14 @@ def _check_counts(options: DiarizationOptions) -> None:
         )
 
 
+def rttm_file_id(name: str) -> str:
+    """A recording's name as an RTTM file id, which cannot hold whitespace: "with space" -> "with_space"."""
+    return "_".join(str(name).split()) or "recording"
+
+
 def rttm_lines(diarization: Diarization, file_id: str = "recording") -> list[str]:
     """NIST RTTM: `SPEAKER <file> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>` per turn."""
-    file_id = "_".join(str(file_id).split()) or "recording"
+    file_id = rttm_file_id(file_id)
     return [
         f"SPEAKER {file_id} 1 {t.start:.3f} {t.duration:.3f} <NA> <NA> {t.speaker} <NA> <NA>"
         for t in diarization.turns

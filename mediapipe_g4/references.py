@@ -16,6 +16,7 @@ in what they leave out and gives the speakers' names. The metrics are in `metric
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .result_fields import MAX_SECONDS, is_result, result_problem
 # Labels that only number speakers (S1, spk_0, SPEAKER_01, Speaker 2, P05, MEE006): not names.
 _GENERIC_LABEL = re.compile(r"^(?:[a-z]{0,3}|speaker|spkr)[\s_-]*\d+$", re.IGNORECASE)
 _STM_SKIP_SPEAKERS = {"inter_segment_gap", "excluded_region", "ignore_time_segment_in_scoring"}
+log = logging.getLogger("mediapipe_g4")
 _REF_SUFFIXES = (".truth.json", ".ref.json", ".reference.json", ".segments.json", ".notes.json", ".json",
                  ".rttm", ".stm")
 
@@ -422,20 +424,31 @@ def pair(results: list[tuple[str, Path, dict]], references: dict[str, Reference]
          ) -> tuple[list[tuple[Path, dict, Reference]], list[str], list[str]]:
     """(pairs, results without a reference, references without a result). A result pairs with the reference
     of the same relative path, else of the same name (the JSON's stem, then the recording's stem) if that
-    name is unique among the references."""
+    name is unique among the references; else the same, with names in their RTTM file id form (whitespace as
+    `_`: `diarize --rttm` writes "with space.wav" as `with_space`), both ways."""
+    from .diarize import rttm_file_id
+
     by_stem: dict[str, list[Reference]] = {}
+    by_id: dict[str, list[Reference]] = {}
     for key, ref in references.items():
         by_stem.setdefault(key.rsplit("/", 1)[-1], []).append(ref)
+        for name in {rttm_file_id(key), rttm_file_id(key.rsplit("/", 1)[-1])}:
+            by_id.setdefault(name, []).append(ref)
     pairs, unpaired, used = [], [], set()
     for key, rpath, result in results:
         ref = references.get(key)
+        source_name = str((result.get("source") or {}).get("name") or "")
+        stems = [s for s in (key.rsplit("/", 1)[-1], Path(source_name).stem if source_name else "") if s]
+        as_ids = [by_id.get(rttm_file_id(name), []) for name in (key, *stems)]
+        for found in [*(by_stem.get(stem, []) for stem in stems), *as_ids] if ref is None else ():
+            if len(found) == 1:
+                ref = found[0]
+                break
         if ref is None:
-            source_name = str((result.get("source") or {}).get("name") or "")
-            for stem in (key.rsplit("/", 1)[-1], Path(source_name).stem if source_name else ""):
-                if stem and len(by_stem.get(stem, [])) == 1:
-                    ref = by_stem[stem][0]
-                    break
-        if ref is None:
+            clash = next((found for found in as_ids if len(found) > 1), None)
+            if clash:  # e.g. "a b.rttm" and "a  b.stm" for an RTTM's `a_b`: neither is taken, and it is said
+                log.warning("%s pairs with no reference: %s all have its name (whitespace as _, as in RTTM file ids); "
+                            "rename all but one", rpath, ", ".join(sorted(repr(r.key) for r in clash)))
             unpaired.append(str(rpath))
         else:
             pairs.append((rpath, result, ref))

@@ -376,6 +376,33 @@ def test_who_spoke_when_alone_is_scored_as_a_result(tmp_path):
         evaluate(shifted, SAMPLES)
 
 
+def test_a_name_and_its_rttm_file_id_pair_both_ways(tmp_path, caplog):
+    """`diarize "with space.wav" --rttm sp.rttm` writes the file id `with_space` (RTTM ids hold no whitespace): it
+    paired with no `with space.rttm` / `with space.stm` ("no result in sp.rttm has a reference")."""
+    call = (SAMPLES / "phone_call.rttm").read_text()
+    (tmp_path / "sp.rttm").write_text(call.replace("phone_call", "with_space"))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "with space.rttm").write_text(call)
+    shutil.copy(SAMPLES / "phone_call.stm", refs / "with space.stm")
+    (got,) = evaluate(tmp_path / "sp.rttm", refs)["recordings"]
+    assert got["reference"] == "with space" and got["der"]["value"] == 0
+    # The other way: a result named with a space, its reference under the RTTM id in a file of several.
+    truth = json.loads((SAMPLES / "phone_call.truth.json").read_text())
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "with space.json").write_text(json.dumps({"turns": [
+        {"start": s["start"], "end": s["end"], "speaker": s["speaker"]} for s in truth["segments"]]}))
+    both = tmp_path / "both.rttm"
+    both.write_text(call.replace("phone_call", "with_space") + (SAMPLES / "standup.rttm").read_text())
+    report = evaluate(tmp_path / "res", both)
+    assert [r["reference"] for r in report["recordings"]] == ["with_space"] and report["recordings"][0]["der"]["value"] == 0
+    # Two references that differ only in whitespace: neither is taken, and the warning names both.
+    (refs / "with  space.rttm").write_text(call)
+    with caplog.at_level("WARNING", logger="mediapipe_g4"), pytest.raises(EvalError, match="no result in"):
+        evaluate(tmp_path / "sp.rttm", refs)
+    assert "sp.rttm pairs with no reference: 'with  space', 'with space' all have its name" in caplog.text
+
+
 def test_two_rttms_alone_have_a_duration(tmp_path):
     # Neither file says how long the recording is: the table said "0.0" s (and the overall sum 0) before.
     hyp = tmp_path / "phone_call.rttm"
