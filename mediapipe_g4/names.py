@@ -2,7 +2,8 @@
 
 The model reads the transcript and proposes, per speaker id, a name with the quote and time that show
 it ("Thanks, Bob" right after S2 spoke). A proposal counts only if the quote is in the transcript near
-that time and holds the name; otherwise the speaker stays `Speaker N`. `--names S1=Alice` overrides.
+that time, holds the name, and is said by that speaker as their own name or by someone else in the turn
+just before or after theirs; otherwise the speaker stays `Speaker N`. `--names S1=Alice` overrides.
 """
 
 from __future__ import annotations
@@ -121,17 +122,46 @@ def names_prompt(segments: Sequence[Segment], max_chars: int = 60_000, vocabular
 _LINE_HEAD = re.compile(rf"^\s*(?:\[?{CLOCK_PATTERN}\]?\s*)?(?:{SPEAKER_LABEL.pattern}\s*:\s*)?", re.IGNORECASE)
 
 
-def _evidence_ok(name: str, quote: str, time: float | None, segments: Sequence[Segment]) -> float | None:
-    """The time of a segment near `time` whose text holds `quote`, which itself holds `name`."""
+# How people say their own name, as `_norm` writes it ("I'm" is "i m"): before the name, or after it ("Bob here").
+_INTRO_BEFORE = (r"i m|i am|im|my name is|my name s|this is|it s|call me|ich bin|ich hei(?:ß|ss)e|mein name ist|"
+                 r"je suis|je m appelle|moi c est|soy|me llamo|mi nombre es|sono|mi chiamo|sou|me chamo|meu nome é|"
+                 r"ik ben|mijn naam is|меня зовут|я")
+_INTRO_BEFORE_NO_SPACES = r"我是|我叫|私は|저는"  # scripts without spaces between words
+_INTRO_AFTER = r"here|speaking|です|と申します|입니다"
+
+
+def _introduces(n_name: str, n_text: str, edge: str) -> bool:
+    """Whether the (normalized) text has its speaker say the (normalized) name as their own."""
+    name = re.escape(n_name)
+    return bool(re.search(rf"(?<!\w)(?:{_INTRO_BEFORE})\s+{name}{edge}|(?:{_INTRO_BEFORE_NO_SPACES})\s*{name}{edge}|"
+                          rf"{edge}{name}\s*(?:{_INTRO_AFTER})(?!\w)", n_text))
+
+
+def _beside(segments: Sequence[Segment], i: int) -> set[str]:
+    """The speakers of the turns just before and just after segment i that are not its own speaker's."""
+    own = segments[i].speaker
+    before = next((s.speaker for s in reversed(segments[:i]) if s.speaker != own), None)
+    after = next((s.speaker for s in segments[i + 1:] if s.speaker != own), None)
+    return {s for s in (before, after) if s}
+
+
+def _evidence_ok(sid: str, name: str, quote: str, time: float | None, segments: Sequence[Segment]) -> float | None:
+    """The time of a segment near `time` whose text holds `quote`, which itself holds `name`, and which shows the name
+    is `sid`'s: `sid` says it as their own ("I'm Carol"), or someone else says it to them, in the turn just before or
+    after theirs ("Thanks, Bob"). The one who says "Thanks, Bob", and a name only mentioned, are not Bob."""
     n_name, n_quote = _norm(name), _norm(_LINE_HEAD.sub("", quote, count=1))
     # A whole word of the quote; in a script without spaces between words (Chinese, Japanese, Thai) any part of it.
     edge = r"\b" if n_name and n_name[0].lower() != n_name[0].upper() else ""
     if not n_name or not n_quote or not re.search(rf"{edge}{re.escape(n_name)}{edge}", n_quote):
         return None
-    for seg in segments:
+    for i, seg in enumerate(segments):
         if time is not None and not (seg.start - _EVIDENCE_WINDOW <= time <= seg.end + _EVIDENCE_WINDOW):
             continue
-        if n_quote in _norm(seg.text):
+        text = _norm(seg.text)
+        if n_quote not in text:
+            continue
+        own = _introduces(n_name, text, edge)  # then it is the name of the one who says it, and no one else's
+        if (own and seg.speaker == sid) or (not own and seg.speaker != sid and sid in _beside(segments, i)):
             return round(seg.start, 3)
     return None
 
@@ -165,7 +195,7 @@ def parse_names(answer: str, segments: Sequence[Segment]) -> dict[str, dict[str,
             continue
         if _is_a_role(name):
             continue
-        when = _evidence_ok(name, quote, parse_time(entry.get("time")), segments)
+        when = _evidence_ok(sid, name, quote, parse_time(entry.get("time")), segments)
         if when is None:
             continue
         taken.add(name.casefold())

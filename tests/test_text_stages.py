@@ -117,6 +117,25 @@ def test_names_without_evidence_are_dropped(answer):
     assert parse_names(answer, SEGMENTS) == {}
 
 
+def test_a_name_goes_to_the_one_it_is_said_to_not_the_one_who_says_it():
+    """"Thanks, Bob" is S1's line, said to S2: it made S1 Bob (and, taken first, left S2 without the name). A name
+    said in passing is no one's; one's own name needs an introduction ("I'm Carol")."""
+    segments = [*SEGMENTS, Segment(31.0, 35.0, "S4", "I talked to Dave about it."), Segment(36.0, 40.0, "S1", "Okay.")]
+    answer = {"S1": {"name": "Bob", "quote": "Thanks, Bob", "time": 14.3},  # the one who thanks Bob
+              "S2": {"name": "Bob", "quote": "Thanks, Bob", "time": 14.3},
+              "S4": {"name": "Dave", "quote": "I talked to Dave", "time": 31},  # a mention, by S4 itself
+              "S3": {"name": "Carol", "quote": "I'm Carol", "time": 20}}
+    found = parse_names(json.dumps(answer), segments)
+    assert {sid: f["name"] for sid, f in found.items()} == {"S2": "Bob", "S3": "Carol"}
+    # Said to the one who speaks next, or introduced in other words and languages:
+    assert parse_names(json.dumps({"S3": {"name": "Carol", "quote": "Carol, how is", "time": 14}}), segments)
+    for text, name in (("Hi, this is Alice from Acme.", "Alice"), ("Alice here, sorry I'm late.", "Alice"),
+                       ("Hola, me llamo Lucía.", "Lucía"), ("Guten Tag, ich bin Jürgen.", "Jürgen")):
+        one = [Segment(0.0, 4.0, "S1", text), Segment(4.0, 8.0, "S2", "Welcome.")]
+        assert parse_names(json.dumps({"S1": {"name": name, "quote": text, "time": 0}}), one)["S1"]["name"] == name
+        assert parse_names(json.dumps({"S2": {"name": name, "quote": text, "time": 0}}), one) == {}  # S1's own
+
+
 def test_speakers_default_names_overrides_and_talk_time():
     found = {"S2": {"name": "Bob", "quote": "Thanks, Bob", "time": 14.3}}
     speakers = build_speakers(SEGMENTS, found, parse_name_overrides("S3=Carol Jones"))
