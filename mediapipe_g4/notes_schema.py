@@ -322,9 +322,16 @@ def parse_notes(answer: str) -> Notes:
 
 
 def snap_time(time: float | None, segments: Sequence[Segment], *, tolerance: float = 5.0) -> float | None:
-    """The start of the segment a time falls in (or the nearest within `tolerance` s); else None."""
+    """The start of the segment a time falls in (or the nearest within `tolerance` s); else None.
+
+    A whole second is first read as the model saw the lines, `[mm:ss]` with the fraction dropped: 20 is the line
+    that starts at 20.6 s, not the one before it that runs to 20.2 s."""
     if time is None or not segments:
         return None
+    if float(time).is_integer():
+        shown = next((seg for seg in segments if int(seg.start) == int(time)), None)
+        if shown is not None:
+            return round(shown.start, 3)
     best, best_gap = None, tolerance
     for seg in segments:
         if seg.start <= time <= seg.end:

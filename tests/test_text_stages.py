@@ -409,3 +409,13 @@ def test_a_name_in_a_script_without_spaces_is_found_in_its_quote():
     # \b around the name: in "我是王伟" there is no word boundary before 王伟, so such names were never found.
     segments = [Segment(0.0, 5.0, "S1", "大家好，我是王伟。"), Segment(5.0, 9.0, "S2", "Hi.")]
     assert parse_names(json.dumps({"S1": {"name": "王伟", "quote": "我是王伟", "time": 0}}), segments)["S1"]["name"] == "王伟"
+
+
+def test_a_whole_second_is_the_line_the_model_saw_at_that_clock_time():
+    """The timeline shows S3's line at 20.5 s as `[00:20]`; the model answers 20, which fell in S1's line before it
+    (14.3-20.0) and pointed the decision at what S1 said."""
+    notes = parse_notes(json.dumps({"decisions": [{"text": "Ship on Friday", "time": 20},
+                                                  {"text": "Migration done", "time": "00:06"},
+                                                  {"text": "Between lines", "time": 17.5}]}))
+    grounded = ground_notes(notes, SEGMENTS, {})
+    assert [d["time"] for d in grounded["decisions"]] == [20.5, 6.4, 14.3]
