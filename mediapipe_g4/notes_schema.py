@@ -343,6 +343,7 @@ def snap_time(time: float | None, segments: Sequence[Segment], *, tolerance: flo
 
 
 _TITLE = re.compile(r"^(?:dr|mr|mrs|ms|prof)\.?\s+")
+_SEVERAL = re.compile(r"\s(?:and|or|&|\+|und|et|y|e)\s|[,/;&+]")
 
 
 def _owner_key(text: str) -> str:
@@ -355,7 +356,7 @@ def resolve_owner(owner: str | None, speakers: dict[str, str]) -> str | None:
     """A speaker id for an owner given as an id ("S2", "Speaker 2") or a name ("Bob", "@bob", "Bob (PM)", or a
     first name for "Bob Smith"); None if it names no speaker, or more than one."""
     key = _owner_key(owner or "")
-    if not key:
+    if not key or _SEVERAL.search(key):  # "Bob and Carol", "Bob/Carol": no one speaker
         return None
     label = SPEAKER_LABEL.fullmatch(key)
     if label:  # a speaker by number, whatever name it has; not a name's first word ("Speaker 1" is no "Speaker 2")

@@ -328,6 +328,8 @@ def test_names_prompt_of_a_long_meeting_measures_its_lines_once(monkeypatch):
     ("Speaker 2", "S2"), ("speaker 1", "S1"), ("S3", "S3"), ("Speaker", None), ("Speaker 9", None),
     ("Carol", "S3"), ("carol smith", "S3"), ("@Carol", "S3"), ("Carol (PM)", "S3"), ("Dr. Carol", "S3"),
     ("Alice and Bob", None), ("unassigned", None), ("N/A", None), ("", None), (None, None),
+    # two owners are no one speaker: "Carol and Bob" went to Carol by its first word
+    ("Carol and Bob", None), ("Carol & Bob", None), ("Carol/Bob", None), ("Carol, Bob", None), ("Carol or Bob", None),
 ])
 def test_owners_resolve_to_the_speaker_they_name(owner, sid):
     """An owner "Speaker 2" went to S1 when S1 was unnamed too ("Speaker" is both names' first word)."""
