@@ -16,17 +16,30 @@ from .records import CLOCK_PATTERN, SPEAKER_LABEL, Segment
 
 _JOIN_GAP = 0.3  # seconds: clips of one speaker this close were cut from one turn
 
-# A phrase (1-100 chars) said four or more times in a row: a decoding loop, not speech.
-_LOOP = re.compile(r"(\S(?:.{0,98}?\S)?)(?:[\s,.;:!?-]+\1){3,}", re.DOTALL)
+# A phrase (1-100 chars) said four or more times in a row, or a longer one (20-300 chars) three times: a decoding loop,
+# not speech. A last copy cut off by the answer's token budget ("Thank you. Thank") goes with it.
+_SEP = r"[\s,.;:!?-]+"
+_LOOPS = (re.compile(rf"(\S(?:.{{0,98}}?\S)?)(?:{_SEP}\1){{3,}}(?:({_SEP})(\S.{{0,300}}?)$)?", re.DOTALL),
+          re.compile(rf"(\S.{{18,298}}?\S)(?:{_SEP}\1){{2,}}(?:({_SEP})(\S.{{0,300}}?)$)?", re.DOTALL))
+
+
+def _once(match: re.Match[str]) -> str:
+    phrase, sep, tail = match.groups()
+    if tail is None:
+        return phrase
+    if phrase.startswith(tail.rstrip(" ,.;:!?-")):
+        return phrase + sep.strip()[:1]  # the loop, and the copy it was cut off in ("Thank you. Thank")
+    return phrase + sep + tail
 _CHAR_LOOP = re.compile(r"(\S{1,8}?)\1{7,}")  # "hahahahahahahaha", CJK loops with no spaces
 _HAS_WORD = re.compile(r"\w", re.UNICODE)
 # A sound described instead of speech: "[music]", "(laughs)", "*applause*", "【音乐】" (a bracketed phrase of up to
 # three words, one of them a sound's; "(Okay.)" is speech).
 _BRACKETED = re.compile(r"\[([^\[\]()]{0,40})\]|\(([^()\[\]]{0,40})\)|（([^（）]{0,40})）|【([^【】]{0,40})】"
-                        r"|\*([^*]{1,40})\*")
+                        r"|\*([^*]{1,40})\*|<([^<>]{1,40})>")
 _SOUND_WORD = re.compile(
     r"music\w*|songs?|singing|laugh\w*|chuckl\w*|giggl\w*|applause|clap\w*|cough\w*|sneez\w*|noises?|static|beep\w*|"
-    r"ring\w*|silen\w*|inaudible|unintelligible|crosstalk|blank_audio|sigh\w*|breath\w*|typing|"
+    r"ring\w*|silen\w*|inaudible|unintelligible|indistinct|unclear|crosstalk|chatter|blank_audio|sigh\w*|"
+    r"breath\w*|typing|speaking|foreign|"
     r"音乐|音楽|笑|música|musique|musik|risas|rires|lachen|applaus|aplausos|applaudissements", re.IGNORECASE)
 
 
@@ -44,19 +57,33 @@ def _without_sound_tags(text: str) -> str:
 # What a model may put before the words it heard: a lead-in ("Transcription:", "Here is the transcription:"), a time
 # ("[00:03]", "[00:03 - 00:05]"), a speaker label ("Speaker 1:", "S1:"). None of it was said.
 _LEAD_IN = re.compile(
-    r"^(?:(?:sure[,.!]?\s*)?here(?:'s| is) the transcription[^:]{0,40}:\s*"
-    r"|\**(?:transcription|transcript)\**\s*:\s*\**\s*"
+    r"^(?:(?:\w+[,.!]\s*)?here(?:'s| is) (?:the |your |a )?(?:\w+ )?transcri(?:pt|ption)\b[^:]{0,40}:\s*"
+    r"|\**(?:transcription|transcript|transcribed text|the transcri(?:pt|ption) is)\**\s*:\s*\**\s*"
     rf"|\[{CLOCK_PATTERN}(?:\s*(?:-|–|-->)\s*{CLOCK_PATTERN})?\]\s*"
     rf"|{SPEAKER_LABEL.pattern}\s*:\s*)+", re.IGNORECASE)
+
+
+# An answer that says there is no speech instead of transcribing it ("There is no speech in this audio.", "I'm sorry,
+# but the audio does not contain any speech."): the whole answer, so speech that mentions speech stays.
+_NO_SPEECH = re.compile(
+    r"\W*(?:(?:i'?m |i am )?sorry\b[^.]{0,40}?[,.]\s*(?:but\s+)?)?"
+    r"(?:there(?:'s| is) no (?:speech|spoken words?)|no (?:speech|spoken words?)(?: (?:detected|found|present))?|"
+    r"(?:the|this) (?:audio|clip|segment|recording)(?: clip)? (?:is silent|(?:does not|doesn't) contain any "
+    r"(?:speech|spoken words?)|contains no (?:speech|spoken words?)))"
+    r"(?:\s+(?:in|on|within) (?:this|the) (?:audio|clip|segment|recording)(?: clip| segment)?)?"
+    r"(?:[,;]?\s*(?:only|just) (?:silence|(?:background )?noise|music))?\W*", re.IGNORECASE)
 
 
 def clean_transcript_text(text: str) -> str:
     """One clip's text: one line, loops collapsed to one occurrence, junk to ''."""
     text = _LEAD_IN.sub("", " ".join(text.split()), count=1)
-    if not text:
+    if not text or _NO_SPEECH.fullmatch(text):
         return ""
     for _ in range(3):  # a collapse can expose an outer loop
-        collapsed = _CHAR_LOOP.sub(r"\1\1", _LOOP.sub(r"\1", text))
+        collapsed = text
+        for loop in _LOOPS:
+            collapsed = loop.sub(_once, collapsed)
+        collapsed = _CHAR_LOOP.sub(r"\1\1", collapsed)
         if collapsed == text:
             break
         text = collapsed

@@ -65,6 +65,21 @@ def req(start, end, speaker, kind="transcribe"):
     ("s 2: Hello.", "Hello."), ("[00:03.5] Speaker 2: Hello.", "Hello."), ("Speakers: Hello.", "Speakers: Hello."),
     ('Transcription: "Hello there."', "Hello there."), ("Transcription:", ""),
     ("The transcription: is not done.", "The transcription: is not done."), ("At 10:30: we meet.", "At 10:30: we meet."),
+    ("Here is the transcript:\nWe ship.", "We ship."), ("Certainly! Here is the transcription:\nWe ship.", "We ship."),
+    ("Okay, here is the English transcription: Hi.", "Hi."), ("The transcription is: Hi.", "Hi."),
+    ("Transcribed text: Hi.", "Hi."), ("Okay, here we go.", "Okay, here we go."),
+    # an answer that says there is no speech, instead of none: it was kept as someone's words
+    ("There is no speech in this audio.", ""), ("No speech detected.", ""), ("(No speech detected)", ""),
+    ("The audio is silent.", ""), ("I'm sorry, but the audio does not contain any speech.", ""),
+    ("There is no speech in the audio, only background noise.", ""),
+    ("There is no speech here, says Bob, the mic is muted.", "There is no speech here, says Bob, the mic is muted."),
+    ("No speech from the CEO today.", "No speech from the CEO today."),
+    ("[speaking German]", ""), ("[Foreign language]", ""), ("[indistinct chatter]", ""), ("<noise>", ""),
+    ("We ship [unclear] Friday.", "We ship [unclear] Friday."),
+    # loops of longer phrases, and a loop's last copy cut off by the token budget
+    ("Thank you for watching. " * 3, "Thank you for watching."), ("Thank you. " * 4 + "Thank", "Thank you."),
+    ("A sentence the model repeats when it is stuck on silence. " * 6, "A sentence the model repeats when it is stuck on silence."),
+    ("Can you hear me? Can you hear me?", "Can you hear me? Can you hear me?"),
 ])
 def test_clean_transcript_text(raw, clean):
     assert clean_transcript_text(raw) == clean
