@@ -7,6 +7,8 @@ the prompt; a keyframe, if any, after the clip. The order is a setting (`layout`
 
 from __future__ import annotations
 
+import re
+
 from .engine import AudioPart, ImagePart, Part, TextPart
 from .errors import PlanError
 from .records import clock  # noqa: F401 - re-exported: prompts write times this way
@@ -103,10 +105,18 @@ def transcription_parts(
 
 
 def split_translation(answer: str, target: str) -> tuple[str, str]:
-    """(transcription, translation) from an answer to the translation prompt."""
-    marker = f"{target}:"
-    head, sep, tail = answer.partition(marker)
-    return (head.strip(), tail.strip()) if sep else (answer.strip(), "")
+    """(transcription, translation) from an answer to the translation prompt: split at the last `{target}:` marker
+    that opens a line, else the last one (any case, in markdown's stars too: "**English:**"); without one, an answer
+    of two or more lines is the transcription and, on its last line, the translation."""
+    marker = rf"[*_#\t ]*\b{re.escape(target)}\b[*_\t ]*:[*_\s]*"
+    # the last marker that opens a line (the speech itself may say "English:"), else the last one anywhere
+    found = list(re.finditer(rf"(?im)^{marker}", answer)) or list(re.finditer(rf"(?i)\s*{marker}", answer))
+    if found:
+        return answer[:found[-1].start()].strip(), answer[found[-1].end():].strip()
+    lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
+    if len(lines) >= 2:
+        return " ".join(lines[:-1]), lines[-1]
+    return answer.strip(), ""
 
 
 # --------------------------------------------------------------------------- notes

@@ -99,9 +99,17 @@ def test_split_turns_are_joined_and_empty_clips_dropped():
     assert segs[0].text == "First half of a long turn and its second half."
 
 
-def test_translation_answers_keep_the_translation():
-    segs = segments_from_answers([req(0, 3, "S1")], ["Hola a todos.\nEnglish: Hello everyone."], translate_to="English")
-    assert segs[0].text == "Hello everyone."
+@pytest.mark.parametrize("answer, kept", [
+    ("Hola a todos.\nEnglish: Hello everyone.", "Hello everyone."),
+    ("Hola a todos.\n**English:** Hello everyone.", "Hello everyone."),  # was "** Hello everyone."
+    ("Hola a todos.\nenglish: Hello everyone.", "Hello everyone."),  # was both languages in one
+    ("Hola a todos.\nHello everyone.", "Hello everyone."),  # no marker: the last line
+    ("Dijo English: no.\nEnglish: He said English: no.", "He said English: no."),  # the speech says the marker
+    ("Hola a todos.", "Hola a todos."),  # no translation came: the speech, not nothing
+])
+def test_translation_answers_keep_the_translation(answer, kept):
+    segs = segments_from_answers([req(0, 3, "S1")], [answer], translate_to="English")
+    assert segs[0].text == kept
 
 
 # --------------------------------------------------------------------------- names
