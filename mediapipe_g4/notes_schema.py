@@ -58,7 +58,16 @@ class ActionItem(_Item):
         return None if value is None or _NOT_SAID.fullmatch(value.strip().casefold()) else value
 
 
-_NOT_SAID = re.compile(r"|null|none|n/?a|-+|—|unknown|tbd|not (?:specified|mentioned|said|given|stated)|unspecified")
+_NOT_SAID = re.compile(r"|null|none|n/?a|-+|—|unknown|tbd|unspecified|not (?:specified|mentioned|said|given|stated|set|"
+                       r"discussed)(?: (?:in|during) the (?:meeting|transcript|call|discussion))?|none (?:specified|"
+                       r"given|mentioned|set)|no (?:due date|deadline|date)(?: (?:given|set|specified|mentioned))?")
+# An item that says there is none ("No formal decisions were made.", "None raised."): no item, though models write it.
+_NOTHING = re.compile(
+    r"(?:none|n/?a|nothing|not applicable|-+|none (?:raised|made|noted|recorded|identified|mentioned|asked|given)|"
+    r"no(?: (?:formal|specific|clear|explicit|other|further|open|new))? (?:decisions?|action items?|actions?|"
+    r"questions?|tasks?|items?|follow[- ]ups?)(?: (?:were|was|have been|has been))?(?: (?:made|raised|recorded|"
+    r"discussed|identified|assigned|mentioned|noted|agreed|asked|taken|reached|given))?(?: (?:in|during) (?:the|this) "
+    r"(?:meeting|call|discussion))?)\W*", re.IGNORECASE)
 
 
 class Chapter(_Item):
@@ -88,6 +97,9 @@ class Notes(BaseModel):
         items = [(_chapter_from_text(v) if chapters else {"text": v}) if isinstance(v, str) else
                  _renamed(v, _CHAPTER_FIELDS if chapters else _ITEM_FIELDS) if isinstance(v, dict) else v
                  for v in value if v not in (None, "", {})]
+        if not chapters:
+            items = [item for item in items if not (isinstance(item, dict) and isinstance(item.get("text"), str)
+                                                    and _NOTHING.fullmatch(item["text"].strip()))]
         # One item that does not fit (no text, a chapter without a start) is left out, not all the notes with it.
         model = {"chapters": Chapter, "action_items": ActionItem}.get(info.field_name, TextAtTime)
         kept = []
@@ -98,6 +110,8 @@ class Notes(BaseModel):
                 log.info("left out of the notes' %s: %r (%s)", info.field_name, item, exc.errors()[0]["msg"])
                 continue
             kept.append(item)
+        if chapters:  # chapters without a time cannot be placed; the summary, decisions and actions are worth more
+            return kept
         return kept if kept or not items else items  # none fits: the error says why
 
     @field_validator("summary", mode="before")
@@ -105,6 +119,8 @@ class Notes(BaseModel):
     def _summary_text(cls, value: Any) -> Any:
         if isinstance(value, list):  # some answers give the summary as bullet strings
             return " ".join(str(v) for v in value)
+        if isinstance(value, str) and _NOT_SAID.fullmatch(value.strip().casefold()):
+            return ""  # "N/A"
         return "" if value is None else value
 
 
@@ -165,6 +181,10 @@ class NotesCutOff(NotesParseError):
 
 
 _CLOCK = re.compile(rf"^\[?({CLOCK_PATTERN})\]?$")
+_ABOUT = re.compile(r"^(?:~|≈|ca\.?|about|around|approx\.?|approximately)\s*", re.IGNORECASE)
+_CLOCK_UNIT = re.compile(rf"^(\[?{CLOCK_PATTERN}\]?)\s*(?:min(?:ute)?s?|hrs?|hours?)$", re.IGNORECASE)
+_TIME = rf"\[?(?:{CLOCK_PATTERN}|\d+(?:\.\d+)?)\]?"
+_RANGE = re.compile(rf"^({_TIME})\s*(?:-|–|—|to)\s*{_TIME}$", re.IGNORECASE)
 
 
 # Times with units: "754s", "754 seconds", "12m34s", "1h 2m 3s"; and "minute 12".
@@ -174,14 +194,18 @@ _MINUTE = re.compile(r"^(?:at\s+)?min(?:ute)?\s+(\d+(?:\.\d+)?)$")
 
 
 def parse_time(value: Any) -> float | None:
-    """Seconds from 83, 83.5, "83", "01:23", "[1:02:03]", "00:01:23,5", "83s", "1m23s", "minute 1"; None for null or
-    anything else."""
+    """Seconds from 83, 83.5, "83", "01:23", "[1:02:03]", "00:01:23,5", "83s", "1m23s", "minute 1", "~75", "1:15 min",
+    and a range's start ("02:10-02:20"); None for null or anything else."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value) if value >= 0 else None
     if isinstance(value, str):
-        text = value.strip()
+        text = _ABOUT.sub("", value.strip())
+        ranged = _RANGE.match(text)
+        if ranged:
+            return parse_time(ranged.group(1))
+        text = _CLOCK_UNIT.sub(r"\1", text)
         try:
             seconds = float(text)
             return seconds if seconds >= 0 else None
@@ -386,7 +410,8 @@ def ground_notes(notes: Notes, segments: Sequence[Segment], speakers: dict[str, 
     chapters: list[dict[str, Any]] = []
     for ch in sorted(notes.chapters, key=lambda c: c.start):
         start = at(ch.start)
-        if start is not None and all(c["start"] != start for c in chapters):
+        same_topic = bool(chapters) and chapters[-1]["title"].casefold() == ch.title.strip().casefold()
+        if start is not None and all(c["start"] != start for c in chapters) and not same_topic:
             chapters.append({"start": start, "title": ch.title.strip()})
     if chapters and segments and chapters[0]["start"] > segments[0].start:
         chapters[0]["start"] = round(segments[0].start, 3)  # the first chapter opens the meeting

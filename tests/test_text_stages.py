@@ -216,12 +216,44 @@ def test_parse_and_ground_good_notes():
     ('{ ] }', "does not parse"),
     ('{"minutes": "x"}', "none of the notes' fields"),
     ("Here: {qAak lid ]]] }", "does not parse"),  # what json_repair makes of it is no object
-    ('{"summary": "x", "chapters": [{"title": "no start"}]}', "chapters"),
     ('{"summary": "x", "action_items": [{"owner": "Bob"}]}', "action_items"),
 ])
 def test_malformed_notes_say_why(answer, why):
     with pytest.raises(NotesParseError, match=why):
         parse_notes(answer)
+
+
+def test_chapters_without_times_cost_only_the_chapters():
+    """Chapters as bare titles (no time to place them at) failed the whole answer, and, repaired the same way,
+    lost the summary, decisions and action items with them."""
+    notes = parse_notes(json.dumps({"summary": "We met.", "decisions": ["Ship Friday"],
+                                    "chapters": ["Payment migration", {"title": "no start"}]}))
+    assert notes.summary == "We met." and len(notes.decisions) == 1 and notes.chapters == []
+
+
+@pytest.mark.parametrize("value, seconds", [
+    ("02:10-02:20", 130.0), ("75 to 90", 75.0), ("~75", 75.0), ("about 1:00", 60.0), ("1:15 min", 75.0),
+    ("[00:05] - [00:09]", 5.0), ("-5", None), ("soon", None),
+])
+def test_times_given_as_ranges_or_about_read_as_their_start(value, seconds):
+    assert parse_time(value) == seconds
+
+
+def test_notes_items_that_say_there_are_none_are_no_items():
+    """"No formal decisions were made." was shown as a decision; "None specified" as a due date; "N/A" as the
+    summary; two chapters of one topic in a row as two chapters."""
+    notes = parse_notes(json.dumps({
+        "summary": "N/A", "decisions": ["No formal decisions were made.", "Ship on Friday"],
+        "questions": ["None raised."], "action_items": [{"text": "None"},
+                                                        {"text": "Fix it", "due": "Not specified in the meeting"}],
+        "chapters": [{"start": 1, "title": "Status"}, {"start": 15, "title": "status"}, {"start": 21, "title": "Mobile"}],
+    }))
+    assert notes.summary == "" and [d.text for d in notes.decisions] == ["Ship on Friday"] and notes.questions == []
+    assert [(a.text, a.due) for a in notes.action_items] == [("Fix it", None)]
+    grounded = ground_notes(notes, SEGMENTS, {})
+    assert [c["title"] for c in grounded["chapters"]] == ["Status", "Mobile"]
+    for kept in ("No, we decided to ship on Friday.", "Nothing ships before the review."):
+        assert parse_notes(json.dumps({"decisions": [kept]})).decisions[0].text == kept
 
 
 @pytest.mark.parametrize("answer", [
