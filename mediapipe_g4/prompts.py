@@ -129,7 +129,8 @@ NOTES_PROMPT = (
     "Write the meeting notes as one JSON object with these keys:\n"
     '"summary" (a paragraph), "decisions" (list of strings), "action_items" (list of '
     '{"text", "owner", "due", "time"}), "chapters" (list of {"start", "title"}), "questions" (list of strings).\n'
-    "Times are seconds from the start. Use only what the timeline says; owner and due are null when not said.\n"
+    "Give each time as the timeline shows it (\"mm:ss\"). Use only what the timeline says; owner and due are null "
+    "when not said.\n"
     "Output only the JSON."
 )
 

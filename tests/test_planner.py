@@ -254,7 +254,7 @@ def test_every_planned_count_is_the_processors(decoded, processor, name):
     requests += plan_notes(timeline, 100_000, PlanOptions(vocabulary=("Priya Raman", "Kubernetes")), counter)
     requests.append(whole)
     small = PlanOptions(section_max_new_tokens=128, notes_max_new_tokens=256, notes_image_tokens=70)
-    for budget in range(whole.tokens + 255, 500, -50):  # the largest budget that needs two sections
+    for budget in range(whole.tokens + 255, 500, -5):  # the largest budget that needs two sections
         try:
             split = plan_notes(timeline, budget, small, counter)
         except PlanError:
