@@ -568,7 +568,8 @@ def make_plan(
             warnings.append(warning)
 
     transcribe = plan_transcription(turns, waveform, keyframes, options, counter, sources)
-    notes = plan_notes(build_timeline(turns, keyframes), budget, options, counter) if notes else ()
+    # no speech: `summarize` asks for no notes (they are "skipped"), so none are planned
+    notes = plan_notes(build_timeline(turns, keyframes), budget, options, counter) if notes and turns else ()
     longest = max((r.tokens + r.settings.max_new_tokens for r in transcribe), default=0)
     notes_longest = max((r.tokens + r.settings.max_new_tokens for r in notes), default=0)
     batch = mem.default_batch_size(shape, memory, max(longest, 1), dtype=chosen_dtype, quantize=quantize)

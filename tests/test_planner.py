@@ -403,6 +403,13 @@ def test_make_plan_without_processor_files_estimates(decoded, monkeypatch, tmp_p
             assert r.tokens >= audio_tokens_for(r.audio[0].num_samples)
 
 
+def test_a_recording_without_speech_plans_no_notes(decoded, processor):
+    """`summarize` skips the notes of a recording without speech; `plan` listed a notes request all the same."""
+    d = decoded["phone_call.wav"]
+    plan = make_plan(d["waveform"], [], processor=processor, options=PlanOptions(context_tokens=32768))
+    assert list(plan.requests) == []
+
+
 def test_make_plan_with_a_broken_model_folder_is_an_error(decoded, tmp_path):
     """A folder whose config does not load stops `transcribe` at once; `plan` said estimates for the 12B instead."""
     from mediapipe_g4.errors import ModelError
