@@ -162,6 +162,22 @@ def _nice_step(duration: float, max_ticks: int = 8) -> float:
     return max(duration / max_ticks, 1.0)
 
 
+def _ticks(total: float) -> list[dict[str, Any]]:
+    """The time axis's marks: up to 8 steps for a desktop's width, every other one `minor` (a narrow screen hides
+    those: eight labels such as 1:30:00 ran into each other on a phone). The last mark's label ends at its mark, so
+    it reaches a whole step further back than a centred one: when the last is an odd one, the one before it is the
+    one made minor, so that the narrow screen's labels keep two steps or more apart."""
+    step = _nice_step(total)
+    last = int(total // step)
+    ticks = []
+    for n in range(last + 1):
+        minor = n % 2 == 1 if n != last else False
+        if last % 2 == 1 and n == last - 1:
+            minor = True
+        ticks.append({"time": n * step, "left": _pct(n * step, total), "minor": minor})
+    return ticks
+
+
 def _pct(value: float, total: float) -> float:
     return round(min(max(value / total * 100 if total > 0 else 0.0, 0.0), 100.0), 3)
 
@@ -367,8 +383,7 @@ def report_context(
                 {"start": s, "end": e, "left": _pct(s, total), "width": _pct(e - s, total)} for s, e in blocks
             ],
         })
-    step = _nice_step(total)
-    ticks = [{"time": t * step, "left": _pct(t * step, total)} for t in range(int(total // step) + 1)]
+    ticks = _ticks(total)
 
     # Keyframes, resolved to files for embedding.
     keyframes = []

@@ -309,6 +309,33 @@ def test_time_axis_of_a_3_hour_recording_keeps_each_label_on_one_line(browser, s
     assert console_errors(browser) == []
 
 
+def test_time_axis_labels_do_not_run_into_each_other(browser, standup, tmp_path):
+    """Eight labels for a desktop's track ran into each other on a phone ("0:0015:0030:00...", 2:30:00 into 3:00:00):
+    the labels shown, the last one (ending at its mark) included, keep apart at a desktop's, a tablet's and a phone's
+    width, for recordings whose last mark is an odd or an even one; every mark stays."""
+    result, work = standup
+    for duration in (4200.0, 7200.0, 10_800.0, 36_000.0):
+        result["source"]["duration"] = duration
+        report = get_writer("html").write(result, tmp_path / "axis.html", media_dir=work)
+        load(browser, report)
+        for width in (1280, 700, 390):
+            browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                    {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+            ticks = browser.execute_script(
+                "const track = document.querySelector('.tl-axis .tl-track').getBoundingClientRect();"
+                "return Array.from(document.querySelectorAll('.tick')).map(t => { const r = t.getBoundingClientRect();"
+                " return {text: t.textContent, shown: getComputedStyle(t).visibility === 'visible',"
+                " mark: getComputedStyle(t, '::before').visibility === 'visible', left: r.left, right: r.right,"
+                " inside: r.left >= track.left - 0.5 && r.right <= track.right + 0.5}; });")
+            shown = [t for t in ticks if t["shown"]]
+            assert all(t["mark"] for t in ticks), ticks
+            assert shown[0]["text"] == "0:00" and shown[-1] == ticks[-1] and len(shown) >= 3, (duration, width, ticks)
+            assert all(t["inside"] for t in shown), (duration, width, ticks)
+            gaps = [b["left"] - a["right"] for a, b in zip(shown, shown[1:])]
+            assert min(gaps) >= 4, (duration, width, gaps, shown)
+    assert console_errors(browser) == []
+
+
 def test_slide_numbers_show_whole_or_not_at_all(browser, standup, tmp_path):
     """A 3-hour meeting's 72 slides left slivers of clipped digits in the timeline's slides row: a number shows only
     where its block holds all of it (the link's accessible name says it anyway); the standup's four all show."""

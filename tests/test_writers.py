@@ -777,6 +777,19 @@ def test_a_speaker_name_cannot_break_a_subtitle_file(result, out):
     assert all(line.startswith("[") for line in txt.splitlines())
 
 
+@pytest.mark.parametrize("duration", [59.0, 600.0, 3600.0, 4200.0, 7200.0, 10_800.0, 36_000.0])
+def test_time_axis_ticks_a_narrow_screen_shows_keep_two_steps_apart(duration):
+    """Every other mark is minor (a phone hides its label); the last is never minor, and the labels left keep at least
+    two steps apart, the last (which ends at its mark, a whole label's width back) included."""
+    ticks = report_view._ticks(duration)
+    assert ticks[0]["time"] == 0 and not ticks[0]["minor"] and not ticks[-1]["minor"]
+    assert len(ticks) <= 9
+    step = ticks[1]["time"]
+    shown = [t["time"] for t in ticks if not t["minor"]]
+    assert all(b - a >= 2 * step for a, b in zip(shown, shown[1:])), shown
+    assert len(shown) >= min(len(ticks), 3)
+
+
 def test_speaker_colours_and_faint_text_are_readable_on_white():
     """WCAG AA: 4.5:1 for text (speaker names are written in their colour; --faint is used for text too)."""
     def luminance(hex_colour: str) -> float:
