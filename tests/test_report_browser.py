@@ -336,6 +336,33 @@ def test_time_axis_labels_do_not_run_into_each_other(browser, standup, tmp_path)
     assert console_errors(browser) == []
 
 
+FIRST_LETTER_SHOWN = (
+    "return Array.from(document.querySelectorAll(arguments[0])).map(e => { const box = e.getBoundingClientRect();"
+    " const range = document.createRange(); range.setStart(e.firstChild, 0); range.setEnd(e.firstChild, 1);"
+    " const r = range.getBoundingClientRect();"
+    " return {name: e.textContent, first: r.left >= box.left - 0.5 && r.right <= box.right + 0.5,"
+    " dir: getComputedStyle(e).direction}; });"
+)
+
+
+def test_a_right_to_left_name_too_long_for_its_label_keeps_its_beginning(browser, standup, tmp_path):
+    """A timeline label cut an Arabic or Hebrew name from the wrong end (its beginning), as the label was laid out
+    left to right: each label shows its name's first letter, whichever way the name is written."""
+    result, work = standup
+    result["speakers"][0]["name"] = "محمد عبد الله بن عبد الرحمن الهاشمي"
+    result["speakers"][1]["name"] = "דוד בן יוסף כהן מירושלים הבירה"
+    result["speakers"][2]["name"] = "Bartholomew-Christopher Featherstonehaugh"
+    report = get_writer("html").write(result, tmp_path / "rtl.html", media_dir=work)
+    load(browser, report)
+    for width in (1280, 390):
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+        labels = browser.execute_script(FIRST_LETTER_SHOWN, ".tl-row[role=img] .tl-label")
+        assert [x["dir"] for x in labels] == ["rtl", "rtl", "ltr"], labels
+        assert all(x["first"] for x in labels), (width, labels)
+    assert console_errors(browser) == []
+
+
 def test_slide_numbers_show_whole_or_not_at_all(browser, standup, tmp_path):
     """A 3-hour meeting's 72 slides left slivers of clipped digits in the timeline's slides row: a number shows only
     where its block holds all of it (the link's accessible name says it anyway); the standup's four all show."""

@@ -879,7 +879,9 @@ def test_the_recordings_words_carry_its_language(result, out):
     assert 'srclang="de"' in html
     # Notes made before their prompts named a language (no notes_language) are in a language no one fixed: not marked.
     assert '<p dir="auto">Send the mobile release notes to the support team.</p>' in html
-    marked = html.count('<p dir="auto" lang="de">') + html.count('<bdi lang="de">') + html.count('seg-who" dir="auto" lang')
+    assert '<span class="tl-label" dir="auto" lang="de" title="Alice">Alice</span>' in html
+    marked = (html.count('<p dir="auto" lang="de">') + html.count('<bdi lang="de">')
+              + html.count('seg-who" dir="auto" lang') + html.count('tl-label" dir="auto" lang'))
     assert html.count(' lang="') == 1 + marked and html.count('lang="de"') == marked + 1  # and srclang
 
     # A translation's words are in the language it was translated into; the names are still the speech's.
