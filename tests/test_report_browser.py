@@ -336,6 +336,30 @@ def test_time_axis_labels_do_not_run_into_each_other(browser, standup, tmp_path)
     assert console_errors(browser) == []
 
 
+def test_each_timeline_row_says_whose_it_is_on_a_phone(browser, standup, tmp_path):
+    """A phone's timeline labels had room for "Person…" only, so fifteen rows could not be told apart: on a phone
+    each name stands whole on a line above its track, and the page stays the screen's width."""
+    result, work = standup
+    result["speakers"] = [{"id": f"S{i}", "name": f"Person {i}", "talk_time": 1.0} for i in range(1, 16)]
+    for i, seg in enumerate(result["segments"]):
+        seg["speaker"] = f"S{i % 15 + 1}"
+    report = get_writer("html").write(result, tmp_path / "many.html", media_dir=work)
+    load(browser, report)
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 390, "height": 900, "deviceScaleFactor": 1, "mobile": True})
+    rows = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.tl-row[role=img]')).map(row => {"
+        " const label = row.querySelector('.tl-label'), track = row.querySelector('.tl-track');"
+        " const l = label.getBoundingClientRect(), t = track.getBoundingClientRect();"
+        " return {name: label.textContent, whole: label.scrollWidth <= label.clientWidth, above: l.bottom <= t.top + 0.5,"
+        " track: t.width}; });")
+    assert [r["name"] for r in rows] == [f"Person {i}" for i in range(1, 16)]
+    assert all(r["whole"] and r["above"] for r in rows), rows
+    assert min(r["track"] for r in rows) > 300  # the track has the screen's width
+    assert browser.execute_script("return document.documentElement.scrollWidth;") <= 390
+    assert console_errors(browser) == []
+
+
 FIRST_LETTER_SHOWN = (
     "return Array.from(document.querySelectorAll(arguments[0])).map(e => { const box = e.getBoundingClientRect();"
     " const range = document.createRange(); range.setStart(e.firstChild, 0); range.setEnd(e.firstChild, 1);"
