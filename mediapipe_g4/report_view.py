@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import colorsys
 import contextlib
 import datetime as _dt
 import hashlib
@@ -25,8 +26,12 @@ from .templating import mmss
 
 logger = logging.getLogger("mediapipe_g4")
 
-# Calm, distinguishable speaker colours (readable as text on white, and as blocks).
-PALETTE = ("#3d6fb6", "#b05f35", "#398254", "#8459b0", "#278085", "#b94a67", "#807428", "#5b6b80")
+# Calm, distinguishable speaker colours (readable as text on white: 4.5:1 or more, and as blocks): sixteen, the second
+# eight darker than the first, so that a meeting's ninth speaker does not wear the first one's colour.
+PALETTE = (
+    "#3d6fb6", "#b05f35", "#398254", "#8459b0", "#278085", "#b94a67", "#807428", "#5b6b80",
+    "#a63a2e", "#6e4a12", "#9a2f7e", "#4a6413", "#0e6650", "#4450a8", "#6a4a78", "#8a3b52",
+)
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".ogv", ".avi", ".wmv", ".mpg", ".mpeg", ".ts"}
 
 # The report's only script, present when the recording sits beside it: a time link seeks the
@@ -176,6 +181,24 @@ def _ticks(total: float) -> list[dict[str, Any]]:
             minor = True
         ticks.append({"time": n * step, "left": _pct(n * step, total), "minor": minor})
     return ticks
+
+
+def _contrast_on_white(rgb: tuple[float, ...]) -> float:
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 1.05 / (0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2] + 0.05)
+
+
+def speaker_color(index: int) -> str:
+    """The colour of the `index`th speaker (from 0): the palette's, then (a seventeenth speaker on) hues a golden
+    angle apart, each as light as it can be while its text keeps 4.5:1 on white. The same index, the same colour."""
+    if index < len(PALETTE):
+        return PALETTE[index]
+    hue = (index * 0.381966) % 1.0
+    for lightness in range(42, 10, -1):
+        rgb = tuple(round(c * 255) for c in colorsys.hls_to_rgb(hue, lightness / 100, 0.55))
+        if _contrast_on_white(tuple(c / 255 for c in rgb)) >= 4.5:
+            break
+    return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
 def _pct(value: float, total: float) -> float:
@@ -344,7 +367,7 @@ def report_context(
             "name": one_line(sp.get("name")) or sid,
             "side": _side_label(sp.get("side"), result),
             "talk_time": finite_float(tt) if tt is not None else talk.get(sid, 0.0),
-            "color": PALETTE[index % len(PALETTE)],
+            "color": speaker_color(index),
             "index": index,
             "evidence": [
                 {"quote": one_line(e.get("quote")), "time": finite_float(e.get("time"))}

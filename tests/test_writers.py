@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
+import math
 import os
 import re
 import sys
@@ -788,6 +790,36 @@ def test_time_axis_ticks_a_narrow_screen_shows_keep_two_steps_apart(duration):
     shown = [t["time"] for t in ticks if not t["minor"]]
     assert all(b - a >= 2 * step for a, b in zip(shown, shown[1:])), shown
     assert len(shown) >= min(len(ticks), 3)
+
+
+def test_sixteen_speakers_wear_sixteen_colours(result, out):
+    """The palette had eight colours, taken in turn: a meeting's ninth speaker wore the first one's, in the legend,
+    the timeline, the action items and the transcript. Sixteen now differ clearly (CIE76 distance 15 or more), and
+    past them each colour is still new, readable on white, and the same each time."""
+    def lab(hex_colour: str) -> tuple[float, float, float]:
+        lin = [(c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4)
+               for c in (int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5))]
+        xyz = [sum(w * c for w, c in zip(row, lin)) / n for row, n in (
+            ((0.4124, 0.3576, 0.1805), 0.95047), ((0.2126, 0.7152, 0.0722), 1.0), ((0.0193, 0.1192, 0.9505), 1.08883))]
+        f = [t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in xyz]
+        return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
+
+    colours = [report_view.speaker_color(i) for i in range(40)]
+    assert colours == [report_view.speaker_color(i) for i in range(40)]
+    assert len(set(colours)) == 40 and all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours)
+    first = [lab(c) for c in colours[:16]]
+    assert min(math.dist(a, b) for a, b in itertools.combinations(first, 2)) >= 15
+    for colour in colours:
+        assert report_view._contrast_on_white(tuple(int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))) >= 4.5, colour
+
+    result["speakers"] = [{"id": f"S{i}", "name": f"Person {i}"} for i in range(1, 17)]
+    result["segments"] = [{"start": i, "end": i + 1, "speaker": f"S{i}", "text": f"I am {i}."} for i in range(1, 17)]
+    result["notes"]["action_items"] = [{"text": "Write it up.", "owner": "S9"}]
+    html = render("html", result, out / "many.html", media_dir=None)
+    legend = re.findall(r'<li><span class="chip" style="--c:(#[0-9a-f]{6})">', html)
+    assert legend == colours[:16]
+    assert f'<span class="owner"><span class="chip" style="--c:{colours[8]}">' in html and colours[8] != colours[0]
+    assert f'<div class="tl-track" style="--c:{colours[8]}">' in html
 
 
 def test_speaker_colours_and_faint_text_are_readable_on_white():
