@@ -360,6 +360,28 @@ def test_each_timeline_row_says_whose_it_is_on_a_phone(browser, standup, tmp_pat
     assert console_errors(browser) == []
 
 
+def test_a_speakers_share_and_time_stay_one_phrase_beside_a_long_name(browser, standup, tmp_path):
+    """Beside a long name a speaker's "27% · 7 min 12 s" broke into a column of pieces: the figures stay on one line
+    (under the name when it has no room beside it), at a desktop's and at a phone's width."""
+    result, work = standup
+    result["speakers"][0]["name"] = "Dr. Maximiliana Alexandrovna Wolfeschlegelsteinhausenbergerdorff-Featherstonehaugh III"
+    result["speakers"][1]["name"] = "Bartholomew-Christopher Featherstonehaugh-Cholmondeley"
+    report = get_writer("html").write(result, tmp_path / "long.html", media_dir=work)
+    load(browser, report)
+    for width in (1280, 390):
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+        shares = browser.execute_script(
+            "return Array.from(document.querySelectorAll('.people .share')).map(s => { const text = document.createRange();"
+            " text.selectNodeContents(s);"
+            " return {text: s.textContent, lines: new Set(Array.from(text.getClientRects()).map(r => Math.round(r.top))).size,"
+            " right: s.getBoundingClientRect().right, room: s.closest('.people').getBoundingClientRect().right}; });")
+        assert len(shares) == 3 and all(s["lines"] == 1 for s in shares), (width, shares)
+        assert all(s["right"] <= s["room"] + 0.5 for s in shares), (width, shares)
+        assert browser.execute_script("return document.documentElement.scrollWidth;") <= width
+    assert console_errors(browser) == []
+
+
 FIRST_LETTER_SHOWN = (
     "return Array.from(document.querySelectorAll(arguments[0])).map(e => { const box = e.getBoundingClientRect();"
     " const range = document.createRange(); range.setStart(e.firstChild, 0); range.setEnd(e.firstChild, 1);"
