@@ -382,6 +382,30 @@ def test_a_speakers_share_and_time_stay_one_phrase_beside_a_long_name(browser, s
     assert console_errors(browser) == []
 
 
+def test_a_segments_time_sits_on_its_first_line_of_speech(browser, standup, tmp_path):
+    """A turn's time was pushed down by a padding that assumed a one-line name, so beside a long name it sat on the
+    name's second line: each time now sits on the line of its speech's first words, however long the name."""
+    result, work = standup
+    result["speakers"][0]["name"] = "Dr. Maximiliana Alexandrovna Wolfeschlegelsteinhausenbergerdorff-Featherstonehaugh III"
+    result["speakers"][1]["name"] = "محمد عبد الله بن عبد الرحمن الهاشمي من مدينة الإسكندرية في مصر العربية"
+    report = get_writer("html").write(result, tmp_path / "long.html", media_dir=work)
+    load(browser, report)
+    for width in (1280, 390):
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+        segments = browser.execute_script(
+            "return Array.from(document.querySelectorAll('.seg')).map(seg => {"
+            " const t = seg.querySelector('.t').getBoundingClientRect(), p = seg.querySelector('.seg-body p');"
+            " const first = document.createRange(); first.setStart(p.firstChild, 0); first.setEnd(p.firstChild, 1);"
+            " const line = first.getBoundingClientRect(), who = seg.querySelector('.seg-who');"
+            " return {text: p.textContent.slice(0, 20), off: (t.top + t.bottom - line.top - line.bottom) / 2,"
+            " whoLines: who ? Math.round(who.getBoundingClientRect().height / parseFloat(getComputedStyle(who).lineHeight)) : 0};"
+            " });")
+        assert max(s["whoLines"] for s in segments) >= 2  # a name on two lines or more, to be sure
+        assert all(abs(s["off"]) <= 3 for s in segments), (width, [s for s in segments if abs(s["off"]) > 3])
+    assert console_errors(browser) == []
+
+
 FIRST_LETTER_SHOWN = (
     "return Array.from(document.querySelectorAll(arguments[0])).map(e => { const box = e.getBoundingClientRect();"
     " const range = document.createRange(); range.setStart(e.firstChild, 0); range.setEnd(e.firstChild, 1);"
