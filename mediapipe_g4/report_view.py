@@ -280,6 +280,18 @@ def _side_label(side: Any, result: Mapping[str, Any]) -> str | None:
     return channels.get(side, f"side {side}")
 
 
+def _what_is_below(speakers: list[Any], keyframes: list[Any], segments: list[Any], warning: str) -> str:
+    """The sentence under 'Meeting notes were not produced': what the report has instead, and whether it is whole
+    (all the audio, or the part that decoded). Nothing when nothing was transcribed: nothing below to speak of."""
+    if not segments:
+        return ""
+    shown = [*(["speakers"] if speakers else []), *(["slides"] if keyframes else [])]
+    things = ", ".join(shown) + " and " if shown else ""
+    if warning:
+        return f"The {things}transcript below {'cover' if shown else 'covers'} the audio that decoded."
+    return f"The {things}full transcript below {'are' if shown else 'is'} complete."
+
+
 def _notes_view(result: Mapping[str, Any], speakers: list[dict[str, Any]]) -> dict[str, Any]:
     notes = result.get("notes")
     by_key: dict[str, dict[str, Any]] = {}
@@ -466,6 +478,8 @@ def report_context(
             "sha256": str(source.get("sha256") or ""),
         },
         "warning": one_line(source.get("warning")),  # e.g. the file is cut off (media.audio_shortfall)
+        # Under "Meeting notes were not produced": what is below instead ("" when nothing was transcribed).
+        "below": _what_is_below(speakers, keyframes, segments, one_line(source.get("warning"))),
         "date": _report_date(result),
         "duration": total,
         "speakers": speakers,

@@ -588,13 +588,40 @@ def test_reports_without_notes_say_why_and_keep_the_rest(result, work, out, note
     assert "## Decisions" not in md
 
 
+@pytest.mark.parametrize(("speakers", "slides", "warning", "said"), [
+    (True, True, False, "The speakers, slides and full transcript below are complete."),
+    (True, False, False, "The speakers and full transcript below are complete."),
+    (False, False, False, "The full transcript below is complete."),
+    (False, True, True, "The slides and transcript below cover the audio that decoded."),
+    (False, False, True, "The transcript below covers the audio that decoded."),
+])
+def test_without_notes_the_report_says_what_is_below(result, out, speakers, slides, warning, said):
+    """The sentence under 'Meeting notes were not produced' names only what the report has: it spoke of speakers
+    and a full transcript below when nothing was transcribed, or no speaker was told apart."""
+    del result["notes"]
+    if not speakers:
+        result["speakers"] = []
+        for seg in result["segments"]:
+            seg["speaker"] = None
+    if not slides:
+        result["keyframes"] = []
+    if warning:
+        result["source"]["warning"] = "the file is cut off after 0:40"
+    assert said in visible_text(render("html", result, out / "x.html"))
+    assert f"> {said}" in render("md", result, out / "x.md")
+    result["segments"] = []
+    assert "below" not in visible_text(render("html", result, out / "x.html"))
+    assert "below" not in render("md", result, out / "x.md")
+
+
 def test_report_survives_a_minimal_result(out):
     minimal = {"source": {"path": "/x/clip.wav", "name": "clip.wav", "duration": 0}, "segments": []}
     html = render("html", minimal, out / "clip.html")
     assert "Nothing was transcribed." in html and "Meeting notes were not produced" in html
-    assert "The speakers and full transcript below are complete." in html  # no slides to speak of
+    assert "below" not in visible_text(html)  # no speakers or transcript below to call complete
     md = render("md", minimal, out / "clip.md")
-    assert "Nothing was transcribed." in md and "> The speakers and full transcript below are complete." in md
+    assert "Nothing was transcribed." in md and "below" not in md
+    assert "> Meeting notes were not produced: this recording was only transcribed (notes were not requested)\n\n" in md
     for name in ("srt", "vtt", "txt", "json"):
         render(name, minimal, out / f"clip.{name}")
 
