@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 
 from .engine import EngineRequest
+from .notes_schema import plain_text
 from .prompts import split_translation
 from .records import CLOCK_PATTERN, SPEAKER_LABEL, Segment
 
@@ -74,9 +75,19 @@ _NO_SPEECH = re.compile(
     r"(?:[,;]?\s*(?:only|just) (?:silence|(?:background )?noise|music))?\W*", re.IGNORECASE)
 
 
+# A code fence around the whole answer, and a remark the model adds after the words
+# ("(Note: some words were unclear.)"): none of it was said.
+_FENCED = re.compile(r"```(?:(?:text|plaintext|txt|markdown|md)\b)?\s*(.*?)\s*```", re.IGNORECASE)
+_REMARK = re.compile(r"\s*\((?:note|nb|n\.b\.)\s*:[^()]*\)\s*$", re.IGNORECASE)
+
+
 def clean_transcript_text(text: str) -> str:
     """One clip's text: one line, loops collapsed to one occurrence, junk to ''."""
-    text = _LEAD_IN.sub("", " ".join(text.split()), count=1)
+    text = " ".join(text.split())
+    for _ in range(2):  # a lead-in inside the fence, or a fence after the lead-in
+        fenced = _FENCED.fullmatch(text)
+        text = _LEAD_IN.sub("", fenced.group(1) if fenced else text, count=1)
+    text = _REMARK.sub("", plain_text(text))  # and no **bold**: no one says it
     if not text or _NO_SPEECH.fullmatch(text):
         return ""
     for _ in range(3):  # a collapse can expose an outer loop

@@ -80,6 +80,11 @@ def req(start, end, speaker, kind="transcribe"):
     ("Thank you for watching. " * 3, "Thank you for watching."), ("Thank you. " * 4 + "Thank", "Thank you."),
     ("A sentence the model repeats when it is stuck on silence. " * 6, "A sentence the model repeats when it is stuck on silence."),
     ("Can you hear me? Can you hear me?", "Can you hear me? Can you hear me?"),
+    # markdown no one said, and the model's remark after the words
+    ("```\nWe ship Friday.\n```", "We ship Friday."), ("Transcription:\n```text\nHello.\n```", "Hello."),
+    ("**We ship Friday.**", "We ship Friday."), ("We ship **Friday**.", "We ship Friday."),
+    ("We ship Friday. (Note: some parts were unclear.)", "We ship Friday."),
+    ("Take a note: ship Friday.", "Take a note: ship Friday."), ("2 * 3 * 4 is 24", "2 * 3 * 4 is 24"),
 ])
 def test_clean_transcript_text(raw, clean):
     assert clean_transcript_text(raw) == clean
