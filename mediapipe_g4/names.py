@@ -123,9 +123,9 @@ _LINE_HEAD = re.compile(rf"^\s*(?:\[?{CLOCK_PATTERN}\]?\s*)?(?:{SPEAKER_LABEL.pa
 
 
 # How people say their own name, as `_norm` writes it ("I'm" is "i m"): before the name, or after it ("Bob here").
-_INTRO_BEFORE = (r"i m|i am|im|my name is|my name s|this is|it s|call me|ich bin|ich hei(?:ß|ss)e|mein name ist|"
-                 r"je suis|je m appelle|moi c est|soy|me llamo|mi nombre es|sono|mi chiamo|sou|me chamo|meu nome é|"
-                 r"ik ben|mijn naam is|меня зовут|я")
+_INTRO_BEFORE = (r"i m|i am|im|my name is|my name s|this is|it s|call me|"
+                 r"ich bin|ich hei(?:ß|ss)e|mein name ist|hier ist|je suis|je m appelle|moi c est|"
+                 r"soy|me llamo|mi nombre es|sono|mi chiamo|sou|me chamo|meu nome é|ik ben|mijn naam is|меня зовут|я")
 _INTRO_BEFORE_NO_SPACES = r"我是|我叫|私は|저는"  # scripts without spaces between words
 _INTRO_AFTER = r"here|speaking|です|と申します|입니다"
 

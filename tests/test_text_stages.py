@@ -158,7 +158,8 @@ def test_a_name_goes_to_the_one_it_is_said_to_not_the_one_who_says_it():
     # Said to the one who speaks next, or introduced in other words and languages:
     assert parse_names(json.dumps({"S3": {"name": "Carol", "quote": "Carol, how is", "time": 14}}), segments)
     for text, name in (("Hi, this is Alice from Acme.", "Alice"), ("Alice here, sorry I'm late.", "Alice"),
-                       ("Hola, me llamo Lucía.", "Lucía"), ("Guten Tag, ich bin Jürgen.", "Jürgen")):
+                       ("Hola, me llamo Lucía.", "Lucía"), ("Guten Tag, ich bin Jürgen.", "Jürgen"),
+                       ("Hallo, hier ist Jürgen aus Berlin.", "Jürgen")):
         one = [Segment(0.0, 4.0, "S1", text), Segment(4.0, 8.0, "S2", "Welcome.")]
         assert parse_names(json.dumps({"S1": {"name": name, "quote": text, "time": 0}}), one)["S1"]["name"] == name
         assert parse_names(json.dumps({"S2": {"name": name, "quote": text, "time": 0}}), one) == {}  # S1's own
