@@ -238,7 +238,7 @@ def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Ho
                 old.unlink(missing_ok=True)
     else:
         result = cached
-    if options.num_speakers and len(result.speakers) < options.num_speakers:
+    if options.num_speakers and len(result.speakers) < options.num_speakers and not result.sides:  # (sides: said)
         log.warning("--speakers %d: this recording's speech was told apart into only %d (each voice needs a few "
                     "seconds of speech)", options.num_speakers, len(result.speakers))
     return result

@@ -165,10 +165,6 @@ def diarize_sides(sides: Sequence[np.ndarray], options: DiarizationOptions, leve
         merged.append(SpeakerTurn(start, end, name))
     duration = max(len(s) for s in sides) / SAMPLE_RATE
     log.info("diarization by sides: %d speakers on %d sides, %d turns", len(names), len(sides), len(merged))
-    if options.num_speakers is not None and len(names) != options.num_speakers:
-        log.warning("--speakers %d: found %d side by side (each side's count is its own: the total cannot be set); "
-                    "--no-split-channels finds exactly %d in the mix", options.num_speakers, len(names),
-                    options.num_speakers)
     return Diarization(duration=duration, speakers=tuple(names.values()), turns=tuple(merged),
                        sides={name: c + 1 for (c, _), name in names.items()})
 
@@ -188,15 +184,25 @@ def find_speakers(waveform: np.ndarray, options: DiarizationOptions,
                 log.warning("%s speak at the same times on two channels: one voice heard on both, so these "
                             "channels do not hold a side each; leave out --split-channels",
                             ", ".join(f"{a} and {b}" for a, b in shared))
-            return found
+            return _side_by_side(found, options)
         if separate_sides(levels):
             found = diarize_sides(sides, options, levels, hook)
             shared = shared_voices(found)
             if not shared:
-                return found
+                return _side_by_side(found, options)
             log.info("sides: %s speak at the same times on two sides, so they are one voice heard on both: "
                      "diarizing the mix", ", ".join(f"{a} and {b}" for a, b in shared))
     return diarize(waveform, options=options, hook=hook)
+
+
+def _side_by_side(found: Diarization, options: DiarizationOptions) -> Diarization:
+    """The turns found side by side, as they stand; a --speakers total they do not make is said (each side counts
+    its own speakers). Said only here: a split given up for the mix (one voice on both sides) makes it exactly."""
+    if options.num_speakers is not None and len(found.speakers) != options.num_speakers:
+        log.warning("--speakers %d: found %d side by side (each side's count is its own: the total cannot be set); "
+                    "--no-split-channels finds exactly %d in the mix", options.num_speakers, len(found.speakers),
+                    options.num_speakers)
+    return found
 
 
 def shared_voices(found: Diarization) -> list[tuple[str, str]]:

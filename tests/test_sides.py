@@ -229,3 +229,23 @@ def test_a_forced_split_or_a_count_that_the_sides_cannot_meet_is_said(calls, tmp
         found = find_speakers(media.decode_audio(calls["bleed"], tmp_path / "bleed"),
                               DiarizationOptions(num_speakers=3), lambda: bleed)
     assert len(found.speakers) == 2 and "--speakers 3: found 2 side by side" in caplog.text
+
+
+def test_a_count_is_not_said_unmet_by_a_split_given_up_for_the_mix(monkeypatch, caplog):
+    """One voice on both sides gives the split up for the mix, which finds exactly --speakers: the warning that the
+    sides could not make that total (and to use --no-split-channels) was said all the same."""
+    from mediapipe_g4 import sides as sides_module
+    from mediapipe_g4.records import Diarization, SpeakerTurn
+
+    one = Diarization(duration=4.0, speakers=("S1",), turns=(SpeakerTurn(0, 4, "S1"),))  # each side: the same voice
+    mixed = Diarization(duration=4.0, speakers=("S1", "S2", "S3"), turns=(SpeakerTurn(0, 4, "S1"),))
+    monkeypatch.setattr(sides_module, "separate_sides", lambda levels: True)
+    monkeypatch.setattr(sides_module, "side_levels", lambda s: None)
+    monkeypatch.setattr(sides_module, "balanced", lambda levels: levels)
+    monkeypatch.setattr(sides_module, "detect_speech", lambda *a, **k: "speech")
+    monkeypatch.setattr(sides_module, "own_speech", lambda *a: ("a region",))
+    monkeypatch.setattr(sides_module, "diarize", lambda wav, options, regions=None, hook=None: one if regions else mixed)
+    side = np.zeros(64000, dtype=np.float32)
+    with caplog.at_level("WARNING", logger="mediapipe_g4"):
+        found = find_speakers(side, DiarizationOptions(num_speakers=3), lambda: [side, side])
+    assert found is mixed and "side by side" not in caplog.text
