@@ -230,7 +230,8 @@ def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
 
 
 @main.command()
-@click.option("--model", default=None, help="Model to look for in the Hugging Face cache (default: the default model).")
+@click.option("--model", default=None, help="Hub id (looked for in the Hugging Face cache) or local folder of the "
+              "model to check (default: google/gemma-4-12B-it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(model: str | None, as_json: bool) -> None:
     """Check FFmpeg, torch devices, free memory and whether the model is downloaded and fits (exit 1 on a FAIL)."""
