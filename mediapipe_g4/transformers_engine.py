@@ -355,22 +355,28 @@ class TransformersEngine:
                 longest = requests[indices[0]]
                 size = self.static.fitting_batch(size, longest.tokens or self._rough_length(longest),
                                                  max(requests[i].settings.max_new_tokens for i in indices))
-            pos = 0
+            pos, static_ok = 0, True
             while pos < len(indices):
                 batch = indices[pos : pos + size]
                 try:
-                    texts = self._generate_batch([requests[i] for i in batch])
+                    texts = self._generate_batch([requests[i] for i in batch], static_ok=static_ok)
                 except Exception as exc:
-                    if _is_oom(exc) and size > 1:
-                        size = max(1, size // 2)
+                    if not _is_oom(exc):
+                        raise
+                    _empty_cache()
+                    if len(batch) > 1:  # (the last batch may be smaller than `size`: halve what failed)
+                        size = max(1, len(batch) // 2)
                         log.warning("out of memory with %d requests per batch; trying %d", len(batch), size)
-                        _empty_cache()
                         continue
-                    if _is_oom(exc):
-                        raise ModelError(f"out of memory on {self.device} with one request of "
-                                         f"{requests[batch[0]].tokens or '?'} tokens: lower --context-tokens, "
-                                         "use --quantize 4bit, or a smaller model") from exc
-                    raise
+                    if static_ok and self.static is not None:  # its cache and compiled step take memory of their own
+                        log.warning("out of memory decoding one request of %s tokens with the static cache; decoding "
+                                    "it without", requests[batch[0]].tokens or "?")
+                        static_ok = False
+                        continue
+                    raise ModelError(f"out of memory on {self.device} with one request of "
+                                     f"{requests[batch[0]].tokens or '?'} tokens: lower --context-tokens, "
+                                     "use --quantize 4bit, or a smaller model") from exc
+                static_ok = True
                 for i, text in zip(batch, texts):
                     outputs[i] = text
                 pos += len(batch)
@@ -399,7 +405,8 @@ class TransformersEngine:
             processor_kwargs=processor_kwargs,
         )
 
-    def _generate_batch(self, requests: Sequence[EngineRequest]) -> list[str]:
+    def _generate_batch(self, requests: Sequence[EngineRequest], *, static_ok: bool = True) -> list[str]:
+        """Answers of one batch: on the static path (compiled) when it is planned, fits and `static_ok`."""
         import torch
 
         settings, count = requests[0].settings, len(requests)
@@ -407,9 +414,11 @@ class TransformersEngine:
         max_new = max(budgets)
         inputs = self._inputs(requests)
         length = inputs["input_ids"].shape[1]
-        static = self.static.plan(count, length, max_new) if self.static else None
+        static = self.static.plan(count, length, max_new) if self.static and static_ok else None
         if static is not None and static.chunk and "input_features" in inputs:  # raw audio does not split in chunks
             static = None
+        if static is None and self.static is not None:
+            self.static.release()  # the last static batch's cache (21 GB for 64 clips of the 12B) is not this one's
         # transformers drafts on a dynamic cache only, whose launch-bound steps cost about 4x a compiled static step
         # on a GPU (DESIGN.md: 97.5 vs 22 ms at batch 1) against a reported 1.9-2.4x from drafting: the drafter
         # takes the single requests that do not get the static path (prompts too long for its cache, no compile).

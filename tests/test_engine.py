@@ -4,6 +4,7 @@ order; output cleaning; and loading errors that say what to do."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -336,7 +337,7 @@ def test_out_of_memory_halves_the_batch(engine, monkeypatch):
 
     sizes = []
 
-    def fake(batch):
+    def fake(batch, **kw):
         sizes.append(len(batch))
         if len(batch) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory")
@@ -346,6 +347,56 @@ def test_out_of_memory_halves_the_batch(engine, monkeypatch):
     requests = [EngineRequest("transcribe", (TextPart("x"),), start=float(i), tokens=10 + i) for i in range(3)]
     assert engine.generate(requests) == ["ok 0.0", "ok 1.0", "ok 2.0"]
     assert sizes[0] == 3 and sizes[-3:] == [1, 1, 1]
+    sizes.clear()
+    monkeypatch.setattr(engine, "options", replace(engine.options, batch_size=4))  # 3 in a batch of 4: halve 3
+    assert engine.generate(requests) == ["ok 0.0", "ok 1.0", "ok 2.0"] and sizes == [3, 1, 1, 1]
+
+
+def test_one_request_out_of_memory_with_the_static_cache_decodes_without_it(engine, monkeypatch):
+    """The static path holds a cache 4x the prompt and a compiled step's buffers: a request it has no room for can
+    still decode on the dynamic cache. It ended the run with "out of memory ... with one request"."""
+    import torch
+
+    tries = []
+
+    def fake(batch, static_ok=True):
+        tries.append(static_ok)
+        if static_ok:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return ["notes"]
+
+    class Static:  # a static decoder is there; one request a batch
+        def fitting_batch(self, size, *args):
+            return 1
+
+    monkeypatch.setattr(engine, "static", Static())
+    monkeypatch.setattr(engine, "_generate_batch", fake)
+    request = EngineRequest("notes", (TextPart("x"),), tokens=100_000)
+    assert engine.generate([request, request]) == ["notes", "notes"] and tries == [True, False, True, False]
+    monkeypatch.setattr(engine, "static", None)  # no static path to leave: the error says what to do
+    with pytest.raises(ModelError, match="out of memory .* with one request of 100000 tokens"):
+        engine.generate([request])
+
+
+def test_a_batch_off_the_static_path_releases_its_cache(engine, monkeypatch):
+    """A notes request too long for the static path decoded beside the last transcription batch's static cache
+    (21 GB for 64 clips of the 12B), which it needed."""
+    released = []
+
+    class Static:
+        def fitting_batch(self, size, *args):
+            return size
+
+        def plan(self, *args):
+            return None  # does not fit: the dynamic cache
+
+        def release(self):
+            released.append(True)
+
+    monkeypatch.setattr(engine, "static", Static())
+    request = EngineRequest("names", (TextPart("Who is who?"),), settings=GenerationSettings(max_new_tokens=2))
+    engine.generate([request])
+    assert released == [True]
 
 
 def test_drafter_is_used_only_for_single_requests(engine, monkeypatch):
