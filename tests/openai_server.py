@@ -223,6 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
         return self.path.split("?", 1)[0]
 
     def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        record = getattr(self, "record", None)
+        if record is not None:  # before the reply: a client that has it may look at `seen` at once
+            record["status"] = status
         data = json.dumps(payload).encode()
         try:
             self.send_response(status)
@@ -243,6 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
                                 "code": status}, headers)
 
     def do_GET(self) -> None:
+        self.record = None  # (a keep-alive connection's last POST is not this one)
         if self.route.rstrip("/") in ("/v1/models", "/models"):
             self._send(200, {"object": "list", "data": [{"id": "tiny", "object": "model",
                                                          "max_model_len": self.app.max_context or 8192}]})
@@ -258,6 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
             fault = app.faults.popleft() if app.faults else None
             record: dict[str, Any] = {"path": self.path, "status": None}
             app.seen.append(record)
+        self.record = record
         try:
             record["status"] = self._answer(body, fault, record)
         finally:
