@@ -113,6 +113,13 @@ def requested_urls(driver, page: Path) -> list[str]:
     return urls
 
 
+def at_width(driver, width: int, *, height: int = 900, mobile: bool | None = None) -> None:
+    """The page laid out at `width` CSS pixels (a phone's, `mobile`, below 500 unless told)."""
+    mobile = width < 500 if mobile is None else mobile
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
+
+
 def screenshot(driver, path: Path, *, width: int, mobile: bool = False, media: str = "") -> None:
     """A full-page PNG at `width` CSS pixels."""
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": media})
@@ -160,7 +167,7 @@ def test_report_renders_offline_without_errors(browser, standup, tmp_path):
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
 
     # On a phone the page fits the screen: nothing wider than the viewport.
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    at_width(browser, 390, height=844)
     assert browser.execute_script("return document.documentElement.scrollWidth;") <= 390
     assert console_errors(browser) == []
 
@@ -199,7 +206,7 @@ def test_time_links_seek_the_recording_beside_the_report(browser, standup, tmp_p
     assert browser.execute_script("return document.body.classList.contains('docked');")
     browser.execute_script("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}));")
     assert not browser.execute_script("return document.body.classList.contains('docked');")
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    at_width(browser, 1280)
     browser.execute_script("window.scrollTo(0, 0);")
     (ARTIFACTS / "report-player.png").write_bytes(browser.get_screenshot_as_png())
     # The only script is the page's own (its hash is in the CSP); nothing else ran or was blocked.
@@ -295,8 +302,7 @@ def test_time_axis_of_a_3_hour_recording_keeps_each_label_on_one_line(browser, s
     report = get_writer("html").write(result, tmp_path / "long.html", media_dir=work)
     load(browser, report)
     for width, mobile in ((1280, False), (390, True)):
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile})
+        at_width(browser, width, mobile=mobile)
         ticks = browser.execute_script(
             "const track = document.querySelector('.tl-axis .tl-track').getBoundingClientRect();"
             "return Array.from(document.querySelectorAll('.tick')).map(t => { const r = t.getBoundingClientRect();"
@@ -319,8 +325,7 @@ def test_time_axis_labels_do_not_run_into_each_other(browser, standup, tmp_path)
         report = get_writer("html").write(result, tmp_path / "axis.html", media_dir=work)
         load(browser, report)
         for width in (1280, 700, 390):
-            browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                    {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+            at_width(browser, width)
             ticks = browser.execute_script(
                 "const track = document.querySelector('.tl-axis .tl-track').getBoundingClientRect();"
                 "return Array.from(document.querySelectorAll('.tick')).map(t => { const r = t.getBoundingClientRect();"
@@ -345,8 +350,7 @@ def test_each_timeline_row_says_whose_it_is_on_a_phone(browser, standup, tmp_pat
         seg["speaker"] = f"S{i % 15 + 1}"
     report = get_writer("html").write(result, tmp_path / "many.html", media_dir=work)
     load(browser, report)
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                            {"width": 390, "height": 900, "deviceScaleFactor": 1, "mobile": True})
+    at_width(browser, 390)
     rows = browser.execute_script(
         "return Array.from(document.querySelectorAll('.tl-row[role=img]')).map(row => {"
         " const label = row.querySelector('.tl-label'), track = row.querySelector('.tl-track');"
@@ -360,17 +364,25 @@ def test_each_timeline_row_says_whose_it_is_on_a_phone(browser, standup, tmp_pat
     assert console_errors(browser) == []
 
 
+LONG_NAME = "Dr. Maximiliana Alexandrovna Wolfeschlegelsteinhausenbergerdorff-Featherstonehaugh III"
+
+
+def load_with_names(browser, standup, tmp_path, *names: str):
+    """The stand-up's report with its first speakers renamed, loaded; yields at a desktop's width, then a phone's."""
+    result, work = standup
+    for speaker, name in zip(result["speakers"], names):
+        speaker["name"] = name
+    load(browser, get_writer("html").write(result, tmp_path / "names.html", media_dir=work))
+    for width in (1280, 390):
+        at_width(browser, width)
+        yield width
+
+
 def test_a_speakers_share_and_time_stay_one_phrase_beside_a_long_name(browser, standup, tmp_path):
     """Beside a long name a speaker's "27% · 7 min 12 s" broke into a column of pieces: the figures stay on one line
     (under the name when it has no room beside it), at a desktop's and at a phone's width."""
-    result, work = standup
-    result["speakers"][0]["name"] = "Dr. Maximiliana Alexandrovna Wolfeschlegelsteinhausenbergerdorff-Featherstonehaugh III"
-    result["speakers"][1]["name"] = "Bartholomew-Christopher Featherstonehaugh-Cholmondeley"
-    report = get_writer("html").write(result, tmp_path / "long.html", media_dir=work)
-    load(browser, report)
-    for width in (1280, 390):
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+    for width in load_with_names(browser, standup, tmp_path, LONG_NAME,
+                                 "Bartholomew-Christopher Featherstonehaugh-Cholmondeley"):
         shares = browser.execute_script(
             "return Array.from(document.querySelectorAll('.people .share')).map(s => { const text = document.createRange();"
             " text.selectNodeContents(s);"
@@ -385,14 +397,8 @@ def test_a_speakers_share_and_time_stay_one_phrase_beside_a_long_name(browser, s
 def test_a_segments_time_sits_on_its_first_line_of_speech(browser, standup, tmp_path):
     """A turn's time was pushed down by a padding that assumed a one-line name, so beside a long name it sat on the
     name's second line: each time now sits on the line of its speech's first words, however long the name."""
-    result, work = standup
-    result["speakers"][0]["name"] = "Dr. Maximiliana Alexandrovna Wolfeschlegelsteinhausenbergerdorff-Featherstonehaugh III"
-    result["speakers"][1]["name"] = "محمد عبد الله بن عبد الرحمن الهاشمي من مدينة الإسكندرية في مصر العربية"
-    report = get_writer("html").write(result, tmp_path / "long.html", media_dir=work)
-    load(browser, report)
-    for width in (1280, 390):
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+    for width in load_with_names(browser, standup, tmp_path, LONG_NAME,
+                                 "محمد عبد الله بن عبد الرحمن الهاشمي من مدينة الإسكندرية في مصر العربية"):
         segments = browser.execute_script(
             "return Array.from(document.querySelectorAll('.seg')).map(seg => {"
             " const t = seg.querySelector('.t').getBoundingClientRect(), p = seg.querySelector('.seg-body p');"
@@ -425,8 +431,7 @@ def test_a_right_to_left_name_too_long_for_its_label_keeps_its_beginning(browser
     report = get_writer("html").write(result, tmp_path / "rtl.html", media_dir=work)
     load(browser, report)
     for width in (1280, 390):
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+        at_width(browser, width)
         labels = browser.execute_script(FIRST_LETTER_SHOWN, ".tl-row[role=img] .tl-label")
         assert [x["dir"] for x in labels] == ["rtl", "rtl", "ltr"], labels
         assert all(x["first"] for x in labels), (width, labels)
@@ -451,8 +456,7 @@ def test_slide_numbers_show_whole_or_not_at_all(browser, standup, tmp_path):
     result["keyframes"] = [{"time": i * 150.0, "end": (i + 1) * 150.0, "image_path": None, "width": 640,
                             "height": 360} for i in range(72)]
     for width in (1280, 390):
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+        at_width(browser, width)
         long = numbers(get_writer("html").write(result, tmp_path / "long.html", media_dir=work))
         assert len(long) == 72
         assert all(n["need"] <= n["room"] + 0.5 for n in long if n["shown"]), long  # none clipped
