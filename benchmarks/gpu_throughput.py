@@ -191,9 +191,9 @@ class BenchEngine(TransformersEngine):
         self.static = None
         self.batch_calls = 0
 
-    def _generate_batch(self, requests: Any) -> list[str]:
+    def _generate_batch(self, requests: Any, **kwargs: Any) -> list[str]:
         self.batch_calls += 1
-        return super()._generate_batch(requests)
+        return super()._generate_batch(requests, **kwargs)
 
     def set_decode(self, mode: str) -> None:
         """`dynamic`: transformers' default cache; `static`: static cache + torch.compile (the engine's path)."""
