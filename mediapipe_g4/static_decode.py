@@ -216,6 +216,7 @@ class StaticDecoder:
         # Compiled kernels outlive a reboot in g4media's cache (torch's default is /tmp/torchinductor_$USER).
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torch-compile"))
         static_step_masks(model)
+        packed_decode_attention()
 
     def plan(self, count: int, prompt_tokens: int, max_new_tokens: int, *, reuse: bool = True) -> StaticBatch | None:
         """The static batch for `count` requests of `prompt_tokens` (padded) each, if it fits in free memory: the
@@ -342,6 +343,40 @@ def static_step_masks(model: Any) -> None:
 
     masks.static_step_masks = True  # type: ignore[attr-defined]
     model.create_masks_for_generate = masks
+
+
+def packed_decode_attention() -> None:
+    """transformers' sdpa attention, but a one-token query attends on the key/value heads as they are in a compiled
+    step too.
+
+    Outside torch.compile transformers folds a decoding step's query heads onto their shared key/value head
+    (`pack_gqa`); inside, it copies the whole cache once per query head instead (`repeat_kv`): for the 12B's global
+    layers, 16 query heads on one K/V head, 16 copies of a cache of up to 262 k tokens at every step. Here the
+    compiled step packs as the plain one does (same kernel call, same answers; a prompt of more than one token, and
+    everything else, goes to transformers' own function)."""
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations import sdpa_attention as sa
+
+    if getattr(AttentionInterface._global_mapping.get("sdpa"), "packs_decode", False):
+        return
+    original = sa.sdpa_attention_forward
+
+    def sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+             scaling: float | None = None, is_causal: bool | None = None, **kwargs: Any) -> Any:
+        groups = getattr(module, "num_key_value_groups", 1)
+        if (query.shape[2] != 1 or groups <= 1 or kwargs.get("position_bias") is not None or kwargs.get("cache")
+                is not None or kwargs.get("softcap") is not None or sa.use_gqa_in_sdpa(attention_mask, key, value)):
+            return original(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                            is_causal=is_causal, **kwargs)
+        heads = query.shape[1]
+        out = torch.nn.functional.scaled_dot_product_attention(
+            sa.pack_gqa(query, groups), key, value, attn_mask=sa.pack_gqa(attention_mask, groups), dropout_p=dropout,
+            scale=scaling)
+        return out.reshape(out.shape[0], heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+
+    sdpa.packs_decode = True  # type: ignore[attr-defined]
+    AttentionInterface.register("sdpa", sdpa)
 
 
 def free_memory(device: str) -> float:

@@ -182,6 +182,29 @@ def test_static_decoding_gives_the_dynamic_answers(tiny_checkpoint, plain, eager
     assert fast.static._cache_key == (4, 1024) and fast.static._compiled == {(4, 1024)}
 
 
+def test_the_compiled_step_attends_on_the_shared_heads_without_copying_the_cache(tiny_checkpoint, plain, eager_backend,
+                                                                                 monkeypatch):
+    """Compiled, transformers' sdpa copied the whole static cache once per query head at every decoding step
+    (`repeat_kv`; the 12B's global layers: 16 copies of a cache up to 262 k tokens long); the step now folds the
+    query heads onto their shared key/value head, as the uncompiled step does: the same answers, no copy."""
+    import torch
+    from transformers.integrations import sdpa_attention
+
+    copies = []
+    real = sdpa_attention.repeat_kv
+
+    def spy(hidden, n_rep):
+        copies.append((tuple(hidden.shape), torch.compiler.is_compiling()))
+        return real(hidden, n_rep)
+
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", spy)
+    fast = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", batch_size=4, compile=True))
+    requests = _requests()[:3]
+    assert fast.generate(requests) == plain.generate(requests)
+    assert fast.static is not None and fast.static.batches >= 1
+    assert [shape for shape, compiling in copies if compiling and shape[2] >= 1024] == []  # none of the cache
+
+
 def test_static_decoding_of_the_e2b_family_gives_its_dynamic_answers(tiny_e2b_checkpoint, eager_backend):
     """E2B/E4B: layers that reuse earlier layers' K/V, per-layer inputs, their own audio tower; audio requests."""
     plain_e2b = TransformersEngine(EngineOptions(model=str(tiny_e2b_checkpoint), device="cpu", batch_size=4,
