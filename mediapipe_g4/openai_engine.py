@@ -64,6 +64,8 @@ _TOO_LONG = re.compile(
 _LIMIT = re.compile(r"(?:maximum context length is|context size(?: of)?|n_ctx[\"']?\s*[:=]?|"
                     r"max_model_len[\"']?\s*[:=]?|maximum model length of|\(context length)\s*\(?(\d+)",
                     re.IGNORECASE)
+# A too-long prompt as Ollama and llama.cpp word it: unmistakable whatever the status (retrying it cannot help).
+_EXCEEDS_CONTEXT = re.compile(r"exceeds? the (?:available )?context (?:length|size)|exceed_context_size", re.IGNORECASE)
 _LOADING = re.compile(r"\bloading (?:the )?model\b|\bmodel is (?:still )?loading\b", re.IGNORECASE)
 _REFUSED = re.compile(r"not support|unsupported|mmproj|unknown|at most 0|does not|doesn't|cannot|can't|"
                       r"invalid|not (?:a )?multimodal|no (?:audio|vision)", re.IGNORECASE)
@@ -482,6 +484,8 @@ class ModelServer:
             except ValueError as exc:
                 raise _Retry(f"a reply that is not JSON ({self.scrub(response.text[:100])!r})") from exc
         message = self.scrub(error_message(response))
+        if status >= 500 and _EXCEEDS_CONTEXT.search(message):  # Ollama (some versions) says too long with a 500
+            raise _TooLong(message)
         if status == 429 or status >= 500 and not _refuses_media(message, body):
             raise _Retry(f"HTTP {status}: {message[:200]}", retry_after(response),
                          loading=status == 503 and bool(_LOADING.search(message)))

@@ -292,6 +292,11 @@ def test_ollama_is_told_not_to_cut_a_prompt_longer_than_its_context(srv):
     with pytest.raises(PlanError, match=r"--context-tokens"):
         engine(srv, api="ollama").generate([notes])
     assert [s["status"] for s in srv.seen] == [400] and not any(s.get("truncated") for s in srv.seen)
+    srv.seen.clear()  # some Ollama versions say it with a 500: too long all the same, not retried
+    srv.faults.append({"status": 500, "message": "the input length exceeds the context length"})
+    with pytest.raises(PlanError, match=r"--context-tokens"):
+        engine(srv, api="ollama").generate([notes])
+    assert [s["status"] for s in srv.seen] == [500]
 
 
 @pytest.mark.parametrize("api", ["openai", "vllm", "ollama"])
