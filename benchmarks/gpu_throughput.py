@@ -187,6 +187,7 @@ class BenchEngine(TransformersEngine):
         self.options = options
         self.device, self.dtype = device, dtype
         self.config, self.processor, self.model = config, processor, model
+        self.shape = shape_from_config(config, "random")
         self.assistant = None
         self.static = None
         self.batch_calls = 0

@@ -251,7 +251,7 @@ class TransformersEngine:
         self.options = options
         self.device = pick_device(options.device)
         self.config = load_config(options.model)
-        shape = model_shape(options.model, self.config)
+        self.shape = shape = model_shape(options.model, self.config)
         self.dtype = choose_dtype(shape, self.device, options.dtype, options.quantize)
         check_room(shape, self.device, self.dtype, options.quantize)
         if self.device == "cpu" and shape.params > CPU_WARN_PARAMS:
@@ -283,11 +283,10 @@ class TransformersEngine:
         if self.options.quantize:
             log.info("decoding without torch.compile: bitsandbytes weights do not compile")
             return None
-        from .memory import shape_from_config
         from .static_decode import StaticDecoder
 
-        params = sum(p.numel() for p in self.model.parameters())
-        shape = shape_from_config(self.config, self.options.model, params=params)
+        # the shape counted before loading, with the parameters as loaded (not the meta model counted again)
+        shape = replace(self.shape, params=float(sum(p.numel() for p in self.model.parameters())))
         return StaticDecoder(self.model, shape, self.device, self.dtype, largest_batch=self.options.batch_size,
                              prefill_chunk=self.options.prefill_chunk)
 
