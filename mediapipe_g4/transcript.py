@@ -22,6 +22,8 @@ _JOIN_GAP = 0.3  # seconds: clips of one speaker this close were cut from one tu
 _SEP = r"[\s,.;:!?-]+"
 _LOOPS = (re.compile(rf"(\S(?:.{{0,98}}?\S)?)(?:{_SEP}\1){{3,}}(?:({_SEP})(\S.{{0,300}}?)$)?", re.DOTALL),
           re.compile(rf"(\S.{{18,298}}?\S)(?:{_SEP}\1){{2,}}(?:({_SEP})(\S.{{0,300}}?)$)?", re.DOTALL))
+_CHAR_LOOP = re.compile(r"(\S{1,8}?)\1{7,}")  # "hahahahahahahaha", CJK loops with no spaces
+_HAS_WORD = re.compile(r"\w", re.UNICODE)
 
 
 def _once(match: re.Match[str]) -> str:
@@ -31,8 +33,8 @@ def _once(match: re.Match[str]) -> str:
     if phrase.startswith(tail.rstrip(" ,.;:!?-")):
         return phrase + sep.strip()[:1]  # the loop, and the copy it was cut off in ("Thank you. Thank")
     return phrase + sep + tail
-_CHAR_LOOP = re.compile(r"(\S{1,8}?)\1{7,}")  # "hahahahahahahaha", CJK loops with no spaces
-_HAS_WORD = re.compile(r"\w", re.UNICODE)
+
+
 # A sound described instead of speech: "[music]", "(laughs)", "*applause*", "【音乐】" (a bracketed phrase of up to
 # three words, one of them a sound's; "(Okay.)" is speech).
 _BRACKETED = re.compile(r"\[([^\[\]()]{0,40})\]|\(([^()\[\]]{0,40})\)|（([^（）]{0,40})）|【([^【】]{0,40})】"
