@@ -10,7 +10,7 @@ from typing import Any
 
 from . import __version__
 from .errors import OutputError
-from .result_fields import one_line, recording_duration, source_name
+from .result_fields import one_line, readable, readable_copy, recording_duration, source_name
 from .templating import get_template, speaker_map
 from .writers import atomic_write, cannot_write, safe_stem
 
@@ -68,12 +68,14 @@ def write_index(
     directory = Path(out_dir)
     items = []
     for entry in entries:
+        entry = {**entry, **readable_copy({k: v for k, v in entry.items() if k != "outputs"})}
         links = []
         for output in entry.get("outputs") or ():
             path = Path(os.fspath(output))
             rel = os.path.relpath(path if path.is_absolute() else directory / path, directory)
-            href = "/".join(urllib.parse.quote(part, safe="") for part in Path(rel).parts)
-            links.append({"href": href, "label": path.suffix.lstrip(".").upper() or path.name, "file": path.name})
+            href = "/".join(urllib.parse.quote(os.fsencode(part), safe="") for part in Path(rel).parts)  # its bytes
+            links.append({"href": href, "label": path.suffix.lstrip(".").upper() or readable(path.name),
+                          "file": readable(path.name)})
         links.sort(key=lambda link: ["HTML", "MD", "JSON", "SRT", "VTT", "TXT"].index(link["label"])
                    if link["label"] in {"HTML", "MD", "JSON", "SRT", "VTT", "TXT"} else 99)
         summary = one_line(entry.get("summary"))

@@ -7,6 +7,7 @@ import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,30 @@ def finite_float(value: Any, default: float = 0.0) -> float:
     except (TypeError, ValueError):
         return default
     return number if math.isfinite(number) else default
+
+
+# What text files cannot carry: control characters (tab, newline and carriage return are kept), and lone
+# surrogates, which is how Python holds the bytes of a file name that are not UTF-8 (a Latin-1 `r\xe9union.mp4`
+# from an old zip or a Samba share reads as 'r\udce9union.mp4'; writing it as UTF-8 fails).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]+")
+
+
+def readable(text: str) -> str:
+    """`text` as a UTF-8 file and a terminal can take it: a run of bytes that were not UTF-8 becomes one U+FFFD,
+    control characters (a file name's escape sequence, a NUL typed into an edited X.json) go."""
+    return _CONTROL.sub("", _SURROGATES.sub("\ufffd", text))
+
+
+def readable_copy(value: Any) -> Any:
+    """A copy of a result (dicts, lists, text) with every text, keys included, `readable`."""
+    if isinstance(value, str):
+        return readable(value)
+    if isinstance(value, Mapping):
+        return {readable_copy(k): readable_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [readable_copy(v) for v in value]
+    return value
 
 
 def one_line(value: Any) -> str:

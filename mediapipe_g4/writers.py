@@ -28,7 +28,7 @@ from .atomic import atomic_group, atomic_path
 from .errors import OutputError
 from .records import clock
 from .report_view import report_context
-from .result_fields import plain, sorted_segments
+from .result_fields import plain, readable, readable_copy, sorted_segments
 from .subtitles import speaker_prefix, subtitle_cues, subtitle_time, webvtt, wrap_cue
 from .templating import get_template, resolve_speaker_name, speaker_map, template_dir
 
@@ -82,11 +82,11 @@ MAX_STEM_BYTES = 150  # leaves room for the extension and a temporary suffix wit
 def safe_stem(name: str) -> str:
     """A file stem that stays inside its folder on any system.
 
-    Spaces and unicode are kept; path separators, control characters and characters Windows
-    forbids become `_`; leading dots go (no hidden files, never `.` or `..`). Empty gives `recording`.
+    Spaces and unicode are kept; path separators, control characters and characters Windows forbids become `_`,
+    bytes that are not UTF-8 become U+FFFD (`readable`); leading dots go (no hidden files, never `.` or `..`).
+    Empty gives `recording`.
     """
-    stem = unicodedata.normalize("NFC", str(name))
-    stem = _UNSAFE_NAME_CHARS.sub("_", stem)
+    stem = readable(_UNSAFE_NAME_CHARS.sub("_", unicodedata.normalize("NFC", str(name))))
     stem = " ".join(stem.split()).strip(" .")
     encoded = stem.encode("utf-8")
     if len(encoded) > MAX_STEM_BYTES:
@@ -271,6 +271,7 @@ def write_outputs(
         writer = get_writer(name)  # all validated before anything is written
         if writer.name not in {w.name for w in writers}:
             writers.append(writer)
+    result = readable_copy(plain(result))  # a non-UTF-8 file name, a control character typed into X.json
     directory = Path(out_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)

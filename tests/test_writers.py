@@ -186,6 +186,26 @@ def test_unicode_spaced_and_markup_names(result, work, out):
     assert "会议" in (out / f"{stem}.json").read_text(encoding="utf-8")  # UTF-8, not \\u escapes
 
 
+def test_file_names_that_are_not_utf8_and_control_characters(result, work, out):
+    """A Latin-1 file name (Python holds its stray bytes as lone surrogates) and control characters typed into an
+    edited X.json: every format is written, as UTF-8, the bad bytes as U+FFFD and no control character left."""
+    name = os.fsdecode(b"r\xe9union\x1b]0;x\x07.mp4")
+    result["source"].update(name=name, path=os.fsdecode(b"/rec/r\xe9union.mp4"))
+    result["segments"][0]["text"] = "Good\x00 morning\x1b[2J everyone"
+    result["speakers"][0]["name"] = "Ali\x9bce"
+    stem = output_stem(name)
+    assert stem == "r\ufffdunion_]0;x_"
+    paths = write_outputs(result, out, stem, list(WRITERS), media_dir=work)
+    for path in paths:
+        text = path.read_bytes().decode("utf-8")  # strict: no lone surrogate made it to a file
+        assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", text), path.name
+    data = json.loads(paths[0].read_text(encoding="utf-8"))
+    assert data["source"]["name"] == "r\ufffdunion]0;x.mp4" and data["source"]["path"] == "/rec/r\ufffdunion.mp4"
+    assert "Alice: Good morning[2J everyone" in (out / f"{stem}.txt").read_text(encoding="utf-8")
+    index = write_index([index_entry(result, paths, name=Path(os.fsdecode(b"caf\xe9/x.mp4")))], out)
+    assert "caf\ufffd/x.mp4" in index.read_text(encoding="utf-8")
+
+
 def test_refuses_to_overwrite_the_recording(result, out):
     recording = out / "talk.json"
     recording.write_text("not really a recording")
