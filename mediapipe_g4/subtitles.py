@@ -1,9 +1,11 @@
-"""Subtitle cues from a result: readable lines (speaker prefix, at most two lines of 42 characters,
-cut at phrase ends) with valid times (increasing starts, no overlap), for the SRT and VTT writers."""
+"""Subtitle cues from a result: readable lines (speaker prefix, at most two lines of 42 columns, where a Chinese
+or Japanese character takes two; cut at phrase ends) with valid times (increasing starts, no overlap), for the SRT
+and VTT writers."""
 
 from __future__ import annotations
 
-import textwrap
+import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 from .result_fields import sorted_segments
 from .templating import resolve_speaker_name, speaker_map
 
-MAX_LINE = 42  # characters per subtitle line (the usual broadcast guideline)
+MAX_LINE = 42  # columns per subtitle line (the usual broadcast guideline); a wide (CJK) character takes two
 MAX_LINES = 2  # lines per cue
 
 
@@ -32,10 +34,48 @@ def speaker_prefix(speaker: str) -> str:
     return f"{speaker}: "
 
 
+def columns(text: str) -> int:
+    """Columns `text` takes on screen: two for a wide (CJK) character, none for a combining mark."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+# A unit of line breaking: a run of characters without spaces, except that Chinese and Japanese, written without
+# spaces, break between any two characters (a closing mark stays with the character before it, so no line starts
+# with "。" or "」").
+_WIDE = r"\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff"
+_CLOSING = "、。，．！？：；」』）】〉》〕〗〙〛ー々〻ゝゞヽヾ…‥,.!?:;)\\]}\"'”’"
+_TOKEN = re.compile(rf"(\s*)([{_WIDE}][{re.escape(_CLOSING)}]*|[^\s{_WIDE}]+)")
+
+
+def _tokens(text: str, limit: int) -> list[tuple[str, str]]:
+    """(" " or "", unit) for each unit of `text`, a unit wider than `limit` columns cut into pieces that fit."""
+    tokens = []
+    for space, unit in _TOKEN.findall(text):
+        glue = " " if space else ""
+        while columns(unit) > limit:
+            cut = next(i for i in range(len(unit), 0, -1) if columns(unit[:i]) <= limit or i == 1)
+            tokens.append((glue, unit[:cut]))
+            glue, unit = "", unit[cut:]
+        if unit:
+            tokens.append((glue, unit))
+    return tokens
+
+
+def _joined(tokens: list[tuple[str, str]]) -> str:
+    return "".join(glue + unit for glue, unit in tokens).strip()
+
+
 def wrap_cue(prefix: str, words: str, width: int = MAX_LINE) -> list[str]:
-    """Lines of at most `width` characters, the first starting with `prefix`."""
-    wrapper = textwrap.TextWrapper(width=width, break_long_words=True, break_on_hyphens=False)
-    return wrapper.wrap(prefix + words) if (prefix + words).strip() else []
+    """Lines of at most `width` columns, the first starting with `prefix`."""
+    lines: list[str] = []
+    line = ""
+    for glue, unit in _tokens(prefix + words, width):
+        if line and columns(line + glue + unit) > width:
+            lines.append(line)
+            line = unit
+        else:
+            line = line + glue + unit if line else unit
+    return [*lines, line] if line else lines
 
 
 def _split_words(prefix: str, text: str, width: int, max_lines: int) -> list[str]:
@@ -44,29 +84,31 @@ def _split_words(prefix: str, text: str, width: int, max_lines: int) -> list[str
     Pieces are filled greedily, but a full piece gives its tail back to the next one when a
     sentence (or, failing that, a clause) ends in its second half, so cues read as phrases.
     """
-    words: list[str] = []
-    for word in text.split():
-        # A word longer than a line is cut so that it can fit on a line of its own.
-        words += [word[i : i + width] for i in range(0, len(word), width)] if len(word) > width else [word]
+    def fits(tokens: list[tuple[str, str]]) -> bool:
+        return len(wrap_cue(prefix, _joined(tokens), width)) <= max_lines
+
     pieces: list[str] = []
-    current: list[str] = []
-    for word in words:
-        if current and len(wrap_cue(prefix, " ".join([*current, word]), width)) > max_lines:
-            cut = _phrase_end(current)
-            pieces.append(" ".join(current[:cut]))
+    current: list[tuple[str, str]] = []
+    for token in _tokens(text, width):
+        if current and not fits([*current, token]):
+            cut = _phrase_end([unit for _, unit in current])
+            pieces.append(_joined(current[:cut]))
             current = current[cut:]
-        current.append(word)
+            if current and not fits([*current, token]):  # the tail given back does not fit beside the word
+                pieces.append(_joined(current))
+                current = []
+        current.append(token)
     if current:
-        pieces.append(" ".join(current))
+        pieces.append(_joined(current))
     return pieces
 
 
 def _phrase_end(words: list[str]) -> int:
     """Where to end a full cue: after the last sentence end, else clause end, in the second half."""
     half = (len(words) + 1) // 2
-    for ends in (".?!…", ",;:—"):
+    for ends in (".?!…。？！", ",;:—，、；："):
         for i in range(len(words) - 1, half - 1, -1):
-            if words[i].rstrip("\"')”’").endswith(tuple(ends)):
+            if words[i].rstrip("\"')”’」』）").endswith(tuple(ends)):
                 return i + 1
     return len(words)
 
@@ -146,6 +188,6 @@ def webvtt(cues: Iterable[Cue]) -> Iterator[str]:
         if cue.speaker:
             # The voice span names the speaker for players that style voices; the visible
             # "Alice: " prefix is for the many that do not show voice names.
-            voice = vtt_escape(cue.speaker)
+            voice = re.sub(r"[&<>]", "", speaker_prefix(cue.speaker)[:-2])  # the prefix's length; no escapes
             text = f"<v {voice}>{text}</v>"
         yield f"{subtitle_time(cue.start, '.')} --> {subtitle_time(cue.end, '.')}\n{text}\n\n"

@@ -183,13 +183,21 @@ class JSONWriter(Writer):
         yield "\n"
 
 
+def _srt_text(text: str) -> str:
+    """Cue text that SRT players show as it is: no `-->` (a timing line to them), no `<i>` or `</font>` (tags they
+    apply: a `<` before a tag name gets a U+2060 WORD JOINER, which shows as nothing), and no `{\\an8}` (an ASS
+    override block: its brace becomes a full-width one)."""
+    text = re.sub(r"-{2,}>", "->", text)
+    return re.sub(r"<(?=/?[A-Za-z])", "<\u2060", text).replace("{\\", "\uff5b\\")
+
+
 class SRTWriter(Writer):
     name = "srt"
     extension = "srt"
 
     def render(self, result, path, *, media_dir):
         for number, cue in enumerate(subtitle_cues(result), start=1):
-            lines = wrap_cue(speaker_prefix(cue.speaker.replace("-->", "->")), cue.text.replace("-->", "->"))
+            lines = wrap_cue(_srt_text(speaker_prefix(cue.speaker)), _srt_text(cue.text))
             yield f"{number}\n{subtitle_time(cue.start, ',')} --> {subtitle_time(cue.end, ',')}\n"
             yield "\n".join(lines) + "\n\n"
 

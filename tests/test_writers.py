@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import os
+import random
 import re
 import sys
 from pathlib import Path
@@ -422,8 +423,58 @@ def test_an_interjection_shows_and_the_turn_it_cut_into_goes_on(out):
 def test_vtt_escapes_markup(result, out):
     text = render("vtt", hostile(result), out / "x.vtt")
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-    assert "<v Alice &lt;script&gt;alert(1)&lt;/script&gt;>" in text
+    assert "<v Alice scriptalert(1)\u2026>Alice &lt;script&gt;alert(1)&lt;\u2026: " in text  # the voice: the prefix's name
     assert "<b>" not in text
+
+
+def test_srt_shows_markup_and_arrows_as_text(out):
+    """SRT has no escapes: players apply `<i>`, `<font>` and ASS `{\\an8}` overrides from the text, and a line
+    with `-->` reads as a timing line (ffmpeg drops it)."""
+    said = {"speakers": [{"id": "S1", "name": "Ann <i>"}],
+            "segments": [{"start": 1.0, "end": 5.0, "speaker": "S1",
+                          "text": "set {\\an8}{\\fs120} x <font color=red>red</font> 00:00:05,000 ---> 00:00:59,000 "
+                                  "a ----> b, 3 < 4 and x <-- y"}]}
+    text = render("srt", said, out / "m.srt")
+    body = "\n".join(line for _, _, lines in parse_cues(text, SRT_TIME) for line in lines)
+    assert "-->" not in body and "{\\" not in body and not re.search(r"</?[A-Za-z]", body)
+    assert "3 < 4 and x <-- y" in body.replace("\n", " ")
+    assert body.replace("\u2060", "").replace("\uff5b", "{").replace("Ann <i>: ", "").split() == (
+        "set {\\an8}{\\fs120} x <font color=red>red</font> 00:00:05,000 -> 00:00:59,000 a -> b, "
+        "3 < 4 and x <-- y").split()
+
+
+def test_cues_fit_two_lines_of_42_columns():
+    """Every cue is at most two lines of 42 columns, for any mix of word lengths and names (a cue's tail given
+    back at a phrase end could make three lines beside the next word), and no word is lost."""
+    rng = random.Random(7)
+    vocabulary = ["ok?", "I", "it", "of", "be", "the?", "be.", "internationalization,", "on", "so", "infra",
+                  "x" * 45, "plan", "we", "and"]
+    for _ in range(3000):
+        name = rng.choice(["", "Al", "Bartholomew Johnson", "Speaker 12", "N" * 30])
+        text = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 40)))
+        prefix = subtitles.speaker_prefix(name)
+        pieces = subtitles._split_words(prefix, text, subtitles.MAX_LINE, subtitles.MAX_LINES)
+        for piece in pieces:
+            lines = subtitles.wrap_cue(prefix, piece)
+            assert 1 <= len(lines) <= 2 and all(subtitles.columns(line) <= 42 for line in lines), (name, text)
+        assert "".join(" ".join(pieces).split()) == "".join(text.split())
+
+
+def test_chinese_and_japanese_cues_count_wide_characters_twice_and_break_at_their_punctuation():
+    text = ("我们今天先看一下支付服务的进展，昨天的部署失败了两次，原因是数据库迁移超时。"
+            "鲍勃已经在测试环境里重试了三次，现在看起来是稳定的。下周我们会把它推到生产环境，然后再观察一周。")
+    result = {"speakers": [{"id": "S1", "name": "王"}],
+              "segments": [{"start": 0.0, "end": 20.0, "speaker": "S1", "text": text}]}
+    cues = subtitle_cues(result)
+    assert "".join(c.text for c in cues) == text  # no space put between characters
+    for cue in cues:
+        lines = subtitles.wrap_cue(subtitles.speaker_prefix(cue.speaker), cue.text)
+        assert len(lines) <= 2 and all(subtitles.columns(line) <= 42 for line in lines), lines
+        assert not any(line[0] in "，。、" for line in lines)  # a closing mark stays with its character
+    assert all(c.text[-1] in "，。" for c in cues[:-1])  # cues end at a phrase, not mid-word
+    assert subtitles.wrap_cue("", "日本語の字幕、テスト。" * 3) == ["日本語の字幕、テスト。日本語の字幕、テス",
+                                                                  "ト。日本語の字幕、テスト。"]
+    assert subtitles.wrap_cue("Bob: ", "hello 世界, and 더 많은 한국어") == ["Bob: hello 世界, and 더 많은 한국어"]
 
 
 def test_txt(result, out):
@@ -822,7 +873,7 @@ def test_a_speaker_name_cannot_break_a_subtitle_file(result, out):
     vtt = render("vtt", result, out / "x.vtt")
     txt = render("txt", result, out / "x.txt")
     assert srt.count("-->") == srt.count("\n\n") and "Ann -> Bea Lee: " in srt  # one arrow per cue, its time's
-    assert "<v Ann --&gt; Bea Lee>" in vtt and "\n\nLee" not in vtt
+    assert "<v Ann -- Bea Lee>" in vtt and "\n\nLee" not in vtt
     assert all(line.startswith("[") for line in txt.splitlines())
 
 
@@ -931,7 +982,7 @@ def test_recording_text_cannot_break_the_captions_track(result, out):
     assert vtt == render("vtt", evil, out / "standup.vtt")
     # As many cues as subtitle_cues made: nothing said started a cue of its own or ended one early.
     assert vtt.count(" --> ") == len(subtitle_cues(evil))
-    assert "<v Al\"ice&lt;/track&gt;&lt;script&gt;alert(1)&lt;/script&gt;>" in vtt
+    assert "<v Al\"ice/trackscripta\u2026>Al\"ice&lt;/track&gt;&lt;script&gt;a\u2026: " in vtt
     assert "Fine --&gt; &lt;/video&gt;" in " ".join(vtt.split()) and "</video>" not in vtt
     assert "\n\n00:00:01.000" not in vtt
 
