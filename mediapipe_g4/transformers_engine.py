@@ -198,8 +198,7 @@ def _quantization_config(quantize: str, dtype: str, device: str):
         raise ModelError("--quantize needs bitsandbytes: pip install 'g4media[quant]'") from exc
     from transformers import BitsAndBytesConfig
 
-    # Embedders of audio/images and the output head stay in 16 bits: small, and sensitive.
-    skip = ["lm_head", "embed_vision", "embed_audio", "vision_tower", "audio_tower"]
+    skip = list(QUANT_SKIP)
     if quantize == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=_torch_dtype(dtype), llm_int8_skip_modules=skip)

@@ -4,6 +4,7 @@ order; output cleaning; and loading errors that say what to do."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -522,19 +523,25 @@ def test_quantize_needs_cuda_and_bitsandbytes(tiny_checkpoint):
         TransformersEngine(EngineOptions(model=str(tiny_checkpoint), device="cpu", quantize="4bit"))
 
 
+@pytest.mark.parametrize("quantize", ["4bit", "8bit"])
 @pytest.mark.parametrize("family", ["tiny_checkpoint", "tiny_e2b_checkpoint"])
-def test_quantization_leaves_the_towers_embedders_and_head_in_16_bits(family, request):
-    """The skip list as bitsandbytes reads it (transformers' own matcher, over the model's real module names):
-    every linear layer of the audio/vision towers and embedders and the head stays, the language model's go."""
+def test_quantization_leaves_the_towers_embedders_and_head_in_16_bits(family, quantize, request, monkeypatch):
+    """The engine's BitsAndBytesConfig as bitsandbytes reads it (transformers' own matcher, over the model's real
+    module names): every linear layer of the audio/vision towers and embedders and the head stays, the language
+    model's go. (The config once passed bare names, which match nothing under `model.`.)"""
+    import types
+
     import torch
     from transformers import AutoConfig, AutoModelForMultimodalLM
     from transformers.quantizers.quantizers_utils import should_convert_module
 
-    from mediapipe_g4.transformers_engine import QUANT_SKIP
+    from mediapipe_g4.transformers_engine import _quantization_config
 
+    monkeypatch.setitem(sys.modules, "bitsandbytes", types.ModuleType("bitsandbytes"))  # not installed here
+    skip = _quantization_config(quantize, "bfloat16", "cuda").llm_int8_skip_modules
     model = AutoModelForMultimodalLM.from_config(AutoConfig.from_pretrained(request.getfixturevalue(family)))
     linear = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    kept = {n for n in linear if not should_convert_module(n, QUANT_SKIP)}
+    kept = {n for n in linear if not should_convert_module(n, skip)}
     media = [n for n in linear if n.split(".")[1:2] in (["embed_vision"], ["embed_audio"], ["vision_tower"],
                                                          ["audio_tower"])]
     assert media and set(media) <= kept and "lm_head" in kept
