@@ -40,7 +40,7 @@ def printable(answer: str) -> str:
 def request_key(request: EngineRequest) -> str:
     """A stable key for what the model sees and how it decodes: parts, system text, settings."""
     parts = []
-    for part in request.parts:
+    for part in request.sent_parts:
         if isinstance(part, TextPart):
             parts.append(["text", part.text])
         elif isinstance(part, AudioPart):

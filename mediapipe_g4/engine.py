@@ -121,21 +121,33 @@ class EngineRequest:
     def audio_seconds(self) -> float:
         return sum(p.seconds for p in self.audio)
 
+    @property
+    def sent_parts(self) -> tuple[Part, ...]:
+        """The user turn as the model gets it: the system text first, then the parts, adjacent texts as one with a
+        blank line between. Gemma 4's template trims each text part and joins parts with nothing between them (an
+        instruction given as a part of its own ran into the transcript after it: "...Output only the JSON.[00:01]
+        Alice: ..."), and writes a system turn's content as it is: vLLM hands a chat template the content as a
+        list of parts, which the template wrote as its Python repr. In the user turn, the system text reads the
+        same in-process and on every server."""
+        parts: list[Part] = []
+        for part in ((TextPart(self.system),) if self.system else ()) + self.parts:
+            if isinstance(part, TextPart) and parts and isinstance(parts[-1], TextPart):
+                parts[-1] = TextPart(f"{parts[-1].text.rstrip()}\n\n{part.text.lstrip()}")
+            else:
+                parts.append(part)
+        return tuple(parts)
+
     def messages(self, *, with_media: bool = True) -> list[dict[str, Any]]:
         """Chat messages in the transformers format; without media the parts are bare placeholders."""
         content: list[dict[str, Any]] = []
-        for part in self.parts:
+        for part in self.sent_parts:
             if isinstance(part, TextPart):
                 content.append({"type": "text", "text": part.text})
             elif isinstance(part, AudioPart):
                 content.append({"type": "audio", "audio": part.samples()} if with_media else {"type": "audio"})
             else:
                 content.append({"type": "image", "path": part.path} if with_media else {"type": "image"})
-        messages: list[dict[str, Any]] = []
-        if self.system:
-            messages.append({"role": "system", "content": [{"type": "text", "text": self.system}]})
-        messages.append({"role": "user", "content": content})
-        return messages
+        return [{"role": "user", "content": content}]
 
     def to_dict(self) -> dict[str, Any]:
         return {

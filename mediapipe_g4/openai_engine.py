@@ -185,7 +185,7 @@ def request_body(request: EngineRequest, model: str, options: ServerOptions) -> 
     """The JSON body of one request in the server's dialect."""
     s = request.settings
     if options.api == "ollama":
-        texts = [p.text for p in request.parts if isinstance(p, TextPart)]
+        texts = [p.text for p in request.sent_parts if isinstance(p, TextPart)]
         media = []
         for p in request.parts:
             if isinstance(p, AudioPart):
@@ -195,7 +195,7 @@ def request_body(request: EngineRequest, model: str, options: ServerOptions) -> 
         user: dict[str, Any] = {"role": "user", "content": "\n".join(texts)}
         if media:
             user["images"] = media
-        messages = ([{"role": "system", "content": request.system}] if request.system else []) + [user]
+        messages = [user]
         opts: dict[str, Any] = {"num_predict": s.max_new_tokens}
         if s.greedy:
             opts.update(temperature=0.0, top_k=1)
@@ -212,7 +212,7 @@ def request_body(request: EngineRequest, model: str, options: ServerOptions) -> 
                 "truncate": False, "shift": False}
 
     content: list[dict[str, Any]] = []
-    for p in request.parts:
+    for p in request.sent_parts:
         if isinstance(p, TextPart):
             content.append({"type": "text", "text": p.text})
         elif isinstance(p, AudioPart):
@@ -224,9 +224,8 @@ def request_body(request: EngineRequest, model: str, options: ServerOptions) -> 
         else:
             data, mime = _image_bytes(p)
             content.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{_b64(data)}"}})
-    messages = ([{"role": "system", "content": request.system}] if request.system else []) + \
-        [{"role": "user", "content": content}]
-    body = {"model": model, "messages": messages, "max_tokens": s.max_new_tokens, "stream": False}
+    body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": s.max_new_tokens,
+            "stream": False}
     if s.greedy:
         body["temperature"] = 0.0  # greedy on vLLM, llama.cpp and Ollama
     else:  # top_k is not OpenAI's, but vLLM and llama.cpp take it (the model card's sampling needs it)

@@ -253,7 +253,7 @@ def timeline_parts(entries: Sequence[TimelineEntry]) -> tuple[Part, ...]:
     """Lines joined by newlines; each keyframe as a `[mm:ss] On screen:` label, then its image.
 
     The chat template trims each text part and joins parts with nothing between them, so a label ends
-    the text before its image and the text after an image starts a new line of its own.
+    the text before its image, and the text after an image follows the image's end marker.
     """
     parts: list[Part] = []
     lines: list[str] = []

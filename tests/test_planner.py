@@ -507,3 +507,17 @@ def test_a_long_meeting_is_cut_into_sections_of_about_equal_size():
     assert all(r.tokens + r.settings.max_new_tokens <= budget for r in sections)
     spans = [r.end - r.start for r in sections]
     assert min(spans) > 0.75 * max(spans), spans  # filled to the brim: 4819, 4809 and 1169 s
+
+
+def test_the_notes_prompt_reads_as_sent(processor):
+    """Through the Gemma 4 template (text parts trimmed and joined with nothing between them; a system turn's
+    content written as it is, a list as its repr): the system text leads the user turn as plain text, and the
+    instruction and the transcript are apart."""
+    from mediapipe_g4.prompts import NOTES_PROMPT, NOTES_SYSTEM
+
+    segments, _ = _timeline(2)
+    (request,) = plan_notes(build_timeline(segments), 1_000_000, PlanOptions(), TokenCounter())
+    prompt = processor.apply_chat_template(request.messages(with_media=False), tokenize=False,
+                                           add_generation_prompt=True)
+    assert prompt.startswith(f"<bos><|turn>user\n{NOTES_SYSTEM}\n\n{NOTES_PROMPT}\n\n[00:00] S1:")
+    assert request.parts[0].text == NOTES_PROMPT  # the parts are as planned; merged as sent

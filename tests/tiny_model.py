@@ -17,7 +17,13 @@ from pathlib import Path
 # joined with nothing between them, as in the published template.
 CHAT_TEMPLATE = (
     "{{- bos_token -}}"
-    "{%- for message in messages -%}"
+    "{%- set loop_messages = messages -%}"
+    # As published: the system turn's content is written as it is, so a list of parts would show as its repr.
+    "{%- if messages[0]['role'] in ['system', 'developer'] -%}"
+    "{{- '<|turn>system\\n' -}}{{- messages[0]['content'] | trim -}}{{- '<turn|>\\n' -}}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- endif -%}"
+    "{%- for message in loop_messages -%}"
     "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
     "{{- '<|turn>' + role + '\\n' -}}"
     "{%- if message['content'] is string -%}{{- message['content'] | trim -}}"
