@@ -520,7 +520,7 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     plan = timer.run("plan", lambda: make_plan(
         waveform, diarization.turns, beside, model=options.asr_model, options=options.plan,
         device=options.device, dtype=options.dtype, quantize=options.quantize, sources=prepared.sources(),
-        notes=options.summarize))
+        notes=options.summarize, notes_model=options.model))
     for warning in plan.warnings:
         log.info("plan: %s", warning)
 

@@ -520,19 +520,22 @@ def make_plan(
     processor: Any = None,
     sources: Mapping[str, tuple[str, np.ndarray]] | None = None,
     notes: bool = True,
+    notes_model: str | None = None,
 ) -> Plan:
     """Every request for a recording (the notes' only with `notes`), counted with the model's processor when its
     files are here.
 
     Only the processor and config files are read (from a folder or the Hugging Face cache, never the
-    network); without them counts are estimated and the memory is that of the published 12B shape.
+    network); without them counts are estimated and the memory is that of the published 12B shape. A
+    `notes_model` other than `model` (`--transcribe-model`) writes the notes: their budget and batch are its
+    shape's, in the memory the transcription model, still loaded, leaves it.
     """
     from . import memory as mem
     from .errors import ModelError
     from .transformers_engine import DEFAULT_MODEL, download_hint, load_processor, model_shape, resolve_model
 
     model = model or DEFAULT_MODEL
-    _, local = resolve_model(model)  # a local folder that is not there is an error, not an estimate
+    resolve_model(model)  # a local folder that is not there is an error, not an estimate
     warnings: list[str] = []
     counts_from = f"the processor of {model}"
     if processor is None:
@@ -543,26 +546,35 @@ def make_plan(
             warnings.append(f"token counts are estimates (audio and images exact, text about 4 characters a "
                             f"token): {exc}")
     counter = TokenCounter(processor)
-    try:
-        shape = model_shape(model)
-    except ModelError:
-        if local:  # a folder whose config does not load: the run would stop there too, so say it now
-            raise
-        shape = mem.GEMMA4_12B
-        if model != DEFAULT_MODEL:
-            warnings.append(f"no config for {model} here, so memory is estimated for the 12B; "
-                            f"{download_hint(model, processor_only=True)}")
 
+    def shape_of(name: str) -> mem.ModelShape:
+        try:
+            return model_shape(name)
+        except ModelError:
+            if resolve_model(name)[1]:  # a folder whose config does not load: the run would stop there too
+                raise
+            if name != DEFAULT_MODEL:
+                warnings.append(f"no config for {name} here, so memory is estimated for the 12B; "
+                                f"{download_hint(name, processor_only=True)}")
+            return mem.GEMMA4_12B
+
+    shape = shape_of(model)
     chosen_device = mem.pick_device(device)
     chosen_dtype = mem.choose_dtype(shape, chosen_device, dtype, quantize)
     memory = mem.device_memory(chosen_device)
+    notes_shape, notes_dtype, notes_memory = shape, chosen_dtype, memory
+    if notes_model and notes_model != model:
+        notes_shape = shape_of(notes_model)
+        notes_dtype = mem.choose_dtype(notes_shape, chosen_device, dtype, quantize)
+        left = memory.available - mem.weights_bytes(shape, chosen_dtype, quantize)
+        notes_memory = replace(memory, available=max(left, 0.0))
     if options.context_tokens:
-        budget, budget_from = min(options.context_tokens, shape.context_window), "--context-tokens"
-        if options.context_tokens > shape.context_window:
+        budget, budget_from = min(options.context_tokens, notes_shape.context_window), "--context-tokens"
+        if options.context_tokens > notes_shape.context_window:
             warnings.append(f"--context-tokens {options.context_tokens} is more than the model's window; "
-                            f"using {shape.context_window}")
+                            f"using {notes_shape.context_window}")
     else:
-        budget, warning = mem.default_context_budget(shape, memory, dtype=chosen_dtype, quantize=quantize)
+        budget, warning = mem.default_context_budget(notes_shape, notes_memory, dtype=notes_dtype, quantize=quantize)
         budget_from = "memory"
         if warning:
             warnings.append(warning)
@@ -575,8 +587,11 @@ def make_plan(
     batch = mem.default_batch_size(shape, memory, max(longest, 1), dtype=chosen_dtype, quantize=quantize)
     transcription_peak = mem.peak_bytes(shape, longest, batch=batch, dtype=chosen_dtype, quantize=quantize)
     # Notes requests fill the context budget: far fewer of them fit at once than of 30 s clips.
-    notes_batch = mem.default_batch_size(shape, memory, max(notes_longest, 1), dtype=chosen_dtype, quantize=quantize)
-    notes_peak = mem.peak_bytes(shape, notes_longest, dtype=chosen_dtype, quantize=quantize)
+    notes_batch = mem.default_batch_size(notes_shape, notes_memory, max(notes_longest, 1), dtype=notes_dtype,
+                                         quantize=quantize)
+    notes_peak = mem.peak_bytes(notes_shape, notes_longest, dtype=notes_dtype, quantize=quantize)
+    if notes_shape is not shape:  # beside the transcription model's weights
+        notes_peak += mem.weights_bytes(shape, chosen_dtype, quantize)
     memory_report = {
         **memory.to_dict(),
         "dtype": chosen_dtype,
@@ -592,7 +607,7 @@ def make_plan(
     return Plan(
         duration=len(waveform) / SAMPLE_RATE,
         model=model,
-        context_window=shape.context_window,
+        context_window=notes_shape.context_window,
         context_budget=budget,
         budget_from=budget_from,
         exact=counter.exact,

@@ -521,3 +521,32 @@ def test_the_notes_prompt_reads_as_sent(processor):
                                            add_generation_prompt=True)
     assert prompt.startswith(f"<bos><|turn>user\n{NOTES_SYSTEM}\n\n{NOTES_PROMPT}\n\n[00:00] S1:")
     assert request.parts[0].text == NOTES_PROMPT  # the parts are as planned; merged as sent
+
+
+def test_notes_written_by_another_model_are_planned_for_it(decoded, monkeypatch):
+    """`--transcribe-model` small, `--model` big: the notes budget and batch are the big model's, in the memory the
+    small one (still loaded) leaves; they were planned for the small model's shape and the whole memory."""
+    from dataclasses import replace as changed
+
+    from mediapipe_g4 import memory as mem
+    from mediapipe_g4 import transformers_engine
+
+    small = changed(mem.GEMMA4_12B, name="small", params=4e9, sixteen_bit_params=1e9, context_window=131_072)
+    shapes = {"google/small": small, "google/big": mem.GEMMA4_12B}
+    monkeypatch.setattr(transformers_engine, "model_shape", lambda name, config=None: shapes[name])
+    gpu = mem.DeviceMemory("cpu", "test", 48 * mem.GB, 40 * mem.GB)
+    monkeypatch.setattr(mem, "device_memory", lambda device: gpu)
+    d = decoded["phone_call.wav"]
+
+    def plan(**kw):
+        return make_plan(d["waveform"], d["turns"], model="google/small", dtype="bfloat16", **kw)
+
+    both = plan(notes_model="google/big")
+    left = changed(gpu, available=gpu.available - mem.weights_bytes(small, "bfloat16", None))
+    assert both.context_budget == mem.default_context_budget(mem.GEMMA4_12B, left, dtype="bfloat16")[0]
+    assert both.context_window == 262_144 and both.context_budget < plan().context_budget
+    assert plan(notes_model="google/small").context_budget == plan().context_budget
+    notes = [r for r in both.requests if r.kind == "notes"]
+    assert notes and both.memory["notes_peak_gb"] == round(
+        (mem.peak_bytes(mem.GEMMA4_12B, max(r.tokens + r.settings.max_new_tokens for r in notes), dtype="bfloat16")
+         + mem.weights_bytes(small, "bfloat16", None)) / mem.GB, 1)
