@@ -419,7 +419,7 @@ class TransformersEngine:
             self.static.release()  # the last static batch's cache (21 GB for 64 clips of the 12B) is not this one's
         # transformers drafts on a dynamic cache only, whose launch-bound steps cost about 4x a compiled static step
         # on a GPU (DESIGN.md: 97.5 vs 22 ms at batch 1) against a reported 1.9-2.4x from drafting: the drafter
-        # takes the single requests that do not get the static path (prompts too long for its cache, no compile).
+        # takes the single requests that do not get the static path (no compile) and are prefilled in one pass.
         drafting = self.assistant is not None and count == 1 and static is None
         if static is not None and static.batch > count:  # a bucket's batch: pad with copies of the last request
             requests = [*requests, *[requests[-1]] * (static.batch - count)]
@@ -442,6 +442,9 @@ class TransformersEngine:
             kwargs.update(self.static.generate_kwargs(static))
         elif length > self.options.prefill_chunk and "input_features" not in inputs:
             kwargs["prefill_chunk_size"] = image_safe_chunk(inputs, self.options.prefill_chunk)
+            # transformers' assisted decoding prefills in one pass, whatever prefill_chunk_size says: a long notes
+            # prompt's dense mask and activations in one go (a 131k one runs out of memory on an 80 GB H100)
+            drafting = False
         if drafting:
             kwargs["assistant_model"] = self.assistant
         try:

@@ -419,6 +419,26 @@ def test_drafter_is_used_only_for_single_requests(engine, monkeypatch):
     assert seen == [(False, 2), (True, 1)]
 
 
+def test_a_prompt_prefilled_in_chunks_is_not_drafted(tiny_checkpoint, monkeypatch):
+    """transformers' assisted decoding prefills the whole prompt at once, ignoring prefill_chunk_size: a prompt
+    long enough for chunks decodes without the drafter, in chunks."""
+    long_prompts = TransformersEngine(EngineOptions(model=str(tiny_checkpoint), prefill_chunk=64))
+    seen = []
+    original = long_prompts.model.generate
+
+    def spy(**kwargs):
+        seen.append(("assistant_model" in kwargs, kwargs.get("prefill_chunk_size")))
+        kwargs.pop("assistant_model", None)
+        return original(**kwargs)
+
+    monkeypatch.setattr(long_prompts.model, "generate", spy)
+    monkeypatch.setattr(long_prompts, "assistant", object())
+    settings = GenerationSettings(max_new_tokens=2)
+    long_prompts.generate([EngineRequest("notes", (TextPart("[00:05] S1: the quick brown fox. " * 30),), settings=settings)])
+    long_prompts.generate([EngineRequest("notes", (TextPart("Short."),), settings=settings)])
+    assert seen == [(False, 64), (True, None)]
+
+
 def test_drafter_gives_the_same_greedy_output(tiny_checkpoint, tiny_drafter, engine, standup):
     """transformers 5.23 can neither build a Gemma 4 drafter nor feed it from a target without K/V sharing
     (drafter.py); with both mended, speculative decoding changes the speed, never the greedy answer."""
