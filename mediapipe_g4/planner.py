@@ -186,11 +186,11 @@ def keyframe_at(keyframes: Sequence[Keyframe], time: float) -> Keyframe | None:
 
 def answer_budget(seconds: float, options: PlanOptions = PlanOptions()) -> int:
     """max_new_tokens of one clip's transcription: room for its speech at a fast pace in any script (twice that
-    with a translation, which repeats it), rounded up to 64, at most `transcribe_max_new_tokens`. A decoding loop
-    on a short clip then stops at its own budget, not at the longest clip's."""
-    rate = options.answer_tokens_per_second * (2 if options.translate_to else 1)
-    need = math.ceil(seconds * rate) + 48
-    return min(options.transcribe_max_new_tokens, -(-need // 64) * 64)
+    with a translation, which repeats it), rounded up to 64, at most `transcribe_max_new_tokens` (twice that with a
+    translation). A decoding loop on a short clip then stops at its own budget, not at the longest clip's."""
+    times = 2 if options.translate_to else 1
+    need = math.ceil(seconds * options.answer_tokens_per_second * times) + 48
+    return min(options.transcribe_max_new_tokens * times, -(-need // 64) * 64)
 
 
 def plan_transcription(

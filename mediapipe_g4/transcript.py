@@ -7,6 +7,7 @@ that were cut from one speaker turn are joined back into one segment with the tu
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
@@ -14,6 +15,8 @@ from .engine import EngineRequest
 from .notes_schema import plain_text
 from .prompts import split_translation
 from .records import CLOCK_PATTERN, SPEAKER_LABEL, Segment
+
+log = logging.getLogger("mediapipe_g4")
 
 _JOIN_GAP = 0.3  # seconds: clips of one speaker this close were cut from one turn
 
@@ -125,12 +128,18 @@ def segments_from_answers(
 ) -> list[Segment]:
     """Time-ordered segments; clips cut from one turn become one segment; empty clips are kept out."""
     pieces: list[tuple[EngineRequest, str]] = []
+    untranslated = 0
     for req, answer in sorted(zip(requests, answers, strict=True), key=lambda p: (p[0].start, p[0].end)):
         text = answer
         if translate_to:
             source, translated = split_translation(answer, translate_to)
+            untranslated += bool(source.strip()) and not translated
             text = translated or source
         pieces.append((req, clean_transcript_text(text)))
+    if untranslated:
+        log.warning("%d of %d clips came back without a translation into %s (an answer cut off, or the model did not "
+                    "translate); their transcript stands in, in the language spoken", untranslated, len(pieces),
+                    translate_to)
     segments: list[Segment] = []
     for req, text in pieces:
         speaker = req.speaker or "S1"

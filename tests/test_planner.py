@@ -171,6 +171,7 @@ def test_a_clips_answer_budget_follows_its_length():
     assert [answer_budget(s) for s in (0.5, 1.0, 1.7, 5.0, 10.0, 14.4, 20.0, 30.0)] == \
         [64, 64, 128, 128, 192, 192, 256, 320]
     assert answer_budget(10.0, PlanOptions(translate_to="English")) == 256  # the answer says it twice
+    assert answer_budget(30.0, PlanOptions(translate_to="English")) == 640  # and has twice the cap (was 320)
     assert answer_budget(30.0, PlanOptions(transcribe_max_new_tokens=100)) == 100
     wave = np.zeros(SAMPLE_RATE * 40, dtype=np.float32)
     turns = [SpeakerTurn(0.0, 1.0, "S1"), SpeakerTurn(3.0, 30.0, "S2")]

@@ -112,9 +112,11 @@ def test_split_turns_are_joined_and_empty_clips_dropped():
     ("Dijo English: no.\nEnglish: He said English: no.", "He said English: no."),  # the speech says the marker
     ("Hola a todos.", "Hola a todos."),  # no translation came: the speech, not nothing
 ])
-def test_translation_answers_keep_the_translation(answer, kept):
+def test_translation_answers_keep_the_translation(answer, kept, caplog):
     segs = segments_from_answers([req(0, 3, "S1")], [answer], translate_to="English")
     assert segs[0].text == kept
+    # An answer with no translation in it is said: its text is in the language spoken.
+    assert ("1 of 1 clips came back without a translation into English" in caplog.text) == (answer == kept)
 
 
 # --------------------------------------------------------------------------- names
