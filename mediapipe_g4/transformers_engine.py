@@ -241,6 +241,21 @@ def check_room(shape: Any, device: str, dtype: str, quantize: str | None) -> Non
 CPU_WARN_PARAMS = 9e9  # the 12B (11.96 B parameters) and larger; not the smaller E4B and E2B
 
 
+def _stop_at_turn_end(model: Any, tokenizer: Any) -> None:
+    """Stop at `<turn|>` (the end of the model's turn) and `<eos>` whatever the checkpoint's generation config says:
+    a folder without generation_config.json stops at `<eos>` only, and every answer ran to its token budget (4096
+    for the notes) unless `<eos>` happened to follow."""
+    config = model.generation_config
+    ids = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    for token in ("<turn|>", "<eos>"):
+        found = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(found, int) and found != tokenizer.unk_token_id:
+            ids.append(found)
+    config.eos_token_id = list(dict.fromkeys(i for i in ids if i is not None))
+    if config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        config.pad_token_id = tokenizer.pad_token_id
+
+
 class TransformersEngine:
     """Gemma 4 through transformers, in this process."""
 
@@ -261,6 +276,7 @@ class TransformersEngine:
         self.processor = load_processor(options.model)
         self.processor.tokenizer.padding_side = "left"
         self.model = self._load_model(options.model)
+        _stop_at_turn_end(self.model, self.processor.tokenizer)
         self.assistant = self._load_assistant(options.assistant) if options.assistant else None
         self.static = self._static_decoder()
 

@@ -419,6 +419,21 @@ def test_drafter_is_used_only_for_single_requests(engine, monkeypatch):
     assert seen == [(False, 2), (True, 1)]
 
 
+def test_answers_stop_at_the_turn_end_without_a_generation_config(tiny_checkpoint, tmp_path):
+    """A checkpoint folder without generation_config.json (a hand-made copy, a converted model) still stops at
+    `<turn|>`; transformers' default from the config stops at `<eos>` alone."""
+    import shutil
+
+    folder = tmp_path / "no-generation-config"
+    shutil.copytree(tiny_checkpoint, folder)
+    (folder / "generation_config.json").unlink()
+    bare = TransformersEngine(EngineOptions(model=str(folder)))
+    tokenizer = bare.processor.tokenizer
+    stops = bare.model.generation_config.eos_token_id
+    assert tokenizer.convert_tokens_to_ids("<turn|>") in stops and tokenizer.eos_token_id in stops
+    assert bare.model.generation_config.pad_token_id == tokenizer.pad_token_id
+
+
 def test_a_prompt_prefilled_in_chunks_is_not_drafted(tiny_checkpoint, monkeypatch):
     """transformers' assisted decoding prefills the whole prompt at once, ignoring prefill_chunk_size: a prompt
     long enough for chunks decodes without the drafter, in chunks."""
