@@ -33,7 +33,7 @@ AST_PROMPT = (
     "When formatting the answer, first output the transcription in {language}, then one newline, "
     "then output the string '{target}: ', then the translation in {target}."
 )
-KEYFRAME_HINT = "The image after the audio is what was on screen meanwhile; use it only to spell names and terms."
+KEYFRAME_HINT = "The image is what was on screen during the audio; use it only to spell names and terms."  # any layout
 
 # Names and terms the user gives (`--vocabulary`), for their spelling: said after each instruction.
 VOCABULARY_LINE = "Names and terms that may be said, spelled as they should be written: {terms}."

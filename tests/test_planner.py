@@ -190,7 +190,7 @@ def test_vocabulary_is_parsed_once_each_and_kept_short():
     assert transcription_instruction("English") == ASR_PROMPT.format(language="English")  # none: the card's prompt
     with_terms = transcription_instruction("English", vocabulary=("OKR",), with_image=True)
     assert with_terms.startswith(ASR_PROMPT.format(language="English"))
-    assert "spelled as they should be written: OKR.\nThe image after the audio" in with_terms
+    assert "spelled as they should be written: OKR.\nThe image is what was on screen" in with_terms
 
 
 def test_keyframe_at():
