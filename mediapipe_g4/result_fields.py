@@ -26,14 +26,16 @@ def finite_float(value: Any, default: float = 0.0) -> float:
 
 # What text files cannot carry: control characters (tab, newline and carriage return are kept), and lone
 # surrogates, which is how Python holds the bytes of a file name that are not UTF-8 (a Latin-1 `r\xe9union.mp4`
-# from an old zip or a Samba share reads as 'r\udce9union.mp4'; writing it as UTF-8 fails).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# from an old zip or a Samba share reads as 'r\udce9union.mp4'; writing it as UTF-8 fails). Also the bidi
+# overrides, embeddings and isolates (U+202A-E, U+2066-9): "report\u202efdp.mp4" shows as "reportpdf.mp4", and
+# the reversal runs on past the name in a title or a subtitle line; right-to-left text needs none of them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _SURROGATES = re.compile(r"[\ud800-\udfff]+")
 
 
 def readable(text: str) -> str:
     """`text` as a UTF-8 file and a terminal can take it: a run of bytes that were not UTF-8 becomes one U+FFFD,
-    control characters (a file name's escape sequence, a NUL typed into an edited X.json) go."""
+    control characters (a file name's escape sequence, a NUL typed into an edited X.json) and bidi overrides go."""
     return _CONTROL.sub("", _SURROGATES.sub("\ufffd", text))
 
 

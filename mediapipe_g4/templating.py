@@ -141,6 +141,7 @@ def datauri(path: Any, max_width: int = DEFAULT_IMAGE_WIDTH, quality: int = 82) 
 # markup (links, images, emphasis, tags, autolinks, tables) is backslash-escaped or HTML-escaped.
 _MD_INLINE = re.compile(r"([\\`*_\[\]|~])")
 _MD_ENTITY = re.compile(r"&(?=#?\w+;)")
+_MD_BARE_LINK = re.compile(r"(?i)(?<=[a-z0-9])(?::(?=//))|\bwww\.")
 _MD_BLOCK_START = re.compile(r"^(\s*)(?:([#>+=-])|(\d+)([.)]))")
 
 
@@ -151,6 +152,9 @@ def md_text(value: Any) -> Markup:
     text = " ".join(str(value).split())
     text = _MD_ENTITY.sub("&amp;", text).replace("<", "&lt;").replace(">", "&gt;")
     text = _MD_INLINE.sub(r"\\\1", text)
+    # A viewer that links bare addresses (GitHub's, GitLab's) would make "https://x" or "www.x" said in the meeting
+    # a live link; an escaped ":" or "." shows the same and is not one.
+    text = _MD_BARE_LINK.sub(lambda m: m.group()[:-1] + "\\" + m.group()[-1], text)
     # A leading "#", "-", "1." would start a heading or list where the text begins a line.
     text = _MD_BLOCK_START.sub(_escape_block_marker, text, count=1)
     return Markup(text)

@@ -172,6 +172,26 @@ def test_report_renders_offline_without_errors(browser, standup, tmp_path):
     assert console_errors(browser) == []
 
 
+def test_printed_list_numbers_keep_their_digits(browser, standup, tmp_path):
+    """Printed, the page has no padding of its own: a numbered list's markers ("12.") must fit in its own padding,
+    or their first digits are cut at the paper's margin."""
+    result, work = standup
+    result["notes"]["decisions"] = [{"text": f"Decision number {i}.", "time": 10.0} for i in range(1, 13)]
+    report = get_writer("html").write(result, tmp_path / "standup.html", media_dir=work)
+    load(browser, report)
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        room, marker = browser.execute_script(
+            "const ol = document.querySelector('ol.items'), li = ol.querySelectorAll('li')[11];"
+            "const ctx = document.createElement('canvas').getContext('2d');"
+            "ctx.font = getComputedStyle(li).font;"
+            "return [ol.getBoundingClientRect().left + parseFloat(getComputedStyle(ol).paddingLeft),"
+            " ctx.measureText('12. ').width];")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    assert room >= marker, (room, marker)
+
+
 def test_report_without_notes_in_browser(browser, standup, tmp_path):
     result, work = standup
     result["notes"] = {"status": "failed", "error": "the model ran out of GPU memory", "summary": "",

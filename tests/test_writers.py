@@ -193,7 +193,7 @@ def test_file_names_that_are_not_utf8_and_control_characters(result, work, out):
     name = os.fsdecode(b"r\xe9union\x1b]0;x\x07.mp4")
     result["source"].update(name=name, path=os.fsdecode(b"/rec/r\xe9union.mp4"))
     result["segments"][0]["text"] = "Good\x00 morning\x1b[2J everyone"
-    result["speakers"][0]["name"] = "Ali\x9bce"
+    result["speakers"][0]["name"] = "Ali\x9bce\u202e"  # a C1 control, a right-to-left override
     stem = output_stem(name)
     assert stem == "r\ufffdunion_]0;x_"
     paths = write_outputs(result, out, stem, list(WRITERS), media_dir=work)
@@ -802,6 +802,14 @@ def test_markdown_renders_to_safe_html(result, work, out):
     assert html.count("<em>") == html.count("<em>unassigned</em>") + html.count("<em>Slide ") + html.count("<em>Made by") + html.count("<em>Options other than the defaults:")
 
 
+def test_markdown_addresses_said_are_not_links(result, work, out):
+    """GitHub and GitLab link bare addresses in Markdown: one said in the meeting stays text (escaped)."""
+    result["segments"][0]["text"] = "See https://evil.example/x and www.evil.example, ratio 3:1 at 10:30."
+    md = render("md", result, out / "x.md", media_dir=work)
+    assert "https://evil" not in md and "www.evil" not in md
+    assert "See https\\://evil.example/x and www\\.evil.example, ratio 3:1 at 10:30." in md
+
+
 def test_very_long_unicode_name(result, out):
     stem = output_stem("会议纪要" * 60 + ".mp4")
     paths = write_outputs(result, out, stem, ["txt", "srt"])
@@ -855,7 +863,7 @@ def test_the_footer_says_where_the_model_ran(result, out):
     page = visible_text(render("html", result, out / "x.html"))
     assert "nothing from the recording was sent anywhere" not in page
     assert "with the model server at http://gpu-box:8000/v1?key=***: the recording's clips" in page
-    assert "with the model server at http://gpu-box:8000/v1" in render("md", result, out / "x.md")
+    assert "with the model server at http\\://gpu-box:8000/v1" in render("md", result, out / "x.md")  # shows as http://
 
 
 def test_right_to_left_text_gets_its_own_direction(result, out):
