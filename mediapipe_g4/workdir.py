@@ -27,13 +27,14 @@ _HASH_CHUNK = 1 << 20
 
 
 def cache_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """`--cache-dir`, else $G4MEDIA_CACHE, else the user's cache folder (e.g. ~/.cache/g4media)."""
+    """`--cache-dir`, else $G4MEDIA_CACHE, else the user's cache folder (e.g. ~/.cache/g4media); absolute, so the
+    paths written in X.json (`work_dir`) and in the work folder hold from any folder."""
     if explicit:
-        return Path(explicit).expanduser()
+        return Path(explicit).expanduser().absolute()
     env = os.environ.get("G4MEDIA_CACHE")
     if env:
-        return Path(env).expanduser()
-    return platformdirs.user_cache_path("g4media")
+        return Path(env).expanduser().absolute()
+    return platformdirs.user_cache_path("g4media").absolute()
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -103,10 +104,18 @@ def room_for_work(root: str | os.PathLike[str] | None = None) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        where = f"Cannot write to the work folder under {cache_root(root) / 'recordings'}: {exc.strerror or exc}."
+        mine = exc.filename is not None and Path(os.fsdecode(exc.filename)).is_relative_to(cache_root(root))
+        if exc.errno in (errno.EACCES, errno.EPERM) and mine:  # not a recording that cannot be read
+            raise OutputError(f"{where} It is not yours to write (made by another user, or by a run with sudo?): "
+                              "give it back to yourself, or pass --cache-dir (or set G4MEDIA_CACHE) to a folder "
+                              "of your own.") from exc
+        if exc.errno == errno.EROFS:
+            raise OutputError(f"{where} Pass --cache-dir (or set G4MEDIA_CACHE) to a folder on a disk that can be "
+                              "written.") from exc
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise OutputError(
-            f"Cannot write to the work folder under {cache_root(root) / 'recordings'}: {exc.strerror or exc}. Free "
-            "some space there, or pass --cache-dir (or set G4MEDIA_CACHE) to a folder with room: the decoded audio "
-            "takes 64 KB per second of recording (230 MB an hour) while a recording is worked on. What was finished "
-            "is kept and reused.") from exc
+            f"{where} Free some space there, or pass --cache-dir (or set G4MEDIA_CACHE) to a folder with room: the "
+            "decoded audio takes 64 KB per second of recording (230 MB an hour) while a recording is worked on. What "
+            "was finished is kept and reused.") from exc

@@ -528,6 +528,30 @@ def test_a_full_disk_under_the_work_folder_is_one_clear_error(samples_dir, tmp_p
                                     ": No space left on device. Free some space there, or pass --cache-dir")
 
 
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/notes"), reason="needs a file nobody may write, root included")
+def test_a_work_folder_not_ours_to_write_says_so(samples_dir, tmp_path):
+    # It was "Error: unexpected PermissionError: ..." (a work folder made by a run with sudo, or another user's).
+    from mediapipe_g4 import media
+    from mediapipe_g4.workdir import file_sha256
+
+    recording = samples_dir / "phone_call.wav"
+    work = tmp_path / "cache" / "recordings" / file_sha256(recording)[:24]
+    work.mkdir(parents=True)
+    for name in (media.AUDIO_FILE, media.side_file(1), media.side_file(2)):
+        (work / f".{name}.{os.getpid()}.part").symlink_to("/sys/kernel/notes")  # EACCES, even for root
+    result = CliRunner().invoke(main, ["diarize", str(recording), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert "Permission denied. It is not yours to write (made by another user, or by a run with sudo?)" in result.output
+
+
+def test_a_relative_cache_dir_is_made_absolute(monkeypatch, tmp_path):
+    from mediapipe_g4.workdir import cache_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("G4MEDIA_CACHE", "env-cache")
+    assert cache_root("cache") == tmp_path / "cache" and cache_root() == tmp_path / "env-cache"
+
+
 def test_a_long_step_without_an_estimate_shows_how_long_it_has_run():
     # "notes 0/1 -:--:--" for the many minutes of one notes request on a CPU: nothing said it was still going.
     from rich.progress import Progress
