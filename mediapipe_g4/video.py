@@ -251,10 +251,10 @@ def extract_keyframes(
     index = folder / "index.json"
     key = settings_key({"fps": fps, "max_size": max_size, "options": dataclasses.asdict(options),
                         "code": code_key("video")})
-    kept = None if fresh or not index.is_file() else json.loads(index.read_text())
-    if isinstance(kept, dict) and kept.get("key") == key:
+    kept = None if fresh else _kept_keyframes(index, key)
+    if kept is not None:
         log.info("%s: keyframes from the work folder %s", Path(path).name, work_dir)
-        return [Keyframe(**k) for k in kept["keyframes"]]
+        return kept
     if folder.exists():
         shutil.rmtree(folder)  # unfinished, stale or to be redone: its images may not match what we find now
     # closing: an error (or a cancel from the hook) stops FFmpeg now, not when the generator is collected
@@ -264,5 +264,21 @@ def extract_keyframes(
         except MediaError as exc:  # only the frame reader raises it: not one frame could be decoded
             log.warning("%s; going on without slides", exc)
             return []  # not cached: a later run (another FFmpeg) tries again
-    write_json(index, {"key": key, "keyframes": [k.to_dict() for k in found]})
+    # The images by name: the index holds wherever the work folder is moved (another --cache-dir, a volume)
+    write_json(index, {"key": key, "keyframes": [k.to_dict() | {"image_path": Path(k.image_path).name}
+                                                 for k in found]})
     return found
+
+
+def _kept_keyframes(index: Path, key: str) -> list[Keyframe] | None:
+    """The keyframes the work folder holds for `key`, or None when they must be found (again): none kept, kept
+    with other settings or code, or damaged (an index cut short, an image gone)."""
+    try:
+        kept = json.loads(index.read_text(encoding="utf-8"))
+        if not isinstance(kept, dict) or kept.get("key") != key:
+            return None
+        found = [Keyframe(**{**k, "image_path": str(index.parent / Path(k["image_path"]).name)})
+                 for k in kept["keyframes"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return found if all(Path(k.image_path).is_file() for k in found) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +99,27 @@ def test_keyframes_are_found_again_when_fresh_or_found_by_other_code(samples_dir
     index.write_text(json.dumps(kept["keyframes"]))  # the index of versions before the key: a bare list
     assert video.extract_keyframes(path, tmp_path) == found and len(calls) == 3
     assert video.extract_keyframes(path, tmp_path, max_size=320) != found and len(calls) == 4  # other settings
+
+
+def test_kept_keyframes_follow_a_moved_work_folder_and_damage_finds_them_again(samples_dir, tmp_path, monkeypatch):
+    """The index names its images, not their absolute paths: a work folder moved (another --cache-dir, a volume
+    mounted elsewhere) keeps its keyframes. An index cut short or an image gone is found again, never an error."""
+    import shutil
+
+    path = samples_dir / "standup.mp4"
+    found = video.extract_keyframes(path, tmp_path / "before")
+    shutil.move(tmp_path / "before", tmp_path / "after")
+    calls, real = [], video.find_keyframes
+    monkeypatch.setattr(video, "find_keyframes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    moved = video.extract_keyframes(path, tmp_path / "after")
+    assert calls == [] and [k.image_path for k in moved] == [
+        k.image_path.replace(str(tmp_path / "before"), str(tmp_path / "after")) for k in found]
+    assert all(Path(k.image_path).is_file() for k in moved)
+    index = tmp_path / "after" / "keyframes" / "index.json"
+    Path(moved[1].image_path).unlink()
+    assert video.extract_keyframes(path, tmp_path / "after") == moved and len(calls) == 1
+    index.write_text(index.read_text()[:50])
+    assert video.extract_keyframes(path, tmp_path / "after") == moved and len(calls) == 2
 
 
 def test_static_video_is_one_keyframe_and_moving_video_few(media_corpus, tmp_path):
