@@ -85,10 +85,13 @@ class CachedEngine:
             return None
         path = self._path(key)
         try:
-            return json.loads(path.read_text(encoding="utf-8"))["answer"]
+            answer = json.loads(path.read_text(encoding="utf-8"))["answer"]
+            if not isinstance(answer, str):
+                raise ValueError(f"its answer is {type(answer).__name__}, not text")
+            return answer
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring a damaged cached answer %s (%s)", path.name, exc)
             return None
 

@@ -7,9 +7,16 @@ import contextvars
 import json
 import os
 import secrets
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: a writer is known by its pid alone
+    fcntl = None  # type: ignore[assignment]
 
 # Inside `atomic_group`: the (temporary, target) pairs written in full, renamed together when the group ends.
 _GROUP: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("atomic_group", default=None)
@@ -31,14 +38,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     # The writer's pid in the name: what a killed writer left is known as such (`remove_stale_parts`).
     tmp_path = target.parent / f".{short}.{os.getpid()}-{secrets.token_hex(4)}.part"
     # 0o666 lets the umask decide the mode, as for any ordinary new file.
-    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666))
+    held = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    hold(held)
     try:
         yield tmp_path
-        fd = os.open(tmp_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the data is on disk before the name points at it
-        finally:
-            os.close(fd)
+        fsync(tmp_path)  # the data is on disk before the name points at it
         group = _GROUP.get()
         if group is not None:
             group.append((tmp_path, target))
@@ -48,6 +52,45 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+    finally:
+        os.close(held)
+
+
+def fsync(path: str | os.PathLike[str]) -> None:
+    """Flush `path`'s data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hold(fd: int) -> None:
+    """Mark the temporary file open as `fd` as being written, for as long as it stays open: `remove_stale_parts`
+    leaves it alone even where the pid in its name means nothing (a writer in another container's pid namespace,
+    or on another host sharing the folder over NFS)."""
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+
+
+def _held(path: Path) -> bool:
+    """Whether a writer holds `path` (`hold`)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 @contextlib.contextmanager
@@ -66,8 +109,23 @@ def atomic_group() -> Iterator[None]:
         raise
     finally:
         _GROUP.reset(token)
-    for tmp_path, target in pending:
-        os.replace(tmp_path, target)
+    with _signals_held():  # a Ctrl-C between two renames would leave some outputs new and some old
+        for tmp_path, target in pending:
+            os.replace(tmp_path, target)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done (the main thread only; elsewhere, as they come)."""
+    caught = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, caught)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 _SWEPT: set[str] = set()  # folders whose leftovers this process removed already
@@ -75,7 +133,8 @@ _SWEPT: set[str] = set()  # folders whose leftovers this process removed already
 
 def remove_stale_parts(folder: Path) -> None:
     """Remove the temporary files `.NAME.PID[-...].part` in `folder` that a writer killed mid-write (SIGKILL, a
-    crash, a power cut) left behind: those of a process that is gone. A writer still at work keeps its own. Once a
+    crash, a power cut) left behind: those of a process that is gone and that no writer holds (`hold`). A writer
+    still at work keeps its own. Once a
     folder per process: a work folder holds an answer file per clip (thousands for a long meeting), and listing it
     again for every answer would cost the square of their number."""
     key = os.path.abspath(folder)
@@ -88,7 +147,7 @@ def remove_stale_parts(folder: Path) -> None:
     _SWEPT.add(key)
     for part in found:
         pid = part.name[: -len(".part")].rsplit(".", 1)[-1].split("-")[0]
-        if pid.isdigit() and not process_running(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)) and not _held(part):
             with contextlib.suppress(OSError):
                 part.unlink()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import remove_stale_parts
+from .atomic import fsync, hold, remove_stale_parts
 from .errors import FFmpegNotFound, MediaError
 from .records import SAMPLE_RATE, AudioStream, MediaInfo, VideoStream, clock
 
@@ -539,6 +539,8 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
     try:
         with contextlib.ExitStack() as stack:
             outs = [stack.enter_context(open(p, "wb")) for p in parts]
+            for out in outs:
+                hold(out.fileno())  # being written: no other run's sweep takes it (another container's, say)
             proc = stack.enter_context(subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, **OWN_SESSION))
             stack.callback(lambda: proc.poll() is None and proc.kill())  # interrupted: it did not hear the signal
@@ -579,6 +581,7 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
                         "microphone makes it); using %s %d alone", src.name, unit, unit, loudest + 1)
             shutil.copyfile(parts[loudest], parts[-1])
         for part, target in zip(parts, finals, strict=True):
+            fsync(part)  # on disk before the name says it is whole: a power cut leaves no short waveform
             os.replace(part, target)
     finally:
         for part in parts:

@@ -219,9 +219,16 @@ def turns_path(work: Path, options: DiarizationOptions) -> Path:
 
 
 def cached_diarization(work: Path, options: DiarizationOptions) -> Diarization | None:
-    """The speaker turns found before with these settings, if any."""
+    """The speaker turns found before with these settings, if any (a damaged file: none, and they are found again)."""
     path = turns_path(work, options)
-    return Diarization.from_dict(json.loads(path.read_text())) if path.is_file() else None
+    try:
+        return Diarization.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("ignoring the damaged speaker turns %s in the work folder (%s); finding them again", path.name,
+                    exc)
+        return None
 
 
 def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Hook, cached: Diarization | None,

@@ -345,6 +345,24 @@ def test_decode_removes_what_a_killed_run_left(samples_dir, tmp_path):
     assert not stale.exists() and running.exists()
 
 
+@pytest.mark.skipif(os.name == "nt", reason="file locks (fcntl.flock) are POSIX")
+def test_a_part_held_by_a_writer_elsewhere_is_kept(tmp_path):
+    """A pid means nothing across containers or hosts sharing a work folder: a part whose writer's pid is not
+    running here, but which a writer holds open (`atomic.hold`), is another machine's work in progress."""
+    from mediapipe_g4 import atomic
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    for folder, held in ((tmp_path / "held", True), (tmp_path / "left", False)):
+        folder.mkdir()
+        part = folder / f".{media.AUDIO_FILE}.{gone.pid}.part"
+        with open(part, "wb") as out:
+            if held:
+                atomic.hold(out.fileno())
+            atomic.remove_stale_parts(folder)
+            assert part.exists() == held
+
+
 def test_progress_of_decoding_and_slides_ends_complete(samples_dir, tmp_path):
     # The bars of finished steps stayed at 511/512 (the last whole second counted, the last frame's time).
     calls = []

@@ -907,6 +907,26 @@ def test_speaker_turns_of_other_code_are_removed_when_new_ones_are_written(tmp_p
     assert pipeline.cached_diarization(tmp_path, options) == found
 
 
+@pytest.mark.parametrize("damage", ["garbage", '{"turns": []}', "[1]", '{"duration": 1, "speakers": 5, "turns": 3}'])
+def test_damaged_work_files_are_made_again_not_an_error(tmp_path, damage, caplog):
+    """Speaker turns or an answer file damaged in the work folder (a disk error, a hand edit, an older version's
+    shape) count as missing: found or asked for again, with a warning. They ended every later run with an
+    "unexpected JSONDecodeError/KeyError/TypeError"."""
+    from mediapipe_g4 import pipeline
+    from mediapipe_g4.answers import CachedEngine, request_key
+    from mediapipe_g4.engine import EngineRequest
+
+    options = DiarizationOptions()
+    pipeline.turns_path(tmp_path, options).write_text(damage)
+    assert pipeline.cached_diarization(tmp_path, options) is None
+    assert "ignoring the damaged speaker turns" in caplog.text
+    request = EngineRequest("names", (TextPart("Who is who?"),))
+    cached = CachedEngine(lambda: ScriptedEngine(lambda request: "fresh answer"), tmp_path / "answers")
+    (tmp_path / "answers").mkdir()
+    (tmp_path / "answers" / f"{request_key(request)}.json").write_text(damage.replace("turns", "answer"))
+    assert cached.generate([request]) == ["fresh answer"]
+
+
 def test_a_speaker_count_that_could_not_be_met_is_said(tmp_path, monkeypatch, caplog):
     """`--speakers 1000` on a two-person call gave 22 speakers without a word."""
     from mediapipe_g4 import pipeline

@@ -11,6 +11,7 @@ import math
 import os
 import random
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -264,6 +265,30 @@ def test_outputs_are_written_all_or_none(result, out, monkeypatch):
     monkeypatch.setattr(writers.SRTWriter, "render", real)
     write_outputs(edited, out, "standup", ["html", "json", "srt", "vtt", "md"])
     assert all("Renamed Person" in (out / f"standup.{ext}").read_text() for ext in ("html", "json", "md"))
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_signal_during_the_renames_waits_until_all_outputs_are_new(out, monkeypatch):
+    """Ctrl-C between the renames of a group left one output new and the other old (and a .part file): it now
+    takes effect once every rename is done."""
+    from mediapipe_g4 import atomic
+
+    for name in ("x.json", "x.html"):
+        (out / name).write_text("OLD")
+    real, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append(b)
+        real(a, b)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_group():
+            atomic.write_text(out / "x.json", "NEW")
+            atomic.write_text(out / "x.html", "NEW")
+    assert len(calls) == 2 and {p.name: p.read_text() for p in out.iterdir()} == {"x.json": "NEW", "x.html": "NEW"}
 
 
 def test_a_named_pipe_is_written_to_not_replaced(result, out):
