@@ -686,7 +686,7 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
         except G4Error as exc:
             if len(files) == 1:
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(printable(f"Error: {exc}"), err=True)
             failed += 1
             continue
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items() if v >= 0.05)
@@ -768,7 +768,7 @@ def batch(folder: Path, **kw) -> None:
             return process_recording(path, options, factory, hook=hook, prepared=prepared)
 
     def on_file(path: Path, status: str, detail: str) -> None:
-        click.echo(f"{path.relative_to(folder)}: {status}{': ' + detail if detail else ''}",
+        click.echo(printable(f"{path.relative_to(folder)}: {status}{': ' + detail if detail else ''}"),
                    err=status == "failed")
 
     report = run_batch(folder, out_dir, formats, process, recursive=kw["recursive"], redo=kw["fresh"],
@@ -803,7 +803,8 @@ def render(results: tuple[Path, ...], output_dir: Path | None, **kw) -> None:
     stems = output_stems(results) if output_dir else {path: path.stem for path in results}
     for path, result in loaded:
         out_dir, stem = output_dir or path.parent, stems[path]
-        if not path.is_file():  # <(...) or /dev/stdin: "/dev/fd/63" names neither the outputs nor their folder
+        if not path.is_file() or _is_stream(path):  # <(...), /dev/stdin: "/dev/fd/63" names neither the outputs
+            # nor their folder (and `< X.json` makes /dev/stdin a link to a regular file, whose folder is /dev)
             stem = output_stem(source_name(result) or "result")
             out_dir = output_dir or Path.cwd()
         if kw["format"]:
@@ -821,6 +822,12 @@ def render(results: tuple[Path, ...], output_dir: Path | None, **kw) -> None:
         if missing:
             click.echo(f"  {missing} of {len(result.get('keyframes') or [])} slide images are gone (the work folder "
                        f"{work} was cleaned?): the reports list those slides without their pictures")
+
+
+def _is_stream(path: Path) -> bool:
+    """A path of the system's own for a stream (/dev/stdin, /dev/fd/N, /proc/self/fd/N), whatever it points at."""
+    absolute = Path(os.path.abspath(path))
+    return absolute.parts[1:2] in (("dev",), ("proc",))
 
 
 def _drop_missing_images(result: dict, media_dir: Path) -> int:

@@ -117,6 +117,8 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ResultError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ResultError(f"{path} is not UTF-8 JSON ({exc}).") from exc
+    except RecursionError as exc:
+        raise ResultError(f"{path} is nested too deeply to be a result.") from exc
     if not is_result(data):
         raise ResultError(f"{path} is not a g4media result (it needs a \"source\" and a list of \"segments\"): "
                           f"give the X.json that summarize or transcribe wrote.")

@@ -208,6 +208,7 @@ def test_progress_without_a_terminal_is_a_line_now_and_then_for_long_steps(monke
 @pytest.mark.parametrize("content, says", [
     ('{"source": {}, "segments": [', "is not valid JSON: Expecting value at line 1, column 29"),
     ('{"speakers": []}', "is not a g4media result"),
+    ('{"source": {}, "segments": ' + "[" * 100_000 + "]" * 100_000 + "}", "is nested too deeply to be a result"),
     ('{"source": {}, "segments": [{"start": "0:05", "end": 7, "text": "hi"}]}', 'segments[0].start is "0:05"'),
     ('{"source": {}, "segments": [{"start": 9, "end": 7, "text": "hi"}]}', "segments[0] ends (7) before it starts (9)"),
     ('{"source": {}, "segments": [], "speakers": [{"name": "Ann"}]}', 'speakers[0] is not an object with "id"'),
@@ -258,6 +259,12 @@ def test_render_of_a_piped_result_names_the_outputs_after_the_recording(tmp_path
                          cwd=here, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
     assert run.returncode == 0, run.stderr
     assert [p.name for p in here.iterdir()] == ["standup.md"] and "hi" in (here / "standup.md").read_text()
+    # `render /dev/stdin < X.json`: /dev/stdin is then a link to the regular file; its outputs went into /dev.
+    (here / "standup.md").unlink()
+    run = subprocess.run(["bash", "-c", f'"{sys.executable}" -m mediapipe_g4 render --format md /dev/stdin < "{good}"'],
+                         cwd=here, capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    assert [p.name for p in here.iterdir()] == ["standup.md"] and not os.path.exists("/dev/stdin.md")
 
 
 def test_diarize_keeps_its_turns_in_the_cache_dir_given_and_not_the_decoded_audio(samples_dir, tmp_path):
