@@ -63,7 +63,8 @@ def _result_name(result: Mapping[str, Any]) -> str:
 def evaluate_recording(result: Mapping[str, Any], reference: Reference, collar: float = COLLAR,
                        notes_threshold: float = NOTES_THRESHOLD) -> dict[str, Any]:
     """Every metric for one result and its reference; a metric its reference cannot give is None."""
-    language = ((result.get("options") or {}).get("plan") or {}).get("language")
+    plan = (result.get("options") or {}).get("plan") or {}
+    language = plan.get("translate_to") or plan.get("language")  # the transcript's language
     hyp = _result_utterances(result)
     names = {str(s.get("id")): str(s.get("name") or "") for s in result.get("speakers") or [] if isinstance(s, dict)}
     spd = speed(result)
@@ -159,7 +160,11 @@ def overall(recordings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for k, v in r["speed"]["timings"].items():
             timings[k] = round(timings.get(k, 0.0) + v, 3)
     duration = sum(r["duration"] or 0.0 for r in recordings)
-    timed = sum(r["speed"]["duration"] for r in recordings if "total" in r["speed"]["timings"])  # RTF's part
+    # RTF's part: the recordings with both a total time and a duration (a total without a duration counted in
+    # the sum of times but added nothing to the time they were run for)
+    with_rtf = [r["speed"] for r in recordings if r["speed"]["rtf"] is not None]
+    timed = sum(s["duration"] for s in with_rtf)
+    rtf_total = sum(s["timings"]["total"] for s in with_rtf)
     found, total = sum(n["found"] for n in notes), sum(n["total"] for n in notes)
     return {
         "recordings": len(recordings), "duration": round(duration, 3),
@@ -172,8 +177,7 @@ def overall(recordings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "notes": {"value": rounded(found / total) if total else None, "found": found, "total": total,
                   "owners_right": sum(n["owners_right"] for n in notes),
                   "owners_total": sum(n["owners_total"] for n in notes)},
-        "speed": {"timings": timings, "rtf": rounded(timings["total"] / timed, 4)
-                  if "total" in timings and timed > 0 else None},
+        "speed": {"timings": timings, "rtf": rounded(rtf_total / timed, 4) if timed > 0 else None},
     }
 
 

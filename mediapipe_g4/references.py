@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from .errors import EvalError
 from .result_fields import MAX_SECONDS, is_result, result_problem
 
 # Labels that only number speakers (S1, spk_0, SPEAKER_01, Speaker 2, P05, MEE006): not names.
-_GENERIC_LABEL = re.compile(r"^(?:[a-z]{0,3}|speaker|spkr)[\s_-]*\d+$", re.IGNORECASE)
+# Labels that name no one: "S1", "spk_2", "Speaker 3"; and a corpus's channel letters, "A" and "B" (CALLHOME,
+# Switchboard), also after the conversation's id ("sw02001-A").
+_GENERIC_LABEL = re.compile(r"^(?:(?:[a-z]{0,3}|speaker|spkr)[\s_-]*\d+|(?:\S*\d\S*[_-])?[a-z])$", re.IGNORECASE)
 _STM_SKIP_SPEAKERS = {"inter_segment_gap", "excluded_region", "ignore_time_segment_in_scoring"}
 log = logging.getLogger("mediapipe_g4")
 _REF_SUFFIXES = (".truth.json", ".ref.json", ".reference.json", ".segments.json", ".notes.json", ".json",
@@ -246,7 +249,7 @@ def _read_json(path: Path) -> Any:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a Windows editor's byte-order mark is no part of line one
     except OSError as exc:
         raise EvalError(f"cannot read {path} ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
@@ -434,7 +437,7 @@ def pair(results: list[tuple[str, Path, dict]], references: dict[str, Reference]
         by_stem.setdefault(key.rsplit("/", 1)[-1], []).append(ref)
         for name in {rttm_file_id(key), rttm_file_id(key.rsplit("/", 1)[-1])}:
             by_id.setdefault(name, []).append(ref)
-    pairs, unpaired, used = [], [], set()
+    found_for: list[tuple[Path, dict, Reference | None, bool]] = []  # (result path, result, reference, by path)
     for key, rpath, result in results:
         ref = references.get(key)
         source_name = str((result.get("source") or {}).get("name") or "")
@@ -449,6 +452,18 @@ def pair(results: list[tuple[str, Path, dict]], references: dict[str, Reference]
             if clash:  # e.g. "a b.rttm" and "a  b.stm" for an RTTM's `a_b`: neither is taken, and it is said
                 log.warning("%s pairs with no reference: %s all have its name (whitespace as _, as in RTTM file ids); "
                             "rename all but one", rpath, ", ".join(sorted(repr(r.key) for r in clash)))
+        found_for.append((rpath, result, ref, key in references))
+    # A reference found by name for several results (two standup.json of a batch's dated folders) is none of
+    # theirs: which meeting it is of cannot be told, and scoring both against it scored one against the other's.
+    by_name = Counter(ref.key for _, _, ref, exact in found_for if ref is not None and not exact)
+    by_path = {ref.key for _, _, ref, exact in found_for if ref is not None and exact}
+    pairs, unpaired, used = [], [], set()
+    for rpath, result, ref, exact in found_for:
+        if ref is not None and not exact and (by_name[ref.key] > 1 or ref.key in by_path):
+            log.warning("%s pairs with no reference: %r has the name of several results; put each reference at its "
+                        "result's path in the folder", rpath, ref.key)
+            ref = None
+        if ref is None:
             unpaired.append(str(rpath))
         else:
             pairs.append((rpath, result, ref))

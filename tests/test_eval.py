@@ -493,3 +493,77 @@ def test_a_reference_paired_by_hand_that_speaks_past_the_recording_is_said(tmp_p
     with caplog.at_level("WARNING", logger="mediapipe_g4"):
         evaluate(FIXTURE, SAMPLES / "standup.rttm")
     assert "is it the reference of another recording" not in caplog.text
+
+
+# --------------------------------------------------------------------------- agreement with the field's scorers
+
+
+@pytest.mark.parametrize("collar", [0.0, 0.25])
+def test_one_speakers_overlapping_or_touching_turns_are_one_stretch_as_in_md_eval(collar):
+    """A reference split into sentences that overlap (or touch) scored a perfect result 5.6 % DER: pyannote counted
+    the overlap twice and collared every seam; NIST md-eval merges one speaker's turns first."""
+    split = [Turn(0, 6, "Alice"), Turn(5, 10, "Alice"), Turn(10, 14, "Bob"), Turn(14, 20, "Bob")]
+    perfect = [Turn(0, 10, "S1"), Turn(10, 20, "S2")]
+    for ref, hyp in ((split, perfect), (perfect, split)):
+        scored = diarization_errors(ref, hyp, 20, collar=collar)
+        assert scored["der"] == 0 and scored["jer"] == 0 and scored["total"] == pytest.approx(20 - 4 * collar)
+
+
+def test_scripts_without_spaces_are_scored_by_character():
+    """Chinese, Japanese, Thai: a clause between punctuation was one "word", so one wrong character made it all
+    wrong (50 % for one extra character); each character is a word of its own, words of other scripts stay."""
+    assert normalize_text("我们今天开会，讨论预算了。", "Chinese") == list("我们今天开会讨论预算了")
+    assert normalize_text("今日はKubernetesの会議", "Japanese") == ["今", "日", "は", "kubernetes", "の", "会", "議"]
+    one_extra = wer([utt("A", "我们今天开会，讨论预算。")], [utt("A", "我们今天开会，讨论预算了。")], "Chinese")
+    assert (one_extra.errors, one_extra.ref_words) == (1, 10)
+
+
+def test_a_corpus_channel_letter_is_no_name():
+    ref = Reference("x", turns=(Turn(0, 1, "A"), Turn(1, 2, "B")))
+    assert [ref.name_of(label) for label in ("A", "b", "sw02001-A", "Bo", "Alice", "spk_0")] == \
+        [None, None, None, "Bo", "Alice", None]
+
+
+def test_references_with_a_byte_order_mark_and_two_results_of_one_name(tmp_path, caplog):
+    """A Windows editor's BOM hid the first RTTM/STM line (a speaker gone: DER 105 %). A reference that pairs by
+    name with two results (a batch's dated folders) scored one meeting against the other's: it pairs with none."""
+    result = json.loads(FIXTURE.read_text())
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "standup.rttm").write_text("\ufeff" + (SAMPLES / "standup.rttm").read_text(), encoding="utf-8")
+    assert evaluate(FIXTURE, refs / "standup.rttm")["recordings"][0]["der"]["value"] == 0
+    stm = refs / "standup.stm"
+    stm.write_text("\ufeff" + (SAMPLES / "standup.stm").read_text(), encoding="utf-8")
+    assert next(iter(load_references(stm))) == "standup"
+    out = tmp_path / "out"
+    for day in ("mon", "tue"):
+        (out / day).mkdir(parents=True)
+        (out / day / "standup.json").write_text(json.dumps(result))
+    with pytest.raises(EvalError, match="no result in .* has a reference"):
+        evaluate(out, refs)
+    assert "pairs with no reference: 'standup' has the name of several results" in caplog.text
+    (refs / "mon").mkdir()
+    shutil.move(refs / "standup.rttm", refs / "mon" / "standup.rttm")  # at its result's path: paired
+    shutil.move(stm, refs / "mon" / "standup.stm")
+    assert [r["reference"] for r in evaluate(out, refs)["recordings"]] == ["mon/standup"]
+
+
+def test_overall_speed_counts_only_recordings_with_a_time_and_a_duration():
+    from mediapipe_g4.evaluate import overall
+
+    def row(total, duration):
+        return {"duration": duration, "speakers": {"error": None},
+                "speed": {"timings": {"total": total}, "duration": duration or 0.0,
+                          "rtf": total / duration if duration else None}}
+
+    assert overall([row(10.0, 100.0), row(50.0, None)])["speed"]["rtf"] == 0.1  # was 0.6
+
+
+def test_a_translated_transcript_is_normalized_in_the_language_it_is_in():
+    from mediapipe_g4.evaluate import evaluate_recording
+
+    result = json.loads(FIXTURE.read_text())
+    result["options"] = {"plan": {"language": "French", "translate_to": "English"}}
+    result["segments"] = [{"start": 0, "end": 5, "speaker": "S1", "text": "We're meeting at 3 today"}]
+    scored = evaluate_recording(result, Reference("x", utterances=(utt("A", "we are meeting at three today", 0, 5),)))
+    assert scored["wer"]["errors"] == 0  # English rules: "we're" = "we are", "3" = "three"
