@@ -436,6 +436,13 @@ def decode_audio(
         return _open_waveform(target)
     info = _audio_info(src, info)
     picks = audio_tracks(info, track)
+    channels = info.audio_streams[picks[0]].channels if len(picks) == 1 and info.audio_streams else 1
+    if channels >= 2:
+        # Every channel summed here, not by FFmpeg: its downmix drops the channel it takes for the subwoofer in
+        # 3-, 6- and 8-channel files, where a multitrack recorder keeps a microphone; and a mix whose channels
+        # cancel out (one inverted) is caught on every run, not only when the sides were decoded too.
+        return _decode(src, info, _select(picks, ""), [], hook, (target, float(1 / np.sqrt(channels))),
+                       channels=channels)[0]
     # Several tracks are summed (not averaged: a silent track must not halve speech).
     select = _select(picks, f"amix=inputs={len(picks)}:duration=longest:normalize=0")
     return _decode(src, info, select, [target], hook)[0]
@@ -516,16 +523,18 @@ def _audio_info(src: Path, info: MediaInfo | None) -> MediaInfo:
 
 
 def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], hook: Hook | None,
-            mix: tuple[Path, float] | None = None, unit: str = "channel") -> list[np.ndarray]:
+            mix: tuple[Path, float] | None = None, unit: str = "channel", channels: int = 0) -> list[np.ndarray]:
     """Run FFmpeg with `select` (its stream mapping and filters) to 16 kHz float32 with one channel per target,
     each channel streamed into its own file (and with `mix`, (path, weight), their sum times the weight into
     another), renamed into place only when all are complete. A mix far quieter than its loudest `unit` (a
     channel or track) means they cancel out (one is the other inverted, as a miswired microphone makes it): the
-    mix is then that loudest one alone, and the user is told."""
-    channels = len(targets)
-    targets[0].parent.mkdir(parents=True, exist_ok=True)
+    mix is then that loudest one alone, and the user is told. With no targets, `channels` are decoded for the
+    mix alone (its waveform is returned)."""
+    channels = channels or len(targets)
+    folder = (targets[0] if targets else mix[0]).parent  # type: ignore[index]
+    folder.mkdir(parents=True, exist_ok=True)
     finals = [*targets, *([mix[0]] if mix else [])]
-    remove_stale_parts(targets[0].parent)  # what a run killed while decoding left: 64 KB per second of recording each
+    remove_stale_parts(folder)  # what a run killed while decoding left: 64 KB per second of recording each
     parts = [t.with_name(f".{t.name}.{os.getpid()}.part") for t in finals]
     cmd = [
         ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", ffmpeg_input(src), *select,
@@ -556,7 +565,7 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
                     outs[0].write(pending[:whole])
                 else:  # interleaved samples: each channel to its own file
                     samples = np.frombuffer(pending[:whole], dtype="<f4").reshape(-1, channels)
-                    for c in range(channels):
+                    for c in range(len(targets)):
                         outs[c].write(np.ascontiguousarray(samples[:, c]).tobytes())
                     if mix:
                         mixed = samples.sum(axis=1, dtype=np.float32) * np.float32(mix[1])
@@ -579,6 +588,8 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
         if mix and energy[-1] < CANCELLED * energy[loudest]:
             log.warning("%s: its %ss cancel each other out when mixed (one is the other inverted, as a miswired "
                         "microphone makes it); using %s %d alone", src.name, unit, unit, loudest + 1)
+            if not targets:  # its channels were not kept: that one decoded again
+                return _decode(src, info, [*select[:-1], f"{select[-1]},pan=mono|c0=c{loudest}"], [mix[0]], hook)
             shutil.copyfile(parts[loudest], parts[-1])
         for part, target in zip(parts, finals, strict=True):
             fsync(part)  # on disk before the name says it is whole: a power cut leaves no short waveform
@@ -588,8 +599,8 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
             if part.exists():
                 part.unlink()
     log.info("decoded %s: %.2f s of audio%s", src.name, written / 4 / SAMPLE_RATE,
-             f" in {channels} sides" if channels > 1 else "")
-    return [_open_waveform(t) for t in targets]
+             f" in {channels} sides" if len(targets) > 1 else "")
+    return [_open_waveform(t) for t in targets or finals]
 
 
 def release_audio(work_dir: str | os.PathLike[str], *, sides_only: bool = False) -> None:

@@ -4,6 +4,7 @@ speaker transcribed from their own side."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +85,34 @@ def test_a_call_is_diarized_side_by_side_and_the_bleed_left_out(calls, tmp_path)
 
 
 def test_channels_that_cancel_out_when_mixed_give_one_channel_as_the_mix(calls, tmp_path, caplog):
-    assert np.abs(media.decode_audio(calls["antiphase"], tmp_path / "plain")).max() == 0  # FFmpeg's mix: silence
+    """FFmpeg's mix of a channel and its inverse is silence. Caught whether the sides are decoded or not (a rerun
+    whose cached turns say "mixed" decodes the mix alone: it was silence, and the transcript empty)."""
+    alone = media.decode_audio(calls["antiphase"], tmp_path / "plain")
     left, _ = media.decode_sides(calls["antiphase"], tmp_path / "sides")
     mixed = media.decode_audio(calls["antiphase"], tmp_path / "sides")
-    assert np.abs(left).max() > 0.1 and np.array_equal(mixed, left)
-    assert "cancel each other out when mixed" in caplog.text and "using channel 1 alone" in caplog.text
+    assert np.abs(left).max() > 0.1 and np.array_equal(mixed, left) and np.allclose(alone, left, atol=1e-6)
+    assert caplog.text.count("cancel each other out when mixed") == 2 and "using channel 1 alone" in caplog.text
+
+
+def test_every_channel_is_in_the_mix(calls, tmp_path):
+    """The mix is (L + R) / sqrt 2 as FFmpeg's, and of more channels every one: FFmpeg's own downmix of a 3-, 6-
+    or 8-channel file drops the channel it takes for the subwoofer, where a multitrack recorder keeps a mic."""
+    ours = media.decode_audio(calls["bleed"], tmp_path / "stereo")
+    theirs = np.frombuffer(subprocess.run(
+        [media.ffmpeg_binary(), "-v", "error", "-i", str(calls["bleed"]), "-ac", "1", "-ar", "16000", "-f", "f32le",
+         "-"], capture_output=True, check=True).stdout, dtype="<f4")
+    assert len(ours) == len(theirs) and np.allclose(ours, theirs, atol=1e-5)
+    speech, rate = sf.read(SAMPLES / "phone_call.wav", dtype="float32")
+    for channels in (3, 6, 8):
+        audio = np.zeros((len(speech), channels), dtype=np.float32)
+        audio[:, 3 if channels > 3 else 2] = speech  # 2.1's, 5.1's and 7.1's LFE channel
+        path = tmp_path / f"poly{channels}.wav"
+        sf.write(path, audio, rate)
+        if channels == 6:
+            ffmpeg("-i", str(path), "-c:a", "flac", str(path.with_suffix(".flac")))
+            path = path.with_suffix(".flac")
+        mixed = media.decode_audio(path, tmp_path / f"w{channels}")
+        assert np.sqrt(np.mean(np.square(mixed))) > 0.1 * np.sqrt(np.mean(np.square(speech))), channels
 
 
 def test_speaker_counts_are_shared_between_the_sides():
