@@ -63,11 +63,15 @@ def iter_frames(
     src = check_input_file(path)
     info = info or probe(src)
     width, height = frame_size(info, max_size)
+    stream = next(v for v in info.video_streams if not v.is_cover_art)
+    # Frames no other frame refers to are skipped by the decoder where frames come often (5 a second or more on
+    # average): at one sample per second a slide change then shows one frame later at most, and decoding gets
+    # cheaper. Not in a sparse variable-rate video, where such a frame can be all a slide had (one shown for
+    # 200 s was lost).
+    skip = ["-skip_frame", "noref"] if (stream.fps or 0) >= 5 else []
     cmd = [
-        # Frames no other frame refers to are skipped by the decoder: at one sample per second a slide
-        # change then shows one frame later at most, and decoding gets cheaper.
-        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-skip_frame", "noref", "-i", ffmpeg_input(src),
-        "-map", f"0:{next(v.index for v in info.video_streams if not v.is_cover_art)}", "-an", "-sn", "-dn",
+        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", *skip, "-i", ffmpeg_input(src),
+        "-map", f"0:{stream.index}", "-an", "-sn", "-dn",
         "-vf", f"fps={fps}:start_time=0,scale={width}:{height}:flags=area",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_NAMES, truth
+from conftest import SAMPLE_NAMES, ffmpeg, truth
 
 from mediapipe_g4 import media, video
 from mediapipe_g4.errors import MediaError
@@ -120,6 +120,23 @@ def test_kept_keyframes_follow_a_moved_work_folder_and_damage_finds_them_again(s
     assert video.extract_keyframes(path, tmp_path / "after") == moved and len(calls) == 1
     index.write_text(index.read_text()[:50])
     assert video.extract_keyframes(path, tmp_path / "after") == moved and len(calls) == 2
+
+
+def test_a_sparse_variable_rate_video_keeps_every_slide(tmp_path):
+    """A variable-rate screen recording holds a frame where the picture changes, and the last slide's only frame
+    may be one that no other frame refers to: the decoder skipped those, and that slide (on screen 200 s) was
+    never seen."""
+    colours = ["red", "green", "blue", "yellow", "white", "black"]
+    for i, colour in enumerate(colours):
+        ffmpeg("-f", "lavfi", "-i", f"color=c={colour}:s=320x240", "-frames:v", "1", str(tmp_path / f"s{i}.png"))
+    (tmp_path / "list.txt").write_text("".join(f"file 's{i}.png'\nduration {d}\n" for i, d in
+                                               enumerate((120, 5, 300, 60, 2, 200))) + "file 's5.png'\n")
+    path = tmp_path / "vfr.mp4"
+    ffmpeg("-f", "concat", "-i", str(tmp_path / "list.txt"), "-fps_mode", "vfr", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", str(path))
+    seen = {f.time: tuple(int(c) for c in f.image[5, 5]) for f in video.iter_frames(path) if f.time in (486, 550)}
+    assert min(seen[486]) > 200  # white
+    assert max(seen[550]) < 20  # black, not the white before it
 
 
 def test_static_video_is_one_keyframe_and_moving_video_few(media_corpus, tmp_path):
