@@ -103,15 +103,17 @@ def transcript_lines(segments: Sequence[Segment], names: dict[str, str] | None =
 
 
 def names_prompt(segments: Sequence[Segment], max_chars: int = 60_000, vocabulary: tuple[str, ...] = ()) -> str:
-    """The naming prompt; for long meetings only the lines near capitalized words (candidate names)."""
+    """The naming prompt; for long meetings only the lines near candidate names (a capitalized word inside a
+    sentence, in any script with capitals, or an introduction: "меня зовут", "私は"), else the opening lines."""
     ids = sorted({s.speaker for s in segments}, key=lambda x: int(x[1:]) if x[1:].isdigit() else 0)
     lines = transcript_lines(segments)
     if sum(len(ln) + 1 for ln in lines) > max_chars:
         keep = set()
         for i, seg in enumerate(segments):
-            if re.search(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+", seg.text):
+            if _may_name(seg.text):
                 keep.update({i - 1, i, i + 1})
-        lines = [ln for i, ln in enumerate(lines) if i in keep]
+        if keep:  # else (a script without capitals, no introduction): the opening lines, where people introduce
+            lines = [ln for i, ln in enumerate(lines) if i in keep]
         size = sum(len(ln) + 1 for ln in lines)  # kept as lines go: summed anew per line it grew as lines squared
         while size > max_chars:
             size -= len(lines.pop()) + 1
@@ -128,6 +130,19 @@ _INTRO_BEFORE = (r"i m|i am|im|my name is|my name s|this is|it s|call me|"
                  r"soy|me llamo|mi nombre es|sono|mi chiamo|sou|me chamo|meu nome é|ik ben|mijn naam is|меня зовут|я")
 _INTRO_BEFORE_NO_SPACES = r"我是|我叫|私は|저는"  # scripts without spaces between words
 _INTRO_AFTER = r"here|speaking|です|と申します|입니다"
+
+
+def _may_name(text: str) -> bool:
+    """Whether a line may hold a name: a capitalized word not at a sentence's start ("Thanks, Bob", "Спасибо,
+    Иван"), or an introduction in a language `_introduces` knows."""
+    for word in re.finditer(r"\w+", text):
+        w, before = word.group(), text[:word.start()].rstrip()
+        if before and not before.endswith((".", "!", "?", "。", "！", "？")) and w[0].isupper() and w[1:].islower() \
+                and not w[0].isdigit():
+            return True
+    n_text = _norm(text)
+    return bool(re.search(rf"(?<!\w)(?:{_INTRO_BEFORE})\s+\w|(?:{_INTRO_BEFORE_NO_SPACES})|"
+                          rf"\w\s*(?:{_INTRO_AFTER})(?!\w)", n_text))
 
 
 def _introduces(n_name: str, n_text: str, edge: str) -> bool:

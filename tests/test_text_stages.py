@@ -387,6 +387,25 @@ def test_names_prompt_of_a_long_meeting_measures_its_lines_once(monkeypatch):
     assert measured[0] < 5 * len(segments), measured[0]
 
 
+@pytest.mark.parametrize("line, intro, name", [
+    ("Мы обсудили бюджет на следующий квартал, и расходы оказались выше, чем мы ожидали.",
+     "Здравствуйте, меня зовут Иван.", "Иван"),  # capitals in another script
+    ("予算について話しました。" * 5, "私は田中です。", "田中"),  # no capitals: an introduction
+    ("预算讨论了很久。" * 5, "大家好。", None),  # neither: the opening lines
+])
+def test_names_prompt_of_a_long_meeting_in_any_script_keeps_the_lines_that_may_name(line, intro, name):
+    """Only lines with an ASCII capital were kept from a long transcript: a Russian or Japanese meeting's naming
+    prompt held no transcript at all."""
+    segments = [Segment(6.0 * i, 6.0 * i + 5, f"S{i % 2 + 1}", intro if i == 300 else line) for i in range(900)]
+    prompt = names_prompt(segments, max_chars=5_000)
+    lines = prompt.split("\n\n", 1)[1].splitlines()
+    assert len(prompt) < 6_000
+    if name:
+        assert lines[1] == f"[30:00] S1: {intro}"  # with the lines beside it
+    else:
+        assert len(lines) > 10 and lines[0].startswith("[00:00] S1:")
+
+
 @pytest.mark.parametrize("owner, sid", [
     ("Speaker 2", "S2"), ("speaker 1", "S1"), ("S3", "S3"), ("Speaker", None), ("Speaker 9", None),
     ("Carol", "S3"), ("carol smith", "S3"), ("@Carol", "S3"), ("Carol (PM)", "S3"), ("Dr. Carol", "S3"),
