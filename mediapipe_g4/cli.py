@@ -206,7 +206,8 @@ def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
         _echo_json(facts)
         return
     click.echo(f"{info.path}")
-    click.echo(f"  format    {info.format_name}, {info.duration:.2f} s, start {info.start_time:+.3f} s, "
+    about = "~" if info.duration_estimated else ""  # guessed from the bitrate: no index or header gives it
+    click.echo(f"  format    {info.format_name}, {about}{info.duration:.2f} s, start {info.start_time:+.3f} s, "
                f"{info.size_bytes / 1e6:.1f} MB")
     for number, a in enumerate(info.audio_streams, 1):
         named = (f', "{a.title}"' if a.title else "") + (f", {a.language}" if a.language else "")

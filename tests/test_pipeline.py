@@ -907,6 +907,23 @@ def test_speaker_turns_of_other_code_are_removed_when_new_ones_are_written(tmp_p
     assert pipeline.cached_diarization(tmp_path, options) == found
 
 
+def test_a_length_ffmpeg_only_guessed_is_replaced_by_the_audios_own(samples_dir, cache, tmp_path):
+    """Raw AAC (and a VBR MP3 without its header) has no length but FFmpeg's guess from the bitrate, found up to 13
+    times too long: X.json said that length (the report's timeline was scaled to it) and a warning that the file
+    may be incomplete."""
+    import subprocess
+
+    from mediapipe_g4 import media
+
+    raw = tmp_path / "call.aac"
+    subprocess.run([media.ffmpeg_binary(), "-v", "error", "-i", str(samples_dir / "phone_call.wav"), "-c:a", "aac",
+                    "-f", "adts", str(raw)], check=True)
+    result, _, _ = run(raw, cache, lambda request: "Hello.", summarize=False, slides=False)
+    source = result["source"]
+    assert media.probe(raw).duration > 38.5 and source["duration"] == source["audio_duration"] < 38.5
+    assert "warning" not in source
+
+
 @pytest.mark.parametrize("damage", ["garbage", '{"turns": []}', "[1]", '{"duration": 1, "speakers": 5, "turns": 3}'])
 def test_damaged_work_files_are_made_again_not_an_error(tmp_path, damage, caplog):
     """Speaker turns or an answer file damaged in the work folder (a disk error, a hand edit, an older version's
