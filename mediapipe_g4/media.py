@@ -251,27 +251,39 @@ def _rate(text: str | None) -> float | None:
     return num_f / den_f if den_f else None
 
 
-def _wav_stated_seconds(path: Path) -> float | None:
-    """The length a WAV's header states (its data chunk's size), or None: not PCM, or a header a recorder never
-    finished (size 0 or the 4 GB placeholder)."""
+_TOLD_HELD: set[str] = set()
+
+
+def _wav_stated_seconds(path: Path) -> tuple[float | None, float | None]:
+    """(the length a WAV's header states: its data chunk's size, or None: not PCM, or a header a recorder never
+    finished (size 0 or the 4 GB placeholder); the length the file holds when that is more than the header states
+    and what follows the stated data is no chunk of its own, else None)."""
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
+            file_size = os.fstat(f.fileno()).st_size
+            at, rate_bytes = 12, None
+            if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None, None
+            while at + 8 <= len(head):
+                chunk, size = head[at:at + 4], int.from_bytes(head[at + 4:at + 8], "little")
+                if chunk == b"fmt " and at + 20 <= len(head):
+                    rate_bytes = int.from_bytes(head[at + 16:at + 20], "little")  # byte rate
+                elif chunk == b"data":
+                    if not rate_bytes or size == 0 or size >= 0xFFFFFFF0:
+                        return None, None
+                    end = at + 8 + size
+                    beyond = file_size - end
+                    if beyond < max(rate_bytes, 65_536):  # a chunk of tags, a second of audio at most
+                        return size / rate_bytes, None
+                    f.seek(end + (size & 1))
+                    after = f.read(4)
+                    is_chunk = len(after) == 4 and all(32 < c < 127 for c in after)  # "LIST", "id3 ", ...
+                    return size / rate_bytes, None if is_chunk else (file_size - at - 8) / rate_bytes
+                at += 8 + size + (size & 1)
     except OSError:
-        return None
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    at, rate_bytes = 12, None
-    while at + 8 <= len(head):
-        chunk, size = head[at:at + 4], int.from_bytes(head[at + 4:at + 8], "little")
-        if chunk == b"fmt " and at + 20 <= len(head):
-            rate_bytes = int.from_bytes(head[at + 16:at + 20], "little")  # byte rate
-        elif chunk == b"data":
-            if not rate_bytes or size == 0 or size >= 0xFFFFFFF0:
-                return None
-            return size / rate_bytes
-        at += 8 + size + (size & 1)
-    return None
+        pass
+    return None, None
 
 
 def _tag_duration(stream: dict) -> float | None:
@@ -329,12 +341,21 @@ def _media_info(path: Path, data: dict) -> MediaInfo:
         raise MediaError(f"{path} has neither an audio nor a video track; is it a recording?")
     stream_durations = [s.duration for s in (*audio, *video) if s.duration]
     duration = _float(fmt.get("duration")) or (max(stream_durations) if stream_durations else 0.0)
+    held, estimated = None, bool(fmt.get("duration_estimated"))
     if fmt.get("format_name") == "wav" and len(audio) == 1:
         # FFmpeg measures a WAV by its size; its header says how long it was meant to be (a copy cut short).
-        stated = _wav_stated_seconds(path)
+        stated, held = _wav_stated_seconds(path)
+        estimated = estimated and not stated  # a PCM header's length is no guess
         if stated and stated > duration:
             duration = stated
             audio[0] = dataclasses.replace(audio[0], duration=stated)
+        if held and str(path) not in _TOLD_HELD:  # the header states less than the file holds: FFmpeg would stop
+            _TOLD_HELD.add(str(path))  # where the header says (said once: a command probes a file more than once)
+            log.warning("%s: its header states %s of audio, but the file holds %s (a recorder that stopped "
+                        "updating it?): all of it is decoded", path.name, clock(stated or 0.0), clock(held))
+        if held:
+            duration = held
+            audio[0] = dataclasses.replace(audio[0], duration=held)
     return MediaInfo(
         path=str(path),
         format_name=fmt.get("format_name") or "unknown",
@@ -343,8 +364,9 @@ def _media_info(path: Path, data: dict) -> MediaInfo:
         size_bytes=path.stat().st_size,
         audio_streams=tuple(audio),
         video_streams=tuple(video),
-        duration_estimated=bool(fmt.get("duration_estimated")),
+        duration_estimated=estimated,
         indexed_bytes=_indexed_bytes(fmt, data.get("streams") or []),
+        wav_held_seconds=held,
     )
 
 
@@ -537,7 +559,8 @@ def _decode(src: Path, info: MediaInfo, select: list[str], targets: list[Path], 
     remove_stale_parts(folder)  # what a run killed while decoding left: 64 KB per second of recording each
     parts = [t.with_name(f".{t.name}.{os.getpid()}.part") for t in finals]
     cmd = [
-        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", ffmpeg_input(src), *select,
+        ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", *info.decode_options, "-i", ffmpeg_input(src),
+        *select,
         "-vn", "-sn", "-dn", "-ac", str(channels), "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le",
         "pipe:1",
     ]

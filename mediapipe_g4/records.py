@@ -67,6 +67,14 @@ class MediaInfo:
     # The bytes of media the container's index describes (MP4/MOV: each stream's bit rate x duration, from its sample
     # table); None where the format does not say. A file much smaller was cut off (`media.cut_off`).
     indexed_bytes: int | None = None
+    # A WAV whose header states less than the file holds (a recorder that stopped updating it, a size past 4 GB
+    # wrapped around): how long the audio the file holds is; it is decoded whole (FFmpeg's `-ignore_length`).
+    wav_held_seconds: float | None = None
+
+    @property
+    def decode_options(self) -> tuple[str, ...]:
+        """FFmpeg's input options for decoding this file's audio."""
+        return ("-ignore_length", "1") if self.wav_held_seconds else ()
 
     @property
     def has_audio(self) -> bool:

@@ -275,6 +275,25 @@ def test_a_wav_cut_short_is_measured_by_its_header(samples_dir, tmp_path):
     assert media.probe(unfinished).duration < 3
 
 
+def test_a_wav_whose_header_states_less_than_it_holds_is_decoded_whole(samples_dir, tmp_path, caplog):
+    """A recorder that stopped updating its header (or a size past 4 GB, wrapped): FFmpeg stopped where the header
+    said, and the rest of the meeting was never transcribed, without a word. A chunk of tags after the audio is
+    no audio."""
+    whole = (samples_dir / "phone_call.wav").read_bytes()
+    at = whole.index(b"data")
+    rate = int.from_bytes(whole[28:32], "little")  # bytes a second
+    stale = tmp_path / "stale.wav"
+    stale.write_bytes(whole[:at + 4] + (10 * rate).to_bytes(4, "little") + whole[at + 8:])
+    info = media.probe(stale)
+    assert info.duration == pytest.approx(38.1, abs=0.1) and info.wav_held_seconds
+    assert len(media.decode_audio(stale, tmp_path / "w")) / SAMPLE_RATE == pytest.approx(38.1, abs=0.1)
+    assert caplog.text.count("its header states 00:10 of audio, but the file holds 00:38") == 1
+    tagged = tmp_path / "tagged.wav"  # the whole audio, then a LIST chunk of 100 kB: as it is
+    data = whole[at + 8:]
+    tagged.write_bytes(whole[:at + 8] + data + b"LIST" + (100_000).to_bytes(4, "little") + b"\0" * 100_000)
+    assert not media.probe(tagged).wav_held_seconds
+
+
 def test_a_duration_estimated_from_the_bitrate_is_not_taken_for_a_cut_file(samples_dir, tmp_path):
     """Raw AAC has no index: FFmpeg guesses 39.6 s from the bitrate for 38.1 s of audio, and the complete file was
     said to be "incomplete". Such a guess was also found 13 times the length of a whole file (a VBR MP3 without
