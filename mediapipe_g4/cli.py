@@ -645,6 +645,10 @@ def _check_outputs(files: tuple[Path, ...], stems: dict[Path, str], out_dir: Pat
             if target.is_dir():  # a rename cannot replace a folder: found now, not after the whole run
                 raise OutputError(f"Cannot write {target}: a folder of that name is there. Move it, or choose "
                                   "another folder with -o.")
+            if target.is_symlink() and Path(os.path.realpath(target)).parent != Path(os.path.realpath(out_dir)):
+                raise OutputError(f"Refusing to write {target}: it is a link to {os.readlink(target)}, outside "
+                                  f"{out_dir} (outputs stay in their folder). Remove it, or choose another folder "
+                                  "with -o.")
 
 
 def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> None:

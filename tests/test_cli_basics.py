@@ -379,6 +379,10 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(samples_dir,
     (out / "phone_call.json").mkdir()  # a folder where an output goes: found at once, not after the whole run
     line = assert_one_error_line(g4media("transcribe", str(samples_dir / "phone_call.wav"), "-o", str(out)))
     assert "phone_call.json: a folder of that name is there" in line
+    (out / "phone_call.json").rmdir()
+    (out / "phone_call.srt").symlink_to(tmp_path / "gone" / "x.srt")  # a link out of the folder: at once too
+    line = assert_one_error_line(g4media("transcribe", str(samples_dir / "phone_call.wav"), "-o", str(out)))
+    assert "phone_call.srt: it is a link to" in line and "outside" in line
 
 
 @pytest.mark.parametrize("args, says", [
