@@ -22,7 +22,7 @@ from .answers import CachedEngine
 from .atomic import write_json
 from .diarize import DiarizationOptions
 from .engine import Engine, EngineRequest, GenerationSettings, TextPart
-from .errors import G4Error, MediaError
+from .errors import G4Error, MediaError, PlanError
 from .memory import pick_device
 from .names import build_speakers, names_prompt, parse_names, resolve_side_names
 from .notes_schema import NotesCutOff, NotesParseError, ground_notes, parse_notes
@@ -576,9 +576,14 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
             keyframes = slides()  # the names did not need them either
             notes = timer.run("notes", lambda: write_notes(llm, segments, keyframes, speakers_now, plan, counter,
                                                            hook))
-        except G4Error as exc:
-            log.warning("%s: no speaker names or notes, the model failed: %s", src.name, exc)
-            notes = notes_not_made("failed", f"the model failed: {exc}")
+        except PlanError as exc:  # the notes do not fit the budget: no model at fault
+            log.warning("%s: no notes: %s", src.name, exc)
+            notes = notes_not_made("failed", f"the notes could not be planned: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a model (or server) that fails costs the notes, not the transcript
+            what = str(exc) if isinstance(exc, G4Error) else f"{type(exc).__name__}: {exc}"  # a CUDA error, a bug
+            log.warning("%s: no %snotes, the model failed: %s", src.name, "" if found else "speaker names or ", what,
+                        exc_info=not isinstance(exc, G4Error) and log.isEnabledFor(logging.DEBUG))
+            notes = notes_not_made("failed", f"the model failed: {what}")
         generated += llm.generated if llm is not asr else 0
     keyframes = slides()  # for the result (and with `transcribe` alone)
     speakers = build_speakers(segments, found, overrides, diarization.speakers)

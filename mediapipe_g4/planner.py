@@ -579,9 +579,16 @@ def make_plan(
         if warning:
             warnings.append(warning)
 
+    # The notes' answers fit the budget: a 4096-token context (a llama.cpp slot) had no room for the 4096 of the
+    # notes' answer, and every run stopped here, before one clip was transcribed.
+    options = replace(options, notes_max_new_tokens=min(options.notes_max_new_tokens, budget // 2),
+                      section_max_new_tokens=min(options.section_max_new_tokens, budget // 4))
     transcribe = plan_transcription(turns, waveform, keyframes, options, counter, sources)
-    # no speech: `summarize` asks for no notes (they are "skipped"), so none are planned
-    notes = plan_notes(build_timeline(turns, keyframes), budget, options, counter) if notes and turns else ()
+    try:  # no speech: `summarize` asks for no notes (they are "skipped"), so none are planned
+        notes = plan_notes(build_timeline(turns, keyframes), budget, options, counter) if notes and turns else ()
+    except PlanError as exc:  # the transcript is still worth making; the notes say why they are missing
+        warnings.append(f"no notes can be planned: {exc}")
+        notes = ()
     longest = max((r.tokens + r.settings.max_new_tokens for r in transcribe), default=0)
     notes_longest = max((r.tokens + r.settings.max_new_tokens for r in notes), default=0)
     batch = mem.default_batch_size(shape, memory, max(longest, 1), dtype=chosen_dtype, quantize=quantize)

@@ -838,22 +838,36 @@ def test_batch_names_apart_the_outputs_of_one_folder_and_keeps_an_edited_x_json_
                                                           "standup.wav.json"]
 
 
-def test_a_model_that_fails_on_the_notes_costs_the_notes_not_the_transcript(samples_dir, cache):
+@pytest.mark.parametrize("error, says", [
+    ("server", "the model failed: the model server at http://gpu:8000/v1 kept failing (HTTP 500)"),
+    # not one of ours: the model's library (a CUDA error), or a bug; it lost the finished transcript
+    ("cuda", "the model failed: RuntimeError: CUDA error: an illegal memory access was encountered"),
+])
+def test_a_model_that_fails_on_the_notes_costs_the_notes_not_the_transcript(samples_dir, cache, error, says):
     from mediapipe_g4.errors import ModelError
 
     answers = standup_engine_script()
 
     def script(request):
-        if request.kind.startswith("notes"):
+        if request.kind.startswith("notes") and error == "server":
             raise ModelError("the model server at http://gpu:8000/v1 kept failing (HTTP 500)")
+        if request.kind.startswith("notes"):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return answers(request)
 
     result, _, _ = run(samples_dir / "standup.mp4", cache, script, fresh=True)
     assert result["segments"] and [s["name"] for s in result["speakers"]] == ["Alice", "Bob", "Carol"]
-    assert result["notes"] == {"status": "failed",
-                               "error": "the model failed: the model server at http://gpu:8000/v1 kept failing "
-                                        "(HTTP 500)",
+    assert result["notes"] == {"status": "failed", "error": says,
                                "summary": "", "decisions": [], "action_items": [], "chapters": [], "questions": []}
+
+
+def test_notes_that_cannot_fit_the_budget_say_so_and_keep_the_transcript(samples_dir, cache):
+    """A budget no notes fit: the transcript is made (the run stopped before one clip), the notes say why."""
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script(), fresh=True,
+                            plan=PlanOptions(context_tokens=300))
+    assert result["segments"] and not any(r.kind.startswith("notes") for r in engine.seen)
+    assert result["notes"]["status"] == "failed"
+    assert result["notes"]["error"].startswith("the notes could not be planned: a context budget of 300 tokens")
 
 
 def test_a_model_that_answers_every_clip_with_nothing_is_said(samples_dir, cache, caplog):
