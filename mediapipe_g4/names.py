@@ -134,11 +134,10 @@ _INTRO_AFTER = r"here|speaking|です|と申します|입니다"
 
 def _may_name(text: str) -> bool:
     """Whether a line may hold a name: a capitalized word not at a sentence's start ("Thanks, Bob", "Спасибо,
-    Иван"), or an introduction in a language `_introduces` knows."""
+    Иван", "over to you, McKenzie"; not "NASA"), or an introduction in a language `_introduces` knows."""
     for word in re.finditer(r"\w+", text):
         w, before = word.group(), text[:word.start()].rstrip()
-        if before and not before.endswith((".", "!", "?", "。", "！", "？")) and w[0].isupper() and w[1:].islower() \
-                and not w[0].isdigit():
+        if before and not before.endswith((".", "!", "?", "。", "！", "？")) and w[0].isupper() and w[1:2].islower():
             return True
     n_text = _norm(text)
     return bool(re.search(rf"(?<!\w)(?:{_INTRO_BEFORE})\s+\w|(?:{_INTRO_BEFORE_NO_SPACES})|"

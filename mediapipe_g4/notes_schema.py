@@ -181,7 +181,8 @@ class NotesCutOff(NotesParseError):
 
 
 _CLOCK = re.compile(rf"^\[?({CLOCK_PATTERN})\]?$")
-_ABOUT = re.compile(r"^(?:~|≈|ca\.?|about|around|approx\.?|approximately)\s*", re.IGNORECASE)
+_ABOUT = re.compile(r"^(?:(?:at|~|≈|ca\.?|about|around|approx\.?|approximately)\s*)+|"
+                    r"\s*\(?(?:approx\.?|approximately|or so|roughly)\)?$", re.IGNORECASE)
 _CLOCK_UNIT = re.compile(rf"^(\[?{CLOCK_PATTERN}\]?)\s*(?:min(?:ute)?s?|hrs?|hours?)$", re.IGNORECASE)
 _TIME = rf"\[?(?:{CLOCK_PATTERN}|\d+(?:\.\d+)?)\]?"
 _RANGE = re.compile(rf"^({_TIME})\s*(?:-|–|—|to)\s*{_TIME}$", re.IGNORECASE)
@@ -194,8 +195,8 @@ _MINUTE = re.compile(r"^(?:at\s+)?min(?:ute)?\s+(\d+(?:\.\d+)?)$")
 
 
 def parse_time(value: Any) -> float | None:
-    """Seconds from 83, 83.5, "83", "01:23", "[1:02:03]", "00:01:23,5", "83s", "1m23s", "minute 1", "~75", "1:15 min",
-    and a range's start ("02:10-02:20"); None for null or anything else."""
+    """Seconds from 83, 83.5, "83", "01:23", "102:10", "[1:02:03]", "00:01:23,5", "83s", "1m23s", "minute 1", "~75",
+    "at 1:15", "1:15 (approx.)", "1:15 min", and a range's start ("02:10-02:20"); None for null or anything else."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):

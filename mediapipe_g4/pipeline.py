@@ -36,7 +36,7 @@ from .planner import (
 )
 from .progress import Hook, null_hook
 from .prompts import language_line
-from .records import SAMPLE_RATE, STAGES, Diarization, Keyframe, MediaInfo, Segment
+from .records import SAMPLE_RATE, STAGES, Diarization, Keyframe, MediaInfo, Segment, clock
 from .sides import find_speakers
 from .token_count import TokenCounter
 from .transcript import segments_from_answers
@@ -304,6 +304,13 @@ def write_notes(
         sections = [r for r in requests if r.kind == "notes_section"]
         texts = engine.generate(sections, hook=hook)
         summaries = [(r.start, r.end, t) for r, t in zip(sections, texts, strict=True)]
+        empty = [f"{clock(a)}-{clock(b)}" for a, b, t in summaries if not t.strip()]
+        if len(empty) == len(summaries):  # notes "ok" over nothing would be made up
+            return notes_not_made("failed", f"the model summarized none of the meeting's {len(summaries)} parts "
+                                            "(every answer was empty)")
+        if empty:
+            log.warning("the model's summaries of %d of the meeting's %d parts were empty (%s): the notes leave "
+                        "those parts out", len(empty), len(summaries), ", ".join(empty))
         while True:
             merges = plan_merge(summaries, budget, options, counter)
             texts = engine.generate(list(merges), hook=hook)

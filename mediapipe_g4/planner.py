@@ -33,6 +33,7 @@ from .errors import PlanError
 from .prompts import (
     LAYOUTS,
     MERGE_PROMPT,
+    NOTES_FROM_SUMMARIES_PROMPT,
     NOTES_PROMPT,
     NOTES_SYSTEM,
     SECTION_PROMPT,
@@ -302,7 +303,9 @@ def _notes_request(entries: Sequence[TimelineEntry], options: PlanOptions, count
 
 def _section_request(entries: Sequence[TimelineEntry], options: PlanOptions, counter: TokenCounter) -> EngineRequest:
     start = entry_time(entries[0])
-    end = max(e.end for e in entries)
+    # Its last speech, not the end of a slide still on screen (one shown to the end gave the first part the whole
+    # meeting's range, and parts overlapped)
+    end = max((e.end for e in entries if not isinstance(e, Keyframe)), default=max(e.end for e in entries))
     words = int(options.section_max_new_tokens * 0.6)
     instruction = SECTION_PROMPT.format(start=clock(start), end=clock(end), words=words)
     extra = _estimate_extra(entries, options)
@@ -409,7 +412,7 @@ def _merge_request(summaries: Sequence[tuple[float, float, str | None]], final: 
                    counter: TokenCounter) -> EngineRequest:
     body, extra = _summary_parts(summaries, options)
     words = int(options.section_max_new_tokens * 0.6)
-    task = NOTES_PROMPT if final else (
+    task = NOTES_FROM_SUMMARIES_PROMPT if final else (
         "Merge them into one summary of this longer part for someone who will write notes of the whole meeting, "
         f"keeping every decision, action item (owner, due date, time), open question and topic change. "
         f"Plain text, at most {words} words."

@@ -123,20 +123,31 @@ def split_translation(answer: str, target: str) -> tuple[str, str]:
 
 NOTES_SYSTEM = "You write accurate meeting notes from a meeting's transcript and the slides shown in it."
 
-NOTES_PROMPT = (
-    "Below is a meeting as a timeline: transcript lines as `[mm:ss] Speaker: text` and, at their times, "
-    "the slides or scenes that were on screen.\n"
+_NOTES_KEYS = (
     "Write the meeting notes as one JSON object with these keys:\n"
     '"summary" (a paragraph), "decisions" (list of strings), "action_items" (list of '
     '{"text", "owner", "due", "time"}), "chapters" (list of {"start", "title"}), "questions" (list of strings).\n'
-    "Give each time as the timeline shows it (\"mm:ss\"). Use only what the timeline says; owner and due are null "
-    "when not said.\n"
+)
+NOTES_PROMPT = (
+    "Below is a meeting as a timeline: transcript lines as `[mm:ss] Speaker: text` (`[h:mm:ss]` past the first "
+    "hour) and, at their times, the slides or scenes that were on screen.\n"
+    + _NOTES_KEYS
+    + "Give each time as the timeline shows it (\"mm:ss\", or \"h:mm:ss\" past the first hour). Use only what the "
+    "timeline says; owner and due are null when not said.\n"
+    "Output only the JSON."
+)
+# The notes written from the summaries of a long meeting's parts: their times are in the summaries' text (the
+# parts' headings are ranges, no time of anything said).
+NOTES_FROM_SUMMARIES_PROMPT = (
+    _NOTES_KEYS
+    + "Give each time as the summaries write it (\"mm:ss\", or \"h:mm:ss\" past the first hour), never a part's "
+    "heading. Use only what the summaries say; owner and due are null when not said.\n"
     "Output only the JSON."
 )
 
 SECTION_PROMPT = (
     "Below is one part ({start} to {end}) of a longer meeting as a timeline: transcript lines as "
-    "`[mm:ss] Speaker: text` and the slides that were on screen.\n"
+    "`[mm:ss] Speaker: text` (`[h:mm:ss]` past the first hour) and the slides that were on screen.\n"
     "Summarize this part for someone who will write notes of the whole meeting: what was discussed, decisions, "
     "action items with owners, due dates and times, open questions, and topic changes with their times. "
     "Keep speakers, names, numbers and times exact. Plain text, at most {words} words."

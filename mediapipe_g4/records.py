@@ -26,7 +26,8 @@ def clock(seconds: float) -> str:
 # What a model copies from its prompts into its answers, for the readers of those answers to strip or match: a time as
 # `clock` writes it (with a subtitle's fraction, ",5" or ".5"), and an unnamed speaker's label ("S2", which models
 # also write "Speaker 2" or "s 2"; group 1 is the number).
-CLOCK_PATTERN = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?"
+# [h:]mm:ss[.frac]: also "102:10" (minutes past 99), as a model asked for mm:ss writes a time past the first hour
+CLOCK_PATTERN = r"(?:\d{1,2}:\d{2}:\d{2}|\d{1,3}:\d{2})(?:[.,]\d+)?"
 SPEAKER_LABEL = re.compile(r"(?:speaker|s)\s*(\d+)", re.IGNORECASE)
 
 

@@ -861,6 +861,22 @@ def test_a_model_that_fails_on_the_notes_costs_the_notes_not_the_transcript(samp
                                "summary": "", "decisions": [], "action_items": [], "chapters": [], "questions": []}
 
 
+def test_notes_over_empty_summaries_are_no_notes(samples_dir, cache):
+    """A long meeting's parts whose summaries all came back empty (a thought cut off at the answer's budget): notes
+    "ok" over nothing would be made up; they fail and say why."""
+    answers = standup_engine_script()
+
+    def script(request):
+        return "" if request.kind == "notes_section" else answers(request)
+
+    result, engine, _ = run(samples_dir / "standup.mp4", cache, script, fresh=True,
+                            plan=PlanOptions(context_tokens=2000))
+    assert sum(r.kind == "notes_section" for r in engine.seen) >= 2
+    assert not any(r.kind in ("notes", "notes_merge") for r in engine.seen)
+    assert result["notes"]["status"] == "failed"
+    assert result["notes"]["error"].startswith("the model summarized none of the meeting's")
+
+
 def test_notes_that_cannot_fit_the_budget_say_so_and_keep_the_transcript(samples_dir, cache):
     """A budget no notes fit: the transcript is made (the run stopped before one clip), the notes say why."""
     result, engine, _ = run(samples_dir / "standup.mp4", cache, standup_engine_script(), fresh=True,

@@ -317,8 +317,9 @@ def test_notes_fit_the_budget_in_sections_then_whole(tmp_path):
     assert len(sections) >= 2 and requests[-1].kind == "notes"
     for r in requests:
         assert r.tokens + r.settings.max_new_tokens <= budget
-    assert sections[0].start == 0 and sections[-1].end == max(segments[-1].end, frames[-1].end)
-    assert all(a.end <= b.start + 10 for a, b in itertools.pairwise(sections))  # in order, no overlap
+    # a part runs to its last speech, not to the end of a slide still on screen: in order, no overlap
+    assert sections[0].start == 0 and sections[-1].end == segments[-1].end < frames[-1].end
+    assert all(a.end <= b.start for a, b in itertools.pairwise(sections))
     assert sum(len(r.images) for r in sections) == len(frames)
     # A small budget needs merges of merges; every request still fits.
     tight = plan_notes(timeline, 2600, options, counter)
@@ -386,7 +387,8 @@ def test_make_plan_json_shape(decoded, tiny_checkpoint):
     small = PlanOptions(context_tokens=1024)
     tight = make_plan(d["waveform"], d["turns"], model=str(tiny_checkpoint), options=small)
     assert {r.kind for r in tight.requests} == {"transcribe"}
-    assert any(w.startswith("no notes can be planned:") and "cannot hold" in w for w in tight.warnings)
+    assert any(w.startswith("no notes can be planned: a context budget of 1024 tokens") for w in tight.warnings), \
+        tight.warnings
     assert (tight.options.notes_max_new_tokens, tight.options.section_max_new_tokens) == (512, 256)
     alone = make_plan(d["waveform"], d["turns"], model=str(tiny_checkpoint), options=small, notes=False)
     assert alone.requests and {r.kind for r in alone.requests} == {"transcribe"}
