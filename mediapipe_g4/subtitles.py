@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,48 +34,85 @@ def speaker_prefix(speaker: str) -> str:
     return f"{speaker}: "
 
 
+def _char_columns(c: str) -> int:
+    if unicodedata.combining(c) or unicodedata.category(c) == "Cf":  # a combining mark; a zero-width joiner
+        return 0
+    return 2 if unicodedata.east_asian_width(c) in "WF" else 1
+
+
 def columns(text: str) -> int:
-    """Columns `text` takes on screen: two for a wide (CJK) character, none for a combining mark."""
-    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    """Columns `text` takes on screen: two for a wide (CJK) character, none for a combining mark or a zero-width
+    character."""
+    return sum(_char_columns(c) for c in text)
 
 
 # A unit of line breaking: a run of characters without spaces, except that Chinese and Japanese, written without
-# spaces, break between any two characters (a closing mark stays with the character before it, so no line starts
-# with "。" or "」").
+# spaces, break between any two characters (an opening mark stays with the character after it and a closing mark
+# with the one before it, so no line ends with "「" or starts with "。").
 _WIDE = r"\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff"
+_OPENING = "「『（【〈《〔〖〘〚“‘"
 _CLOSING = "、。，．！？：；」』）】〉》〕〗〙〛ー々〻ゝゞヽヾ…‥,.!?:;)\\]}\"'”’"
-_TOKEN = re.compile(rf"(\s*)([{_WIDE}][{re.escape(_CLOSING)}]*|[^\s{_WIDE}]+)")
+_TOKEN = re.compile(rf"(\s*)([{_OPENING}]*[{_WIDE}][{re.escape(_CLOSING)}]*|[^\s{_WIDE}]+)")
+
+Token = tuple[str, str, int]  # (" " or "" before it, the unit, its columns)
 
 
-def _tokens(text: str, limit: int) -> list[tuple[str, str]]:
-    """(" " or "", unit) for each unit of `text`, a unit wider than `limit` columns cut into pieces that fit."""
-    tokens = []
+def _tokens(text: str, limit: int) -> list[Token]:
+    """(" " or "", unit, columns) for each unit of `text`, a unit wider than `limit` columns cut into pieces that
+    fit."""
+    tokens: list[Token] = []
     for space, unit in _TOKEN.findall(text):
         glue = " " if space else ""
-        while columns(unit) > limit:
-            cut = next(i for i in range(len(unit), 0, -1) if columns(unit[:i]) <= limit or i == 1)
-            tokens.append((glue, unit[:cut]))
-            glue, unit = "", unit[cut:]
-        if unit:
-            tokens.append((glue, unit))
+        wide = columns(unit)
+        if wide <= limit:
+            tokens.append((glue, unit, wide))
+            continue
+        piece, used = "", 0
+        for c in unit:  # one pass: a run without spaces may be thousands of characters (Thai)
+            w = _char_columns(c)
+            if piece and used + w > limit:
+                tokens.append((glue, piece, used))
+                glue, piece, used = "", "", 0
+            piece, used = piece + c, used + w
+        if piece:
+            tokens.append((glue, piece, used))
     return tokens
 
 
-def _joined(tokens: list[tuple[str, str]]) -> str:
-    return "".join(glue + unit for glue, unit in tokens).strip()
+def _joined(tokens: list[Token]) -> str:
+    return "".join(glue + unit for glue, unit, _ in tokens).strip()
+
+
+class _Lines:
+    """Greedy line filling, a token at a time: how many lines of at most `width` columns, and the last one's."""
+
+    def __init__(self, width: int, tokens: list[Token] = ()) -> None:
+        self.width, self.count, self.used = width, 0, 0
+        self.lines: list[str] = []
+        for token in tokens:
+            self.add(token)
+
+    def add(self, token: Token) -> None:
+        glue, unit, wide = token
+        if self.count and self.used + len(glue) + wide > self.width:
+            self.lines.append(unit)
+            self.count, self.used = self.count + 1, wide
+        elif self.count:
+            self.lines[-1] += glue + unit
+            self.used += len(glue) + wide
+        else:
+            self.lines.append(unit)
+            self.count, self.used = 1, wide
+
+    def fits_with(self, token: Token, max_lines: int) -> bool:
+        glue, _, wide = token
+        new_line = self.count and self.used + len(glue) + wide > self.width
+        return (self.count + (1 if new_line or not self.count else 0)) <= max_lines
 
 
 def wrap_cue(prefix: str, words: str, width: int = MAX_LINE) -> list[str]:
     """Lines of at most `width` columns, the first starting with `prefix`."""
-    lines: list[str] = []
-    line = ""
-    for glue, unit in _tokens(prefix + words, width):
-        if line and columns(line + glue + unit) > width:
-            lines.append(line)
-            line = unit
-        else:
-            line = line + glue + unit if line else unit
-    return [*lines, line] if line else lines
+    return _Lines(width, _tokens(prefix + words, width)).lines
 
 
 def _split_words(prefix: str, text: str, width: int, max_lines: int) -> list[str]:
@@ -84,20 +121,29 @@ def _split_words(prefix: str, text: str, width: int, max_lines: int) -> list[str
     Pieces are filled greedily, but a full piece gives its tail back to the next one when a
     sentence (or, failing that, a clause) ends in its second half, so cues read as phrases.
     """
-    def fits(tokens: list[tuple[str, str]]) -> bool:
-        return len(wrap_cue(prefix, _joined(tokens), width)) <= max_lines
+    head = _tokens(prefix, width)
+
+    def lines_of(tokens: list[Token]) -> _Lines:  # as wrap_cue will lay the piece out: the prefix, a space, it
+        if head and tokens:
+            tokens = [(" ", tokens[0][1], tokens[0][2]), *tokens[1:]]
+        return _Lines(width, [*head, *tokens])
 
     pieces: list[str] = []
-    current: list[tuple[str, str]] = []
+    current: list[Token] = []
+    laid = lines_of(current)
     for token in _tokens(text, width):
-        if current and not fits([*current, token]):
-            cut = _phrase_end([unit for _, unit in current])
+        step = (" " if head else "", token[1], token[2]) if not current else token
+        if current and not laid.fits_with(step, max_lines):
+            cut = _phrase_end([unit for _, unit, _ in current])
             pieces.append(_joined(current[:cut]))
             current = current[cut:]
-            if current and not fits([*current, token]):  # the tail given back does not fit beside the word
+            laid = lines_of(current)
+            if current and not laid.fits_with(token, max_lines):  # the tail given back does not fit beside it
                 pieces.append(_joined(current))
-                current = []
+                current, laid = [], lines_of([])
+            step = (" " if head else "", token[1], token[2]) if not current else token
         current.append(token)
+        laid.add(step)
     if current:
         pieces.append(_joined(current))
     return pieces
@@ -114,9 +160,12 @@ def _phrase_end(words: list[str]) -> int:
 
 
 def subtitle_cues(
-    result: Mapping[str, Any], *, width: int = MAX_LINE, max_lines: int = MAX_LINES
+    result: Mapping[str, Any], *, width: int = MAX_LINE, max_lines: int = MAX_LINES,
+    clean: Callable[[str], str] = str,
 ) -> list[Cue]:
-    """Readable cues: each at most `max_lines` lines of `width` characters (speaker prefix included).
+    """Readable cues: each at most `max_lines` lines of `width` columns (speaker prefix included), of the
+    segments' text and the speakers' names as `clean` makes them (a format's own neutralising, done before the
+    lines are measured).
 
     A long segment becomes several cues whose times are interpolated by character count.
     Times are then made valid: starts strictly increase, every end is after its start, and a cue
@@ -127,8 +176,8 @@ def subtitle_cues(
     names = speaker_map(result.get("speakers"))
     raw: list[Cue] = []
     for seg in sorted_segments(result):
-        speaker = resolve_speaker_name(seg["speaker"], names)
-        pieces = _split_words(speaker_prefix(speaker), seg["text"], width, max_lines)
+        speaker = clean(resolve_speaker_name(seg["speaker"], names))
+        pieces = _split_words(speaker_prefix(speaker), clean(seg["text"]), width, max_lines)
         total = sum(len(p) for p in pieces) or 1
         span = seg["end"] - seg["start"]
         done = 0

@@ -196,8 +196,8 @@ class SRTWriter(Writer):
     extension = "srt"
 
     def render(self, result, path, *, media_dir):
-        for number, cue in enumerate(subtitle_cues(result), start=1):
-            lines = wrap_cue(_srt_text(speaker_prefix(cue.speaker)), _srt_text(cue.text))
+        for number, cue in enumerate(subtitle_cues(result, clean=_srt_text), start=1):
+            lines = wrap_cue(speaker_prefix(cue.speaker), cue.text)
             yield f"{number}\n{subtitle_time(cue.start, ',')} --> {subtitle_time(cue.end, ',')}\n"
             yield "\n".join(lines) + "\n\n"
 

@@ -463,6 +463,9 @@ def test_srt_shows_markup_and_arrows_as_text(out):
     body = "\n".join(line for _, _, lines in parse_cues(text, SRT_TIME) for line in lines)
     assert "-->" not in body and "{\\" not in body and not re.search(r"</?[A-Za-z]", body)
     assert "3 < 4 and x <-- y" in body.replace("\n", " ")
+    # measured as shown, after the neutralising: no cue of three lines, no brace cut from its tag
+    cues = parse_cues(text, SRT_TIME)
+    assert all(len(lines) <= 2 and all(subtitles.columns(line) <= 42 for line in lines) for _, _, lines in cues)
     assert body.replace("\u2060", "").replace("\uff5b", "{").replace("Ann <i>: ", "").split() == (
         "set {\\an8}{\\fs120} x <font color=red>red</font> 00:00:05,000 -> 00:00:59,000 a -> b, "
         "3 < 4 and x <-- y").split()
@@ -500,6 +503,9 @@ def test_chinese_and_japanese_cues_count_wide_characters_twice_and_break_at_thei
     assert subtitles.wrap_cue("", "日本語の字幕、テスト。" * 3) == ["日本語の字幕、テスト。日本語の字幕、テス",
                                                                   "ト。日本語の字幕、テスト。"]
     assert subtitles.wrap_cue("Bob: ", "hello 世界, and 더 많은 한국어") == ["Bob: hello 世界, and 더 많은 한국어"]
+    # an opening mark stays with the character after it: no line ends with "「"
+    lines = subtitles.wrap_cue("", "今日の議題はこちらです。田中さんが「新しい計画」を説明します。", 18)
+    assert lines == ["今日の議題はこちら", "です。田中さんが", "「新しい計画」を説", "明します。"]
 
 
 def test_txt(result, out):
