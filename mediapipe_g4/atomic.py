@@ -18,8 +18,10 @@ try:
 except ImportError:  # Windows: a writer is known by its pid alone
     fcntl = None  # type: ignore[assignment]
 
-# Inside `atomic_group`: the (temporary, target) pairs written in full, renamed together when the group ends.
-_GROUP: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar("atomic_group", default=None)
+# Inside `atomic_group`: the (temporary, target, held descriptor) of each file written in full, renamed together
+# when the group ends (the temporary file stays held until then: `hold`).
+_GROUP: contextvars.ContextVar[list[tuple[Path, Path, int]] | None] = contextvars.ContextVar("atomic_group",
+                                                                                             default=None)
 
 
 @contextlib.contextmanager
@@ -38,20 +40,36 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     # The writer's pid in the name: what a killed writer left is known as such (`remove_stale_parts`).
     tmp_path = target.parent / f".{short}.{os.getpid()}-{secrets.token_hex(4)}.part"
     # 0o666 lets the umask decide the mode, as for any ordinary new file.
-    held = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    held: int | None = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     hold(held)
     try:
         yield tmp_path
         fsync(tmp_path)  # the data is on disk before the name points at it
         group = _GROUP.get()
         if group is not None:
-            group.append((tmp_path, target))
+            group.append((tmp_path, target, held))  # held until its rename
+            held = None
         else:
-            os.replace(tmp_path, target)
+            _replace(tmp_path, target, held)
+            held = None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _replace(tmp_path: Path, target: Path, held: int) -> None:
+    """Rename the held temporary file over its target, then let go of it (before, where there are no file locks:
+    Windows renames no file that is open)."""
+    if fcntl is None:
+        os.close(held)
+        os.replace(tmp_path, target)
+        return
+    try:
+        os.replace(tmp_path, target)
     finally:
         os.close(held)
 
@@ -69,9 +87,9 @@ def hold(fd: int) -> None:
     """Mark the temporary file open as `fd` as being written, for as long as it stays open: `remove_stale_parts`
     leaves it alone even where the pid in its name means nothing (a writer in another container's pid namespace,
     or on another host sharing the folder over NFS)."""
-    if fcntl is not None:
+    if fcntl is not None:  # exclusive, on a descriptor open for writing: as NFS's emulation of flock needs
         with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _held(path: Path) -> bool:
@@ -83,7 +101,7 @@ def _held(path: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared, on a descriptor open for reading (NFS, as above)
     except BlockingIOError:
         return True
     except OSError:
@@ -98,34 +116,55 @@ def atomic_group() -> Iterator[None]:
     """The files written with `atomic_path` inside it replace their targets together, once all of them are
     complete: a write that fails (a full disk at the third of five reports) leaves every target as it was, not
     some new and some old."""
-    pending: list[tuple[Path, Path]] = []
+    pending: list[tuple[Path, Path, int]] = []
     token = _GROUP.set(pending)
     try:
         yield
     except BaseException:
-        for tmp_path, _ in pending:
+        for tmp_path, _, held in pending:
+            os.close(held)
             with contextlib.suppress(FileNotFoundError):
                 tmp_path.unlink()
         raise
     finally:
         _GROUP.reset(token)
     with _signals_held():  # a Ctrl-C between two renames would leave some outputs new and some old
-        for tmp_path, target in pending:
-            os.replace(tmp_path, target)
+        for i, (tmp_path, target, held) in enumerate(pending):
+            try:
+                _replace(tmp_path, target, held)
+            except BaseException:
+                for left, _, still in pending[i + 1:]:
+                    os.close(still)
+                    with contextlib.suppress(FileNotFoundError):
+                        left.unlink()
+                raise
 
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done (the main thread only; elsewhere, as they come)."""
-    caught = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done, then take effect. Python runs signal handlers in
+    the main thread, so the handlers are swapped there for ones that note the signal (a mask would not do: the
+    system hands the signal to another thread, torch's say). In another thread (a batch's workers) nothing can be
+    swapped, and signals come as they come."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, caught)
+    caught = [sig for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if sig is not None]
+    noted: list[int] = []
+    before = {}
+    for sig in caught:
+        handler = signal.getsignal(sig)
+        if handler is not None:  # None: set outside Python, which cannot be put back
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, lambda signum, frame: noted.append(signum))
+                before[sig] = handler
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        for sig in noted[:1]:  # the first one, as if it came now
+            signal.raise_signal(sig)
 
 
 _SWEPT: set[str] = set()  # folders whose leftovers this process removed already
