@@ -831,8 +831,8 @@ def render(results: tuple[Path, ...], output_dir: Path | None, **kw) -> None:
 
 def _is_stream(path: Path) -> bool:
     """A path of the system's own for a stream (/dev/stdin, /dev/fd/N, /proc/self/fd/N), whatever it points at."""
-    absolute = Path(os.path.abspath(path))
-    return absolute.parts[1:2] in (("dev",), ("proc",))
+    return os.name == "posix" and re.fullmatch(r"/dev/std(?:in|out|err)|/dev/fd/\d+|/proc/(?:self|\d+)/fd/\d+",
+                                               os.path.abspath(path)) is not None
 
 
 def _drop_missing_images(result: dict, media_dir: Path) -> int:

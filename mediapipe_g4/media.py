@@ -277,8 +277,9 @@ def _wav_stated_seconds(path: Path) -> tuple[float | None, float | None]:
                     if beyond < max(rate_bytes, 65_536):  # a chunk of tags, a second of audio at most
                         return size / rate_bytes, None
                     f.seek(end + (size & 1))
-                    after = f.read(4)
-                    is_chunk = len(after) == 4 and all(32 < c < 127 for c in after)  # "LIST", "id3 ", ...
+                    after = f.read(8)
+                    is_chunk = (len(after) == 8 and all(32 <= c < 127 for c in after[:4])  # "LIST", "id3 ", ...
+                                and end + 8 + int.from_bytes(after[4:], "little") <= file_size + 1)
                     return size / rate_bytes, None if is_chunk else (file_size - at - 8) / rate_bytes
                 at += 8 + size + (size & 1)
     except OSError:

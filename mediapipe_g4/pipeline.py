@@ -205,7 +205,9 @@ class Background:
 
 
 # The code and packages that find speaker turns: a release that changes them finds the turns again.
-TURNS_CODE = ("diarize", "vad", "sides", "pkg:resemblyzer", "pkg:silero-vad")
+# The code the speaker turns depend on: the diarizer's, and the decoding's (the audio it hears: a channel the
+# decoder dropped, or the length it stopped at, were found anew only with a fresh work folder)
+TURNS_CODE = ("diarize", "vad", "sides", "media", "pkg:resemblyzer", "pkg:silero-vad")
 
 
 def _turns_prefix() -> str:
@@ -237,6 +239,10 @@ def load_diarization(waveform, work: Path, options: DiarizationOptions, hook: Ho
     `cached_diarization`), or found now and kept in the work folder. With `open_sides` (the recording's sides,
     `media.decode_sides`), side by side when the sides carry their own voices (`sides.py`; always with
     `options.sides` "split"): `sides.find_speakers`."""
+    if cached is not None and abs(cached.duration - len(waveform) / SAMPLE_RATE) > 1.0:
+        log.info("the speaker turns in the work folder are of %.1f s of audio, not of the %.1f s decoded now: "
+                 "finding them again", cached.duration, len(waveform) / SAMPLE_RATE)
+        cached = None
     if cached is None:
         result = find_speakers(waveform, options, open_sides, hook)
         write_json(turns_path(work, options), result.to_dict())

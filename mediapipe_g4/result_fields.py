@@ -104,6 +104,20 @@ def is_result(data: Any) -> bool:
     return isinstance(data, dict) and isinstance(data.get("segments"), list) and isinstance(data.get("source"), dict)
 
 
+MAX_DEPTH = 64  # levels of lists and objects in a result: it has 4 (an edit may add some)
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (without recursion)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            todo.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     """An X.json that `summarize` or `transcribe` wrote, perhaps edited by hand since, checked field by field:
     a field of the wrong type raises a ResultError that names it (`segments[3].start`), so an edit that broke
@@ -119,6 +133,8 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ResultError(f"{path} is not UTF-8 JSON ({exc}).") from exc
     except RecursionError as exc:
         raise ResultError(f"{path} is nested too deeply to be a result.") from exc
+    if _depth(data) > MAX_DEPTH:  # the writers walk it with recursion, two frames a level
+        raise ResultError(f"{path} is nested too deeply to be a result (over {MAX_DEPTH} levels).")
     if not is_result(data):
         raise ResultError(f"{path} is not a g4media result (it needs a \"source\" and a list of \"segments\"): "
                           f"give the X.json that summarize or transcribe wrote.")

@@ -67,8 +67,10 @@ def iter_frames(
     # Frames no other frame refers to are skipped by the decoder where frames come often (5 a second or more on
     # average): at one sample per second a slide change then shows one frame later at most, and decoding gets
     # cheaper. Not in a sparse variable-rate video, where such a frame can be all a slide had (one shown for
-    # 200 s was lost).
-    skip = ["-skip_frame", "noref"] if (stream.fps or 0) >= 5 else []
+    # 200 s was lost); and only where the rate is measured (MP4/MOV count their frames; Matroska and WebM, what
+    # browsers record, state a nominal rate).
+    measured = info.format_name.startswith("mov,mp4")
+    skip = ["-skip_frame", "noref"] if measured and (stream.fps or 0) >= 5 else []
     cmd = [
         ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", *skip, "-i", ffmpeg_input(src),
         "-map", f"0:{stream.index}", "-an", "-sn", "-dn",

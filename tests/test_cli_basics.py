@@ -209,6 +209,7 @@ def test_progress_without_a_terminal_is_a_line_now_and_then_for_long_steps(monke
     ('{"source": {}, "segments": [', "is not valid JSON: Expecting value at line 1, column 29"),
     ('{"speakers": []}', "is not a g4media result"),
     ('{"source": {}, "segments": ' + "[" * 100_000 + "]" * 100_000 + "}", "is nested too deeply to be a result"),
+    ('{"source": {}, "segments": [], "x": ' + "[" * 600 + "]" * 600 + "}", "is nested too deeply to be a result"),
     ('{"source": {}, "segments": [{"start": "0:05", "end": 7, "text": "hi"}]}', 'segments[0].start is "0:05"'),
     ('{"source": {}, "segments": [{"start": 9, "end": 7, "text": "hi"}]}', "segments[0] ends (7) before it starts (9)"),
     ('{"source": {}, "segments": [], "speakers": [{"name": "Ann"}]}', 'speakers[0] is not an object with "id"'),

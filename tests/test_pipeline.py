@@ -954,6 +954,22 @@ def test_a_length_ffmpeg_only_guessed_is_replaced_by_the_audios_own(samples_dir,
     assert "warning" not in source
 
 
+def test_cached_speaker_turns_of_another_length_of_audio_are_found_again(tmp_path, monkeypatch):
+    """Turns found when the audio decoded shorter (a WAV whose header said less, before that was read whole) were
+    reused, and the transcript still stopped where the old decoding had."""
+    import numpy as np
+
+    from mediapipe_g4 import pipeline
+    from mediapipe_g4.records import Diarization, SpeakerTurn
+
+    old = Diarization(duration=10.0, speakers=("S1",), turns=(SpeakerTurn(0.0, 10.0, "S1"),))
+    new = Diarization(duration=38.0, speakers=("S1", "S2"), turns=(SpeakerTurn(0.0, 38.0, "S1"),))
+    monkeypatch.setattr(pipeline, "find_speakers", lambda *a: new)
+    waveform = np.zeros(38 * 16_000, dtype=np.float32)
+    assert pipeline.load_diarization(waveform, tmp_path, DiarizationOptions(), lambda *a: None, old) == new
+    assert pipeline.load_diarization(waveform, tmp_path, DiarizationOptions(), lambda *a: None, new) == new
+
+
 @pytest.mark.parametrize("damage", ["garbage", '{"turns": []}', "[1]", '{"duration": 1, "speakers": 5, "turns": 3}'])
 def test_damaged_work_files_are_made_again_not_an_error(tmp_path, damage, caplog):
     """Speaker turns or an answer file damaged in the work folder (a disk error, a hand edit, an older version's
