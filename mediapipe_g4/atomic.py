@@ -7,8 +7,6 @@ import contextvars
 import json
 import os
 import secrets
-import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,12 +44,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         fsync(tmp_path)  # the data is on disk before the name points at it
         group = _GROUP.get()
+        fd, held = held, None  # from here its rename lets go of it, once
         if group is not None:
-            group.append((tmp_path, target, held))  # held until its rename
-            held = None
+            group.append((tmp_path, target, fd))  # held until its rename
         else:
-            _replace(tmp_path, target, held)
-            held = None
+            _replace(tmp_path, target, fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -128,43 +125,19 @@ def atomic_group() -> Iterator[None]:
         raise
     finally:
         _GROUP.reset(token)
-    with _signals_held():  # a Ctrl-C between two renames would leave some outputs new and some old
-        for i, (tmp_path, target, held) in enumerate(pending):
-            try:
-                _replace(tmp_path, target, held)
-            except BaseException:
-                for left, _, still in pending[i + 1:]:
+    # A Ctrl-C between two renames (microseconds) leaves some outputs new and the rest as they were, each whole,
+    # and no temporary file. (Holding signals back meanwhile, by swapping their handlers, could lose one: a storm
+    # of them left a handler swapped for good.)
+    for i, (tmp_path, target, held) in enumerate(pending):
+        try:
+            _replace(tmp_path, target, held)
+        except BaseException:
+            for left, _, still in pending[i:]:
+                if still != held:  # the failed one's was let go of by _replace
                     os.close(still)
-                    with contextlib.suppress(FileNotFoundError):
-                        left.unlink()
-                raise
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done, then take effect. Python runs signal handlers in
-    the main thread, so the handlers are swapped there for ones that note the signal (a mask would not do: the
-    system hands the signal to another thread, torch's say). In another thread (a batch's workers) nothing can be
-    swapped, and signals come as they come."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = [sig for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if sig is not None]
-    noted: list[int] = []
-    before = {}
-    for sig in caught:
-        handler = signal.getsignal(sig)
-        if handler is not None:  # None: set outside Python, which cannot be put back
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(sig, lambda signum, frame: noted.append(signum))
-                before[sig] = handler
-    try:
-        yield
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-        for sig in noted[:1]:  # the first one, as if it came now
-            signal.raise_signal(sig)
+                with contextlib.suppress(FileNotFoundError):
+                    left.unlink()
+            raise
 
 
 _SWEPT: set[str] = set()  # folders whose leftovers this process removed already

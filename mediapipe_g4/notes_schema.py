@@ -181,8 +181,8 @@ class NotesCutOff(NotesParseError):
 
 
 _CLOCK = re.compile(rf"^\[?({CLOCK_PATTERN})\]?$")
-_ABOUT = re.compile(r"^(?:(?:at|~|≈|ca\.?|about|around|approx\.?|approximately)\s*)+|"
-                    r"\s*\(?(?:approx\.?|approximately|or so|roughly)\)?$", re.IGNORECASE)
+_ABOUT = re.compile(r"^(?:(?:at|~|≈|ca\.?|about|around|approximately|approx\.?|roughly)\s*)+|"
+                    r"\s*\(?(?:approximately|approx\.?|or so|roughly)\)?$", re.IGNORECASE)
 _CLOCK_UNIT = re.compile(rf"^(\[?{CLOCK_PATTERN}\]?)\s*(?:min(?:ute)?s?|hrs?|hours?)$", re.IGNORECASE)
 _TIME = rf"\[?(?:{CLOCK_PATTERN}|\d+(?:\.\d+)?)\]?"
 _RANGE = re.compile(rf"^({_TIME})\s*(?:-|–|—|to)\s*{_TIME}$", re.IGNORECASE)

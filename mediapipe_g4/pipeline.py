@@ -310,14 +310,14 @@ def write_notes(
         sections = [r for r in requests if r.kind == "notes_section"]
         texts = engine.generate(sections, hook=hook)
         summaries = [(r.start, r.end, t) for r, t in zip(sections, texts, strict=True)]
-        empty = [f"{clock(a)}-{clock(b)}" for a, b, t in summaries if not t.strip()]
-        if len(empty) == len(summaries):  # notes "ok" over nothing would be made up
-            return notes_not_made("failed", f"the model summarized none of the meeting's {len(summaries)} parts "
-                                            "(every answer was empty)")
-        if empty:
-            log.warning("the model's summaries of %d of the meeting's %d parts were empty (%s): the notes leave "
-                        "those parts out", len(empty), len(summaries), ", ".join(empty))
         while True:
+            empty = [f"{clock(a)}-{clock(b)}" for a, b, t in summaries if not t.strip()]
+            if len(empty) == len(summaries):  # notes "ok" over nothing would be made up
+                return notes_not_made("failed", "the model's summaries of the meeting's parts all came back empty "
+                                                f"({len(summaries)} of them)")
+            if empty:
+                log.warning("the model's summaries of %d of the meeting's %d parts were empty (%s): the notes "
+                            "leave those parts out", len(empty), len(summaries), ", ".join(empty))
             merges = plan_merge(summaries, budget, options, counter)
             texts = engine.generate(list(merges), hook=hook)
             if len(merges) == 1 and merges[0].kind == "notes":
@@ -330,7 +330,9 @@ def write_notes(
         log.info("notes answer invalid (%s); asking once for a repair", first)
         cut_off = isinstance(first, NotesCutOff)  # its beginning is what to keep; else its end holds the JSON
         shorter = NOTES_SHORTER.format(words=int(options.notes_max_new_tokens * 0.4)) if cut_off else ""
-        shown = answer[:REPAIR_CHARS] if cut_off else answer[-REPAIR_CHARS:]
+        # as much of it as leaves room for the rewrite in the budget (about 3 characters a token)
+        room = min(REPAIR_CHARS, max(1000, (budget - options.notes_max_new_tokens - 400) * 3))
+        shown = answer[:room] if cut_off else answer[-room:]
         # The notes' language again: a rewrite, shorter above all, may drift back to the prompt's English.
         language = f"{language_line(options.notes_language)} " if options.notes_language else ""
         repair = EngineRequest(

@@ -286,7 +286,8 @@ def test_notes_with_the_usual_json_slips_are_read_without_asking_again(answer):
                                             # past the first hour, as a model asked for mm:ss writes it; said with
                                             # "at" or "(approx.)": these were null, and chapters were dropped
                                             ("102:10", 6130.0), ("at 1:42:10", 6130.0), ("1:42:10 (approx.)", 6130.0),
-                                            ("at around 12:30", 750.0), ("1000:00", None)])
+                                            ("at around 12:30", 750.0), ("1000:00", None),
+                                            ("approximately 1:15", 75.0), ("roughly 1:15", 75.0)])
 def test_parse_time(value, seconds):
     assert parse_time(value) == seconds
 
@@ -391,6 +392,13 @@ def test_names_prompt_of_a_long_meeting_measures_its_lines_once(monkeypatch):
     assert measured[0] < 5 * len(segments), measured[0]
 
 
+def test_a_line_may_name_someone_with_a_capital_inside_a_sentence():
+    from mediapipe_g4.names import _may_name
+
+    assert [_may_name(t) for t in ("thanks, McKenzie.", "ask DeShawn", "we use NASA data", "Okay. Fine.")] == \
+        [True, True, False, False]
+
+
 @pytest.mark.parametrize("line, intro, name", [
     ("Мы обсудили бюджет на следующий квартал, и расходы оказались выше, чем мы ожидали.",
      "Здравствуйте, меня зовут Иван.", "Иван"),  # capitals in another script
@@ -398,10 +406,6 @@ def test_names_prompt_of_a_long_meeting_measures_its_lines_once(monkeypatch):
     ("预算讨论了很久。" * 5, "大家好。", None),  # neither: the opening lines
 ])
 def test_names_prompt_of_a_long_meeting_in_any_script_keeps_the_lines_that_may_name(line, intro, name):
-    from mediapipe_g4.names import _may_name
-
-    assert [_may_name(t) for t in ("thanks, McKenzie.", "ask DeShawn", "we use NASA data", "Okay. Fine.")] == \
-        [True, True, False, False]
     """Only lines with an ASCII capital were kept from a long transcript: a Russian or Japanese meeting's naming
     prompt held no transcript at all."""
     segments = [Segment(6.0 * i, 6.0 * i + 5, f"S{i % 2 + 1}", intro if i == 300 else line) for i in range(900)]
