@@ -82,9 +82,10 @@ def fsync(path: str | os.PathLike[str]) -> None:
 
 def hold(fd: int) -> None:
     """Mark the temporary file open as `fd` as being written, for as long as it stays open: `remove_stale_parts`
-    leaves it alone even where the pid in its name means nothing (a writer in another container's pid namespace,
-    or on another host sharing the folder over NFS)."""
-    if fcntl is not None:  # exclusive, on a descriptor open for writing: as NFS's emulation of flock needs
+    leaves it alone even where the pid in its name means nothing (a writer in another container's pid namespace).
+    Tested on a local disk; over NFS, whose flock is emulated with POSIX locks, the lock may be let go when the
+    file is written by its path (untested)."""
+    if fcntl is not None:  # exclusive, on a descriptor open for writing, as POSIX locks need
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
