@@ -84,30 +84,29 @@ def _joined(tokens: list[Token]) -> str:
 
 
 class _Lines:
-    """Greedy line filling, a token at a time: how many lines of at most `width` columns, and the last one's."""
+    """Greedy line filling, a token at a time: the lines of at most `width` columns, and the last one's columns."""
 
-    def __init__(self, width: int, tokens: list[Token] = ()) -> None:
-        self.width, self.count, self.used = width, 0, 0
+    def __init__(self, width: int, tokens: Iterable[Token] = ()) -> None:
+        self.width, self.used = width, 0
         self.lines: list[str] = []
         for token in tokens:
             self.add(token)
 
+    def _on_last_line(self, token: Token) -> bool:
+        glue, _, wide = token
+        return bool(self.lines) and self.used + len(glue) + wide <= self.width
+
     def add(self, token: Token) -> None:
         glue, unit, wide = token
-        if self.count and self.used + len(glue) + wide > self.width:
-            self.lines.append(unit)
-            self.count, self.used = self.count + 1, wide
-        elif self.count:
+        if self._on_last_line(token):
             self.lines[-1] += glue + unit
             self.used += len(glue) + wide
         else:
             self.lines.append(unit)
-            self.count, self.used = 1, wide
+            self.used = wide
 
     def fits_with(self, token: Token, max_lines: int) -> bool:
-        glue, _, wide = token
-        new_line = self.count and self.used + len(glue) + wide > self.width
-        return (self.count + (1 if new_line or not self.count else 0)) <= max_lines
+        return len(self.lines) + (0 if self._on_last_line(token) else 1) <= max_lines
 
 
 def wrap_cue(prefix: str, words: str, width: int = MAX_LINE) -> list[str]:
@@ -123,17 +122,17 @@ def _split_words(prefix: str, text: str, width: int, max_lines: int) -> list[str
     """
     head = _tokens(prefix, width)
 
-    def lines_of(tokens: list[Token]) -> _Lines:  # as wrap_cue will lay the piece out: the prefix, a space, it
-        if head and tokens:
-            tokens = [(" ", tokens[0][1], tokens[0][2]), *tokens[1:]]
-        return _Lines(width, [*head, *tokens])
+    def first(token: Token) -> Token:  # a piece's first unit, as wrap_cue lays it out: after the prefix's space
+        return (" " if head else "", token[1], token[2])
+
+    def lines_of(tokens: list[Token]) -> _Lines:
+        return _Lines(width, [*head, *([first(tokens[0]), *tokens[1:]] if tokens else [])])
 
     pieces: list[str] = []
     current: list[Token] = []
     laid = lines_of(current)
     for token in _tokens(text, width):
-        step = (" " if head else "", token[1], token[2]) if not current else token
-        if current and not laid.fits_with(step, max_lines):
+        if current and not laid.fits_with(token, max_lines):
             cut = _phrase_end([unit for _, unit, _ in current])
             pieces.append(_joined(current[:cut]))
             current = current[cut:]
@@ -141,9 +140,8 @@ def _split_words(prefix: str, text: str, width: int, max_lines: int) -> list[str
             if current and not laid.fits_with(token, max_lines):  # the tail given back does not fit beside it
                 pieces.append(_joined(current))
                 current, laid = [], lines_of([])
-            step = (" " if head else "", token[1], token[2]) if not current else token
+        laid.add(token if current else first(token))
         current.append(token)
-        laid.add(step)
     if current:
         pieces.append(_joined(current))
     return pieces
