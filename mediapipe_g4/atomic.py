@@ -147,9 +147,8 @@ _SWEPT: set[str] = set()  # folders whose leftovers this process removed already
 def remove_stale_parts(folder: Path) -> None:
     """Remove the temporary files `.NAME.PID[-...].part` in `folder` that a writer killed mid-write (SIGKILL, a
     crash, a power cut) left behind: those of a process that is gone and that no writer holds (`hold`). A writer
-    still at work keeps its own. Once a
-    folder per process: a work folder holds an answer file per clip (thousands for a long meeting), and listing it
-    again for every answer would cost the square of their number."""
+    still at work keeps its own. Once a folder per process: a work folder holds an answer file per clip (thousands
+    for a long meeting), and listing it again for every answer would cost the square of their number."""
     key = os.path.abspath(folder)
     if key in _SWEPT:
         return

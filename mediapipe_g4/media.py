@@ -350,11 +350,11 @@ def _media_info(path: Path, data: dict) -> MediaInfo:
         if stated and stated > duration:
             duration = stated
             audio[0] = dataclasses.replace(audio[0], duration=stated)
-        if held and str(path) not in _TOLD_HELD:  # the header states less than the file holds: FFmpeg would stop
-            _TOLD_HELD.add(str(path))  # where the header says (said once: a command probes a file more than once)
-            log.warning("%s: its header states %s of audio, but the file holds %s (a recorder that stopped "
-                        "updating it?): all of it is decoded", path.name, clock(stated or 0.0), clock(held))
-        if held:
+        if held:  # the header states less than the file holds: FFmpeg would stop where the header says
+            if str(path) not in _TOLD_HELD:  # said once: a command probes a file more than once
+                _TOLD_HELD.add(str(path))
+                log.warning("%s: its header states %s of audio, but the file holds %s (a recorder that stopped "
+                            "updating it?): all of it is decoded", path.name, clock(stated or 0.0), clock(held))
             duration = held
             audio[0] = dataclasses.replace(audio[0], duration=held)
     return MediaInfo(

@@ -204,9 +204,9 @@ class Background:
 # --------------------------------------------------------------------------- stages
 
 
-# The code and packages that find speaker turns: a release that changes them finds the turns again.
-# The code the speaker turns depend on: the diarizer's, and the decoding's (the audio it hears: a channel the
-# decoder dropped, or the length it stopped at, were found anew only with a fresh work folder)
+# The code and packages that find speaker turns: a release that changes them finds the turns again. The decoding's
+# is among them (the audio the diarizer hears: a channel the decoder dropped, or the length it stopped at, were
+# found anew only with a fresh work folder).
 TURNS_CODE = ("diarize", "vad", "sides", "media", "pkg:resemblyzer", "pkg:silero-vad")
 
 
