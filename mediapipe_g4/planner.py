@@ -587,8 +587,11 @@ def make_plan(
     options = replace(options, notes_max_new_tokens=min(options.notes_max_new_tokens, budget // 2),
                       section_max_new_tokens=min(options.section_max_new_tokens, budget // 4))
     transcribe = plan_transcription(turns, waveform, keyframes, options, counter, sources)
+    # The notes will read one line a clip, not a turn: a lecture's one 40-minute turn, planned whole, fitted no
+    # section of a small budget, though its clips' lines at run time would.
+    heard = [SpeakerTurn(*(r.speech or (r.start, r.end)), r.speaker or "") for r in transcribe]
     try:  # no speech: `summarize` asks for no notes (they are "skipped"), so none are planned
-        notes = plan_notes(build_timeline(turns, keyframes), budget, options, counter) if notes and turns else ()
+        notes = plan_notes(build_timeline(heard, keyframes), budget, options, counter) if notes and heard else ()
     except PlanError as exc:  # the transcript is still worth making; the notes say why they are missing
         warnings.append(f"no notes can be planned: {exc}")
         notes = ()

@@ -412,6 +412,20 @@ def test_make_plan_without_processor_files_estimates(decoded, monkeypatch, tmp_p
             assert r.tokens >= audio_tokens_for(r.audio[0].num_samples)
 
 
+def test_a_lecture_of_one_long_turn_plans_notes_in_sections(processor):
+    """The notes read one line a clip: one 40-minute turn (a lecture) fits sections of a small budget at plan time,
+    as its clips' lines do at run time (planned whole, it fitted none, and `plan` said no notes could be made)."""
+    rng = np.random.default_rng(0)
+    waveform = (0.1 * rng.standard_normal(40 * 60 * SAMPLE_RATE)).astype(np.float32)
+    plan = make_plan(waveform, [SpeakerTurn(0.0, 40 * 60.0, "S1")], processor=processor,
+                     options=PlanOptions(context_tokens=8192))
+    assert not any("no notes" in w for w in plan.warnings), plan.warnings
+    sections = [r for r in plan.requests if r.kind == "notes_section"]
+    assert len(sections) >= 2 and [r.kind for r in plan.requests][-1] == "notes"
+    assert all(r.tokens + r.settings.max_new_tokens <= 8192 for r in plan.requests)
+    assert sections[0].start == 0.0 and sections[-1].end == pytest.approx(40 * 60.0, abs=1.0)
+
+
 def test_a_recording_without_speech_plans_no_notes(decoded, processor):
     """`summarize` skips the notes of a recording without speech; `plan` listed a notes request all the same."""
     d = decoded["phone_call.wav"]
