@@ -55,6 +55,13 @@ def _result_utterances(result: Mapping[str, Any]) -> list[Utterance]:
     return out
 
 
+def _scored(hyp: Sequence[Utterance], excluded: Sequence[tuple[float, float]]) -> list[Utterance]:
+    """The result's segments outside the reference's excluded stretches (a segment's middle decides, as sclite
+    decides by a word's): words the reference does not hold there are not errors."""
+    return [u for u in hyp
+            if not any(a <= (u.start + u.end) / 2 < b for a, b in excluded)]
+
+
 def _result_name(result: Mapping[str, Any]) -> str:
     source = result.get("source") or {}
     return str(source.get("name") or Path(str(source.get("path") or "?")).name)
@@ -77,10 +84,11 @@ def evaluate_recording(result: Mapping[str, Any], reference: Reference, collar: 
                            "normalizer": "english" if is_english(language) else "basic"}
     words = not result.get("diarization_only")  # an RTTM or diarize output has no words to score
     if reference.utterances is not None and words:
-        out["wer"] = wer(reference.utterances, hyp, language).to_dict()
+        said = _scored(hyp, reference.excluded)
+        out["wer"] = wer(reference.utterances, said, language).to_dict()
         if all(u.speaker is not None for u in reference.utterances):
             out["cpwer"] = cp_wer(words_by_speaker(reference.utterances, language),
-                                  words_by_speaker(hyp, language)).to_dict()
+                                  words_by_speaker(said, language)).to_dict()
         else:
             out["cpwer"] = None
     else:

@@ -32,6 +32,7 @@ from .result_fields import MAX_SECONDS, is_result, result_problem
 # Switchboard), also after the conversation's id ("sw02001-A").
 _GENERIC_LABEL = re.compile(r"^(?:(?:[a-z]{0,3}|speaker|spkr)[\s_-]*\d+|(?:\S*\d\S*[_-])?[a-z])$", re.IGNORECASE)
 _STM_SKIP_SPEAKERS = {"inter_segment_gap", "excluded_region", "ignore_time_segment_in_scoring"}
+STM_IGNORE_TEXT = "ignore_time_segment_in_scoring"  # NIST's words for "do not score what is said here"
 log = logging.getLogger("mediapipe_g4")
 _REF_SUFFIXES = (".truth.json", ".ref.json", ".reference.json", ".segments.json", ".notes.json", ".json",
                  ".rttm", ".stm")
@@ -53,6 +54,7 @@ class Utterance:
     end: float | None
     speaker: str | None
     text: str
+    scored: bool = True  # False: an STM line that marks a stretch sclite leaves out of the word scores
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Reference:
     notes: tuple[NotesItem, ...] | None = None
     duration: float | None = None
     sources: tuple[str, ...] = ()
+    excluded: tuple[tuple[float, float], ...] = ()  # an STM's stretches left out of WER and cpWER
 
     def name_of(self, label: str) -> str | None:
         """The speaker's name: from the JSON's speakers, else the label itself unless it only numbers them."""
@@ -148,7 +151,9 @@ def parse_rttm(text: str, origin: str = "RTTM") -> dict[str, list[Turn]]:
 
 
 def parse_stm(text: str, origin: str = "STM") -> dict[str, list[Utterance]]:
-    """Utterances per file id. `;;` comments, blank lines and NIST's excluded regions are skipped."""
+    """Utterances per file id. `;;` comments and blank lines are skipped; NIST's excluded regions (an
+    `inter_segment_gap` line, or words that are just `ignore_time_segment_in_scoring`, as TED-LIUM marks the talk's
+    unreliable stretches) come as utterances that are not `scored`."""
     utts: dict[str, list[Utterance]] = {}
     expected = "expected `<file> <channel> <speaker> <start> <end> [<label>] <words...>`"
     for n, line in enumerate(text.splitlines(), 1):
@@ -170,9 +175,9 @@ def parse_stm(text: str, origin: str = "STM") -> dict[str, list[Utterance]]:
             if close < 0:
                 raise EvalError(f"{where}: the label {words.split()[0]!r} has no closing '>'; {expected}")
             words = words[close + 1:]
-        if fields[2].lower() in _STM_SKIP_SPEAKERS:
-            continue
-        utts.setdefault(fields[0], []).append(Utterance(start, end, fields[2], words.strip()))
+        scored = fields[2].lower() not in _STM_SKIP_SPEAKERS and words.strip().lower() != STM_IGNORE_TEXT
+        utts.setdefault(fields[0], []).append(Utterance(start, end, fields[2], words.strip() if scored else "",
+                                                        scored))
     return utts
 
 
@@ -313,14 +318,18 @@ def load_references(path: Path) -> dict[str, Reference]:
     for key, p in parts.items():
         json_turns = [Turn(u.start, u.end, u.speaker) for u in p.json or []
                       if u.start is not None and u.speaker is not None and u.end > u.start]
-        stm_turns = [Turn(u.start, u.end, u.speaker) for u in p.stm or [] if u.end > u.start]
+        # A speaker's stretch left out of the word scores is still their speech (TED-LIUM's), a gap is no one's
+        stm_turns = [Turn(u.start, u.end, u.speaker) for u in p.stm or []
+                     if u.end > u.start and u.speaker.lower() not in _STM_SKIP_SPEAKERS]
         turns = p.rttm if p.rttm is not None else json_turns or stm_turns or None
-        text_source = p.stm if p.stm is not None else (p.json if p.json and any(u.text for u in p.json) else None)
+        text_source = ([u for u in p.stm if u.scored] if p.stm is not None
+                       else (p.json if p.json and any(u.text for u in p.json) else None))
         refs[key] = Reference(
             key=key, turns=tuple(turns) if turns is not None else None,
             utterances=tuple(text_source) if text_source is not None else None,
             names=tuple(p.names.items()), notes=tuple(p.notes) if p.notes is not None else None,
-            duration=p.duration, sources=tuple(p.sources))
+            duration=p.duration, sources=tuple(p.sources),
+            excluded=tuple((u.start, u.end) for u in p.stm or [] if not u.scored))
     return refs
 
 

@@ -221,7 +221,7 @@ def test_stm_parsing_and_malformed_lines():
             "rec 1 inter_segment_gap 2.0 3.0\nrec A Carol 3 4\n")
     got = parse_stm(text)["rec"]
     assert got == [Utterance(0.0, 1.5, "Alice", "Good morning, Bob."), Utterance(1.5, 2.0, "Bob", "Hi."),
-                   Utterance(3.0, 4.0, "Carol", "")]
+                   Utterance(2.0, 3.0, "inter_segment_gap", "", scored=False), Utterance(3.0, 4.0, "Carol", "")]
     for bad, words in [("rec 1 A 0\n", "has 4 fields"), ("rec 1 A 2 1 hi\n", "not a span"),
                        ("rec 1 A 0 one hi\n", "end 'one'"), ("rec 1 A 0 1 <o,f0 hi\n", "no closing")]:
         with pytest.raises(EvalError, match=words) as err:
@@ -567,3 +567,30 @@ def test_a_translated_transcript_is_normalized_in_the_language_it_is_in():
     result["segments"] = [{"start": 0, "end": 5, "speaker": "S1", "text": "We're meeting at 3 today"}]
     scored = evaluate_recording(result, Reference("x", utterances=(utt("A", "we are meeting at three today", 0, 5),)))
     assert scored["wer"]["errors"] == 0  # English rules: "we're" = "we are", "3" = "three"
+
+
+def test_stretches_an_stm_leaves_out_of_scoring_are_not_scored(tmp_path):
+    """TED-LIUM marks a talk's unreliable stretches with the words `ignore_time_segment_in_scoring` under the
+    speaker's own name (they were scored as a reference word); sclite leaves what is said there out of the WER."""
+    from mediapipe_g4.evaluate import evaluate_recording
+
+    stm = tmp_path / "talk.stm"
+    stm.write_text("talk 1 inter_segment_gap 0 5 <o,,unknown> ignore_time_segment_in_scoring\n"
+                   "talk 1 Ann 5 10 <o,f0,female> thank you all for coming\n"
+                   "talk 1 Ann 10 20 <o,f0,female> ignore_time_segment_in_scoring\n"
+                   "talk 1 Ann 20 25 <o,f0,female> now the results\n")
+    (ref,) = load_references(stm).values()
+    assert ref.excluded == ((0.0, 5.0), (10.0, 20.0))
+    assert [u.text for u in ref.utterances] == ["thank you all for coming", "now the results"]
+    assert [(t.start, t.end, t.speaker) for t in ref.turns] == [(5, 10, "Ann"), (10, 20, "Ann"), (20, 25, "Ann")]
+    result = json.loads(FIXTURE.read_text())
+    result["options"] = {"plan": {"language": "English"}}
+    result["segments"] = [{"start": 1, "end": 4, "speaker": "S1", "text": "music plays loudly"},
+                          {"start": 5, "end": 10, "speaker": "S1", "text": "Thank you all for coming."},
+                          {"start": 11, "end": 19, "speaker": "S1", "text": "a song we could not hear"},
+                          {"start": 20, "end": 25, "speaker": "S1", "text": "Now, the results!"}]
+    scored = evaluate_recording(result, ref)
+    assert (scored["wer"]["errors"], scored["wer"]["ref_words"]) == (0, 8)
+    assert scored["cpwer"]["errors"] == 0
+    result["segments"][1]["text"] = "Thank you for coming."  # a word outside them still counts
+    assert evaluate_recording(result, ref)["wer"]["errors"] == 1
