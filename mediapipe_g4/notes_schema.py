@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -55,15 +55,34 @@ class ActionItem(_Item):
     @classmethod
     def _said(cls, value: str | None) -> str | None:
         # The prompt asks for null when no date was said; models also write it as a word, which the notes would show.
-        return None if value is None or _NOT_SAID.fullmatch(value.strip().casefold()) else value
+        return None if value is None or not_said(value) else value
+
+
+def not_said(value: str) -> bool:
+    """Whether a field's text says it was not said: "N/A", "Not specified.", "(none)", "nicht angegeben"."""
+    return bool(_NOT_SAID.fullmatch(value.strip().strip(".()[]").strip().casefold()))
 
 
 _NOT_SAID = re.compile(r"|null|none|n/?a|-+|—|unknown|tbd|unspecified|not (?:specified|mentioned|said|given|stated|set|"
                        r"discussed)(?: (?:in|during) the (?:meeting|transcript|call|discussion))?|none (?:specified|"
-                       r"given|mentioned|set)|no (?:due date|deadline|date)(?: (?:given|set|specified|mentioned))?")
+                       r"given|mentioned|set)|no (?:specific |set |fixed )?(?:due date|deadline|date)(?: (?:given|set|"
+                       r"specified|mentioned))?"
+                       # the notes are in the meeting's language: German, French, Spanish, Italian, Portuguese
+                       r"|(?:nicht|non|no|não) (?:angegeben|festgelegt|genannt|spécifiée?|précisée?|especificad[oa]|"
+                       r"indicad[oa]|specificat[oa]|definid[oa])|keine(?:s| angabe)?|aucune?|ningun[oa]|nessuna?|"
+                       r"nenhuma?|sin fecha|kein datum|pas de date|sem data|未指定|无")
 # An item that says there is none ("No formal decisions were made.", "None raised."): no item, though models write it.
 _NOTHING = re.compile(
     r"(?:none|n/?a|nothing|not applicable|-+|none (?:raised|made|noted|recorded|identified|mentioned|asked|given)|"
+    # in the meeting's language: "Keine Entscheidungen getroffen.", "Ninguna.", "Aucune question."
+    r"(?:keine?|aucune?|ningun[oa]|nessun[oa]?|nenhum[oa]?)(?:(?: (?:weiteren|offenen|autres?|otras?|otros?))? "
+    r"(?:entscheidung(?:en)?|fragen?|aufgaben?|maßnahmen?|décisions?|questions?|actions?|tâches?|decisi(?:ón|ones)|"
+    r"preguntas?|acci(?:ón|ones)|tareas?|decision[ei]|domand[ae]|azion[ei]|decis(?:ão|ões)|perguntas?|aç(?:ão|ões)|"
+    r"tarefas?)(?: (?:wurden |wurde |n['’](?:a|ont) été |se |(?:è|sono) stat[oaei] |foi |foram )?(?:getroffen|gefasst|"
+    r"beschlossen|vereinbart|gestellt|vergeben|festgelegt|prises?|soulevées?|posées?|attribuées?|décidées?|"
+    r"tomad[oa]s?|tomaron|plantead[oa]s?|asignad[oa]s?|acordad[oa]s?|pres[oaei]|sollevat[oaei]|assegnat[oaei]|"
+    r"levantad[oa]s?|atribuíd[oa]s?))?)?|"
+    r"(?:there (?:were|was|are|is|have been|has been) )?"
     r"no(?: (?:formal|specific|clear|explicit|other|further|open|new))? (?:decisions?|action items?|actions?|"
     r"questions?|tasks?|items?|follow[- ]ups?)(?: (?:were|was|have been|has been))?(?: (?:made|raised|recorded|"
     r"discussed|identified|assigned|mentioned|noted|agreed|asked|taken|reached|given))?(?: (?:in|during) (?:the|this) "
@@ -89,6 +108,9 @@ class Notes(BaseModel):
     def _strings_are_items(cls, value: Any, info: Any) -> Any:
         if value is None:  # "questions": null, for none
             return []
+        if info.field_name == "chapters" and isinstance(value, dict) and value and all(
+                parse_time(k) is not None for k in value):  # {"00:00": "Intro", "02:10": "Release"}
+            value = [{"start": k, "title": v} for k, v in value.items()]
         if isinstance(value, (str, dict)):  # one decision as a string, one item as an object
             value = [value]
         if not isinstance(value, list):
@@ -119,7 +141,7 @@ class Notes(BaseModel):
     def _summary_text(cls, value: Any) -> Any:
         if isinstance(value, list):  # some answers give the summary as bullet strings
             return " ".join(str(v) for v in value)
-        if isinstance(value, str) and _NOT_SAID.fullmatch(value.strip().casefold()):
+        if isinstance(value, str) and not_said(value):
             return ""  # "N/A"
         return "" if value is None else value
 
@@ -163,7 +185,9 @@ def _renamed(data: dict[str, Any], fields: dict[str, tuple[str, ...]]) -> dict[s
     return out
 
 
-_CHAPTER_TEXT = re.compile(rf"^\[?({CLOCK_PATTERN})\]?\s*[-–—:.]?\s+(\S.*)$")
+# "00:21 Release", "[00:21] - Release", "[00:00 - 00:20] Intro", "00:00-00:20: Intro"
+_CHAPTER_TEXT = re.compile(rf"^\[?({CLOCK_PATTERN})(?:\s*(?:-|–|—|to)\s*{CLOCK_PATTERN})?\]?"
+                           r"\s*[-–—:.]?\s*(?<=[\s\]:.–—-])(\S.*)$")
 
 
 def _chapter_from_text(text: str) -> dict[str, Any]:
@@ -232,9 +256,10 @@ def extract_json(answer: str) -> Any:
     Python's True/None, a comment, a missing comma) is read with `json_repair` rather than costing a second
     answer; one that is cut off (no closing brace: the answer ran out of tokens) is not patched up."""
     text = THOUGHT_BLOCK.sub("", answer).strip()  # a draft of the JSON in a thought left there is not the answer
-    fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
-    if fence:
-        text = fence.group(1).strip()
+    # A draft in one fence, then the answer in another: the biggest that holds an object is the answer's.
+    fences = [f for f in re.findall(r"```(?:json)?\s*(.*?)```", text, re.DOTALL) if "{" in f]
+    if fences:
+        text = max(fences, key=len).strip()
     start, end = text.find("{"), text.rfind("}")
     if start < 0:
         raise NotesParseError("the answer holds no JSON object")
@@ -297,9 +322,15 @@ def _read_object(text: str) -> Any:
 
 
 def _opens_more_than_it_closes(text: str) -> bool:
-    """Whether `text` (from an object's first brace on) leaves braces or brackets open, outside strings."""
+    """Whether `text` (from an object's first brace on) leaves braces or brackets open: counted outside strings,
+    and counted over all of it. One unescaped quote (`the 27" monitor`) turns strings inside out, and a whole
+    answer looked cut off by the first count; a brace inside a string is rarer than such a quote."""
+    return _left_open(_outside_strings(text)) and _left_open(enumerate(text))
+
+
+def _left_open(chars: Iterable[tuple[int, str]]) -> bool:
     depth = 0
-    for _, char in _outside_strings(text):
+    for _, char in chars:
         if char in "{[":
             depth += 1
         elif char in "}]":
@@ -418,15 +449,28 @@ def ground_notes(notes: Notes, segments: Sequence[Segment], speakers: dict[str, 
         chapters[0]["start"] = round(segments[0].start, 3)  # the first chapter opens the meeting
     return {
         "summary": plain_text(notes.summary),
-        "decisions": [{"text": plain_text(d.text), "time": at(d.time)} for d in notes.decisions],
-        "action_items": [
+        "decisions": _once([{"text": plain_text(d.text), "time": at(d.time)} for d in notes.decisions]),
+        "action_items": _once([
             {"text": plain_text(a.text), "owner": resolve_owner(a.owner, speakers),
              "due": (a.due or "").strip() or None, "time": at(a.time)}
             for a in notes.action_items
-        ],
+        ]),
         "chapters": [{**c, "title": plain_text(c["title"])} for c in chapters],
-        "questions": [{"text": plain_text(q.text), "time": at(q.time)} for q in notes.questions],
+        "questions": _once([{"text": plain_text(q.text), "time": at(q.time)} for q in notes.questions]),
     }
+
+
+def _once(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items without repeats (a model, or the merge of two parts' summaries, lists one decision twice): an item
+    whose text, case and end punctuation aside, came before is left out."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        key = " ".join(item["text"].casefold().split()).strip(" .!;")
+        if key not in seen:
+            seen.add(key)
+            kept.append(item)
+    return kept
 
 
 _EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")

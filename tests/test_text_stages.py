@@ -260,8 +260,23 @@ def test_notes_items_that_say_there_are_none_are_no_items():
     assert [(a.text, a.due) for a in notes.action_items] == [("Fix it", None)]
     grounded = ground_notes(notes, SEGMENTS, {})
     assert [c["title"] for c in grounded["chapters"]] == ["Status", "Mobile"]
-    for kept in ("No, we decided to ship on Friday.", "Nothing ships before the review."):
+    for kept in ("No, we decided to ship on Friday.", "Nothing ships before the review.",
+                 "Keine weiteren Rabatte für Kunde X", "Keine Entscheidung über das Budget vor März"):
         assert parse_notes(json.dumps({"decisions": [kept]})).decisions[0].text == kept
+    # in the meeting's language, or as a sentence: these were shown as a decision and an open question
+    for none in ("Keine Entscheidungen getroffen.", "Ninguna", "Aucune décision n'a été prise.",
+                 "There were no decisions.", "Nessuna domanda."):
+        assert parse_notes(json.dumps({"summary": "S", "decisions": [none], "questions": [none]})).decisions == []
+
+
+def test_an_item_the_notes_list_twice_is_shown_once():
+    notes = parse_notes(json.dumps({"decisions": ["Ship on Friday.", "Drop the old page", "ship on friday"],
+                                    "action_items": [{"text": "Fix it", "owner": "Bob"}, {"text": "Fix it."}],
+                                    "questions": ["Who reviews?", "Who reviews?"]}))
+    grounded = ground_notes(notes, SEGMENTS, {"S2": "Bob"})
+    assert [d["text"] for d in grounded["decisions"]] == ["Ship on Friday.", "Drop the old page"]
+    assert [(a["text"], a["owner"]) for a in grounded["action_items"]] == [("Fix it", "S2")]
+    assert [q["text"] for q in grounded["questions"]] == ["Who reviews?"]
 
 
 @pytest.mark.parametrize("answer", [
@@ -270,6 +285,10 @@ def test_notes_items_that_say_there_are_none_are_no_items():
     '{"summary": "x\nand more", "decisions": ["Ship it"], "questions": None}',  # a raw newline, Python's None
     '{"summary": "He said "ship it" today", "decisions": ["Ship it"]}',  # an unescaped quote
     '```json\n{"summary": "x", // the gist\n "decisions": ["Ship it"]}\n```',  # a comment, in a fence
+    # one unescaped quote turned the strings inside out: the whole answer looked cut off, and was asked again
+    '{"summary": "We ordered the 27" monitor.", "decisions": ["Ship it"], "questions": []}',
+    # a draft in one fence, the answer in the next: the draft was read
+    '```json\n{"summary": "draft"}\n```\nCorrected:\n```json\n{"summary": "x", "decisions": ["Ship it"]}\n```',
 ])
 def test_notes_with_the_usual_json_slips_are_read_without_asking_again(answer):
     notes = parse_notes(answer)
@@ -457,6 +476,12 @@ def test_chapters_given_as_lines_or_by_other_names_are_read():
     grounded = ground_notes(parse_notes(json.dumps(answer)), SEGMENTS, {})
     assert grounded["chapters"] == [{"start": 0.5, "title": "Payments"}, {"start": 14.3, "title": "Thanks"},
                                     {"start": 20.5, "title": "Mobile release"}]
+    # as ranges, or as a map of times to titles: these lost their chapters, or kept "00:20] Intro" as a title
+    for chapters in (["[00:00 - 00:14] Payments", "[00:15 - 00:20] Thanks", "[00:21 - 00:30] Mobile release"],
+                     ["00:00-00:14: Payments", "00:15 to 00:20 Thanks", "00:21–00:30 – Mobile release"],
+                     {"00:00": "Payments", "00:15": "Thanks", "00:21": "Mobile release"}):
+        grounded = ground_notes(parse_notes(json.dumps({"summary": "S", "chapters": chapters})), SEGMENTS, {})
+        assert [c["title"] for c in grounded["chapters"]] == ["Payments", "Thanks", "Mobile release"], chapters
 
 
 @pytest.mark.parametrize("wrap", [
@@ -485,7 +510,11 @@ def test_empty_notes_are_a_failed_answer_not_notes(answer):
 
 
 @pytest.mark.parametrize("due, kept", [("N/A", None), ("null", None), ("None", None), ("Not specified", None),
-                                       ("TBD", None), ("-", None), ("next Friday", "next Friday"), ("by EOD", "by EOD")])
+                                       ("TBD", None), ("-", None), ("next Friday", "next Friday"), ("by EOD", "by EOD"),
+                                       # with a full stop, in brackets, or in the meeting's language: these were shown
+                                       ("Not specified.", None), ("N/A.", None), ("(none)", None),
+                                       ("No specific due date", None), ("nicht angegeben", None),
+                                       ("no especificado", None), ("Freitag", "Freitag"), ("Q3.", "Q3.")])
 def test_a_due_date_that_was_not_said_is_null(due, kept):
     # "N/A", "not specified" were kept as the due date, and shown as one.
     notes = parse_notes(json.dumps({"action_items": [{"text": "Fix it", "due": due}]}))
