@@ -106,9 +106,12 @@ def transcription_parts(
 
 def split_translation(answer: str, target: str) -> tuple[str, str]:
     """(transcription, translation) from an answer to the translation prompt: split at the last `{target}:` marker
-    that opens a line, else the last one (any case, in markdown's stars too: "**English:**"); without one, an answer
+    (or "Translation:", "English translation:", "Translation (English):") that opens a line, else the last one (any
+    case, in markdown's stars too: "**English:**"); without one, an answer
     of two or more lines is the transcription and, on its last line, the translation."""
-    marker = rf"[*_#\t ]*\b{re.escape(target)}\b[*_\t ]*:[*_\s]*"
+    name = re.escape(target)  # "English:", as asked; "English translation:", "Translation (English):" as answered
+    label = rf"(?:{name}(?: translation)?|translation(?: \({name}\)| (?:in|into|to) {name})?)"
+    marker = rf"[*_#\t ]*\b{label}(?!\w)[*_\t ]*:[*_\s]*"
     # the last marker that opens a line (the speech itself may say "English:"), else the last one anywhere
     found = list(re.finditer(rf"(?im)^{marker}", answer)) or list(re.finditer(rf"(?i)\s*{marker}", answer))
     if found:

@@ -45,7 +45,7 @@ _BRACKETED = re.compile(r"\[([^\[\]()]{0,40})\]|\(([^()\[\]]{0,40})\)|（([^（�
 _SOUND_WORD = re.compile(
     r"music\w*|songs?|singing|laugh\w*|chuckl\w*|giggl\w*|applause|clap\w*|cough\w*|sneez\w*|noises?|static|beep\w*|"
     r"ring\w*|silen\w*|inaudible|unintelligible|indistinct|unclear|crosstalk|chatter|blank_audio|sigh\w*|"
-    r"breath\w*|typing|speaking|foreign|"
+    r"breath\w*|typing|speaking|foreign|pauses?|audible|"
     r"音乐|音楽|笑|música|musique|musik|risas|rires|lachen|applaus|aplausos|applaudissements", re.IGNORECASE)
 
 
@@ -62,22 +62,38 @@ def _without_sound_tags(text: str) -> str:
 
 # What a model may put before the words it heard: a lead-in ("Transcription:", "Here is the transcription:"), a time
 # ("[00:03]", "[00:03 - 00:05]"), a speaker label ("Speaker 1:", "S1:"). None of it was said.
+_SECONDS = r"\d+(?:\.\d+)?s?"
 _LEAD_IN = re.compile(
     r"^(?:(?:\w+[,.!]\s*)?here(?:'s| is) (?:the |your |a )?(?:\w+ )?transcri(?:pt|ption)\b[^:]{0,40}:\s*"
-    r"|\**(?:transcription|transcript|transcribed text|the transcri(?:pt|ption) is)\**\s*:\s*\**\s*"
-    rf"|\[{CLOCK_PATTERN}(?:\s*(?:-|–|-->)\s*{CLOCK_PATTERN})?\]\s*"
-    rf"|{SPEAKER_LABEL.pattern}\s*:\s*)+", re.IGNORECASE)
+    r"|\**(?:transcription|transcript|transcribed text|the transcri(?:pt|ption) is)(?:\s*\([^()]{1,30}\))?\**\s*:"
+    r"\s*\**\s*"
+    r"|\**language\**\s*:\s*\**\w+\**\s+"  # "Language: Spanish Transcription: ..."
+    r"|transcribe the following speech segment\b[^.]{0,80}\.\s*"  # the prompt, echoed
+    rf"|[\[(]{CLOCK_PATTERN}(?:\s*(?:-|–|-->)\s*{CLOCK_PATTERN})?[\])]\s*"
+    rf"|\[{_SECONDS}\s*(?:-|–|-->)\s*{_SECONDS}\]\s*"  # "[0.00s - 2.50s]"
+    rf"|(?:{SPEAKER_LABEL.pattern}|speaker_\d+)\s*:\s*)+", re.IGNORECASE)
+# A speaker label opening a later line of the answer ("Hello.\nSpeaker 2: Hi."): one clip is one speaker's.
+_LINE_LABEL = re.compile(rf"(?im)^[ \t]*(?:{SPEAKER_LABEL.pattern}|speaker_\d+)[ \t]*:[ \t]*")
+# A translation no one asked for, on a line of its own after the words ("Hola.\n\nTranslation: Hello."); with
+# --translate-to, the translation has been taken out already (`split_translation`).
+_TRANSLATION_AFTER = re.compile(r"\n\s*[*_]*(?:\w+ )?translation(?:\s*\([^()]{1,30}\))?[*_]*\s*:.*",
+                                re.IGNORECASE | re.DOTALL)
 
 
 # An answer that says there is no speech instead of transcribing it ("There is no speech in this audio.", "I'm sorry,
 # but the audio does not contain any speech."): the whole answer, so speech that mentions speech stays.
+_CLIP = r"(?:the|this) (?:provided |given )?(?:audio|clip|segment|recording)(?: clip| segment| file)?"
+_SPEECH = r"(?:discernible |audible |clear |intelligible )?(?:speech|spoken words?)"
+_ONLY_NOISE = r"(?:silence|(?:background )?noise|music)"
 _NO_SPEECH = re.compile(
-    r"\W*(?:(?:i'?m |i am )?sorry\b[^.]{0,40}?[,.]\s*(?:but\s+)?)?"
-    r"(?:there(?:'s| is) no (?:speech|spoken words?)|no (?:speech|spoken words?)(?: (?:detected|found|present))?|"
-    r"(?:the|this) (?:audio|clip|segment|recording)(?: clip)? (?:is silent|(?:does not|doesn't) contain any "
-    r"(?:speech|spoken words?)|contains no (?:speech|spoken words?)))"
-    r"(?:\s+(?:in|on|within) (?:this|the) (?:audio|clip|segment|recording)(?: clip| segment)?)?"
-    r"(?:[,;]?\s*(?:only|just) (?:silence|(?:background )?noise|music))?\W*", re.IGNORECASE)
+    r"\W*(?:(?:i'?m |i am )?sorry\b[^.]{0,40}?[,.]\s*(?:but\s+)?|unfortunately,?\s*)?"
+    rf"(?:there(?:'s| is) no {_SPEECH}|no {_SPEECH}(?: (?:detected|found|present))?|silence|"
+    rf"{_CLIP} (?:is silent|(?:does not|doesn't) contain any {_SPEECH}|contains no {_SPEECH}|"
+    rf"contains only {_ONLY_NOISE}|is too (?:unclear|quiet|noisy|short|faint) to transcribe)|"
+    rf"i (?:can't|cannot|can not|am unable to|am not able to) transcribe {_CLIP}"
+    rf"(?:,? (?:as|because|since) it (?:contains only {_ONLY_NOISE}|is [^.]{{0,40}}|contains no {_SPEECH}))?)"
+    rf"(?:\s+(?:in|on|within) {_CLIP})?"
+    rf"(?:[,;]?\s*(?:only|just) {_ONLY_NOISE})?\W*", re.IGNORECASE)
 
 
 # A code fence around the whole answer, and a remark the model adds after the words
@@ -88,7 +104,7 @@ _REMARK = re.compile(r"\s*\((?:note|nb|n\.b\.)\s*:[^()]*\)\s*$", re.IGNORECASE)
 
 def clean_transcript_text(text: str) -> str:
     """One clip's text: one line, loops collapsed to one occurrence, junk to ''."""
-    text = " ".join(text.split())
+    text = " ".join(_LINE_LABEL.sub("", _TRANSLATION_AFTER.sub("", text.strip())).split())
     for _ in range(2):  # a lead-in inside the fence, or a fence after the lead-in
         fenced = _FENCED.fullmatch(text)
         text = _LEAD_IN.sub("", fenced.group(1) if fenced else text, count=1)

@@ -85,6 +85,22 @@ def req(start, end, speaker, kind="transcribe"):
     ("**We ship Friday.**", "We ship Friday."), ("We ship **Friday**.", "We ship Friday."),
     ("We ship Friday. (Note: some parts were unclear.)", "We ship Friday."),
     ("Take a note: ship Friday.", "Take a note: ship Friday."), ("2 * 3 * 4 is 24", "2 * 3 * 4 is 24"),
+    # more ways of saying there is no speech: these were kept as a speaker's words
+    ("There is no speech in the provided audio.", ""), ("This audio segment contains no speech.", ""),
+    ("There is no discernible speech in this audio segment.", ""), ("The audio contains only background noise.", ""),
+    ("I'm sorry, but I can't transcribe this audio as it contains only background noise.", ""),
+    ("Unfortunately, the audio is too unclear to transcribe.", ""), ("(no audible speech)", ""), ("[pause]", ""),
+    ("Silence.", ""), ("Silence is golden.", "Silence is golden."),
+    ("I cannot transcribe this audio, he said, without a headset.",
+     "I cannot transcribe this audio, he said, without a headset."),
+    # the prompt echoed, labels and times in other shapes, a translation no one asked for: none of it was said
+    ("Transcribe the following speech segment in its original language.\n\nHola a todos.", "Hola a todos."),
+    ("Hello.\nSpeaker 2: Hi there.", "Hello. Hi there."), ("SPEAKER_00: Hello everyone.", "Hello everyone."),
+    ("(00:01) Hello", "Hello"), ("[0.00s - 2.50s] Hello", "Hello"), ("00:01 is the time", "00:01 is the time"),
+    ("Language: Spanish\nTranscription: Hola a todos.", "Hola a todos."),
+    ("**Transcription (Spanish):** Hola a todos.", "Hola a todos."),
+    ("Hola a todos.\n\nTranslation: Hello everyone.", "Hola a todos."),
+    ("We need a translation: French and German.", "We need a translation: French and German."),
 ])
 def test_clean_transcript_text(raw, clean):
     assert clean_transcript_text(raw) == clean
@@ -111,6 +127,10 @@ def test_split_turns_are_joined_and_empty_clips_dropped():
     ("Hola a todos.\nHello everyone.", "Hello everyone."),  # no marker: the last line
     ("Dijo English: no.\nEnglish: He said English: no.", "He said English: no."),  # the speech says the marker
     ("Hola a todos.", "Hola a todos."),  # no translation came: the speech, not nothing
+    # the translation labelled as one: the label was kept as words, or both languages were
+    ("Hola a todos.\nTranslation: Hello everyone.", "Hello everyone."),
+    ("Hola a todos.\nEnglish translation: Hello everyone.", "Hello everyone."),
+    ("**Transcription (Spanish):** Hola a todos.\n\n**Translation (English):** Hello everyone.", "Hello everyone."),
 ])
 def test_translation_answers_keep_the_translation(answer, kept, caplog):
     segs = segments_from_answers([req(0, 3, "S1")], [answer], translate_to="English")
