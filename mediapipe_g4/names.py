@@ -2,8 +2,9 @@
 
 The model reads the transcript and proposes, per speaker id, a name with the quote and time that show
 it ("Thanks, Bob" right after S2 spoke). A proposal counts only if the quote is in the transcript near
-that time, holds the name, and is said by that speaker as their own name or by someone else in the turn
-just before or after theirs; otherwise the speaker stays `Speaker N`. `--names S1=Alice` overrides.
+that time, holds the name, and is said by that speaker as their own name or by someone else to them (set off
+by a comma, or after "thanks") in the turn just before or after theirs; otherwise the speaker stays
+`Speaker N`. `--names S1=Alice` overrides.
 """
 
 from __future__ import annotations
@@ -151,6 +152,21 @@ def _introduces(n_name: str, n_text: str, edge: str) -> bool:
                           rf"{edge}{name}\s*(?:{_INTRO_AFTER})(?!\w)", n_text))
 
 
+# Words after which a name is said to someone ("Thanks Bob", "over to you Bob"), without a comma between.
+_TO_SOMEONE = (r"hi|hello|hey|thanks|thank you|welcome|morning|afternoon|evening|bye|cheers|go ahead|over to you|"
+               r"your turn|please|danke|merci|gracias|grazie|obrigad[oa]|hallo|salut|hola|ciao|спасибо")
+_SET_OFF = r"[.!?,;:…—–，。！？、；：]"  # punctuation that sets a name off from the sentence around it
+
+
+def _said_to(name: str, text: str) -> bool:
+    """Whether `text` says `name` to someone: set off by punctuation ("Bob, can you start?", "Thanks, Bob.", "right,
+    Bob?") or after a greeting or thanks ("Hi Bob", "thanks Bob"); not as what a sentence is about ("Carol is out
+    sick today": the one who speaks next is not Carol)."""
+    said = unicodedata.normalize("NFKC", text)
+    return re.search(rf"(?:^|{_SET_OFF}\s*|\b(?:{_TO_SOMEONE})\s+){re.escape(name)}(?=\s*(?:{_SET_OFF}|$))", said,
+                     re.IGNORECASE) is not None
+
+
 def _beside(segments: Sequence[Segment], i: int) -> set[str]:
     """The speakers of the turns just before and just after segment i that are not its own speaker's."""
     own = segments[i].speaker
@@ -162,7 +178,8 @@ def _beside(segments: Sequence[Segment], i: int) -> set[str]:
 def _evidence_ok(sid: str, name: str, quote: str, time: float | None, segments: Sequence[Segment]) -> float | None:
     """The time of a segment near `time` whose text holds `quote`, which itself holds `name`, and which shows the name
     is `sid`'s: `sid` says it as their own ("I'm Carol"), or someone else says it to them, in the turn just before or
-    after theirs ("Thanks, Bob"). The one who says "Thanks, Bob", and a name only mentioned, are not Bob."""
+    after theirs, to them ("Thanks, Bob"). The one who says "Thanks, Bob", and a name only mentioned ("Bob is out
+    today"), are not Bob."""
     n_name, n_quote = _norm(name), _norm(_LINE_HEAD.sub("", quote, count=1))
     # A whole word of the quote; in a script without spaces between words (Chinese, Japanese, Thai) any part of it.
     edge = r"\b" if n_name and n_name[0].lower() != n_name[0].upper() else ""
@@ -175,7 +192,10 @@ def _evidence_ok(sid: str, name: str, quote: str, time: float | None, segments: 
         if n_quote not in text:
             continue
         own = _introduces(n_name, text, edge)  # then it is the name of the one who says it, and no one else's
-        if (own and seg.speaker == sid) or (not own and seg.speaker != sid and sid in _beside(segments, i)):
+        # In a script without spaces between words a name need not be set off: said near them is taken as to them
+        to_them = not edge or _said_to(name, seg.text)
+        if (own and seg.speaker == sid) or (not own and to_them and seg.speaker != sid
+                                            and sid in _beside(segments, i)):
             return round(seg.start, 3)
     return None
 

@@ -187,6 +187,21 @@ def test_a_name_goes_to_the_one_it_is_said_to_not_the_one_who_says_it():
         assert parse_names(json.dumps({"S2": {"name": name, "quote": text, "time": 0}}), one) == {}  # S1's own
 
 
+@pytest.mark.parametrize("line, named", [
+    ("Good morning. Carol is out sick today, so she sends her update by mail.", False),  # about Carol, not to her
+    ("Let's ask Carol.", False), ("Carol's update came by mail.", False),
+    ("Carol, can you start?", True), ("Thanks, Carol.", True), ("Thanks Carol", True), ("Over to you Carol!", True),
+    ("Right, Carol?", True), ("Спасибо, Carol.", True),
+])
+def test_a_name_said_about_someone_is_not_the_next_speakers(line, named):
+    """A name said in the turn before S2's was taken as S2's whatever the sentence did with it: S2, who introduced
+    himself as Dave, became Carol, who was out sick."""
+    segments = [Segment(0, 8, "S1", line), Segment(8.5, 20, "S2", "Okay. Hi everyone, this is Dave from the platform."),
+                Segment(21, 30, "S1", "Thanks.")]
+    answer = json.dumps({"S2": {"name": "Carol", "quote": line, "time": 0}})
+    assert bool(parse_names(answer, segments)) == named
+
+
 def test_speakers_default_names_overrides_and_talk_time():
     found = {"S2": {"name": "Bob", "quote": "Thanks, Bob", "time": 14.3}}
     speakers = build_speakers(SEGMENTS, found, parse_name_overrides("S3=Carol Jones"))
