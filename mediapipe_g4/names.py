@@ -219,7 +219,8 @@ def parse_names(answer: str, segments: Sequence[Segment]) -> dict[str, dict[str,
     found: dict[str, dict[str, Any]] = {}
     taken: set[str] = set()
     for sid, entry in data.items():
-        sid = str(sid).strip().upper()
+        label = SPEAKER_LABEL.fullmatch(str(sid).strip())  # "S2", and "Speaker 2" as models also write it
+        sid = f"S{int(label.group(1))}" if label else str(sid).strip().upper()
         if sid not in ids or not isinstance(entry, dict):
             continue
         name = str(entry.get("name") or "").strip()

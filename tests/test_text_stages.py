@@ -151,6 +151,9 @@ def test_names_need_evidence_in_the_transcript():
     found = parse_names(f"Here you go:\n```json\n{answer}\n```", SEGMENTS)
     assert set(found) == {"S2", "S3"}
     assert found["S2"] == {"name": "Bob", "quote": "Thanks, Bob", "time": 14.3}
+    # a speaker id written as the transcript's reader would (it was dropped)
+    found = parse_names(json.dumps({"Speaker 2": {"name": "Bob", "quote": "Thanks, Bob", "time": 14.3}}), SEGMENTS)
+    assert found["S2"]["name"] == "Bob"
 
 
 @pytest.mark.parametrize("answer", [
