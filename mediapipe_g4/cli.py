@@ -71,12 +71,18 @@ def _usage_line(exc: click.UsageError) -> click.UsageError:
     return one
 
 
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.2 on; 8.1 prints the help itself
+
+
 class G4Group(click.Group):
     """Turns domain errors (and surprises) into one `Error:` line and exit status 1."""
 
     def make_context(self, info_name, args, parent=None, **extra):
         try:
             return super().make_context(info_name, args, parent, **extra)
+        except _NO_ARGS as exc:  # a bare `g4media`: its help, as `--help` shows it (it was squeezed into an error)
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+            raise click.exceptions.Exit(0) from None
         except click.UsageError as exc:  # `g4media --bogus`
             raise _usage_line(exc) from None
 
@@ -117,7 +123,8 @@ class G4Group(click.Group):
 def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Local meeting and media transcription and notes with Gemma 4.
 
-    Nothing leaves this machine: FFmpeg reads the recording, Gemma 4 runs here.
+    Nothing leaves this machine: FFmpeg reads the recording, Gemma 4 runs here (unless you send it to a model
+    server of your own with --server).
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug

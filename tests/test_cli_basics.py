@@ -30,6 +30,13 @@ def assert_one_error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def test_a_bare_command_shows_its_help():
+    """`g4media` alone printed its whole help squeezed into one `Error:` line, cut off, with status 1."""
+    out = g4media()
+    assert out.returncode == 0 and out.stderr == ""
+    assert out.stdout.startswith("Usage: g4media") and "\nCommands:\n" in out.stdout and "summarize" in out.stdout
+
+
 def test_probe_json_on_video(samples_dir):
     out = g4media("probe", str(samples_dir / "standup.mp4"), "--json")
     assert out.returncode == 0, out.stderr
