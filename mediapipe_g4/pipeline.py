@@ -266,14 +266,32 @@ def answer_folder(work: Path, model: str, options: RunOptions) -> Path:
     return work / "answers" / key
 
 
-def name_speakers(engine: Engine, segments: Sequence[Segment], budget_chars: int,
+NAMES_MAX_NEW_TOKENS = 400
+
+
+def name_speakers(engine: Engine, segments: Sequence[Segment], budget: int, counter: TokenCounter,
                   vocabulary: tuple[str, ...] = (), hook: Hook | None = None) -> dict[str, dict[str, Any]]:
+    """Speaker names with evidence, from one request of at most `budget` tokens (prompt and answer)."""
     if not segments:
         return {}
-    prompt = names_prompt(segments, max_chars=budget_chars, vocabulary=vocabulary)
-    request = EngineRequest(kind="names", parts=(TextPart(prompt),),
-                            start=segments[0].start, end=segments[-1].end,
-                            settings=GenerationSettings(max_new_tokens=400, greedy=True))
+
+    def request_of(chars: int) -> EngineRequest:
+        return EngineRequest(kind="names", parts=(TextPart(names_prompt(segments, max_chars=chars,
+                                                                        vocabulary=vocabulary)),),
+                             start=segments[0].start, end=segments[-1].end,
+                             settings=GenerationSettings(max_new_tokens=NAMES_MAX_NEW_TOKENS, greedy=True))
+
+    # The transcript's lines are cut by characters, counted in tokens: three characters a token held for English,
+    # but a Chinese meeting's prompt came to about three times the budget.
+    room = max(budget - NAMES_MAX_NEW_TOKENS, 1)
+    chars = room * 3
+    request = request_of(chars)
+    for _ in range(4):
+        used = counter.count(request)
+        if used <= room or chars < 1000:
+            break
+        chars = int(chars * room / used * 0.95)
+        request = request_of(chars)
     (answer,) = engine.generate([request], hook=hook)  # one long request on a CPU: the display says it is under way
     return parse_names(answer, segments)
 
@@ -582,12 +600,11 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
         unnamed = [sid for sid in diarization.speakers if sid not in overrides]
         # A model (or server) that fails here costs the names and notes, not the finished transcript.
         try:
-            if unnamed and segments:
-                found = timer.run("names", lambda: name_speakers(llm, segments, budget_chars=plan.context_budget * 3,
-                                                                        vocabulary=options.plan.vocabulary,
-                                                                        hook=hook))
-            speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
             counter = notes_counter(plan, options)
+            if unnamed and segments:
+                found = timer.run("names", lambda: name_speakers(llm, segments, plan.context_budget, counter,
+                                                                 vocabulary=options.plan.vocabulary, hook=hook))
+            speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
             keyframes = slides()  # the names did not need them either
             notes = timer.run("notes", lambda: write_notes(llm, segments, keyframes, speakers_now, plan, counter,
                                                            hook))

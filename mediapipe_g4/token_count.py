@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import Any
 
 from PIL import Image
@@ -28,7 +29,22 @@ AUDIO_SAMPLES_PER_TOKEN = 640  # 40 ms at 16 kHz: 25 tokens per second
 PATCH_SIZE = 16
 POOLING_KERNEL = 3
 SOFT_TOKEN_SIZES = (70, 140, 280, 560, 1120)
-CHARS_PER_TOKEN = 4.0  # the estimate for text when no tokenizer is at hand
+CHARS_PER_TOKEN = 4.0  # the estimate for English-like text when no tokenizer is at hand
+# Scripts without spaces between words, and Hangul: about a token a character; other scripts beyond Latin (Cyrillic,
+# Greek, Arabic, Devanagari): about two characters a token. Four a token for them too made a Chinese meeting's
+# prompts look three times smaller than they are.
+_DENSE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u0e00-\u0eff"
+                    r"\u1780-\u17ff\u1000-\u109f]")
+_BEYOND_LATIN = re.compile(r"[^\u0000-\u02ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+                           r"\u0e00-\u0eff\u1780-\u17ff\u1000-\u109f]")
+
+
+def estimate_text_tokens(text: str) -> int:
+    """Tokens of `text` without a tokenizer, by script: a character each for CJK, kana, Hangul and Thai, two
+    characters a token for other non-Latin scripts, four for the rest."""
+    dense = len(_DENSE.findall(text))
+    other = len(_BEYOND_LATIN.findall(text))
+    return dense + math.ceil(other / 2) + math.ceil((len(text) - dense - other) / CHARS_PER_TOKEN)
 # Without a tokenizer: <bos> <|turn>user\n ... <turn|>\n <|turn>model\n <|channel>thought\n<channel|>
 TEMPLATE_OVERHEAD = 13
 SYSTEM_OVERHEAD = 5
@@ -99,7 +115,7 @@ class TokenCounter:
         """Tokens of plain text (no template, no special tokens added)."""
         if self.tokenizer is not None:
             return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return math.ceil(len(text) / CHARS_PER_TOKEN)
+        return estimate_text_tokens(text)
 
     def template_tokens(self, request: EngineRequest) -> int:
         """The rendered chat template with one placeholder token per media part."""
@@ -114,9 +130,8 @@ class TokenCounter:
 
     def _render_count(self, request: EngineRequest) -> int:
         if self.processor is None:
-            texts = sum(math.ceil(len(p.text.strip()) / CHARS_PER_TOKEN) for p in request.parts
-                        if isinstance(p, TextPart))
-            system = SYSTEM_OVERHEAD + math.ceil(len(request.system.strip()) / CHARS_PER_TOKEN) if request.system else 0
+            texts = sum(estimate_text_tokens(p.text.strip()) for p in request.parts if isinstance(p, TextPart))
+            system = SYSTEM_OVERHEAD + estimate_text_tokens(request.system.strip()) if request.system else 0
             media = sum(1 for p in request.parts if not isinstance(p, TextPart))
             return TEMPLATE_OVERHEAD + system + texts + media
         prompt = self.processor.apply_chat_template(

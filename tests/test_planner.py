@@ -426,6 +426,27 @@ def test_a_lecture_of_one_long_turn_plans_notes_in_sections(processor):
     assert sections[0].start == 0.0 and sections[-1].end == pytest.approx(40 * 60.0, abs=1.0)
 
 
+@pytest.mark.parametrize("line", ["我们下周二发布支付重试功能，然后更新文档。谢谢王伟。" * 3,
+                                  "We ship the payment retry feature next Tuesday, then update the docs. Thanks, Bob."])
+@pytest.mark.parametrize("exact", [True, False])
+def test_the_naming_request_fits_the_budget_in_any_script(processor, line, exact):
+    """The naming prompt was cut at three characters a token: a long Chinese meeting's came to about three times the
+    budget (on a model server, past its window: no names and no notes)."""
+    from fake_engine import ScriptedEngine
+
+    from mediapipe_g4.pipeline import name_speakers
+
+    segments = [Segment(i * 10.0, i * 10.0 + 9, f"S{i % 3 + 1}", line) for i in range(600)]
+    engine = ScriptedEngine({"names": "{}"})
+    counter = TokenCounter(processor if exact else None)
+    name_speakers(engine, segments, 8192, counter)
+    (request,) = engine.seen
+    assert counter.count(request) + request.settings.max_new_tokens <= 8192
+    assert counter.count(request) > 8192 // 2  # and it is not cut to nothing
+    if exact:
+        assert real_length(processor, request) + request.settings.max_new_tokens <= 8192
+
+
 def test_a_recording_without_speech_plans_no_notes(decoded, processor):
     """`summarize` skips the notes of a recording without speech; `plan` listed a notes request all the same."""
     d = decoded["phone_call.wav"]
