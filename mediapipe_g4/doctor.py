@@ -126,9 +126,10 @@ def check_model(model: str | None) -> dict[str, Any]:
         if missing:
             return _check("model", "fail", f"{where}, but {missing}", model=model)
         return _fits(resolved if local else model, where)
-    missing = f"{model} is not downloaded: run `hf download {model}` (about 24 GB for the 12B), or pass --model " \
-              "/path/to/folder"
     from .memory import GEMMA4_12B
+
+    size = " (about 24 GB)" if model == GEMMA4_12B.name else ""
+    missing = f"{model} is not downloaded: run `hf download {model}`{size}, or pass --model /path/to/folder"
 
     if model != GEMMA4_12B.name:
         return _check("model", "warn", missing, model=model)

@@ -550,6 +550,8 @@ def make_plan(
                             f"token): {exc}")
     counter = TokenCounter(processor)
 
+    stand_ins: set[str] = set()  # models whose memory is estimated as the 12B's
+
     def shape_of(name: str) -> mem.ModelShape:
         try:
             return model_shape(name)
@@ -557,12 +559,16 @@ def make_plan(
             if resolve_model(name)[1]:  # a folder whose config does not load: the run would stop there too
                 raise
             if name != DEFAULT_MODEL:
+                stand_ins.add(name)
                 warnings.append(f"no config for {name} here, so memory is estimated for the 12B; "
                                 f"{download_hint(name, processor_only=True)}")
             return mem.GEMMA4_12B
 
     shape = shape_of(model)
     chosen_device = mem.pick_device(device)
+    if quantize and not chosen_device.startswith("cuda"):
+        warnings.append(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes): a run here on {chosen_device} "
+                        "would stop; this plan is the memory it would take on one")
     chosen_dtype = mem.choose_dtype(shape, chosen_device, dtype, quantize)
     memory = mem.device_memory(chosen_device)
     notes_shape, notes_dtype, notes_memory = shape, chosen_dtype, memory
@@ -579,7 +585,7 @@ def make_plan(
     else:
         budget, warning = mem.default_context_budget(notes_shape, notes_memory, dtype=notes_dtype, quantize=quantize)
         budget_from = "memory"
-        if warning:
+        if warning and (notes_model or model) not in stand_ins:  # "the 12B does not fit", of an E4B, misleads
             warnings.append(warning)
 
     # The notes' answers fit the budget: a 4096-token context (a llama.cpp slot) had no room for the 4096 of the
