@@ -594,3 +594,31 @@ def test_notes_written_by_another_model_are_planned_for_it(decoded, monkeypatch)
     assert notes and both.memory["notes_peak_gb"] == round(
         (mem.peak_bytes(mem.GEMMA4_12B, max(r.tokens + r.settings.max_new_tokens for r in notes), dtype="bfloat16")
          + mem.weights_bytes(small, "bfloat16", None)) / mem.GB, 1)
+
+
+def test_a_model_that_does_not_fit_is_said_plainly(decoded, monkeypatch, tmp_path):
+    """`needs about 28 GB` beside `30 GB available` read as a contradiction (the peak is held to 90 % of what is
+    free); an E4B estimated as the 12B was told to pick the E4B; --quantize on a CPU planned as if it would run."""
+    from dataclasses import replace as changed
+
+    from mediapipe_g4 import memory as mem
+
+    thirty = mem.DeviceMemory("cpu", "CPU", 32 * mem.GB, 30 * mem.GB)
+    budget, warning = mem.default_context_budget(mem.GEMMA4_12B, thirty, dtype="bfloat16")
+    need = mem.peak_bytes(mem.GEMMA4_12B, mem.MIN_CONTEXT, dtype="bfloat16")
+    assert need <= thirty.available < need / 0.9  # the case: the peak fits what is free, not with a tenth to spare
+    assert f"needs about {need / 0.9 / mem.GB:.0f} GB free" in warning and "--model google/gemma-4-E4B-it" in warning
+    e4b = changed(mem.GEMMA4_12B, name="google/gemma-4-E4B-it")
+    assert "E4B" not in mem.default_context_budget(e4b, thirty, dtype="bfloat16")[1].split(":", 1)[1]
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: no config for the E4B here
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(mem, "device_memory", lambda device: thirty)
+    d = decoded["phone_call.wav"]
+    plan = make_plan(d["waveform"], d["turns"], model="google/gemma-4-E4B-it", dtype="bfloat16")
+    assert any("estimated for the 12B" in w for w in plan.warnings)
+    assert not any("pick a smaller model" in w or "needs about" in w for w in plan.warnings), plan.warnings
+    quantized = make_plan(d["waveform"], d["turns"], model="google/gemma-4-12B-it", quantize="4bit")
+    assert any(w.startswith("--quantize 4bit needs a CUDA GPU") for w in quantized.warnings), quantized.warnings
