@@ -91,9 +91,9 @@ def summary(info: dict[str, Any], figures: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__.strip(), file=sys.stderr)
-        return 2
+    if not argv or argv[0] in ("-h", "--help"):  # "--help" was read as a file that is not there
+        print(__doc__.strip(), file=sys.stderr if not argv else sys.stdout)
+        return 2 if not argv else 0
     info, figures, missing = load(argv)
     for m in missing:
         print(f"not read: {m}")

@@ -93,11 +93,11 @@ def check_disk() -> dict[str, Any]:
     there = next((p for p in (root, *root.parents) if p.exists()), Path.home())  # made below it when needed
     if not there.is_dir():
         what = f"{root} is a file" if there == root else f"{root} cannot be made: {there} is a file"
-        return _check("cache", "fail", f"{what}, not a folder; set G4MEDIA_CACHE (or pass --cache-dir) to a "
-                      "folder", path=str(root))
+        return _check("cache", "fail", f"{what}, not a folder; set G4MEDIA_CACHE to a folder (the "
+                      "commands that run take --cache-dir too)", path=str(root))
     if not os.access(there, os.W_OK | os.X_OK):
-        return _check("cache", "fail", f"{root}: {there} cannot be written; set G4MEDIA_CACHE (or pass "
-                      "--cache-dir) to a folder that can be", path=str(root))
+        return _check("cache", "fail", f"{root}: {there} cannot be written; set G4MEDIA_CACHE to a folder "
+                      "that can be (the commands that run take --cache-dir too)", path=str(root))
     free = shutil.disk_usage(there).free / GB
     return _check("cache", "ok" if free >= 5 else "warn", f"{root} ({free:.0f} GB free)", path=str(root))
 
