@@ -588,7 +588,7 @@ def diarize(file: Path, as_json: bool, rttm_path: Path | None, **kw) -> None:
 
 # --------------------------------------------------------------------------- transcribe / summarize / batch
 
-TRANSCRIBE_FORMATS = "json,srt,vtt,txt"
+TRANSCRIBE_FORMATS = "html,md,json,srt,vtt,txt"  # the page too: the transcript, playable
 SUMMARIZE_FORMATS = "html,md,json,srt,vtt"
 RENDER_FORMATS = "html,md,srt,vtt"  # the X.json is the input
 
@@ -719,7 +719,7 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
 @click.option("--format", default=TRANSCRIBE_FORMATS, show_default=True,
               help="Outputs to write: json, srt, vtt, txt, md, html (comma-separated, or all).")
 def transcribe(files: tuple[Path, ...], **kw) -> None:
-    """Transcribe recordings: who said what and when, as JSON, SRT, VTT and TXT.
+    """Transcribe recordings: who said what and when, as an HTML page, Markdown, JSON, SRT, VTT and TXT.
 
     Stopped part-way (Ctrl-C, a crash, a shutdown), the same command again resumes: finished work is kept in the
     work folder (--cache-dir); --fresh redoes it.

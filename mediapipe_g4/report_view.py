@@ -298,14 +298,16 @@ def _notes_view(result: Mapping[str, Any], speakers: list[dict[str, Any]]) -> di
     for sp in speakers:
         by_key[sp["id"].casefold()] = sp
         by_key.setdefault(sp["name"].casefold(), sp)
+    # `transcribe` asks for no notes: its page is a transcript, with no notice that notes are missing
+    asked = (result.get("options") or {}).get("summarize") is not False
     if not isinstance(notes, Mapping):
         reason = "this recording was only transcribed (notes were not requested)"
-        return {"produced": False, "status": "skipped", "reason": reason}
+        return {"produced": False, "status": "skipped", "reason": reason, "asked": asked}
     status = str(notes.get("status") or "ok")
     error = one_line(notes.get("error"))
     if status != "ok":
         reason = error or ("notes were skipped" if status == "skipped" else "the notes step failed without a message")
-        return {"produced": False, "status": status, "reason": reason}
+        return {"produced": False, "status": status, "reason": reason, "asked": asked or status != "skipped"}
 
     def timed(items: Any) -> list[dict[str, Any]]:
         out = []

@@ -31,10 +31,12 @@ def cache(tmp_path_factory) -> Path:
 
 def test_transcribe_writes_every_format(samples_dir, tiny_checkpoint, cache, tmp_path):
     out = g4media("transcribe", str(samples_dir / "phone_call.wav"), "--model", str(tiny_checkpoint),
-                  "-o", str(tmp_path), "--format", "json,srt,vtt,txt", cache=cache)
+                  "-o", str(tmp_path), cache=cache)
     assert out.returncode == 0, out.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["phone_call.json", "phone_call.srt", "phone_call.txt",
-                                                          "phone_call.vtt"]
+    # the design's outputs (the page and Markdown too: they were left out by default), and the text transcript
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phone_call.html", "phone_call.json", "phone_call.md",
+                                                          "phone_call.srt", "phone_call.txt", "phone_call.vtt"]
+    assert "not produced" not in (tmp_path / "phone_call.html").read_text()  # notes were not asked for
     result = json.loads((tmp_path / "phone_call.json").read_text())
     assert set(result) >= {"source", "model", "speakers", "segments", "keyframes", "notes", "options", "timings"}
     assert abs(result["source"]["duration"] - truth("phone_call.wav")["duration"]) < 0.05

@@ -729,6 +729,18 @@ def test_without_notes_the_report_says_what_is_below(result, out, speakers, slid
     assert "below" not in render("md", result, out / "x.md")
 
 
+def test_a_transcript_asked_for_says_nothing_of_missing_notes(result, work, out):
+    """`transcribe` writes the page too (the design's outputs); a notice that notes were not produced, on a page of
+    a command that makes none, read as a failure."""
+    result["notes"] = {"status": "skipped", "error": "notes were not asked for (g4media transcribe)"}
+    result["options"] = {**(result.get("options") or {}), "summarize": False}
+    html = render("html", result, out / "standup.html", media_dir=work)
+    assert "not produced" not in html and 'id="summary"' not in html
+    assert "<title>standup – transcript</title>" in html and "See you tomorrow." in visible_text(html)
+    md = render("md", result, out / "standup.md", media_dir=work)
+    assert "not produced" not in md and "## Transcript" in md
+
+
 def test_report_survives_a_minimal_result(out):
     minimal = {"source": {"path": "/x/clip.wav", "name": "clip.wav", "duration": 0}, "segments": []}
     html = render("html", minimal, out / "clip.html")
