@@ -326,6 +326,7 @@ def _media_info(path: Path, data: dict) -> MediaInfo:
                 duration=_float(st.get("duration")) or _tag_duration(st),
                 title=(st.get("tags") or {}).get("title") or None,
                 language=_language((st.get("tags") or {}).get("language")),
+                start=_float(st.get("start_time")),
             ))
         elif kind == "video":
             video.append(VideoStream(
@@ -519,8 +520,9 @@ def decode_sides(
         return [_open_waveform(t) for t in targets]
     mixed = Path(work_dir) / AUDIO_FILE
     mix = None if mixed.is_file() else (mixed, 1.0 if len(picks) > 1 else float(np.sqrt(0.5)))
-    # Several tracks side by side (as the channels of one stream), each padded to the longest.
-    longest = max((info.audio_streams[p].duration or info.duration or 0.0) for p in picks) if len(picks) > 1 else 0
+    # Several tracks side by side (as the channels of one stream), each padded to where the last one ends (amerge
+    # stops with the shortest: padded to the longest track's length, one that starts late was cut off there).
+    longest = max((info.audio_end(p) or info.duration or 0.0) for p in picks) if len(picks) > 1 else 0
     select = _select(picks, f"amerge=inputs={len(picks)}", f",apad=whole_dur={longest:.3f}")
     return _decode(src, info, select, targets, hook, mix, "track" if len(picks) > 1 else "channel")
 
@@ -647,7 +649,7 @@ def audio_shortfall(info: MediaInfo, decoded_seconds: float, track: AudioTrack =
     full disk or an unfinished copy: FFmpeg decodes up to the damage and exits 0), or None. The transcript
     then covers only the part that decoded, which a reader of the report has to know."""
     picks = audio_tracks(info, track) if info.audio_streams else ()
-    stated = max((d for p in picks if (d := info.audio_streams[p].duration)), default=None)
+    stated = max((d for p in picks if (d := info.audio_end(p))), default=None)
     if stated is None and len(picks) == len(info.audio_streams):
         stated = info.duration  # the file's length stands for its audio's
     # (Without its own length, a track taken from several may just be shorter than the file: nothing to say.)

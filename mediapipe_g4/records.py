@@ -41,6 +41,7 @@ class AudioStream:
     duration: float | None = None
     title: str | None = None  # the track's name, e.g. "Mic" (OBS and other recorders name their tracks)
     language: str | None = None
+    start: float | None = None  # when the track starts, on the file's clock (a second track may start late)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,15 @@ class MediaInfo:
     # A WAV whose header states less than the file holds (a recorder that stopped updating it, a size past 4 GB
     # wrapped around): how long the audio the file holds is; it is decoded whole (FFmpeg's `-ignore_length`).
     wav_held_seconds: float | None = None
+
+    def audio_end(self, pick: int) -> float | None:
+        """Where audio track `pick` ends, in seconds from the recording's start (its start, then its length; a track
+        that starts late ends later than its length), or None when the file does not say how long it is."""
+        stream = self.audio_streams[pick]
+        if not stream.duration:
+            return None
+        return max(0.0, (stream.start if stream.start is not None else self.start_time) - self.start_time) \
+            + stream.duration
 
     @property
     def decode_options(self) -> tuple[str, ...]:

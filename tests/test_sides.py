@@ -20,6 +20,7 @@ from mediapipe_g4.engine import AudioPart
 from mediapipe_g4.errors import G4Error, MediaError
 from mediapipe_g4.metrics import diarization_errors
 from mediapipe_g4.pipeline import RunOptions, prepare_recording, process_recording
+from mediapipe_g4.records import SAMPLE_RATE
 from mediapipe_g4.references import Turn
 from mediapipe_g4.sides import find_speakers, separate_sides, side_levels, side_options
 
@@ -144,6 +145,25 @@ def test_the_tracks_of_a_file_are_its_sides_with_audio_track_all(calls, media_co
         media.decode_sides(surround, tmp_path / "surround")
     with pytest.raises(MediaError, match="has one audio channel, so there are no sides"):
         media.decode_sides(SAMPLES / "phone_call.wav", tmp_path / "mono")
+
+
+def test_a_track_that_starts_late_is_heard_to_its_end(tmp_path):
+    """Tracks side by side were padded to the longest track's length, and a second track that starts 4 s into an
+    MP4 (its own clock, where it ends at 7 s) was cut off at 4 s with no word: the second speaker was lost."""
+    first, second = tmp_path / "first.wav", tmp_path / "second.wav"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=4", str(first))
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=500:duration=3", str(second))
+    late = tmp_path / "late.mp4"
+    ffmpeg("-i", str(first), "-itsoffset", "4", "-i", str(second), "-map", "0:a", "-map", "1:a", "-c:a", "aac",
+           str(late))
+    info = media.probe(late)
+    assert info.audio_end(1) == pytest.approx(7.0, abs=0.1)
+    one, two = media.decode_sides(late, tmp_path / "work", track="all")
+    assert len(one) == len(two) and len(two) / SAMPLE_RATE == pytest.approx(7.0, abs=0.1)
+    assert np.abs(two[int(4.5 * SAMPLE_RATE): int(6.5 * SAMPLE_RATE)]).max() > 0.05  # the late track's sine (1/8)
+    assert np.abs(two[: int(3.5 * SAMPLE_RATE)]).max() < 0.01 and np.abs(one[int(4.5 * SAMPLE_RATE):]).max() < 0.01
+    assert media.audio_shortfall(info, len(two) / SAMPLE_RATE, "all") is None
+    assert "only the first" in media.audio_shortfall(info, 4.0, "all")  # cut off where it was: said
 
 
 def transcribe(path: Path, options: RunOptions) -> tuple[dict, ScriptedEngine]:
