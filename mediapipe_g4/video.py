@@ -71,11 +71,16 @@ def iter_frames(
     # browsers record, state a nominal rate).
     measured = info.format_name.startswith("mov,mp4")
     skip = ["-skip_frame", "noref"] if measured and (stream.fps or 0) >= 5 else []
+    # The last frame held to the recording's end (a second, when the file does not say how long it is): the fps
+    # filter drops a lone last frame at the end of the stream, and a variable-rate video's last slide (one frame,
+    # on screen for the last 9 s) was never seen.
+    until = ["-t", f"{info.duration:.3f}"] if info.duration > 0 else []
+    hold = "stop=-1" if until else "stop_duration=1"
     cmd = [
         ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", *skip, "-i", ffmpeg_input(src),
         "-map", f"0:{stream.index}", "-an", "-sn", "-dn",
-        "-vf", f"fps={fps}:start_time=0,scale={width}:{height}:flags=area",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+        "-vf", f"tpad=stop_mode=clone:{hold},fps={fps}:start_time=0,scale={width}:{height}:flags=area",
+        *until, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
     frame_bytes = width * height * 3
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,

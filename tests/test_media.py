@@ -140,6 +140,22 @@ def test_a_sparse_variable_rate_video_keeps_every_slide(tmp_path):
         assert max(seen[550]) < 20, name  # black, not the white before it
 
 
+def test_the_last_slide_of_a_variable_rate_video_is_seen(tmp_path):
+    """A variable-rate video whose last slide is one frame (shown to the end of the recording, which the audio
+    sets): FFmpeg's fps filter drops such a lone last frame, and that slide never reached the notes."""
+    for i, colour in enumerate(["red", "white", "blue"]):  # apart in brightness too (red and green are not)
+        ffmpeg("-f", "lavfi", "-i", f"color=c={colour}:s=320x240", "-frames:v", "1", str(tmp_path / f"s{i}.png"))
+    (tmp_path / "list.txt").write_text("file 's0.png'\nduration 5\nfile 's1.png'\nduration 7\nfile 's2.png'\n")
+    for name in ("last.mp4", "last.mkv"):
+        path = tmp_path / name
+        ffmpeg("-f", "concat", "-i", str(tmp_path / "list.txt"), "-f", "lavfi", "-i", "sine=duration=20",
+               "-map", "0:v", "-map", "1:a", "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
+        frames = list(video.iter_frames(path))
+        assert 19 <= len(frames) <= 21, (name, len(frames))  # to the recording's end, not past it
+        assert max(frames[-1].image[5, 5][:2]) < 20 and frames[-1].image[5, 5][2] > 200, name  # blue
+        assert [k.time for k in video.extract_keyframes(path, tmp_path / f"work-{name}")] == [0, 5, 12], name
+
+
 def test_static_video_is_one_keyframe_and_moving_video_few(media_corpus, tmp_path):
     assert len(video.extract_keyframes(media_corpus["silent_video"], tmp_path / "a")) == 1
     moving = video.extract_keyframes(media_corpus["truncated"].with_name("full.mp4"), tmp_path / "b")
