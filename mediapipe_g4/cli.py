@@ -214,13 +214,15 @@ def probe(file: Path, as_json: bool, no_keyframes: bool) -> None:
         return
     click.echo(f"{info.path}")
     about = "~" if info.duration_estimated else ""  # guessed from the bitrate: no index or header gives it
-    click.echo(f"  format    {info.format_name}, {about}{info.duration:.2f} s, start {info.start_time:+.3f} s, "
+    # a browser's WebM recording states no duration: "0.00 s" read as an empty file
+    length = f"{about}{info.duration:.2f} s" if info.duration > 0 else "duration not stated"
+    click.echo(f"  format    {info.format_name}, {length}, start {info.start_time:+.3f} s, "
                f"{info.size_bytes / 1e6:.1f} MB")
     for number, a in enumerate(info.audio_streams, 1):
         named = (f', "{a.title}"' if a.title else "") + (f", {a.language}" if a.language else "")
         track = f"track {number} " if len(info.audio_streams) > 1 else ""
-        click.echo(f"  audio {track}#{a.index} {a.codec}, {a.sample_rate} Hz, {a.channels} ch "
-                   f"({a.channel_layout or '?'}){named}")
+        layout = f" ({a.channel_layout})" if a.channel_layout else ""  # a WAV states none
+        click.echo(f"  audio {track}#{a.index} {a.codec}, {a.sample_rate} Hz, {a.channels} ch{layout}{named}")
     for v in info.video_streams:
         kind = "cover art" if v.is_cover_art else f"{v.fps or 0:.2f} fps"
         click.echo(f"  video #{v.index} {v.codec}, {v.width}x{v.height}, {kind}, rotation {v.rotation}")

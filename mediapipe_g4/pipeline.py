@@ -622,9 +622,10 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
     timer.stop()
     return {
         "source": {"path": str(src.resolve()), "name": src.name, "sha256": sha,
-                   # a length FFmpeg only estimated from the bitrate: the audio's own, as decoded
-                   "duration": round(len(waveform) / SAMPLE_RATE if info.duration_estimated and not info.has_video
-                                     else info.duration, 3),
+                   # a length FFmpeg only estimated from the bitrate, or none (a browser's WebM recording states
+                   # none): the audio's own, as decoded
+                   "duration": round(len(waveform) / SAMPLE_RATE if (info.duration_estimated and not info.has_video)
+                                     or info.duration <= 0 else info.duration, 3),
                    "audio_duration": round(len(waveform) / SAMPLE_RATE, 3),
                    **({"warning": prepared.short} if prepared.short else {})},
         "model": {"id": options.model, "transcribe_model": options.asr_model, "engine": options.engine,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import truth
 from fake_engine import ScriptedEngine
 from standup_script import NOTES, standup_engine_script
 
@@ -1011,3 +1012,20 @@ def test_a_speaker_count_that_could_not_be_met_is_said(tmp_path, monkeypatch, ca
         with caplog.at_level("WARNING", logger="mediapipe_g4"):
             pipeline.load_diarization(None, tmp_path, DiarizationOptions(num_speakers=wanted), lambda *a: None, None)
         assert ("--speakers 5: this recording's speech was told apart into only 2" in caplog.text) == said
+
+
+def test_a_recording_that_states_no_length_gets_the_audios_own(samples_dir, cache, tmp_path):
+    """A browser's recording (MediaRecorder WebM) states no duration: X.json said 0 s, and `eval` gave no speed."""
+    import subprocess
+
+    from mediapipe_g4 import media
+
+    webm = tmp_path / "browser.webm"
+    with webm.open("wb") as out:  # written to a pipe, as a browser streams it: no duration in the header
+        subprocess.run([media.ffmpeg_binary(), "-v", "error", "-i", str(samples_dir / "phone_call.wav"), "-c:a",
+                        "libopus", "-f", "webm", "pipe:1"], check=True, stdout=out)
+    assert media.probe(webm).duration == 0.0
+    result, _, _ = run(webm, cache, lambda request: "Hello.", summarize=False, slides=False)
+    source = result["source"]
+    assert source["duration"] == source["audio_duration"] == pytest.approx(truth("phone_call.wav")["duration"],
+                                                                            abs=0.1)
