@@ -153,7 +153,7 @@ def _ffprobe_json(path: Path, probe_bin: str) -> dict:
     except subprocess.TimeoutExpired as exc:
         raise MediaError(f"{path}: FFmpeg took too long to read the file; it may be damaged") from exc
     if out.returncode != 0:
-        raise MediaError(f"{path} is not a readable media file ({stderr_tail(out.stderr)})")
+        raise MediaError(_unreadable(path, out.stderr))
     try:
         data = json.loads(out.stdout or b"{}")
     except json.JSONDecodeError as exc:
@@ -164,6 +164,17 @@ def _ffprobe_json(path: Path, probe_bin: str) -> dict:
 
 
 _ESTIMATED = "Estimating duration from bitrate"
+
+
+def _unreadable(path: Path, stderr: bytes | str) -> str:
+    """The error for a file FFmpeg cannot read, with what it most likely is where FFmpeg's words say it."""
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    # An MP4/MOV/M4A whose index, written last, never was (not some other file FFmpeg took for one at a guess)
+    if "moov atom not found" in text and "misdetection possible" not in text:
+        return (f"{path} is an MP4/MOV recording that was never finished: its index, which the recorder writes "
+                "when it stops, is missing (a crash, a full disk, a copy made while it was recording), so FFmpeg "
+                "cannot read it; a repair tool such as untrunc can rebuild it from a good file of the same recorder")
+    return f"{path} is not a readable media file ({stderr_tail(text)})"
 
 
 _DURATION_RE = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?), start: (-?[\d.]+)")
@@ -182,7 +193,7 @@ def _ffmpeg_probe_json(path: Path) -> dict:
         raise MediaError(f"{path}: FFmpeg took too long to read the file; it may be damaged") from exc
     text = out.stderr.decode("utf-8", "replace")
     if "Input #0" not in text:
-        raise MediaError(f"{path} is not a readable media file ({stderr_tail(text)})")
+        raise MediaError(_unreadable(path, text))
     fmt: dict = {}
     m = _INPUT_RE.search(text)
     if m:

@@ -424,3 +424,18 @@ def test_progress_of_decoding_and_slides_ends_complete(samples_dir, tmp_path):
     video.extract_keyframes(samples_dir / "standup.mp4", tmp_path, hook=lambda *a: calls.append(a))
     last = {step: (done, total) for step, done, total in calls}
     assert last["decode"][0] == last["decode"][1] and last["keyframes"][0] == last["keyframes"][1]
+
+
+def test_an_mp4_whose_recording_never_finished_is_said_to_be_one(samples_dir, tmp_path):
+    """A phone or screen recorder writes an MP4's index last: a recording cut off before it (a crash, a full disk)
+    got FFmpeg's "moov atom not found | Invalid data found", which says nothing a user can act on."""
+    whole = tmp_path / "whole.mp4"
+    ffmpeg("-i", str(samples_dir / "standup.mp4"), "-c", "copy", str(whole))  # the index at the end, as recorded
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(MediaError, match="cut.mp4 is an MP4/MOV recording that was never finished: its index"):
+        media.probe(cut)
+    text = tmp_path / "notes.mp4"  # not an MP4 at all: FFmpeg only guesses it is one
+    text.write_text("meeting notes\n" * 20)
+    with pytest.raises(MediaError, match="notes.mp4 is not a readable media file"):
+        media.probe(text)
