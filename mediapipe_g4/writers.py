@@ -130,7 +130,10 @@ def output_stems(paths: Iterable[Path], owns: Callable[[Path, str], bool] | None
         stem, n = stems[p], 1
         while key(stem) in taken:
             n += 1
-            stem = f"{stems[p]}-{n}"
+            # The number fits the stem's length: put after a stem at the limit, `safe_stem` cut it off again, and
+            # two long names alike for 150 bytes (50 Chinese characters) wrote one set of outputs
+            suffix = f"-{n}"
+            stem = safe_stem(stems[p].encode()[: MAX_STEM_BYTES - len(suffix)].decode("utf-8", "ignore")) + suffix
         taken.add(key(stem))
         out[p] = stem
     return out

@@ -162,6 +162,12 @@ def test_recordings_whose_outputs_would_share_a_name_get_their_whole_names():
         Path("a/x.wav"): "x.wav", Path("b/x.wav"): "x.wav-2", f: "x.wav-2-2"}
     # The one whose outputs are there from before keeps its name (a new sibling does not rename them).
     assert output_stems([a, c], owns=lambda p, stem: p == a) == {a: "meeting", c: "meeting.mp3"}
+    # Names alike for longer than a stem may be (50 Chinese characters): the -2 was put after the longest stem,
+    # cut off again when written, and both recordings wrote (and in a batch, redid) one set of outputs.
+    long_a, long_b = (Path(f"{'会議の録音' * 12}_2024-05-0{day}.wav") for day in (1, 8))
+    stems = output_stems([long_a, long_b])
+    assert len({safe_stem(s) for s in stems.values()}) == 2 and stems[long_b].endswith("-2")
+    assert all(safe_stem(s) == s and len(s.encode()) <= 150 for s in stems.values())
 
 
 def test_safe_stem_never_leaves_the_folder():
