@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from . import media
+from .atomic import remove_stale_parts
 from .errors import G4Error, MediaError, ModelError
 from .index_page import failed_entry, index_entry, pending_entry, write_index
-from .writers import output_stem, output_stems, write_outputs
+from .writers import get_writer, output_stem, output_stems, write_outputs
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -235,6 +236,13 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
         from .workdir import file_sha256
 
         if before is not None and _made_from(before, file_sha256(path), changed, json_path.name):
+            # A format asked for now, or a report deleted since: written from the result there, as `render` does
+            # (it was left out, and only --fresh, which redoes the model's work, brought it)
+            missing = [f for f in formats if not (target_dir / f"{stem}.{get_writer(f).extension}").exists()]
+            remove_stale_parts(target_dir)  # a killed write's temporary file, where no write comes to sweep it
+            if missing:
+                work = Path(str(before.get("work_dir") or target_dir))
+                write_outputs(before, target_dir, stem, missing, media_dir=work if work.is_dir() else target_dir)
             outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
                        if (target_dir / f"{stem}.{ext}").exists()]
             return _relative(index_entry(before, outputs, name=rel), out_dir), "done before", "", True
@@ -315,8 +323,6 @@ def _concurrently(found: Iterable[tuple[Path, str | None]], one: Callable[..., A
 
 
 def _extensions(formats: list[str]) -> list[str]:
-    from .writers import get_writer
-
     return [get_writer(f).extension for f in formats]
 
 

@@ -1029,3 +1029,40 @@ def test_a_recording_that_states_no_length_gets_the_audios_own(samples_dir, cach
     source = result["source"]
     assert source["duration"] == source["audio_duration"] == pytest.approx(truth("phone_call.wav")["duration"],
                                                                             abs=0.1)
+
+
+def test_a_batch_run_again_writes_the_formats_asked_for_since(samples_dir, tmp_path):
+    """A rerun that asks for more formats (or after a report was deleted) said "done before" and wrote nothing:
+    only --fresh, which redoes the model's work, brought them."""
+    import shutil
+
+    from mediapipe_g4 import atomic
+    from mediapipe_g4.batch import run_batch
+
+    folder = tmp_path / "in"
+    (folder / "week 1").mkdir(parents=True)
+    shutil.copy(samples_dir / "standup.mp4", folder / "week 1" / "standup.mp4")
+    options = RunOptions(cache_dir=str(tmp_path / "cache"))
+    engine = ScriptedEngine(standup_engine_script())
+    out = tmp_path / "out" / "week 1"  # the recording's outputs: no index is written there to sweep it
+
+    def batch(formats):
+        return run_batch(folder, tmp_path / "out", formats,
+                         lambda path: process_recording(path, options, lambda model: engine), recursive=True,
+                         changed=options.changed_from)
+
+    batch(["json", "srt"])
+    asked = engine.calls
+    (out / "standup.srt").unlink()
+    again = batch(["json", "srt", "html", "txt"])
+    assert len(again.skipped) == 1 and engine.calls == asked  # no model work redone
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("standup")) == [
+        "standup.html", "standup.json", "standup.srt", "standup.txt"]
+    html = (out / "standup.html").read_text()
+    assert "Ship the payment retry feature" in html and html.count("data:image/jpeg;base64,") >= 4  # slides too
+    assert "week%201/standup.html" in (tmp_path / "out" / "index.html").read_text()
+    # What a write killed by SIGKILL leaves (no process 999999) is swept where nothing is written on a rerun
+    stale = out / ".standup.json.999999-dead.part"
+    stale.write_text("half")
+    atomic._SWEPT.clear()  # a new run, in a new process
+    assert len(batch(["json", "srt"]).skipped) == 1 and not stale.exists()
