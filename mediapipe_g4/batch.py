@@ -52,6 +52,8 @@ def find_recordings(folder: Path, *, recursive: bool, exclude: Path | None = Non
             yield path, f"{path} is a link to {os.readlink(path)}, which is not there"  # a moved or unmounted file
             continue
         if not path.is_file():
+            if recursive and path.is_symlink() and path.is_dir():  # glob's ** does not go in (nor round a loop)
+                log.warning("%s is a link to a folder: not followed; give that folder itself to look in it", path)
             continue
         if exclude is not None and exclude in path.resolve().parents:
             continue  # our own outputs

@@ -1066,3 +1066,12 @@ def test_a_batch_run_again_writes_the_formats_asked_for_since(samples_dir, tmp_p
     stale.write_text("half")
     atomic._SWEPT.clear()  # a new run, in a new process
     assert len(batch(["json", "srt"]).skipped) == 1 and not stale.exists()
+
+
+def test_a_link_to_a_folder_is_said_not_to_be_followed(samples_dir, tmp_path, caplog):
+    from mediapipe_g4.batch import find_recordings
+
+    (tmp_path / "zoom").symlink_to(samples_dir, target_is_directory=True)
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
+    assert list(find_recordings(tmp_path, recursive=True)) == []
+    assert "zoom is a link to a folder: not followed" in caplog.text and "loop is a link" in caplog.text
