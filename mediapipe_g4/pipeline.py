@@ -461,6 +461,10 @@ def _prepare(path: str | Path, options: RunOptions, make_engine: EngineFactory |
     except BaseException:
         slides.cancel()
         raise
+    if track is None and len(info.audio_streams) > 1 and not diarization.turns:
+        # OBS and screen recorders put the desktop's sound on track 1 and the microphone on track 2
+        log.warning("%s: no speech was found on its first audio track; if the speech is on another, run again with "
+                    "--audio-track 2 (or --audio-track all)", src.name)
     if sides and split == "auto":
         log.warning("%s: each %s holds its own side of the conversation, so speakers are found side by side "
                     "(--no-split-channels mixes them)", src.name, "track" if len(info.audio_streams) > 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
 import pytest
@@ -1075,3 +1076,23 @@ def test_a_link_to_a_folder_is_said_not_to_be_followed(samples_dir, tmp_path, ca
     (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
     assert list(find_recordings(tmp_path, recursive=True)) == []
     assert "zoom is a link to a folder: not followed" in caplog.text and "loop is a link" in caplog.text
+
+
+def test_a_silent_first_track_points_to_the_others(samples_dir, tmp_path, caplog):
+    """OBS puts the desktop's sound on track 1 and the microphone on track 2: with the desktop silent, the run found
+    no speech and said only that it used the first track."""
+    from conftest import ffmpeg
+
+    path = tmp_path / "obs.mkv"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-i", str(samples_dir / "phone_call.wav"), "-map", "0:a",
+           "-map", "1:a", "-t", "20", "-c:a", "pcm_s16le", "-metadata:s:a:0", "title=Desktop",
+           "-metadata:s:a:1", "title=Mic", str(path))
+    options = RunOptions(cache_dir=str(tmp_path / "cache"), summarize=False, slides=False)
+    result = process_recording(path, options, lambda model: ScriptedEngine({"transcribe": "Hello."}))
+    assert result["segments"] == []
+    assert "no speech was found on its first audio track; if the speech is on another, run again with " \
+           "--audio-track 2" in caplog.text
+    caplog.clear()
+    heard = process_recording(path, dataclasses_replace(options, audio_track=2),
+                              lambda model: ScriptedEngine({"transcribe": "Hello."}))
+    assert heard["segments"] and "no speech was found" not in caplog.text
