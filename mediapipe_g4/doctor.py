@@ -49,7 +49,7 @@ def check_torch() -> dict[str, Any]:
         devices.append("mps (Apple GPU)")
     if not devices:
         return _check("torch", "warn", f"torch {torch.__version__}: no GPU, the model runs on the CPU "
-                      "(slow: a 12B model needs ~48 GB RAM in float32, ~24 GB in bfloat16; use a smaller model "
+                      "(slow: a 12B model needs ~48 GB RAM in float32, ~26 GB in bfloat16; use a smaller model "
                       "or a model server, --server URL)",
                       devices=["cpu"])
     return _check("torch", "ok", f"torch {torch.__version__}: " + "; ".join(devices), devices=devices)
