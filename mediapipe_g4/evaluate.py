@@ -56,10 +56,23 @@ def _result_utterances(result: Mapping[str, Any]) -> list[Utterance]:
 
 
 def _scored(hyp: Sequence[Utterance], excluded: Sequence[tuple[float, float]]) -> list[Utterance]:
-    """The result's segments outside the reference's excluded stretches (a segment's middle decides, as sclite
-    decides by a word's): words the reference does not hold there are not errors."""
-    return [u for u in hyp
-            if not any(a <= (u.start + u.end) / 2 < b for a, b in excluded)]
+    """The result's words outside the reference's excluded stretches: words the reference does not hold there are
+    not errors. sclite decides by each word's time; a segment's words are taken as spread evenly over it (a whole
+    minute's segment was kept or dropped by its middle)."""
+    def outside(t: float) -> bool:
+        return not any(a <= t < b for a, b in excluded)
+
+    kept = []
+    for u in hyp:
+        if not any(u.start < b and u.end > a for a, b in excluded):
+            kept.append(u)
+            continue
+        words = u.text.split()
+        span = u.end - u.start
+        said = [w for i, w in enumerate(words) if outside(u.start + span * (i + 0.5) / len(words))]
+        if said:
+            kept.append(Utterance(u.start, u.end, u.speaker, " ".join(said)))
+    return kept
 
 
 def _result_name(result: Mapping[str, Any]) -> str:

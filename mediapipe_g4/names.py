@@ -155,16 +155,21 @@ def _introduces(n_name: str, n_text: str, edge: str) -> bool:
 # Words after which a name is said to someone ("Thanks Bob", "over to you Bob"), without a comma between.
 _TO_SOMEONE = (r"hi|hello|hey|thanks|thank you|welcome|morning|afternoon|evening|bye|cheers|go ahead|over to you|"
                r"your turn|please|danke|merci|gracias|grazie|obrigad[oa]|hallo|salut|hola|ciao|спасибо")
-_SET_OFF = r"[.!?,;:…—–，。！？、；：]"  # punctuation that sets a name off from the sentence around it
+_SET_OFF = r"(?:[.!?,;:…—–，。！？、；：]|\s-(?=\s))"  # what sets a name off from the sentence around it
+_LEAD = r"okay|ok|so|well|right|alright|all right|yes|yeah|no|now|and|oh"  # words that may come before one said to
 
 
 def _said_to(name: str, text: str) -> bool:
-    """Whether `text` says `name` to someone: set off by punctuation ("Bob, can you start?", "Thanks, Bob.", "right,
-    Bob?") or after a greeting or thanks ("Hi Bob", "thanks Bob"); not as what a sentence is about ("Carol is out
-    sick today": the one who speaks next is not Carol)."""
+    """Whether `text` says `name` to someone: set off by punctuation ("Bob, can you start?", "Thanks, Bob.", "So Bob,
+    the update?", "Okay Bob") or after a greeting or thanks ("Hi Bob how are you", "thanks Bob for that"); not as
+    what a sentence is about ("Carol is out sick today", "let's ask Carol": the one who speaks next is not Carol).
+    A surname may follow the name ("Thanks, Bob Smith."); "Mary Jane" is "Mary-Jane"."""
     said = unicodedata.normalize("NFKC", text)
-    return re.search(rf"(?:^|{_SET_OFF}\s*|\b(?:{_TO_SOMEONE})\s+){re.escape(name)}(?=\s*(?:{_SET_OFF}|$))", said,
-                     re.IGNORECASE) is not None
+    called = r"[\s‐-]+".join(re.escape(word) for word in re.split(r"[\s‐-]+", name.strip()) if word)
+    surname = r"(?-i:\s+[A-Z][\w'’-]*)?"
+    set_off = rf"(?:^|{_SET_OFF}\s*|\b(?:{_LEAD}),?\s+){called}{surname}(?=\s*(?:{_SET_OFF}|$))"
+    greeted = rf"\b(?:{_TO_SOMEONE}),?\s+{called}(?!\w)"
+    return re.search(rf"{set_off}|{greeted}", said, re.IGNORECASE) is not None
 
 
 def _beside(segments: Sequence[Segment], i: int) -> set[str]:

@@ -109,7 +109,7 @@ class Notes(BaseModel):
         if value is None:  # "questions": null, for none
             return []
         if info.field_name == "chapters" and isinstance(value, dict) and value and all(
-                parse_time(k) is not None for k in value):  # {"00:00": "Intro", "02:10": "Release"}
+                ":" in k and parse_time(k) is not None for k in value):  # {"00:00": "Intro", "02:10": "Release"}
             value = [{"start": k, "title": v} for k, v in value.items()]
         if isinstance(value, (str, dict)):  # one decision as a string, one item as an object
             value = [value]
@@ -462,14 +462,20 @@ def ground_notes(notes: Notes, segments: Sequence[Segment], speakers: dict[str, 
 
 def _once(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The items without repeats (a model, or the merge of two parts' summaries, lists one decision twice): an item
-    whose text, case and end punctuation aside, came before is left out."""
-    seen: set[str] = set()
-    kept = []
+    whose text, case and end punctuation aside, came before is left out, unless it names another owner or due date
+    (one task for two people is two items); what the repeat adds, an owner the first did not name, is kept."""
+    kept: list[dict[str, Any]] = []
     for item in items:
         key = " ".join(item["text"].casefold().split()).strip(" .!;")
-        if key not in seen:
-            seen.add(key)
-            kept.append(item)
+        same = next((k for k in kept if " ".join(k["text"].casefold().split()).strip(" .!;") == key
+                     and all(k.get(f) is None or item.get(f) is None or k.get(f) == item.get(f)
+                             for f in ("owner", "due"))), None)
+        if same is None:
+            kept.append(dict(item))
+            continue
+        for field in ("owner", "due", "time"):
+            if same.get(field) is None and item.get(field) is not None:
+                same[field] = item[field]
     return kept
 
 

@@ -44,6 +44,7 @@ from .prompts import (
 )
 from .records import SAMPLE_RATE, Keyframe, Segment, SpeakerTurn
 from .token_count import SOFT_TOKEN_SIZES, TokenCounter
+from .transcript import joins
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -593,9 +594,17 @@ def make_plan(
     options = replace(options, notes_max_new_tokens=min(options.notes_max_new_tokens, budget // 2),
                       section_max_new_tokens=min(options.section_max_new_tokens, budget // 4))
     transcribe = plan_transcription(turns, waveform, keyframes, options, counter, sources)
-    # The notes will read one line a clip, not a turn: a lecture's one 40-minute turn, planned whole, fitted no
-    # section of a small budget, though its clips' lines at run time would.
-    heard = [SpeakerTurn(*(r.speech or (r.start, r.end)), r.speaker or "") for r in transcribe]
+    # The notes will read the transcript's segments, a turn's clips joined as `segments_from_answers` joins them (a
+    # minute at most), not whole turns: a lecture's one 40-minute turn, planned whole, fitted no section of a small
+    # budget, though its segments at run time do.
+    heard: list[SpeakerTurn] = []
+    for r in sorted(transcribe, key=lambda r: (r.start, r.end)):
+        (start, end), speaker = r.speech or (r.start, r.end), r.speaker or "S1"
+        last = heard[-1] if heard else None
+        if last is not None and joins(last, start, end, speaker):
+            heard[-1] = SpeakerTurn(last.start, max(last.end, end), speaker)
+        else:
+            heard.append(SpeakerTurn(start, end, speaker))
     try:  # no speech: `summarize` asks for no notes (they are "skipped"), so none are planned
         notes = plan_notes(build_timeline(heard, keyframes), budget, options, counter) if notes and heard else ()
     except PlanError as exc:  # the transcript is still worth making; the notes say why they are missing

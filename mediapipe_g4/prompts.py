@@ -106,14 +106,20 @@ def transcription_parts(
 
 def split_translation(answer: str, target: str) -> tuple[str, str]:
     """(transcription, translation) from an answer to the translation prompt: split at the last `{target}:` marker
-    (or "Translation:", "English translation:", "Translation (English):") that opens a line, else the last one (any
-    case, in markdown's stars too: "**English:**"); without one, an answer
-    of two or more lines is the transcription and, on its last line, the translation."""
-    name = re.escape(target)  # "English:", as asked; "English translation:", "Translation (English):" as answered
-    label = rf"(?:{name}(?: translation)?|translation(?: \({name}\)| (?:in|into|to) {name})?)"
-    marker = rf"[*_#\t ]*\b{label}(?!\w)[*_\t ]*:[*_\s]*"
+    ("English translation:" too) that opens a line, else the last one anywhere (any case, in markdown's stars too:
+    "**English:**"), else the last "Translation:" or "Translation (English):" that opens a line (one inside the
+    speech, "we need a better translation: ...", is words); without one, an answer of two or more lines is the
+    transcription and, on its last line, the translation."""
+    name = re.escape(target)
+
+    def marker(label: str) -> str:
+        return rf"[*_#\t ]*\b{label}(?!\w)[*_\t ]*:[*_\s]*"
+
+    asked = marker(rf"{name}(?: translation)?")  # "English:", as asked; "English translation:"
+    labelled = marker(rf"translation(?: \({name}\)| (?:in|into|to) {name})?")  # "Translation (English):"
     # the last marker that opens a line (the speech itself may say "English:"), else the last one anywhere
-    found = list(re.finditer(rf"(?im)^{marker}", answer)) or list(re.finditer(rf"(?i)\s*{marker}", answer))
+    found = (list(re.finditer(rf"(?im)^{asked}", answer)) or list(re.finditer(rf"(?i){asked}", answer))
+             or list(re.finditer(rf"(?im)^{labelled}", answer)))
     if found:
         return answer[:found[-1].start()].strip(), answer[found[-1].end():].strip()
     lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]

@@ -2,7 +2,8 @@
 
 Each clip's answer is cleaned (thinking blocks and special tokens are gone already; here: repetition
 loops, junk without words, a clip that only names a sound, the translation prompt's two halves), and clips
-that were cut from one speaker turn are joined back into one segment with the turn's start, end and speaker.
+that were cut from one speaker turn are joined back into segments of a minute at most, from the turn's start to
+its end, with its speaker.
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ from collections.abc import Sequence
 from .engine import EngineRequest
 from .notes_schema import plain_text
 from .prompts import split_translation
-from .records import CLOCK_PATTERN, SPEAKER_LABEL, Segment
+from .records import CLOCK_PATTERN, SPEAKER_LABEL, Segment, SpeakerTurn
 
 log = logging.getLogger("mediapipe_g4")
 
 _JOIN_GAP = 0.3  # seconds: clips of one speaker this close were cut from one turn
+# A turn's clips are joined into segments of at most this long: a lecture's 40-minute turn was one segment (one
+# time to click in the report, one line the notes could not fit into a section of a small budget).
+JOIN_LONGEST = 60.0
+
+
+def joins(last: Segment | SpeakerTurn | None, start: float, end: float, speaker: str) -> bool:
+    """Whether a clip's speech (`start`-`end`, `speaker`'s) goes on the segment before it, `last`."""
+    return (last is not None and last.speaker == speaker and start - last.end <= _JOIN_GAP
+            and max(last.end, end) - last.start <= JOIN_LONGEST)
 
 # A phrase (1-100 chars) said four or more times in a row, or a longer one (20-300 chars) three times: a decoding loop,
 # not speech. A last copy cut off by the answer's token budget ("Thank you. Thank") goes with it.
@@ -67,7 +77,7 @@ _LEAD_IN = re.compile(
     r"^(?:(?:\w+[,.!]\s*)?here(?:'s| is) (?:the |your |a )?(?:\w+ )?transcri(?:pt|ption)\b[^:]{0,40}:\s*"
     r"|\**(?:transcription|transcript|transcribed text|the transcri(?:pt|ption) is)(?:\s*\([^()]{1,30}\))?\**\s*:"
     r"\s*\**\s*"
-    r"|\**language\**\s*:\s*\**\w+\**\s+"  # "Language: Spanish Transcription: ..."
+    r"|\**language\**\s*:\s*\**\w+\**\s+(?=\**transcri)"  # "Language: Spanish Transcription: ..."
     r"|transcribe the following speech segment\b[^.]{0,80}\.\s*"  # the prompt, echoed
     rf"|[\[(]{CLOCK_PATTERN}(?:\s*(?:-|–|-->)\s*{CLOCK_PATTERN})?[\])]\s*"
     rf"|\[{_SECONDS}\s*(?:-|–|-->)\s*{_SECONDS}\]\s*"  # "[0.00s - 2.50s]"
@@ -76,7 +86,7 @@ _LEAD_IN = re.compile(
 _LINE_LABEL = re.compile(rf"(?im)^[ \t]*(?:{SPEAKER_LABEL.pattern}|speaker_\d+)[ \t]*:[ \t]*")
 # A translation no one asked for, on a line of its own after the words ("Hola.\n\nTranslation: Hello."); with
 # --translate-to, the translation has been taken out already (`split_translation`).
-_TRANSLATION_AFTER = re.compile(r"\n\s*[*_]*(?:\w+ )?translation(?:\s*\([^()]{1,30}\))?[*_]*\s*:.*",
+_TRANSLATION_AFTER = re.compile(r"\n[ \t]*[*_]*translation(?:\s*\([^()]{1,30}\))?[*_]*[ \t]*:(?:(?!```).)*",
                                 re.IGNORECASE | re.DOTALL)
 
 
@@ -87,7 +97,7 @@ _SPEECH = r"(?:discernible |audible |clear |intelligible )?(?:speech|spoken word
 _ONLY_NOISE = r"(?:silence|(?:background )?noise|music)"
 _NO_SPEECH = re.compile(
     r"\W*(?:(?:i'?m |i am )?sorry\b[^.]{0,40}?[,.]\s*(?:but\s+)?|unfortunately,?\s*)?"
-    rf"(?:there(?:'s| is) no {_SPEECH}|no {_SPEECH}(?: (?:detected|found|present))?|silence|"
+    rf"(?:there(?:'s| is) no {_SPEECH}|no {_SPEECH}(?: (?:detected|found|present))?|"
     rf"{_CLIP} (?:is silent|(?:does not|doesn't) contain any {_SPEECH}|contains no {_SPEECH}|"
     rf"contains only {_ONLY_NOISE}|is too (?:unclear|quiet|noisy|short|faint) to transcribe)|"
     rf"i (?:can't|cannot|can not|am unable to|am not able to) transcribe {_CLIP}"
@@ -142,7 +152,7 @@ def _unquoted(text: str) -> str:
 def segments_from_answers(
     requests: Sequence[EngineRequest], answers: Sequence[str], *, translate_to: str | None = None
 ) -> list[Segment]:
-    """Time-ordered segments; clips cut from one turn become one segment; empty clips are kept out."""
+    """Time-ordered segments; clips cut from one turn are joined (`joins`); empty clips are kept out."""
     pieces: list[tuple[EngineRequest, str]] = []
     untranslated = 0
     for req, answer in sorted(zip(requests, answers, strict=True), key=lambda p: (p[0].start, p[0].end)):
@@ -161,7 +171,7 @@ def segments_from_answers(
         speaker = req.speaker or "S1"
         start, end = req.speech or (req.start, req.end)  # the speech in the clip, not its padding
         last = segments[-1] if segments else None
-        if last is not None and last.speaker == speaker and start - last.end <= _JOIN_GAP:
+        if last is not None and joins(last, start, end, speaker):
             joined = f"{last.text} {text}".strip() if text else last.text
             segments[-1] = Segment(last.start, max(last.end, end), speaker, joined)
         else:

@@ -594,3 +594,9 @@ def test_stretches_an_stm_leaves_out_of_scoring_are_not_scored(tmp_path):
     assert scored["cpwer"]["errors"] == 0
     result["segments"][1]["text"] = "Thank you for coming."  # a word outside them still counts
     assert evaluate_recording(result, ref)["wer"]["errors"] == 1
+    # one long segment across a stretch: its words there are left out, the rest scored (it was kept or dropped
+    # whole, by its middle)
+    result["segments"] = [{"start": 5, "end": 23, "speaker": "S1",  # 18 words in 18 s: ten in 10-20 s
+                           "text": "thank you all for coming la la la la la la la la la la now the results"}]
+    scored = evaluate_recording(result, ref)
+    assert (scored["wer"]["errors"], scored["wer"]["ref_words"]) == (0, 8), scored["wer"]

@@ -211,7 +211,7 @@ def test_options_are_checked():
 
 def test_transcript_times_are_the_speech_not_the_clips_padding():
     """A clip hears 0.2 s around a turn, but its segment starts and ends with the turn; a turn cut into clips is
-    one segment from its start to its end."""
+    joined into segments of a minute at most, from its start to its end."""
     from mediapipe_g4.transcript import segments_from_answers
 
     words = [(1.0, 3.0), (3.3, 5.0), (10.0, 12.0), (14.0, 75.0)]
@@ -221,9 +221,10 @@ def test_transcript_times_are_the_speech_not_the_clips_padding():
     assert requests[0].start == pytest.approx(0.8) and requests[0].speech == pytest.approx((1.0, 5.0))
     assert len(requests) >= 5  # the 61 s turn takes three clips
     segments = segments_from_answers(requests, [f"clip {i}" for i in range(len(requests))])
-    assert [(s.start, s.end, s.speaker) for s in segments] == [(1.0, 5.0, "S1"), (10.0, 12.0, "S2"),
-                                                             (14.0, 75.0, "S2")]
-    assert segments[-1].text == " ".join(f"clip {i}" for i in range(2, len(requests)))
+    assert [(s.start, s.speaker) for s in segments[:3]] == [(1.0, "S1"), (10.0, "S2"), (14.0, "S2")]
+    assert [s.end for s in segments[:2]] == [5.0, 12.0] and segments[-1].end == 75.0 and len(segments) == 4
+    assert segments[2].end == segments[3].start and segments[2].end - segments[2].start <= 60.0
+    assert " ".join(s.text for s in segments[2:]) == " ".join(f"clip {i}" for i in range(2, len(requests)))
 
 
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
@@ -424,6 +425,16 @@ def test_a_lecture_of_one_long_turn_plans_notes_in_sections(processor):
     assert len(sections) >= 2 and [r.kind for r in plan.requests][-1] == "notes"
     assert all(r.tokens + r.settings.max_new_tokens <= 8192 for r in plan.requests)
     assert sections[0].start == 0.0 and sections[-1].end == pytest.approx(40 * 60.0, abs=1.0)
+    # and at run time, over what the clips' answers make (a turn's clips joined, a minute at most): it fits too
+    from mediapipe_g4.transcript import segments_from_answers
+
+    clips = [r for r in plan.requests if r.kind == "transcribe"]
+    words = "we now turn to the next result of the experiment and what it means for the method " * 5
+    segments = segments_from_answers(clips, [words] * len(clips))
+    assert 35 <= len(segments) <= 50 and max(s.end - s.start for s in segments) <= 60.0
+    at_run = plan_notes(build_timeline(segments), plan.context_budget, plan.options, TokenCounter(processor))
+    assert [r.kind for r in at_run][-1] == "notes" and any(r.kind == "notes_section" for r in at_run)
+    assert all(r.tokens + r.settings.max_new_tokens <= 8192 for r in at_run)
 
 
 @pytest.mark.parametrize("line", ["我们下周二发布支付重试功能，然后更新文档。谢谢王伟。" * 3,

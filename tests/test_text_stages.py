@@ -90,7 +90,7 @@ def req(start, end, speaker, kind="transcribe"):
     ("There is no discernible speech in this audio segment.", ""), ("The audio contains only background noise.", ""),
     ("I'm sorry, but I can't transcribe this audio as it contains only background noise.", ""),
     ("Unfortunately, the audio is too unclear to transcribe.", ""), ("(no audible speech)", ""), ("[pause]", ""),
-    ("Silence.", ""), ("Silence is golden.", "Silence is golden."),
+    ("(Silence)", ""), ("Silence!", "Silence!"), ("Silence is golden.", "Silence is golden."),  # a chair may say it
     ("I cannot transcribe this audio, he said, without a headset.",
      "I cannot transcribe this audio, he said, without a headset."),
     # the prompt echoed, labels and times in other shapes, a translation no one asked for: none of it was said
@@ -101,6 +101,9 @@ def req(start, end, speaker, kind="transcribe"):
     ("**Transcription (Spanish):** Hola a todos.", "Hola a todos."),
     ("Hola a todos.\n\nTranslation: Hello everyone.", "Hola a todos."),
     ("We need a translation: French and German.", "We need a translation: French and German."),
+    ("```\nHola a todos.\nTranslation: Hello everyone.\n```", "Hola a todos."),  # the fence was left in
+    ("Okay.\nThe translation: we finish it Friday.", "Okay. The translation: we finish it Friday."),
+    ("Language: English is hard.", "Language: English is hard."),
 ])
 def test_clean_transcript_text(raw, clean):
     assert clean_transcript_text(raw) == clean
@@ -131,6 +134,9 @@ def test_split_turns_are_joined_and_empty_clips_dropped():
     ("Hola a todos.\nTranslation: Hello everyone.", "Hello everyone."),
     ("Hola a todos.\nEnglish translation: Hello everyone.", "Hello everyone."),
     ("**Transcription (Spanish):** Hola a todos.\n\n**Translation (English):** Hello everyone.", "Hello everyone."),
+    # a translation that says "translation:" is the speech's word, not the marker
+    ("Necesitamos una mejor traducción. English: We need a better translation: this one is wrong.",
+     "We need a better translation: this one is wrong."),
 ])
 def test_translation_answers_keep_the_translation(answer, kept, caplog):
     segs = segments_from_answers([req(0, 3, "S1")], [answer], translate_to="English")
@@ -195,6 +201,10 @@ def test_a_name_goes_to_the_one_it_is_said_to_not_the_one_who_says_it():
     ("Let's ask Carol.", False), ("Carol's update came by mail.", False),
     ("Carol, can you start?", True), ("Thanks, Carol.", True), ("Thanks Carol", True), ("Over to you Carol!", True),
     ("Right, Carol?", True), ("Спасибо, Carol.", True),
+    # said to her without a comma, as speech recognition writes it, or with her surname: these were refused
+    ("Thanks Carol for the update", True), ("Okay Carol", True), ("So Carol, the update?", True),
+    ("Hi Carol how are you doing", True), ("Carol - your turn", True), ("Thanks, Carol Jones.", True),
+    ("So Carol left early.", False), ("Did you ask Carol?", False),
 ])
 def test_a_name_said_about_someone_is_not_the_next_speakers(line, named):
     """A name said in the turn before S2's was taken as S2's whatever the sentence did with it: S2, who introduced
@@ -314,6 +324,10 @@ def test_an_item_the_notes_list_twice_is_shown_once():
     grounded = ground_notes(notes, SEGMENTS, {"S2": "Bob"})
     assert [d["text"] for d in grounded["decisions"]] == ["Ship on Friday.", "Drop the old page"]
     assert [(a["text"], a["owner"]) for a in grounded["action_items"]] == [("Fix it", "S2")]
+    # one task for two people is two items
+    notes = parse_notes(json.dumps({"action_items": [{"text": "Review the PR", "owner": "Bob", "due": "Friday"},
+                                                     {"text": "Review the PR", "owner": "Carol", "due": "Monday"}]}))
+    assert len(ground_notes(notes, SEGMENTS, {"S2": "Bob", "S3": "Carol"})["action_items"]) == 2
     assert [q["text"] for q in grounded["questions"]] == ["Who reviews?"]
 
 
