@@ -393,7 +393,9 @@ def report_context(
         speakers.append(view)
     talk_total = sum(s["talk_time"] for s in speakers) or 1.0
     for sp in speakers:
-        sp["share"] = round(100 * sp["talk_time"] / talk_total)
+        share = 100 * sp["talk_time"] / talk_total
+        # one who spoke a little did not say nothing: "0.3", not "0"
+        sp["share"] = f"{max(share, 0.1):.1f}" if 0 < share < 0.5 else round(share)
     unknown = {"id": "", "name": "", "color": "#8a8f98", "index": -1}
 
     # Timeline: each speaker's turns as blocks (segments closer than half a second merged).

@@ -58,10 +58,13 @@ def mmss(seconds: Any) -> str:
 
 
 def duration(seconds: Any) -> str:
-    """A human length: `45 s`, `3 min 05 s`, `1 h 02 min`."""
+    """A human length: `45 s`, `3 min 05 s`, `1 h 02 min`; `0.3 s` for some speech shorter than half a second
+    (it read "0 s", as if none)."""
     parts = _hms(seconds, round)
     if parts is None:
         return ""
+    if parts == (0, 0, 0) and float(seconds) > 0:
+        return f"{max(float(seconds), 0.1):.1f} s"
     hours, minutes, secs = parts
     if hours:
         return f"{hours} h {minutes:02d} min"
@@ -157,7 +160,12 @@ def md_text(value: Any) -> Markup:
     text = _MD_BARE_LINK.sub(lambda m: m.group()[:-1] + "\\" + m.group()[-1], text)
     # A leading "#", "-", "1." would start a heading or list where the text begins a line.
     text = _MD_BLOCK_START.sub(_escape_block_marker, text, count=1)
+    if _RIGHT_TO_LEFT.search(text):  # isolated (FSI ... PDI), as the page's <bdi>: "(49%, 28 s)" after an Arabic
+        text = f"\u2068{text}\u2069"  # name showed as "(28 ,%49 s)", the bidi rules pulling it into the name's run
     return Markup(text)
+
+
+_RIGHT_TO_LEFT = re.compile(r"[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufeff]")
 
 
 def _escape_block_marker(match: re.Match[str]) -> str:

@@ -790,7 +790,7 @@ def test_template_dir_and_environment():
 @pytest.mark.parametrize(
     ("seconds", "mmss", "duration"),
     [(0, "0:00", "0 s"), (5.99, "0:05", "6 s"), (65.5, "1:05", "1 min 06 s"), (3599.9, "59:59", "1 h 00 min"),
-     (3725, "1:02:05", "1 h 02 min"), (None, "", ""), (-3, "0:00", "0 s")],
+     (3725, "1:02:05", "1 h 02 min"), (None, "", ""), (-3, "0:00", "0 s"), (0.3, "0:00", "0.3 s")],
 )
 def test_time_filters(seconds, mmss, duration):
     assert templating.mmss(seconds) == mmss
@@ -1128,3 +1128,20 @@ def test_each_timeline_row_says_what_it_shows(result, out):
     slides = re.findall(r'<a class="tl-slide"[^>]* aria-label="([^"]*)"><span class="n\d">(\d+)</span></a>', html)
     assert [label for label, _ in slides] == ["Slide 1 at 0:00", "Slide 2 at 0:14", "Slide 3 at 0:31",
                                                "Slide 4 at 0:50"]
+
+
+def test_long_meetings_small_speakers_and_right_to_left_names_read_right(result, out):
+    """Times past the first hour (h:mm:ss) spilled out of a phone's time column onto the speaker's bar; one who spoke
+    0.3 s of a meeting showed "0%" or "0 s", as if silent; in the Markdown, "(49%, 28 s)" after an Arabic name
+    showed as "(28 ,%49 s)"."""
+    assert '<main class="page">' in render("html", result, out / "short.html")
+    long = copy.deepcopy(result)
+    long["source"]["duration"] = 2 * 3600.0
+    long["segments"].append({"start": 3700.0, "end": 3700.2, "speaker": "S9", "text": "Yes."})
+    long["speakers"].append({"id": "S9", "name": "عبد الرحمن", "talk_time": 0.2})  # 0.3 % of the talk
+    html = render("html", long, out / "long.html")
+    assert '<main class="page hours">' in html and ".hours .seg {" in html
+    assert "0.3% · 0.2 s" in visible_text(html)
+    md = render("md", long, out / "long.md")
+    assert "\u2068عبد الرحمن\u2069 (0.3%, 0.2 s)" in md
+    assert md.count("\u2068") == md.count("\u2069") == 2  # the name, in the speakers and the transcript: no more
