@@ -170,6 +170,8 @@ def segments_from_answers(
     for req, text in pieces:
         speaker = req.speaker or "S1"
         start, end = req.speech or (req.start, req.end)  # the speech in the clip, not its padding
+        if segments and not segments[-1].text:  # a segment of clips without words: no one's, and the words after
+            segments.pop()                         # it start where they were said, not where it did
         last = segments[-1] if segments else None
         if last is not None and joins(last, start, end, speaker):
             joined = f"{last.text} {text}".strip() if text else last.text

@@ -596,3 +596,11 @@ def test_a_whole_second_is_the_line_the_model_saw_at_that_clock_time():
                                                   {"text": "Between lines", "time": 17.5}]}))
     grounded = ground_notes(notes, SEGMENTS, {})
     assert [d["time"] for d in grounded["decisions"]] == [20.5, 6.4, 14.3]
+
+
+def test_words_after_a_clip_without_any_start_where_they_were_said():
+    """A turn's clips are joined a minute at most: a clip without words that began a segment gave the words after it
+    its start, 25 s before they were said."""
+    reqs = [req(0, 30, "S1"), req(30, 55, "S1"), req(55, 80, "S1"), req(80, 100, "S1")]
+    segs = segments_from_answers(reqs, ["One.", "Two.", "", "Three."])
+    assert [(s.start, s.end, s.text) for s in segs] == [(0, 55, "One. Two."), (80, 100, "Three.")]
