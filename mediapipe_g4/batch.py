@@ -136,10 +136,11 @@ def run_batch(
         if not broken:  # a broken file writes no outputs, so it takes no name from another
             by_folder.setdefault(path.parent, []).append(path)
 
-    def owns(path: Path, stem: str) -> bool:  # outputs from before, under the plain name, are this recording's
+    def owns(path: Path, stem: str) -> bool:  # outputs from before, under that name, are this recording's
         from .workdir import file_sha256
 
-        return already_done(out_dir / path.relative_to(folder).parent / f"{stem}.json", file_sha256(path))
+        made = out_dir / path.relative_to(folder).parent / f"{stem}.json"
+        return made.is_file() and already_done(made, file_sha256(path))  # hashed only where there is one
 
     # index.html at the top is the batch's own: a recording there named index.mp4 must not write its report over it.
     stems = {p: stem for parent, paths in by_folder.items()

@@ -124,7 +124,13 @@ def output_stems(paths: Iterable[Path], owns: Callable[[Path, str], bool] | None
         keeper = [p for p in group if owns and owns(p, plain[p])] if len(group) > 1 else group
         for p in group:
             alone = stem_key not in taken and (len(group) == 1 or keeper == [p])
-            stems[p] = plain[p] if alone else safe_stem(re.split(r"[/\\]", p.name)[-1])
+            whole = safe_stem(re.split(r"[/\\]", p.name)[-1])
+            # Alone now, its outputs from before under its whole name (its namesake is gone) stay its own: named
+            # plainly, it was done again and those were left behind
+            if alone and len(group) == 1 and owns and whole != plain[p] and owns(p, whole) \
+                    and not owns(p, plain[p]):
+                alone = False
+            stems[p] = plain[p] if alone else whole
     out = {}
     for p in paths:
         stem, n = stems[p], 1

@@ -1096,3 +1096,29 @@ def test_a_silent_first_track_points_to_the_others(samples_dir, tmp_path, caplog
     heard = process_recording(path, dataclasses_replace(options, audio_track=2),
                               lambda model: ScriptedEngine({"transcribe": "Hello."}))
     assert heard["segments"] and "no speech was found" not in caplog.text
+
+
+def test_a_recording_whose_namesake_is_gone_keeps_its_outputs(samples_dir, tmp_path):
+    """a.wav and a.mp3 write a.wav.* and a.mp3.*; with a.mp3 gone, a.wav was done again as a.* and its a.wav.*
+    (edited by hand, perhaps) were left behind."""
+    import shutil
+
+    from mediapipe_g4.batch import run_batch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(samples_dir / "phone_call.wav", folder / "a.wav")
+    shutil.copy(samples_dir / "interview.mp3", folder / "a.mp3")
+    options = RunOptions(cache_dir=str(tmp_path / "cache"), summarize=False, slides=False)
+    engine = ScriptedEngine({"transcribe": "Hello."})
+
+    def batch():
+        return run_batch(folder, tmp_path / "out", ["json"],
+                         lambda path: process_recording(path, options, lambda model: engine),
+                         changed=options.changed_from)
+
+    batch()
+    assert {p.name for p in (tmp_path / "out").glob("a.*")} == {"a.wav.json", "a.mp3.json"}
+    (folder / "a.mp3").unlink()
+    again = batch()
+    assert len(again.skipped) == 1 and not (tmp_path / "out" / "a.json").exists()

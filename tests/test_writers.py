@@ -162,6 +162,9 @@ def test_recordings_whose_outputs_would_share_a_name_get_their_whole_names():
         Path("a/x.wav"): "x.wav", Path("b/x.wav"): "x.wav-2", f: "x.wav-2-2"}
     # The one whose outputs are there from before keeps its name (a new sibling does not rename them).
     assert output_stems([a, c], owns=lambda p, stem: p == a) == {a: "meeting", c: "meeting.mp3"}
+    # and one whose namesake is gone keeps its whole name, under which its outputs are (it was done again as "meeting")
+    assert output_stems([a], owns=lambda p, stem: stem == "meeting.wav") == {a: "meeting.wav"}
+    assert output_stems([a], owns=lambda p, stem: True) == {a: "meeting"}
     # Names alike for longer than a stem may be (50 Chinese characters): the -2 was put after the longest stem,
     # cut off again when written, and both recordings wrote (and in a batch, redid) one set of outputs.
     long_a, long_b = (Path(f"{'会議の録音' * 12}_2024-05-0{day}.wav") for day in (1, 8))
