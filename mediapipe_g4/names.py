@@ -153,10 +153,13 @@ def _introduces(n_name: str, n_text: str, edge: str) -> bool:
 
 
 # Words after which a name is said to someone ("Thanks Bob", "over to you Bob"), without a comma between.
-_TO_SOMEONE = (r"hi|hello|hey|thanks|thank you|welcome|morning|afternoon|evening|bye|cheers|go ahead|over to you|"
-               r"your turn|please|danke|merci|gracias|grazie|obrigad[oa]|hallo|salut|hola|ciao|спасибо")
+_TO_SOMEONE = (r"hi|hello|hey|thanks|thank you|(?:thanks|thank you) (?:a lot|so much|very much|again)|welcome|"
+               r"good (?:morning|afternoon|evening)|great job|well done|sorry|bye|cheers|go ahead|over to you|"
+               r"your turn|please|danke|merci|gracias|grazie|obrigad[oa]|hallo|salut|hola|ciao|bonjour|"
+               r"guten (?:morgen|tag)|buenos d[ií]as|buongiorno|bom dia|спасибо|привет")
 _SET_OFF = r"(?:[.!?,;:…—–，。！？、；：]|\s-(?=\s))"  # what sets a name off from the sentence around it
-_LEAD = r"okay|ok|so|well|right|alright|all right|yes|yeah|no|now|and|oh"  # words that may come before one said to
+# Words that may open a sentence before a name said to someone ("Okay Bob", "So Bob, the update?")
+_LEAD = r"okay|ok|so|well|right|alright|all right|yes|yeah|no|now|and|oh"
 
 
 def _said_to(name: str, text: str) -> bool:
@@ -167,8 +170,9 @@ def _said_to(name: str, text: str) -> bool:
     said = unicodedata.normalize("NFKC", text)
     called = r"[\s‐-]+".join(re.escape(word) for word in re.split(r"[\s‐-]+", name.strip()) if word)
     surname = r"(?-i:\s+[A-Z][\w'’-]*)?"
-    set_off = rf"(?:^|{_SET_OFF}\s*|\b(?:{_LEAD}),?\s+){called}{surname}(?=\s*(?:{_SET_OFF}|$))"
-    greeted = rf"\b(?:{_TO_SOMEONE}),?\s+{called}(?!\w)"
+    opens = r"(?:^|[.!?…。！？]\s*)"  # a sentence's start
+    set_off = rf"(?:^|{_SET_OFF}\s*|{opens}(?:{_LEAD}),?\s+){called}{surname}(?=\s*(?:{_SET_OFF}|$))"
+    greeted = rf"\b(?:{_TO_SOMEONE}),?\s+{called}(?![\w'’‐-])"  # not "thanks Bob's team", "merci Jean-Pierre"
     return re.search(rf"{set_off}|{greeted}", said, re.IGNORECASE) is not None
 
 

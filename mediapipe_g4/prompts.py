@@ -105,11 +105,11 @@ def transcription_parts(
 
 
 def split_translation(answer: str, target: str) -> tuple[str, str]:
-    """(transcription, translation) from an answer to the translation prompt: split at the last `{target}:` marker
-    ("English translation:" too) that opens a line, else the last one anywhere (any case, in markdown's stars too:
-    "**English:**"), else the last "Translation:" or "Translation (English):" that opens a line (one inside the
-    speech, "we need a better translation: ...", is words); without one, an answer of two or more lines is the
-    transcription and, on its last line, the translation."""
+    """(transcription, translation) from an answer to the translation prompt: split at the last marker that opens a
+    line, `{target}:` ("English translation:" too) or "Translation:" ("Translation (English):"), in any case and in
+    markdown's stars too ("**English:**"); else at the last `{target}:` anywhere; else at a "Translation:" after a
+    sentence's end (one inside the speech, "we need a better translation: ...", is words); without any, an answer of
+    two or more lines is the transcription and, on its last line, the translation."""
     name = re.escape(target)
 
     def marker(label: str) -> str:
@@ -117,9 +117,11 @@ def split_translation(answer: str, target: str) -> tuple[str, str]:
 
     asked = marker(rf"{name}(?: translation)?")  # "English:", as asked; "English translation:"
     labelled = marker(rf"translation(?: \({name}\)| (?:in|into|to) {name})?")  # "Translation (English):"
-    # the last marker that opens a line (the speech itself may say "English:"), else the last one anywhere
-    found = (list(re.finditer(rf"(?im)^{asked}", answer)) or list(re.finditer(rf"(?i){asked}", answer))
-             or list(re.finditer(rf"(?im)^{labelled}", answer)))
+    # the last marker that opens a line (the speech itself may say "English:"), else the last asked one anywhere,
+    # else a "Translation:" after a sentence's end ("Hola. Translation: Hello.")
+    after_sentence = marker(rf"Translation(?: \({name}\)| (?:in|into|to) {name})?")  # capital T: not a spoken word
+    found = (list(re.finditer(rf"(?im)^(?:{asked}|{labelled})", answer)) or list(re.finditer(rf"(?i){asked}", answer))
+             or list(re.finditer(rf"(?<=[.!?。？！]){after_sentence}", answer)))
     if found:
         return answer[:found[-1].start()].strip(), answer[found[-1].end():].strip()
     lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]

@@ -82,12 +82,14 @@ _LEAD_IN = re.compile(
     rf"|[\[(]{CLOCK_PATTERN}(?:\s*(?:-|–|-->)\s*{CLOCK_PATTERN})?[\])]\s*"
     rf"|\[{_SECONDS}\s*(?:-|–|-->)\s*{_SECONDS}\]\s*"  # "[0.00s - 2.50s]"
     rf"|(?:{SPEAKER_LABEL.pattern}|speaker_\d+)\s*:\s*)+", re.IGNORECASE)
+# The language named on a line of its own before the words ("Language: Spanish\n\nHola a todos.")
+_LANGUAGE_LINE = re.compile(r"^[*_]*language[*_]*[ \t]*:[ \t]*[*_]*\w+[*_]*[ \t]*\n", re.IGNORECASE)
 # A speaker label opening a later line of the answer ("Hello.\nSpeaker 2: Hi."): one clip is one speaker's.
 _LINE_LABEL = re.compile(rf"(?im)^[ \t]*(?:{SPEAKER_LABEL.pattern}|speaker_\d+)[ \t]*:[ \t]*")
 # A translation no one asked for, on a line of its own after the words ("Hola.\n\nTranslation: Hello."); with
 # --translate-to, the translation has been taken out already (`split_translation`).
-_TRANSLATION_AFTER = re.compile(r"\n[ \t]*[*_]*translation(?:\s*\([^()]{1,30}\))?[*_]*[ \t]*:(?:(?!```).)*",
-                                re.IGNORECASE | re.DOTALL)
+_TRANSLATION_AFTER = re.compile(r"\n[ \t]*[*_]*(?:(?!(?:the|a|an|our|my|your|this|that|machine)\b)\w+ )?translation"
+                                r"(?:\s*\([^()]{1,30}\))?[*_]*[ \t]*:(?:(?!```).)*", re.IGNORECASE | re.DOTALL)
 
 
 # An answer that says there is no speech instead of transcribing it ("There is no speech in this audio.", "I'm sorry,
@@ -114,7 +116,8 @@ _REMARK = re.compile(r"\s*\((?:note|nb|n\.b\.)\s*:[^()]*\)\s*$", re.IGNORECASE)
 
 def clean_transcript_text(text: str) -> str:
     """One clip's text: one line, loops collapsed to one occurrence, junk to ''."""
-    text = " ".join(_LINE_LABEL.sub("", _TRANSLATION_AFTER.sub("", text.strip())).split())
+    text = _LANGUAGE_LINE.sub("", _TRANSLATION_AFTER.sub("", text.strip()))
+    text = " ".join(_LINE_LABEL.sub("", text).split())
     for _ in range(2):  # a lead-in inside the fence, or a fence after the lead-in
         fenced = _FENCED.fullmatch(text)
         text = _LEAD_IN.sub("", fenced.group(1) if fenced else text, count=1)

@@ -103,7 +103,8 @@ def req(start, end, speaker, kind="transcribe"):
     ("We need a translation: French and German.", "We need a translation: French and German."),
     ("```\nHola a todos.\nTranslation: Hello everyone.\n```", "Hola a todos."),  # the fence was left in
     ("Okay.\nThe translation: we finish it Friday.", "Okay. The translation: we finish it Friday."),
-    ("Language: English is hard.", "Language: English is hard."),
+    ("Language: English is hard.", "Language: English is hard."), ("Language: Spanish\n\nHola a todos.", "Hola a todos."),
+    ("Hola, ¿qué tal?\n\nEnglish translation: Hello, how are you?", "Hola, ¿qué tal?"),
 ])
 def test_clean_transcript_text(raw, clean):
     assert clean_transcript_text(raw) == clean
@@ -137,6 +138,7 @@ def test_split_turns_are_joined_and_empty_clips_dropped():
     # a translation that says "translation:" is the speech's word, not the marker
     ("Necesitamos una mejor traducción. English: We need a better translation: this one is wrong.",
      "We need a better translation: this one is wrong."),
+    ("Hola, ¿cómo estás? Translation: Hello, how are you?", "Hello, how are you?"),  # on one line
 ])
 def test_translation_answers_keep_the_translation(answer, kept, caplog):
     segs = segments_from_answers([req(0, 3, "S1")], [answer], translate_to="English")
@@ -205,6 +207,9 @@ def test_a_name_goes_to_the_one_it_is_said_to_not_the_one_who_says_it():
     ("Thanks Carol for the update", True), ("Okay Carol", True), ("So Carol, the update?", True),
     ("Hi Carol how are you doing", True), ("Carol - your turn", True), ("Thanks, Carol Jones.", True),
     ("So Carol left early.", False), ("Did you ask Carol?", False),
+    # said about her, though after a word a greeting may hold, or "and": these were taken as said to her
+    ("This morning Carol pushed the fix to production.", False), ("The people on call are Alice and Carol.", False),
+    ("Thanks Carol's team for the numbers.", False), ("Thanks a lot Carol.", True), ("Guten Morgen Carol.", True),
 ])
 def test_a_name_said_about_someone_is_not_the_next_speakers(line, named):
     """A name said in the turn before S2's was taken as S2's whatever the sentence did with it: S2, who introduced
