@@ -760,7 +760,7 @@ def batch(folder: Path, **kw) -> None:
     Stopped part-way (Ctrl-C, a crash, a shutdown), the same command again resumes: finished work is kept in the
     work folder (--cache-dir); --fresh redoes it.
     """
-    from .batch import default_workers, run_batch
+    from .batch import default_workers, find_recordings, run_batch
     from .pipeline import Lookahead, make_engine_factory, prepares_ahead, process_recording
     from .progress import progress_hook
 
@@ -770,6 +770,10 @@ def batch(folder: Path, **kw) -> None:
     options = _run_options(kw, summarize=summarize, formats=formats)
     out_dir: Path = kw["output_dir"]
     _check_folder(out_dir, out_dir)  # before any work, as summarize does: not one failure per recording
+    none_found = G4Error(f"no recordings found in {folder} (audio and video files, found by content"
+                         f"{'' if kw['recursive'] else '; -r looks in its sub-folders too'})")
+    if next(iter(find_recordings(folder, recursive=kw["recursive"])), None) is None:  # before the model: a mistyped
+        raise none_found                                                # folder was told to download 24 GB of weights
     factory = make_engine_factory(options)
     workers = default_workers(options.engine, options.concurrency)
     ahead = Lookahead(options, factory) if workers == 1 and prepares_ahead(options) else None
@@ -788,9 +792,8 @@ def batch(folder: Path, **kw) -> None:
     report = run_batch(folder, out_dir, formats, process, recursive=kw["recursive"], redo=kw["fresh"],
                        on_file=on_file, workers=workers, ahead=ahead.queue if ahead is not None else None,
                        changed=options.changed_from)
-    if not report.entries:
-        raise G4Error(f"no recordings found in {folder} (audio and video files, found by content"
-                      f"{'' if kw['recursive'] else '; -r looks in its sub-folders too'})")
+    if not report.entries:  # (the only ones were among its own outputs)
+        raise none_found
     ok = len(report.entries) - report.failed
     click.echo(f"{ok} done ({len(report.skipped)} from before), {report.failed} failed; "
                f"index: {out_dir / 'index.html'}")

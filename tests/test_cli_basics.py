@@ -605,3 +605,14 @@ def test_help_gives_the_context_budget_with_a_server(command):
 
     shown = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
     assert f"with a model server (--server), {SERVER_CONTEXT_TOKENS}" in shown
+
+
+def test_a_batch_of_no_folder_or_no_recordings_says_so_before_the_model(tmp_path):
+    """A mistyped or empty folder was answered with "google/gemma-4-12B-it is not downloaded ... download it": the
+    model was looked for first."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a recording")
+    line = assert_one_error_line(g4media("batch", str(tmp_path / "nofolder")))
+    assert "nofolder is not a folder" in line
+    line = assert_one_error_line(g4media("batch", str(tmp_path / "empty")))
+    assert "no recordings found in" in line and "download" not in line
