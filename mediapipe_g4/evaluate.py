@@ -18,6 +18,7 @@ from .metrics import (
     NOTES_THRESHOLD,
     cp_wer,
     diarization_errors,
+    is_default_name,
     is_english,
     naming_accuracy,
     notes_recall,
@@ -121,6 +122,10 @@ def evaluate_recording(result: Mapping[str, Any], reference: Reference, collar: 
                       "speaker_count": d["jer_speaker_count"]}
         out["mapping"] = d["mapping"]
         out["naming"] = naming_accuracy(d["mapping"], reference, names, ref_speakers) if words else None
+        # `transcribe` names no one: its default names are no naming failures (a name typed into X.json is scored)
+        unnamed = all(is_default_name(n) for n in names.values())
+        if out["naming"] and (result.get("options") or {}).get("summarize") is False and unnamed:
+            out["naming"] = {"status": "skipped", "value": None, "correct": 0, "total": 0, "speakers": []}
     else:
         out["der"] = out["jer"] = out["mapping"] = out["naming"] = None
     out["notes"] = notes_recall(reference.notes, result.get("notes"), names, notes_threshold) \
@@ -170,7 +175,7 @@ def overall(recordings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Pooled over recordings: error counts and durations are summed before dividing (not an average of rates)."""
 
     def pooled(key: str, num: str, den: str) -> dict[str, Any]:
-        rows = [r[key] for r in recordings if r.get(key)]
+        rows = [r[key] for r in recordings if r.get(key) and r[key].get("status") != "skipped"]
         n, d = sum(x[num] for x in rows), sum(x[den] for x in rows)
         return {"value": rounded(n / d) if d else None, num: _tidy(n), den: _tidy(d), "recordings": len(rows)}
 
@@ -238,7 +243,8 @@ def format_table(report: Mapping[str, Any]) -> str:
             _pct((r["cpwer"] or {}).get("value")), _pct((r["der"] or {}).get("value")),
             _pct((r["jer"] or {}).get("value")),
             "-" if spk["reference"] is None else f"{spk['result']}/{spk['reference']} ({spk['error']:+d})",
-            "-" if not r.get("naming") else _frac(r["naming"]["correct"], r["naming"]["total"]),
+            "-" if not r.get("naming") else "skipped" if r["naming"].get("status") == "skipped"
+            else _frac(r["naming"]["correct"], r["naming"]["total"]),
             notes_cell, "-" if not notes else _frac(notes["owners_right"], notes["owners_total"]),
             "-" if r["speed"]["rtf"] is None else f"{r['speed']['rtf']:.2f}",
         ])

@@ -19,6 +19,11 @@ NORMALIZATION = ("Whisper's EnglishTextNormalizer (lower case, punctuation and f
                  "BasicTextNormalizer for a result whose --language (or --translate-to) is not English; Chinese, "
                  "Japanese, Thai, Lao, Khmer and Burmese scored by character")
 _DEFAULT_NAME = re.compile(r"^speaker[\s_-]*\d+$", re.IGNORECASE)
+
+
+def is_default_name(name: str | None) -> bool:
+    """Whether a speaker's name is none, or the `Speaker N` one given when nothing named them."""
+    return not name or bool(_DEFAULT_NAME.match(name))
 _STOP_WORDS_TEXT = """
 a about above after again against all am an and any are as at be because been before being below between both
 but by can could did do does doing down during each few for from further had has have having he her here hers
