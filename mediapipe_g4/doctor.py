@@ -105,7 +105,7 @@ def check_disk() -> dict[str, Any]:
 def check_model(model: str | None) -> dict[str, Any]:
     model = model or DEFAULT_MODEL
     from .errors import ModelError
-    from .transformers_engine import load_config, resolve_model
+    from .transformers_engine import hf_command, load_config, resolve_model
 
     try:
         resolved, local = resolve_model(model)
@@ -129,7 +129,7 @@ def check_model(model: str | None) -> dict[str, Any]:
     from .memory import GEMMA4_12B
 
     size = " (about 24 GB)" if model == GEMMA4_12B.name else ""
-    missing = f"{model} is not downloaded: run `hf download {model}`{size}, or pass --model /path/to/folder"
+    missing = f"{model} is not downloaded: run `{hf_command()} download {model}`{size}, or pass --model /path/to/folder"
 
     if model != GEMMA4_12B.name:
         return _check("model", "warn", missing, model=model)

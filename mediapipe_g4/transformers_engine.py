@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -58,10 +60,18 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
+def hf_command() -> str:
+    """How to run Hugging Face's `hf` here: by name where it is on the PATH, else where it was installed beside this
+    Python (the README's venv is never activated: `hf download` pasted from an error was "command not found")."""
+    beside = Path(sys.executable).parent / "hf"
+    return "hf" if shutil.which("hf") or not beside.is_file() else str(beside)
+
+
 def download_hint(model: str, *, processor_only: bool = False, option: str = "--model") -> str:
     include = " --include " + " ".join(f'"{p}"' for p in PROCESSOR_PATTERNS) if processor_only else ""
-    return (f"download it with `hf download {model}{include}` (accept the Gemma license on huggingface.co and "
-            f"`hf auth login` first), or pass {option} /path/to/a/local/folder")
+    hf = hf_command()
+    return (f"download it with `{hf} download {model}{include}` (accept the Gemma license on huggingface.co and "
+            f"`{hf} auth login` first), or pass {option} /path/to/a/local/folder")
 
 
 def resolve_model(model: str, *, example: str = DEFAULT_MODEL) -> tuple[str, bool]:
@@ -96,7 +106,8 @@ def _load_error(model: str, what: str, exc: Exception, *, processor_only: bool =
 
     if isinstance(exc, GatedRepoError):
         return ModelError(f"{model} is gated: accept its license on https://huggingface.co/{model}, run "
-                          f"`hf auth login`, then {download_hint(model, processor_only=processor_only, option=option)}")
+                          f"`{hf_command()} auth login`, then "
+                          f"{download_hint(model, processor_only=processor_only, option=option)}")
     if isinstance(exc, RepositoryNotFoundError):
         return ModelError(f"{model} is not a model on the Hugging Face Hub; check the id, or pass {option} "
                           "/path/to/a/local/folder")

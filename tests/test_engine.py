@@ -647,3 +647,19 @@ def test_quantized_weights_count_what_bitsandbytes_leaves_in_16_bits(tiny_e2b_ch
     big = shape_from_config(Gemma4Config(), "gemma4")
     assert big.params > 5e9 and big.sixteen_bit_params > 2.6e9
     assert 6.0e9 < weights_bytes(big, quantize="4bit") < 7.0e9
+
+
+def test_the_download_hint_names_an_hf_that_runs_here(monkeypatch, tmp_path):
+    """The README's venv is never activated, so `hf download ...` pasted from the error was "command not found": the
+    hint names the `hf` installed beside this Python when none is on the PATH."""
+    from pathlib import Path
+
+    from mediapipe_g4 import transformers_engine as te
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no hf on it
+    beside = Path(sys.executable).parent / "hf"
+    assert te.hf_command() == (str(beside) if beside.is_file() else "hf")
+    assert f"`{te.hf_command()} download google/gemma-4-12B-it`" in te.download_hint("google/gemma-4-12B-it")
+    (tmp_path / "hf").write_text("#!/bin/sh\n")
+    (tmp_path / "hf").chmod(0o755)
+    assert te.hf_command() == "hf"
