@@ -632,7 +632,9 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
                                      or info.duration <= 0 else info.duration, 3),
                    "audio_duration": round(len(waveform) / SAMPLE_RATE, 3),
                    **({"warning": prepared.short} if prepared.short else {})},
-        "model": {"id": options.model, "transcribe_model": options.asr_model, "engine": options.engine,
+        # the model that made it: `transcribe` never loads --model (the notes' model), only the transcription's
+        "model": {"id": options.model if options.summarize else options.asr_model,
+                  "transcribe_model": options.asr_model, "engine": options.engine,
                   **({"device": plan.memory.get("device"), "dtype": plan.memory.get("dtype")}
                      if options.engine == "transformers" else {"device": "server", "dtype": None}),
                   "quantize": options.quantize, "answers_generated": generated, "g4media": __version__},

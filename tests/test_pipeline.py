@@ -1122,3 +1122,13 @@ def test_a_recording_whose_namesake_is_gone_keeps_its_outputs(samples_dir, tmp_p
     (folder / "a.mp3").unlink()
     again = batch()
     assert len(again.skipped) == 1 and not (tmp_path / "out" / "a.json").exists()
+
+
+def test_a_transcript_names_the_model_that_made_it(samples_dir, tmp_path):
+    """`transcribe --transcribe-model X` never loads --model (the notes' model), but the report said it was made
+    with the 12B."""
+    options = RunOptions(cache_dir=str(tmp_path / "cache"), summarize=False, slides=False,
+                         transcribe_model="google/gemma-4-E2B-it")
+    result = process_recording(samples_dir / "phone_call.wav", options,
+                               lambda model: ScriptedEngine({"transcribe": "Hello."}))
+    assert result["model"]["id"] == result["model"]["transcribe_model"] == "google/gemma-4-E2B-it"
