@@ -649,8 +649,8 @@ def _check_outputs(files: tuple[Path, ...], stems: dict[Path, str], out_dir: Pat
         for name in formats:
             target = out_dir / f"{stems[file]}.{get_writer(name).extension}"
             if os.path.realpath(target) in recordings:
-                raise OutputError(f"Refusing to write {target}: it is one of the recordings. Choose another folder "
-                                  "with -o.")
+                raise OutputError(f"Refusing to write {target}: it is one of the files given. Choose another "
+                                  "folder with -o.")
             if target.is_dir():  # a rename cannot replace a folder: found now, not after the whole run
                 raise OutputError(f"Cannot write {target}: a folder of that name is there. Move it, or choose "
                                   "another folder with -o.")
@@ -658,6 +658,21 @@ def _check_outputs(files: tuple[Path, ...], stems: dict[Path, str], out_dir: Pat
                 raise OutputError(f"Refusing to write {target}: it is a link to {os.readlink(target)}, outside "
                                   f"{out_dir} (outputs stay in their folder). Remove it, or choose another folder "
                                   "with -o.")
+
+
+def _refuse_a_result(file: Path) -> None:
+    """A g4media X.json given as a recording is an error that says to `render` it."""
+    from .result_fields import is_result
+
+    if file.suffix.lower() != ".json" or not file.is_file() or file.stat().st_size > 256 * 1024 * 1024:
+        return
+    try:
+        data = json.loads(file.read_bytes())
+    except (OSError, ValueError):
+        return
+    if is_result(data):
+        raise G4Error(f"{file} is what g4media wrote for a recording (an X.json), not a recording; `g4media render "
+                      f"{file}` writes its reports again")
 
 
 def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> None:
@@ -670,8 +685,8 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
     formats = _formats(kw["format"])
     options = _run_options(kw, summarize=summarize, formats=formats)
     files = _distinct(files)
-    stems = output_stems(files)
-    _check_outputs(files, stems, kw["output_dir"], formats)  # before any work: a refusal after an hour is no use
+    for file in files:  # an X.json given for its recording: said as what it is (it was "one of the recordings")
+        _refuse_a_result(file)
     # Before anything about the model: if no file is a recording (a quick ffprobe each, up to the first that is),
     # say what is wrong with the first. The rest are probed when their turn comes.
     first_problem: G4Error | None = None
@@ -683,6 +698,8 @@ def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> Non
             first_problem = first_problem or exc
     else:
         raise first_problem
+    stems = output_stems(files)
+    _check_outputs(files, stems, kw["output_dir"], formats)  # before any work: a refusal after an hour is no use
     factory = make_engine_factory(options)
     ahead = Lookahead(options, factory) if len(files) > 1 and prepares_ahead(options) else None
     failed = 0

@@ -378,8 +378,17 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(samples_dir,
     rec = out / "talk.txt"  # a recording is found by its content, whatever its name
     rec.write_bytes((samples_dir / "phone_call.wav").read_bytes())
     line = assert_one_error_line(g4media("transcribe", str(rec), "-o", str(out), "--format", "json,txt"))
-    assert "Refusing to write" in line and "talk.txt: it is one of the recordings" in line
+    assert "Refusing to write" in line and "talk.txt: it is one of the files given" in line
     assert sorted(p.name for p in out.iterdir()) == ["talk.txt"]
+    # an X.json given as the recording is said to be one, with what to run instead (it was "one of the recordings")
+    made = out / "standup.json"
+    made.write_text(json.dumps({"source": {"name": "standup.mp4"}, "segments": []}))
+    line = assert_one_error_line(g4media("summarize", str(made), "-o", str(out)))
+    assert "standup.json is what g4media wrote for a recording" in line and "g4media render" in line
+    made.unlink()
+    (out / "notes.md").write_text("# notes\n")  # not media: said so, not that its output would overwrite it
+    line = assert_one_error_line(g4media("transcribe", str(out / "notes.md"), "-o", str(out)))
+    assert "is not a readable media file" in line
     (tmp_path / "a file").write_text("x")
     line = assert_one_error_line(g4media("transcribe", str(samples_dir / "phone_call.wav"), "-o",
                                          str(tmp_path / "a file" / "sub")))
