@@ -247,8 +247,11 @@ def _changed_options(options: Mapping[str, Any]) -> list[dict[str, str]]:
         return json.loads(json.dumps(plain(value), default=str))
 
     defaults = dict(_flat_options(as_json(RunOptions().to_dict())))
+    # What the command sets, not the user: `transcribe` summarizes no; one without slides in its outputs, no slides;
+    # a rerun with --fresh makes the same result
+    made_by_command = {"summarize", "slides", "fresh"}
     return [{"key": key, "value": _compact(value)} for key, value in _flat_options(options)
-            if key not in defaults or defaults[key] != as_json(value)]
+            if key not in made_by_command and (key not in defaults or defaults[key] != as_json(value))]
 
 
 def _compact(value: Any) -> str:

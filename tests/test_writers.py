@@ -896,6 +896,9 @@ def test_the_footer_shows_the_options_that_are_not_the_defaults(result, tmp_path
     assert "plan.vocabulary Priya Raman, OKR" in render("md", result, tmp_path / "x.md")
     result["options"] = json.loads(json.dumps(RunOptions().to_dict()))
     assert "Options other than" not in render("html", result, tmp_path / "x.html")
+    # what the command sets, not the user: every transcript said "summarize no"
+    result["options"] = json.loads(json.dumps(RunOptions(summarize=False, slides=False, fresh=True).to_dict()))
+    assert "Options other than" not in render("html", result, tmp_path / "x.html")
 
 
 def test_a_keyframe_outside_the_work_folder_is_not_embedded(result, work, out, tmp_path, caplog):
