@@ -259,7 +259,11 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
         log.debug("failure on %s", path, exc_info=True)
         detail = f"unexpected {type(exc).__name__}: {exc}"
         return failed_entry(rel, detail), "failed", detail, False
-    return _relative(index_entry(result, outputs, name=rel), out_dir), "ok", ", ".join(p.name for p in outputs), False
+    detail = ", ".join(p.name for p in outputs)
+    notes = result.get("notes") or {}
+    if notes.get("status") == "failed":  # said as summarize says it: the line read "ok" and nothing more
+        detail += f" (notes not produced: {notes.get('error')})"
+    return _relative(index_entry(result, outputs, name=rel), out_dir), "ok", detail, False
 
 
 def _concurrently(found: Iterable[tuple[Path, str | None]], one: Callable[..., Any], workers: int

@@ -1132,3 +1132,21 @@ def test_a_transcript_names_the_model_that_made_it(samples_dir, tmp_path):
     result = process_recording(samples_dir / "phone_call.wav", options,
                                lambda model: ScriptedEngine({"transcribe": "Hello."}))
     assert result["model"]["id"] == result["model"]["transcribe_model"] == "google/gemma-4-E2B-it"
+
+
+def test_a_batch_line_says_when_the_notes_were_not_produced(samples_dir, tmp_path):
+    """`summarize` says "notes not produced: ..."; a batch said only "ok", and an unattended batch looked whole."""
+    import shutil
+
+    from mediapipe_g4.batch import run_batch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(samples_dir / "phone_call.wav", folder / "call.wav")
+    options = RunOptions(cache_dir=str(tmp_path / "cache"), slides=False)
+    engine = ScriptedEngine({"transcribe": "Hello.", "names": "{}", "notes": "no JSON", "notes_repair": "none"})
+    said = []
+    run_batch(folder, tmp_path / "out", ["json"], lambda path: process_recording(path, options, lambda m: engine),
+              on_file=lambda path, status, detail: said.append((status, detail)), changed=options.changed_from)
+    ((status, detail),) = said
+    assert status == "ok" and detail.startswith("call.json (notes not produced: the model's notes could not be read")
