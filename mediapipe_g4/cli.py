@@ -288,7 +288,7 @@ audio_track_option = click.option(
 
 cache_dir_option = click.option(
     "--cache-dir", type=click.Path(file_okay=False), default=None,
-    help="Where each recording's finished work is kept (decoded audio, slides, speaker turns, every model answer), "
+    help="Where each recording's finished work is kept (decoded audio, slides, speaker turns, the model's answers), "
          "so a rerun resumes (default: $G4MEDIA_CACHE or the user cache, e.g. ~/.cache/g4media).")
 fresh_option = click.option("--fresh", is_flag=True,
                             help="Ignore finished work in the work folder (turns, keyframes, answers) and redo it.")
@@ -309,8 +309,8 @@ speaker_options = _compose(
                  help="Most speakers to consider when finding the count."),
     click.option("--split-channels/--no-split-channels", "split_channels", default=None,
                  help="Find the speakers of each channel (each track, with --audio-track all) on its own, as for a "
-                      "call recorded with one side per channel, and transcribe each from its own side. Default: when "
-                      "each channel carries its own voices."),
+                      "call recorded with one side per channel (a transcript then hears each from its own side). "
+                      "Default: when each channel carries its own voices."),
     audio_track_option,
 )
 
@@ -342,7 +342,7 @@ run_options = _compose(
                  show_default=True, help="Folder for the outputs."),
     click.option("--transcribe-model", default=None,
                  help="A separate model for transcription (e.g. google/gemma-4-E4B-it); --model then names the "
-                      "speakers and writes the notes (with transcribe, it is not used)."),
+                      "speakers and writes the notes (transcribe does not load --model at all)."),
     click.option("--assistant", default=None,
                  help="MTP drafter for speculative decoding, e.g. google/gemma-4-12B-it-assistant."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,

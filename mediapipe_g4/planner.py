@@ -466,7 +466,7 @@ class Plan:
     model: str
     context_window: int
     context_budget: int
-    budget_from: str  # "--context-tokens" or "memory"
+    budget_from: str  # "--context-tokens", "memory", "the model's window" or "a fallback: the model does not fit"
     exact: bool  # token counts from the model's processor (True) or estimated (False)
     counts_from: str
     requests: tuple[EngineRequest, ...]
@@ -585,7 +585,9 @@ def make_plan(
                             f"using {notes_shape.context_window}")
     else:
         budget, warning = mem.default_context_budget(notes_shape, notes_memory, dtype=notes_dtype, quantize=quantize)
-        budget_from = "memory"
+        # "from memory" beside "DOES NOT FIT" read as a contradiction; the whole window is the model's limit
+        budget_from = ("a fallback: the model does not fit" if warning else "the model's window"
+                       if budget >= notes_shape.context_window else "memory")
         if warning and (notes_model or model) not in stand_ins:  # "the 12B does not fit", of an E4B, misleads
             warnings.append(warning)
 

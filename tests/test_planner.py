@@ -633,3 +633,9 @@ def test_a_model_that_does_not_fit_is_said_plainly(decoded, monkeypatch, tmp_pat
     assert not any("pick a smaller model" in w or "needs about" in w for w in plan.warnings), plan.warnings
     quantized = make_plan(d["waveform"], d["turns"], model="google/gemma-4-12B-it", quantize="4bit")
     assert any(w.startswith("--quantize 4bit needs a CUDA GPU") for w in quantized.warnings), quantized.warnings
+    # where the budget came from, said as it is: "from memory" stood beside "DOES NOT FIT"
+    whole = make_plan(d["waveform"], d["turns"], model="google/gemma-4-12B-it", dtype="bfloat16")
+    assert whole.budget_from == "a fallback: the model does not fit"
+    monkeypatch.setattr(mem, "device_memory", lambda device: mem.DeviceMemory("cpu", "CPU", 96 * mem.GB, 90 * mem.GB))
+    roomy = make_plan(d["waveform"], d["turns"], model="google/gemma-4-12B-it", dtype="bfloat16")
+    assert roomy.budget_from == "the model's window" and roomy.context_budget == 262_144
