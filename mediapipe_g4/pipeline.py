@@ -269,6 +269,22 @@ def answer_folder(work: Path, model: str, options: RunOptions) -> Path:
 NAMES_MAX_NEW_TOKENS = 400
 
 
+def fitted(request_of: Callable[[int], EngineRequest], chars: int, budget: int, counter: TokenCounter
+           ) -> EngineRequest:
+    """`request_of(chars)`, with a text cut to `chars` characters, made to fit `budget` tokens (prompt and answer):
+    the characters are counted in tokens and cut again where they do not fit. A guess of three characters a token
+    held for English, but a Chinese transcript's came to about three times the budget."""
+    request = request_of(chars)
+    for _ in range(4):
+        room = budget - request.settings.max_new_tokens
+        used = counter.count(request)
+        if used <= room or chars < 500:
+            break
+        chars = int(chars * max(room, 1) / used * 0.95)
+        request = request_of(chars)
+    return request
+
+
 def name_speakers(engine: Engine, segments: Sequence[Segment], budget: int, counter: TokenCounter,
                   vocabulary: tuple[str, ...] = (), hook: Hook | None = None) -> dict[str, dict[str, Any]]:
     """Speaker names with evidence, from one request of at most `budget` tokens (prompt and answer)."""
@@ -281,17 +297,7 @@ def name_speakers(engine: Engine, segments: Sequence[Segment], budget: int, coun
                              start=segments[0].start, end=segments[-1].end,
                              settings=GenerationSettings(max_new_tokens=NAMES_MAX_NEW_TOKENS, greedy=True))
 
-    # The transcript's lines are cut by characters, counted in tokens: three characters a token held for English,
-    # but a Chinese meeting's prompt came to about three times the budget.
-    room = max(budget - NAMES_MAX_NEW_TOKENS, 1)
-    chars = room * 3
-    request = request_of(chars)
-    for _ in range(4):
-        used = counter.count(request)
-        if used <= room or chars < 1000:
-            break
-        chars = int(chars * room / used * 0.95)
-        request = request_of(chars)
+    request = fitted(request_of, max(budget - NAMES_MAX_NEW_TOKENS, 1) * 3, budget, counter)
     (answer,) = engine.generate([request], hook=hook)  # one long request on a CPU: the display says it is under way
     return parse_names(answer, segments)
 
@@ -348,17 +354,21 @@ def write_notes(
         log.info("notes answer invalid (%s); asking once for a repair", first)
         cut_off = isinstance(first, NotesCutOff)  # its beginning is what to keep; else its end holds the JSON
         shorter = NOTES_SHORTER.format(words=int(options.notes_max_new_tokens * 0.4)) if cut_off else ""
-        # as much of it as leaves room for the rewrite in the budget (about 3 characters a token)
-        room = min(REPAIR_CHARS, max(1000, (budget - options.notes_max_new_tokens - 400) * 3))
-        shown = answer[:room] if cut_off else answer[-room:]
         # The notes' language again: a rewrite, shorter above all, may drift back to the prompt's English.
         language = f"{language_line(options.notes_language)} " if options.notes_language else ""
-        repair = EngineRequest(
-            kind="notes_repair",
-            parts=(TextPart(NOTES_REPAIR_PROMPT.format(error=first, answer=shown, shorter=shorter,
-                                                       language=language)),),
-            settings=GenerationSettings(max_new_tokens=options.notes_max_new_tokens, greedy=True),
-        )
+        why = str(first)
+
+        def repair_of(chars: int) -> EngineRequest:  # as much of the answer as leaves room for the rewrite
+            shown = answer[:chars] if cut_off else answer[-chars:]
+            return EngineRequest(
+                kind="notes_repair",
+                parts=(TextPart(NOTES_REPAIR_PROMPT.format(error=why, answer=shown, shorter=shorter,
+                                                           language=language)),),
+                settings=GenerationSettings(max_new_tokens=options.notes_max_new_tokens, greedy=True),
+            )
+
+        repair = fitted(repair_of, min(REPAIR_CHARS, max(1000, (budget - options.notes_max_new_tokens - 400) * 3)),
+                        budget, counter)
         try:
             notes = parse_notes(engine.generate([repair])[0])
         except NotesParseError as second:

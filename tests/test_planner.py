@@ -639,3 +639,24 @@ def test_a_model_that_does_not_fit_is_said_plainly(decoded, monkeypatch, tmp_pat
     monkeypatch.setattr(mem, "device_memory", lambda device: mem.DeviceMemory("cpu", "CPU", 96 * mem.GB, 90 * mem.GB))
     roomy = make_plan(d["waveform"], d["turns"], model="google/gemma-4-12B-it", dtype="bfloat16")
     assert roomy.budget_from == "the model's window" and roomy.context_budget == 262_144
+
+
+def test_the_notes_repair_fits_the_budget_in_any_script(processor):
+    """The repair request shows the bad answer cut at three characters a token: a Chinese answer came to about three
+    times that, past a small budget."""
+    from fake_engine import ScriptedEngine
+
+    from mediapipe_g4.pipeline import write_notes
+
+    waveform = np.zeros(60 * SAMPLE_RATE, dtype=np.float32)
+    plan = make_plan(waveform, [SpeakerTurn(0.0, 50.0, "S1")], processor=processor,
+                     options=PlanOptions(context_tokens=8192))
+    segments = [Segment(0.0, 50.0, "S1", "我们下周二发布支付重试功能。")]
+    answer = '{"summary": "' + "我们决定下周二发布支付重试功能，然后更新文档。" * 600  # cut off: no closing brace
+    engine = ScriptedEngine({"notes": answer, "notes_repair": json.dumps({"summary": "发布。"})})
+    counter = TokenCounter(processor)
+    notes = write_notes(engine, segments, [], {"S1": "Speaker 1"}, plan, counter, None)
+    assert notes["status"] == "ok"
+    (repair,) = [r for r in engine.seen if r.kind == "notes_repair"]
+    assert counter.count(repair) + repair.settings.max_new_tokens <= plan.context_budget
+    assert counter.count(repair) > plan.context_budget // 4  # and the answer is shown, not cut to nothing
