@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,14 @@ def default_workers(engine: str, concurrency: int) -> int:
     return 1 if engine == "transformers" else max(2, min(4, concurrency // 8))
 
 
+def recordings_in(folder: Path, out_dir: Path, *, recursive: bool) -> list[tuple[Path, str | None]]:
+    """`find_recordings` of a batch: a folder of outputs inside the recordings' folder is left out (a recording
+    copied beside its report, for the page's player, is not a new one); outputs beside the recordings, or above
+    them, leave out nothing."""
+    out, root = out_dir.resolve(), folder.resolve()
+    return list(find_recordings(folder, recursive=recursive, exclude=out if root in out.parents else None))
+
+
 def run_batch(
     folder: Path,
     out_dir: Path,
@@ -113,6 +121,7 @@ def run_batch(
     workers: int = 1,
     ahead: Callable[[Path], None] | None = None,
     changed: Changed | None = None,
+    found: list[tuple[Path, str | None]] | None = None,
 ) -> BatchReport:
     """Process every recording; an index.html in `out_dir` links each output and lists each failure.
 
@@ -124,13 +133,12 @@ def run_batch(
     processed at once, so one recording's CPU stages (decode, speaker turns) overlap with the others' model
     calls and the server always has requests to batch. With one worker, `ahead(path)` is called with the next
     recording to process (not done before) as the current one
-    starts, so it can be prepared meanwhile (`pipeline.Lookahead`).
+    starts, so it can be prepared meanwhile (`pipeline.Lookahead`). `found`: `recordings_in`'s, when looked
+    for already (each file is probed by FFmpeg: a folder of thousands is looked through once).
     """
     formats = list(dict.fromkeys([*formats, "json"]))  # the JSON tells a later run what is done
-    # A folder of outputs inside the recordings' folder is left out (a recording copied beside its report, for the
-    # page's player, is not a new one); outputs beside the recordings, or above them, leave out nothing.
-    out, root = out_dir.resolve(), folder.resolve()
-    found = list(find_recordings(folder, recursive=recursive, exclude=out if root in out.parents else None))
+    if found is None:
+        found = recordings_in(folder, out_dir, recursive=recursive)
     by_folder: dict[Path, list[Path]] = {}
     for path, broken in found:
         if not broken:  # a broken file writes no outputs, so it takes no name from another
@@ -248,7 +256,8 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
                 write_outputs(before, target_dir, stem, missing, media_dir=work if work.is_dir() else target_dir)
             outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
                        if (target_dir / f"{stem}.{ext}").exists()]
-            return _relative(index_entry(before, outputs, name=rel), out_dir), "done before", "", True
+            return (_relative(index_entry(before, outputs, name=rel), out_dir), "done before",
+                    _notes_missing(before).strip(" ()"), True)
         result = process(path)
         outputs = write_outputs(result, target_dir, stem, formats, media_dir=result.get("work_dir"))
     except ModelError:
@@ -260,10 +269,16 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
         detail = f"unexpected {type(exc).__name__}: {exc}"
         return failed_entry(rel, detail), "failed", detail, False
     detail = ", ".join(p.name for p in outputs)
-    notes = result.get("notes") or {}
-    if notes.get("status") == "failed":  # said as summarize says it: the line read "ok" and nothing more
-        detail += f" (notes not produced: {notes.get('error')})"
+    detail += _notes_missing(result)
     return _relative(index_entry(result, outputs, name=rel), out_dir), "ok", detail, False
+
+
+def _notes_missing(result: Mapping[str, Any]) -> str:
+    """" (notes not produced: why)" for a result that asked for notes and has none, as summarize says it (a batch
+    line read "ok" and nothing more); "" otherwise."""
+    notes = result.get("notes") or {}
+    asked = (result.get("options") or {}).get("summarize", True)
+    return f" (notes not produced: {notes.get('error')})" if asked and notes.get("status") not in (None, "ok") else ""
 
 
 def _concurrently(found: Iterable[tuple[Path, str | None]], one: Callable[..., Any], workers: int

@@ -668,11 +668,13 @@ def _refuse_a_result(file: Path) -> None:
         return
     try:
         data = json.loads(file.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return
     if is_result(data):
+        import shlex
+
         raise G4Error(f"{file} is what g4media wrote for a recording (an X.json), not a recording; `g4media render "
-                      f"{file}` writes its reports again")
+                      f"{shlex.quote(str(file))}` writes its reports again")
 
 
 def _process_files(files: tuple[Path, ...], kw: dict, *, summarize: bool) -> None:
@@ -777,7 +779,7 @@ def batch(folder: Path, **kw) -> None:
     Stopped part-way (Ctrl-C, a crash, a shutdown), the same command again resumes: finished work is kept in the
     work folder (--cache-dir); --fresh redoes it.
     """
-    from .batch import default_workers, find_recordings, run_batch
+    from .batch import default_workers, recordings_in, run_batch
     from .pipeline import Lookahead, make_engine_factory, prepares_ahead, process_recording
     from .progress import progress_hook
 
@@ -787,10 +789,11 @@ def batch(folder: Path, **kw) -> None:
     options = _run_options(kw, summarize=summarize, formats=formats)
     out_dir: Path = kw["output_dir"]
     _check_folder(out_dir, out_dir)  # before any work, as summarize does: not one failure per recording
-    none_found = G4Error(f"no recordings found in {folder} (audio and video files, found by content"
-                         f"{'' if kw['recursive'] else '; -r looks in its sub-folders too'})")
-    if next(iter(find_recordings(folder, recursive=kw["recursive"])), None) is None:  # before the model: a mistyped
-        raise none_found                                                # folder was told to download 24 GB of weights
+    # Looked for before the model is: a mistyped folder was told to download 24 GB of weights
+    found = recordings_in(folder, out_dir, recursive=kw["recursive"])
+    if not found:
+        raise G4Error(f"no recordings found in {folder} (audio and video files, found by content"
+                      f"{'' if kw['recursive'] else '; -r looks in its sub-folders too'})")
     factory = make_engine_factory(options)
     workers = default_workers(options.engine, options.concurrency)
     ahead = Lookahead(options, factory) if workers == 1 and prepares_ahead(options) else None
@@ -808,9 +811,7 @@ def batch(folder: Path, **kw) -> None:
 
     report = run_batch(folder, out_dir, formats, process, recursive=kw["recursive"], redo=kw["fresh"],
                        on_file=on_file, workers=workers, ahead=ahead.queue if ahead is not None else None,
-                       changed=options.changed_from)
-    if not report.entries:  # (the only ones were among its own outputs)
-        raise none_found
+                       changed=options.changed_from, found=found)
     ok = len(report.entries) - report.failed
     click.echo(f"{ok} done ({len(report.skipped)} from before), {report.failed} failed; "
                f"index: {out_dir / 'index.html'}")

@@ -586,8 +586,9 @@ def make_plan(
     else:
         budget, warning = mem.default_context_budget(notes_shape, notes_memory, dtype=notes_dtype, quantize=quantize)
         # "from memory" beside "DOES NOT FIT" read as a contradiction; the whole window is the model's limit
-        budget_from = ("a fallback: the model does not fit" if warning else "the model's window"
-                       if budget >= notes_shape.context_window else "memory")
+        stand_in = (notes_model or model) in stand_ins
+        budget_from = (f"a fallback: {'the 12B it was estimated as' if stand_in else 'the model'} does not fit"
+                       if warning else "the model's window" if budget >= notes_shape.context_window else "memory")
         if warning and (notes_model or model) not in stand_ins:  # "the 12B does not fit", of an E4B, misleads
             warnings.append(warning)
 

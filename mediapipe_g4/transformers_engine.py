@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 import threading
@@ -64,7 +65,7 @@ def hf_command() -> str:
     """How to run Hugging Face's `hf` here: by name where it is on the PATH, else where it was installed beside this
     Python (the README's venv is never activated: `hf download` pasted from an error was "command not found")."""
     beside = Path(sys.executable).parent / "hf"
-    return "hf" if shutil.which("hf") or not beside.is_file() else str(beside)
+    return "hf" if shutil.which("hf") or not beside.is_file() else shlex.quote(str(beside))
 
 
 def download_hint(model: str, *, processor_only: bool = False, option: str = "--model") -> str:

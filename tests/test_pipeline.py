@@ -1146,7 +1146,25 @@ def test_a_batch_line_says_when_the_notes_were_not_produced(samples_dir, tmp_pat
     options = RunOptions(cache_dir=str(tmp_path / "cache"), slides=False)
     engine = ScriptedEngine({"transcribe": "Hello.", "names": "{}", "notes": "no JSON", "notes_repair": "none"})
     said = []
-    run_batch(folder, tmp_path / "out", ["json"], lambda path: process_recording(path, options, lambda m: engine),
-              on_file=lambda path, status, detail: said.append((status, detail)), changed=options.changed_from)
-    ((status, detail),) = said
+
+    def batch():
+        said.clear()
+        run_batch(folder, tmp_path / "out", ["json"], lambda path: process_recording(path, options, lambda m: engine),
+                  on_file=lambda path, status, detail: said.append((status, detail)), changed=options.changed_from)
+        return said[0]
+
+    status, detail = batch()
     assert status == "ok" and detail.startswith("call.json (notes not produced: the model's notes could not be read")
+    status, detail = batch()  # and on a rerun, which takes it as done (it said nothing)
+    assert status == "done before" and detail.startswith("notes not produced: the model's notes could not be read")
+    # notes skipped for want of speech are said too
+    import subprocess
+
+    from mediapipe_g4 import media
+
+    (folder / "call.wav").unlink()
+    subprocess.run([media.ffmpeg_binary(), "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "5",
+                    str(folder / "quiet.wav")], check=True)
+    status, detail = batch()
+    assert status == "ok" and detail == "quiet.json (notes not produced: no speech was transcribed, so there is " \
+                                        "nothing to take notes of)"

@@ -631,6 +631,7 @@ def test_a_model_that_does_not_fit_is_said_plainly(decoded, monkeypatch, tmp_pat
     plan = make_plan(d["waveform"], d["turns"], model="google/gemma-4-E4B-it", dtype="bfloat16")
     assert any("estimated for the 12B" in w for w in plan.warnings)
     assert not any("pick a smaller model" in w or "needs about" in w for w in plan.warnings), plan.warnings
+    assert plan.budget_from == "a fallback: the 12B it was estimated as does not fit"
     quantized = make_plan(d["waveform"], d["turns"], model="google/gemma-4-12B-it", quantize="4bit")
     assert any(w.startswith("--quantize 4bit needs a CUDA GPU") for w in quantized.warnings), quantized.warnings
     # where the budget came from, said as it is: "from memory" stood beside "DOES NOT FIT"
