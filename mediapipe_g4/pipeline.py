@@ -24,7 +24,7 @@ from .diarize import DiarizationOptions
 from .engine import Engine, EngineRequest, GenerationSettings, TextPart
 from .errors import G4Error, MediaError, PlanError
 from .memory import pick_device
-from .names import build_speakers, names_prompt, parse_names, resolve_side_names
+from .names import build_speakers, names_prompt, parse_names, resolve_side_names, transcript_lines
 from .notes_schema import NotesCutOff, NotesParseError, ground_notes, parse_notes
 from .planner import (
     Plan,
@@ -269,20 +269,20 @@ def answer_folder(work: Path, model: str, options: RunOptions) -> Path:
 NAMES_MAX_NEW_TOKENS = 400
 
 
-def fitted(request_of: Callable[[int], EngineRequest], chars: int, budget: int, counter: TokenCounter
+def fitted(request_of: Callable[[int], EngineRequest], chars: int, length: int, budget: int, counter: TokenCounter
            ) -> EngineRequest:
-    """`request_of(chars)`, with a text cut to `chars` characters, made to fit `budget` tokens (prompt and answer):
-    the characters are counted in tokens and cut again where they do not fit. A guess of three characters a token
-    held for English, but a Chinese transcript's came to about three times the budget."""
-    request = request_of(chars)
-    for _ in range(4):
+    """`request_of(chars)`, with a text of `length` characters cut to `chars`, made to fit `budget` tokens (prompt
+    and answer): counted in tokens, and cut again until it fits (or is down to a few hundred characters). A guess of
+    three characters a token held for English, but a Chinese transcript's came to about three times the budget; a
+    cut no shorter than the text itself cut nothing, and the request went out too long."""
+    chars = min(chars, length)
+    while True:
+        request = request_of(chars)
         room = budget - request.settings.max_new_tokens
         used = counter.count(request)
-        if used <= room or chars < 500:
-            break
-        chars = int(chars * max(room, 1) / used * 0.95)
-        request = request_of(chars)
-    return request
+        if used <= room or chars <= 200:
+            return request
+        chars = min(chars - 1, int(chars * max(room, 1) / used * 0.95))
 
 
 def name_speakers(engine: Engine, segments: Sequence[Segment], budget: int, counter: TokenCounter,
@@ -297,7 +297,8 @@ def name_speakers(engine: Engine, segments: Sequence[Segment], budget: int, coun
                              start=segments[0].start, end=segments[-1].end,
                              settings=GenerationSettings(max_new_tokens=NAMES_MAX_NEW_TOKENS, greedy=True))
 
-    request = fitted(request_of, max(budget - NAMES_MAX_NEW_TOKENS, 1) * 3, budget, counter)
+    lines = sum(len(line) + 1 for line in transcript_lines(segments))
+    request = fitted(request_of, max(budget - NAMES_MAX_NEW_TOKENS, 1) * 3, lines, budget, counter)
     (answer,) = engine.generate([request], hook=hook)  # one long request on a CPU: the display says it is under way
     return parse_names(answer, segments)
 
@@ -368,7 +369,7 @@ def write_notes(
             )
 
         repair = fitted(repair_of, min(REPAIR_CHARS, max(1000, (budget - options.notes_max_new_tokens - 400) * 3)),
-                        budget, counter)
+                        len(answer), budget, counter)
         try:
             notes = parse_notes(engine.generate([repair])[0])
         except NotesParseError as second:
@@ -377,6 +378,11 @@ def write_notes(
 
 
 # --------------------------------------------------------------------------- the whole run
+
+
+def _failure(exc: BaseException) -> str:
+    """What failed, said: our own error's words, else its type too (a CUDA error, a bug)."""
+    return str(exc) if isinstance(exc, G4Error) else f"{type(exc).__name__}: {exc}"
 
 
 def load_early(make_engine: EngineFactory, options: RunOptions) -> None:
@@ -612,24 +618,28 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
         # 30 s clips (a long meeting's sections went to the model 4, or on a GPU up to 64, at a time).
         llm.chunk_size = plan.memory.get("notes_batch") or 1
         unnamed = [sid for sid in diarization.speakers if sid not in overrides]
-        # A model (or server) that fails here costs the names and notes, not the finished transcript.
+        # A model (or server) that fails here costs the names and notes, not the finished transcript; one that fails
+        # the names is asked for the notes all the same (a naming request rejected as too long cost the notes too).
         try:
             counter = notes_counter(plan, options)
             if unnamed and segments:
-                found = timer.run("names", lambda: name_speakers(llm, segments, plan.context_budget, counter,
-                                                                 vocabulary=options.plan.vocabulary, hook=hook))
+                try:
+                    found = timer.run("names", lambda: name_speakers(llm, segments, plan.context_budget, counter,
+                                                                     vocabulary=options.plan.vocabulary, hook=hook))
+                except Exception as exc:  # noqa: BLE001 - as below: the names are lost, the notes still asked for
+                    log.warning("%s: no speaker names, the model failed: %s", src.name, _failure(exc),
+                                exc_info=not isinstance(exc, G4Error) and log.isEnabledFor(logging.DEBUG))
             speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
             keyframes = slides()  # the names did not need them either
             notes = timer.run("notes", lambda: write_notes(llm, segments, keyframes, speakers_now, plan, counter,
                                                            hook))
-        except PlanError as exc:  # the notes do not fit the budget: no model at fault
+        except PlanError as exc:  # the notes do not fit the budget (or a server found a request too long)
             log.warning("%s: no notes: %s", src.name, exc)
-            notes = notes_not_made("failed", f"the notes could not be planned: {exc}")
+            notes = notes_not_made("failed", f"the notes could not be made: {exc}")
         except Exception as exc:  # noqa: BLE001 - a model (or server) that fails costs the notes, not the transcript
-            what = str(exc) if isinstance(exc, G4Error) else f"{type(exc).__name__}: {exc}"  # a CUDA error, a bug
-            log.warning("%s: no %snotes, the model failed: %s", src.name, "" if found else "speaker names or ", what,
+            log.warning("%s: no notes, the model failed: %s", src.name, _failure(exc),
                         exc_info=not isinstance(exc, G4Error) and log.isEnabledFor(logging.DEBUG))
-            notes = notes_not_made("failed", f"the model failed: {what}")
+            notes = notes_not_made("failed", f"the model failed: {_failure(exc)}")
         generated += llm.generated if llm is not asr else 0
     keyframes = slides()  # for the result (and with `transcribe` alone)
     speakers = build_speakers(segments, found, overrides, diarization.speakers)

@@ -890,7 +890,7 @@ def test_notes_that_cannot_fit_the_budget_say_so_and_keep_the_transcript(samples
                             plan=PlanOptions(context_tokens=300))
     assert result["segments"] and not any(r.kind.startswith("notes") for r in engine.seen)
     assert result["notes"]["status"] == "failed"
-    assert result["notes"]["error"].startswith("the notes could not be planned: a context budget of 300 tokens")
+    assert result["notes"]["error"].startswith("the notes could not be made: a context budget of 300 tokens")
 
 
 def test_a_model_that_answers_every_clip_with_nothing_is_said(samples_dir, cache, caplog):
@@ -1168,3 +1168,20 @@ def test_a_batch_line_says_when_the_notes_were_not_produced(samples_dir, tmp_pat
     status, detail = batch()
     assert status == "ok" and detail == "quiet.json (notes not produced: no speech was transcribed, so there is " \
                                         "nothing to take notes of)"
+
+
+def test_a_naming_request_that_fails_costs_the_names_not_the_notes(samples_dir, tmp_path, caplog):
+    """A naming request a server rejected (too long, say) marked the notes failed too: they shared one try."""
+    from mediapipe_g4.errors import PlanError
+
+    script = standup_engine_script()
+
+    def answer(request):
+        if request.kind == "names":
+            raise PlanError("the model server rejected a names request as too long")
+        return script(request)
+
+    result, _, _ = run(samples_dir / "standup.mp4", tmp_path / "cache", answer, fresh=True)
+    assert result["notes"]["status"] == "ok" and result["notes"]["decisions"]
+    assert [s["name"] for s in result["speakers"]] == ["Speaker 1", "Speaker 2", "Speaker 3"]
+    assert "no speaker names, the model failed: the model server rejected a names request" in caplog.text

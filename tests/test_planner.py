@@ -440,20 +440,22 @@ def test_a_lecture_of_one_long_turn_plans_notes_in_sections(processor):
 @pytest.mark.parametrize("line", ["我们下周二发布支付重试功能，然后更新文档。谢谢王伟。" * 3,
                                   "We ship the payment retry feature next Tuesday, then update the docs. Thanks, Bob."])
 @pytest.mark.parametrize("exact", [True, False])
-def test_the_naming_request_fits_the_budget_in_any_script(processor, line, exact):
+@pytest.mark.parametrize("count", [600, 115])
+def test_the_naming_request_fits_the_budget_in_any_script(processor, line, exact, count):
     """The naming prompt was cut at three characters a token: a long Chinese meeting's came to about three times the
-    budget (on a model server, past its window: no names and no notes)."""
+    budget (on a model server, past its window: no names and no notes); and a transcript shorter than the first cut
+    was not cut at all."""
     from fake_engine import ScriptedEngine
 
     from mediapipe_g4.pipeline import name_speakers
 
-    segments = [Segment(i * 10.0, i * 10.0 + 9, f"S{i % 3 + 1}", line) for i in range(600)]
+    segments = [Segment(i * 10.0, i * 10.0 + 9, f"S{i % 3 + 1}", line) for i in range(count)]
     engine = ScriptedEngine({"names": "{}"})
     counter = TokenCounter(processor if exact else None)
     name_speakers(engine, segments, 8192, counter)
     (request,) = engine.seen
     assert counter.count(request) + request.settings.max_new_tokens <= 8192
-    assert counter.count(request) > 8192 // 2  # and it is not cut to nothing
+    assert counter.count(request) > min(8192 // 2, counter.text_tokens(line) * count // 2)  # not cut to nothing
     if exact:
         assert real_length(processor, request) + request.settings.max_new_tokens <= 8192
 
@@ -642,7 +644,8 @@ def test_a_model_that_does_not_fit_is_said_plainly(decoded, monkeypatch, tmp_pat
     assert roomy.budget_from == "the model's window" and roomy.context_budget == 262_144
 
 
-def test_the_notes_repair_fits_the_budget_in_any_script(processor):
+@pytest.mark.parametrize("copies", [600, 190])  # longer than the first cut, and shorter (it was not cut at all)
+def test_the_notes_repair_fits_the_budget_in_any_script(processor, copies):
     """The repair request shows the bad answer cut at three characters a token: a Chinese answer came to about three
     times that, past a small budget."""
     from fake_engine import ScriptedEngine
@@ -653,7 +656,7 @@ def test_the_notes_repair_fits_the_budget_in_any_script(processor):
     plan = make_plan(waveform, [SpeakerTurn(0.0, 50.0, "S1")], processor=processor,
                      options=PlanOptions(context_tokens=8192))
     segments = [Segment(0.0, 50.0, "S1", "我们下周二发布支付重试功能。")]
-    answer = '{"summary": "' + "我们决定下周二发布支付重试功能，然后更新文档。" * 600  # cut off: no closing brace
+    answer = '{"summary": "' + "我们决定下周二发布支付重试功能，然后更新文档。" * copies  # cut off: no closing brace
     engine = ScriptedEngine({"notes": answer, "notes_repair": json.dumps({"summary": "发布。"})})
     counter = TokenCounter(processor)
     notes = write_notes(engine, segments, [], {"S1": "Speaker 1"}, plan, counter, None)
