@@ -91,7 +91,13 @@ def _made_from(result: Any, sha256: str, changed: Changed | None, name: str) -> 
         return False
     if differ:
         log.info("%s was made with other settings (%s): doing it again", name, ", ".join(differ))
-    return not differ
+        return False
+    notes = result.get("notes") if isinstance(result.get("notes"), dict) else {}
+    if notes.get("status") == "failed" and str(notes.get("error") or "").startswith("the model failed"):
+        # a server down for a while, a GPU out of memory: worth another try, from the work that is finished
+        log.info("%s: its notes were not made (%s): doing it again", name, notes.get("error"))
+        return False
+    return True
 
 
 def default_workers(engine: str, concurrency: int) -> int:

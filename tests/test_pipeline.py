@@ -1185,3 +1185,40 @@ def test_a_naming_request_that_fails_costs_the_names_not_the_notes(samples_dir, 
     assert result["notes"]["status"] == "ok" and result["notes"]["decisions"]
     assert [s["name"] for s in result["speakers"]] == ["Speaker 1", "Speaker 2", "Speaker 3"]
     assert "no speaker names, the model failed: the model server rejected a names request" in caplog.text
+
+
+def test_a_batch_tries_again_the_notes_a_failing_model_cost(samples_dir, tmp_path):
+    """Notes lost to a model server down for a while were taken as done on every rerun: only --fresh, which redoes
+    every request, brought them."""
+    import shutil
+
+    from mediapipe_g4.batch import run_batch
+    from mediapipe_g4.errors import ModelError
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(samples_dir / "standup.mp4", folder / "standup.mp4")
+    options = RunOptions(cache_dir=str(tmp_path / "cache"))
+    script, down = standup_engine_script(), [True]
+
+    def answer(request):
+        if down[0] and request.kind == "notes":
+            raise ModelError("the model server kept failing (503)")
+        return script(request)
+
+    engine = ScriptedEngine(answer)
+    said = []
+
+    def batch():
+        said.clear()
+        run_batch(folder, tmp_path / "out", ["json"], lambda path: process_recording(path, options, lambda m: engine),
+                  on_file=lambda path, status, detail: said.append(status), changed=options.changed_from)
+        return json.loads((tmp_path / "out" / "standup.json").read_text())["notes"]
+
+    assert batch()["status"] == "failed" and said == ["ok"]
+    down[0] = False
+    transcribed = sum(r.kind == "transcribe" for r in engine.seen)
+    assert batch()["status"] == "ok" and said == ["ok"]
+    assert sum(r.kind == "transcribe" for r in engine.seen) == transcribed  # the transcript's answers were reused
+    batch()
+    assert said == ["done before"]
