@@ -71,17 +71,18 @@ def find_recordings(folder: Path, *, recursive: bool, exclude: Path | None = Non
         yield path, None
 
 
-def already_done(json_path: Path, sha256: str, changed: Changed | None = None) -> bool:
+def already_done(json_path: Path, sha256: str, changed: Changed | None = None, *, whole: bool = True) -> bool:
     """Whether the X.json at `json_path` was made from this content (and, with `changed`, which names the
-    settings that differ from an X.json's `options`, with the same settings)."""
+    settings that differ from an X.json's `options`, with the same settings); with `whole`, also without notes a
+    failing model cost (those are done again)."""
     try:
         result = json.loads(json_path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError):
         return False
-    return _made_from(result, sha256, changed, json_path.name)
+    return _made_from(result, sha256, changed, json_path.name, whole=whole)
 
 
-def _made_from(result: Any, sha256: str, changed: Changed | None, name: str) -> bool:
+def _made_from(result: Any, sha256: str, changed: Changed | None, name: str, *, whole: bool = True) -> bool:
     """Whether a result read from X.json `name` was made from this content with these settings (`already_done`)."""
     try:
         if result["source"]["sha256"] != sha256:
@@ -93,7 +94,7 @@ def _made_from(result: Any, sha256: str, changed: Changed | None, name: str) -> 
         log.info("%s was made with other settings (%s): doing it again", name, ", ".join(differ))
         return False
     notes = result.get("notes") if isinstance(result.get("notes"), dict) else {}
-    if notes.get("status") == "failed" and str(notes.get("error") or "").startswith("the model failed"):
+    if whole and notes.get("status") == "failed" and str(notes.get("error") or "").startswith("the model failed"):
         # a server down for a while, a GPU out of memory: worth another try, from the work that is finished
         log.info("%s: its notes were not made (%s): doing it again", name, notes.get("error"))
         return False
@@ -154,7 +155,8 @@ def run_batch(
         from .workdir import file_sha256
 
         made = out_dir / path.relative_to(folder).parent / f"{stem}.json"
-        return made.is_file() and already_done(made, file_sha256(path))  # hashed only where there is one
+        # made from it, whatever became of its notes (one to do again keeps its name); hashed only where there is one
+        return made.is_file() and already_done(made, file_sha256(path), whole=False)
 
     # index.html at the top is the batch's own: a recording there named index.mp4 must not write its report over it.
     stems = {p: stem for parent, paths in by_folder.items()

@@ -546,19 +546,22 @@ def _piece_scores(windows: _Windows | None, pieces: tuple[tuple[int, SpeechRegio
     return out
 
 
+EDGE_FRAMES = 3  # voting frames (60 ms): a piece this close to its region's edge takes the frames to it
+
+
 def _give_pieces(labels: np.ndarray, first: int, pieces: list[tuple[SpeechRegion, np.ndarray]],
-                 margin: float, min_run: int = 1) -> np.ndarray:
+                 margin: float) -> np.ndarray:
     """A piece goes to the speaker its own window is closest to, where that is clearly (`margin`) closer than to
-    the speaker the sliding windows gave it. A piece that ends (or starts) less than `min_run` frames from its
-    region's edge takes those frames too: left to the speaker before, a frame or two made a turn of 2 ms."""
+    the speaker the sliding windows gave it. A piece that ends (or starts) within `EDGE_FRAMES` of its region's
+    edge takes those frames too: left to the speaker before, a frame made a turn of 2 ms."""
     labels = labels.copy()
     for piece, score in pieces:
         s = max(0, math.floor(piece.start * FRAME_RATE / VOTE_STEP) - first)
         e = min(len(labels), math.ceil(piece.end * FRAME_RATE / VOTE_STEP) - first)
         if e <= s:
             continue
-        s = 0 if s < min_run else s
-        e = len(labels) if len(labels) - e < min_run else e
+        s = 0 if s < EDGE_FRAMES else s
+        e = len(labels) if len(labels) - e < EDGE_FRAMES else e
         now = int(np.bincount(labels[s:e]).argmax())
         best = int(np.argmax(score))
         if best != now and score[best] - score[now] >= margin:
@@ -581,7 +584,7 @@ def _turns(
             continue
         labels = _smooth_runs(labels, min_run)
         if pieces and ri in pieces:
-            labels = _give_pieces(labels, a, pieces[ri], options.piece_margin, min_run)
+            labels = _give_pieces(labels, a, pieces[ri], options.piece_margin)
         change = np.flatnonzero(np.diff(labels)) + 1
         cuts = [0, *change.tolist(), len(labels)]
         for s, e in itertools.pairwise(cuts):

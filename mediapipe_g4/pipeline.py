@@ -618,17 +618,16 @@ def _model_stages(prepared: Prepared, options: RunOptions, make_engine: EngineFa
         # 30 s clips (a long meeting's sections went to the model 4, or on a GPU up to 64, at a time).
         llm.chunk_size = plan.memory.get("notes_batch") or 1
         unnamed = [sid for sid in diarization.speakers if sid not in overrides]
-        # A model (or server) that fails here costs the names and notes, not the finished transcript; one that fails
-        # the names is asked for the notes all the same (a naming request rejected as too long cost the notes too).
+        # A model (or server) that fails here costs the names and notes, not the finished transcript (and a batch
+        # tries them again); a naming request a server finds too long costs the names alone.
         try:
             counter = notes_counter(plan, options)
             if unnamed and segments:
                 try:
                     found = timer.run("names", lambda: name_speakers(llm, segments, plan.context_budget, counter,
                                                                      vocabulary=options.plan.vocabulary, hook=hook))
-                except Exception as exc:  # noqa: BLE001 - as below: the names are lost, the notes still asked for
-                    log.warning("%s: no speaker names, the model failed: %s", src.name, _failure(exc),
-                                exc_info=not isinstance(exc, G4Error) and log.isEnabledFor(logging.DEBUG))
+                except PlanError as exc:
+                    log.warning("%s: no speaker names: %s", src.name, exc)
             speakers_now = {s.id: s.name for s in build_speakers(segments, found, overrides, diarization.speakers)}
             keyframes = slides()  # the names did not need them either
             notes = timer.run("notes", lambda: write_notes(llm, segments, keyframes, speakers_now, plan, counter,

@@ -128,11 +128,15 @@ def test_a_piece_goes_to_another_speaker_only_when_its_voice_is_clearly_theirs()
     # A piece that ends a voting frame short of its region's end takes that frame too: left to the speaker before,
     # it made a turn of 2 ms, a model request and a subtitle of its own (about every 5 minutes of a long meeting)
     tail = SpeechRegion(start=2.4, end=2.978)  # frames 70-99 of a region of frames 50-149 (to 3.0 s)
-    given = _give_pieces(labels, 50, [(tail, np.array([0.55, 0.70]))], margin=0.06, min_run=5)
+    given = _give_pieces(labels, 50, [(tail, np.array([0.55, 0.70]))], margin=0.06)
     assert set(np.flatnonzero(given)) == set(range(70, 100))
     head = SpeechRegion(start=1.03, end=1.5)  # from the region's second frame
-    assert set(np.flatnonzero(_give_pieces(labels, 50, [(head, np.array([0.55, 0.70]))], margin=0.06,
-                                           min_run=5))) == set(range(0, 25))
+    assert set(np.flatnonzero(_give_pieces(labels, 50, [(head, np.array([0.55, 0.70]))],
+                                           margin=0.06))) == set(range(0, 25))
+    # but not half a second of another speaker's: only the frames a rounding leaves
+    short = SpeechRegion(start=2.4, end=2.9)  # 0.1 s from the region's end
+    assert set(np.flatnonzero(_give_pieces(labels, 50, [(short, np.array([0.55, 0.70]))], margin=0.06))) == set(
+        range(70, 95))
 
 
 def test_distinct_voices_may_switch_often_and_close_ones_may_not():

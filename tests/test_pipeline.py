@@ -1122,6 +1122,12 @@ def test_a_recording_whose_namesake_is_gone_keeps_its_outputs(samples_dir, tmp_p
     (folder / "a.mp3").unlink()
     again = batch()
     assert len(again.skipped) == 1 and not (tmp_path / "out" / "a.json").exists()
+    # one whose notes a failing model cost is done again, under the name it has
+    made = json.loads((tmp_path / "out" / "a.wav.json").read_text())
+    made["notes"] = {"status": "failed", "error": "the model failed: the server kept failing (503)"}
+    (tmp_path / "out" / "a.wav.json").write_text(json.dumps(made))
+    redone = batch()
+    assert redone.skipped == [] and not (tmp_path / "out" / "a.json").exists()
 
 
 def test_a_transcript_names_the_model_that_made_it(samples_dir, tmp_path):
@@ -1184,7 +1190,17 @@ def test_a_naming_request_that_fails_costs_the_names_not_the_notes(samples_dir, 
     result, _, _ = run(samples_dir / "standup.mp4", tmp_path / "cache", answer, fresh=True)
     assert result["notes"]["status"] == "ok" and result["notes"]["decisions"]
     assert [s["name"] for s in result["speakers"]] == ["Speaker 1", "Speaker 2", "Speaker 3"]
-    assert "no speaker names, the model failed: the model server rejected a names request" in caplog.text
+    assert "no speaker names: the model server rejected a names request" in caplog.text
+    # a model that fails (a server down) costs both, marked so that a batch tries them again
+    from mediapipe_g4.errors import ModelError
+
+    def down(request):
+        if request.kind == "names":
+            raise ModelError("the model server kept failing (503)")
+        return script(request)
+
+    result, _, _ = run(samples_dir / "standup.mp4", tmp_path / "cache", down)
+    assert result["notes"]["status"] == "failed" and result["notes"]["error"].startswith("the model failed")
 
 
 def test_a_batch_tries_again_the_notes_a_failing_model_cost(samples_dir, tmp_path):
