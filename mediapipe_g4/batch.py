@@ -265,7 +265,7 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
             outputs = [target_dir / f"{stem}.{ext}" for ext in _extensions(formats)
                        if (target_dir / f"{stem}.{ext}").exists()]
             return (_relative(index_entry(before, outputs, name=rel), out_dir), "done before",
-                    _notes_missing(before).strip(" ()"), True)
+                    _notes_missing(before), True)
         result = process(path)
         outputs = write_outputs(result, target_dir, stem, formats, media_dir=result.get("work_dir"))
     except ModelError:
@@ -277,16 +277,17 @@ def _one(folder: Path, out_dir: Path, formats: list[str], process: Callable[[Pat
         detail = f"unexpected {type(exc).__name__}: {exc}"
         return failed_entry(rel, detail), "failed", detail, False
     detail = ", ".join(p.name for p in outputs)
-    detail += _notes_missing(result)
+    if missing := _notes_missing(result):
+        detail += f" ({missing})"
     return _relative(index_entry(result, outputs, name=rel), out_dir), "ok", detail, False
 
 
 def _notes_missing(result: Mapping[str, Any]) -> str:
-    """" (notes not produced: why)" for a result that asked for notes and has none, as summarize says it (a batch
+    """"notes not produced: why" for a result that asked for notes and has none, as summarize says it (a batch
     line read "ok" and nothing more); "" otherwise."""
     notes = result.get("notes") or {}
     asked = (result.get("options") or {}).get("summarize", True)
-    return f" (notes not produced: {notes.get('error')})" if asked and notes.get("status") not in (None, "ok") else ""
+    return f"notes not produced: {notes.get('error')}" if asked and notes.get("status") not in (None, "ok") else ""
 
 
 def _concurrently(found: Iterable[tuple[Path, str | None]], one: Callable[..., Any], workers: int
