@@ -171,7 +171,9 @@ def _said_to(name: str, text: str) -> bool:
     called = r"[\s‐-]+".join(re.escape(word) for word in re.split(r"[\s‐-]+", name.strip()) if word)
     surname = r"(?-i:\s+[A-Z][\w'’-]*)?"
     opens = r"(?:^|[.!?…。！？]\s*)"  # a sentence's start
-    set_off = rf"(?:^|{_SET_OFF}\s*|{opens}(?:{_LEAD}),?\s+){called}{surname}(?=\s*(?:{_SET_OFF}|$))"
+    # not the first of a list of names ("Bob, Carol and I met yesterday": about them, not to Bob)
+    listed = r"(?!\s*,\s*(?-i:[A-Z])[\w'’-]*(?![\w'’-])(?:\s*,|\s+(?:and|und|et|y|e|&)\s))"
+    set_off = rf"(?:^|{_SET_OFF}\s*|{opens}(?:{_LEAD}),?\s+){called}{surname}{listed}(?=\s*(?:{_SET_OFF}|$))"
     greeted = rf"\b(?:{_TO_SOMEONE}),?\s+{called}(?![\w'’‐-])"  # not "thanks Bob's team", "merci Jean-Pierre"
     return re.search(rf"{set_off}|{greeted}", said, re.IGNORECASE) is not None
 

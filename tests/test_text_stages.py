@@ -210,6 +210,8 @@ def test_a_name_goes_to_the_one_it_is_said_to_not_the_one_who_says_it():
     # said about her, though after a word a greeting may hold, or "and": these were taken as said to her
     ("This morning Carol pushed the fix to production.", False), ("The people on call are Alice and Carol.", False),
     ("Thanks Carol's team for the numbers.", False), ("Thanks a lot Carol.", True), ("Guten Morgen Carol.", True),
+    ("Carol, Dave and I met yesterday.", False), ("Carol, Dave, Erin: the numbers are in.", False),
+    ("Carol, Dave wants the numbers.", True),  # to Carol, about Dave
 ])
 def test_a_name_said_about_someone_is_not_the_next_speakers(line, named):
     """A name said in the turn before S2's was taken as S2's whatever the sentence did with it: S2, who introduced
