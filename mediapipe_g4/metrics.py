@@ -24,6 +24,8 @@ _DEFAULT_NAME = re.compile(r"^speaker[\s_-]*\d+$", re.IGNORECASE)
 def is_default_name(name: str | None) -> bool:
     """Whether a speaker's name is none, or the `Speaker N` one given when nothing named them."""
     return not name or bool(_DEFAULT_NAME.match(name))
+
+
 _STOP_WORDS_TEXT = """
 a about above after again against all am an and any are as at be because been before being below between both
 but by can could did do does doing down during each few for from further had has have having he her here hers
@@ -243,7 +245,7 @@ def naming_accuracy(mapping: Mapping[str, str], reference: Reference, result_nam
     rows = []
     for label, name in named:
         got = result_names.get(to_result.get(label, ""), None)
-        ok = _same_name(got, name) and not _DEFAULT_NAME.match(got or "")
+        ok = _same_name(got, name) and not is_default_name(got)
         rows.append({"reference": name, "result_speaker": to_result.get(label), "result_name": got, "correct": ok})
     correct = sum(r["correct"] for r in rows)
     return {"value": rounded(correct / len(rows)), "correct": correct, "total": len(rows), "speakers": rows}
@@ -307,7 +309,7 @@ def notes_recall(reference: Sequence[NotesItem], notes: Mapping[str, Any] | None
                 raw = None if isinstance(best, str) else best.get("owner")
                 got = speaker_names.get(str(raw), str(raw)) if raw else None
                 right = (got is None and item.owner is None) or (
-                    _same_name(got, item.owner) and not _DEFAULT_NAME.match(got or ""))
+                    _same_name(got, item.owner) and not is_default_name(got))
                 row.update(result_owner=got, owner_right=right)
                 owners_total += 1
                 owners_right += right

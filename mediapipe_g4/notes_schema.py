@@ -464,19 +464,19 @@ def _once(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The items without repeats (a model, or the merge of two parts' summaries, lists one decision twice): an item
     whose text, case and end punctuation aside, came before is left out, unless it names another owner or due date
     (one task for two people is two items); what the repeat adds, an owner the first did not name, is kept."""
-    kept: list[dict[str, Any]] = []
+    kept: list[tuple[str, dict[str, Any]]] = []  # (the text as compared, the item)
     for item in items:
         key = " ".join(item["text"].casefold().split()).strip(" .!;")
-        same = next((k for k in kept if " ".join(k["text"].casefold().split()).strip(" .!;") == key
+        same = next((k for text, k in kept if text == key
                      and all(k.get(f) is None or item.get(f) is None or k.get(f) == item.get(f)
                              for f in ("owner", "due"))), None)
         if same is None:
-            kept.append(dict(item))
+            kept.append((key, dict(item)))
             continue
         for field in ("owner", "due", "time"):
             if same.get(field) is None and item.get(field) is not None:
                 same[field] = item[field]
-    return kept
+    return [item for _, item in kept]
 
 
 _EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")

@@ -44,7 +44,7 @@ from .prompts import (
 )
 from .records import SAMPLE_RATE, Keyframe, Segment, SpeakerTurn
 from .token_count import SOFT_TOKEN_SIZES, TokenCounter
-from .transcript import joins
+from .transcript import segments_from_answers
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -589,7 +589,7 @@ def make_plan(
         stand_in = (notes_model or model) in stand_ins
         budget_from = (f"a fallback: {'the 12B it was estimated as' if stand_in else 'the model'} does not fit"
                        if warning else "the model's window" if budget >= notes_shape.context_window else "memory")
-        if warning and (notes_model or model) not in stand_ins:  # "the 12B does not fit", of an E4B, misleads
+        if warning and not stand_in:  # "the 12B does not fit", of an E4B, misleads
             warnings.append(warning)
 
     # The notes' answers fit the budget: a 4096-token context (a llama.cpp slot) had no room for the 4096 of the
@@ -597,17 +597,11 @@ def make_plan(
     options = replace(options, notes_max_new_tokens=min(options.notes_max_new_tokens, budget // 2),
                       section_max_new_tokens=min(options.section_max_new_tokens, budget // 4))
     transcribe = plan_transcription(turns, waveform, keyframes, options, counter, sources)
-    # The notes will read the transcript's segments, a turn's clips joined as `segments_from_answers` joins them (a
-    # minute at most), not whole turns: a lecture's one 40-minute turn, planned whole, fitted no section of a small
-    # budget, though its segments at run time do.
-    heard: list[SpeakerTurn] = []
-    for r in sorted(transcribe, key=lambda r: (r.start, r.end)):
-        (start, end), speaker = r.speech or (r.start, r.end), r.speaker or "S1"
-        last = heard[-1] if heard else None
-        if last is not None and joins(last, start, end, speaker):
-            heard[-1] = SpeakerTurn(last.start, max(last.end, end), speaker)
-        else:
-            heard.append(SpeakerTurn(start, end, speaker))
+    # The notes will read the transcript's segments, the clips joined as the run joins them (a turn's, a minute at
+    # most), not whole turns: a lecture's one 40-minute turn, planned whole, fitted no section of a small budget,
+    # though its segments at run time do. Each clip answered with a placeholder word: the segments' times.
+    placeholders = ["words"] * len(transcribe)
+    heard = [SpeakerTurn(s.start, s.end, s.speaker) for s in segments_from_answers(transcribe, placeholders)]
     try:  # no speech: `summarize` asks for no notes (they are "skipped"), so none are planned
         notes = plan_notes(build_timeline(heard, keyframes), budget, options, counter) if notes and heard else ()
     except PlanError as exc:  # the transcript is still worth making; the notes say why they are missing

@@ -116,10 +116,11 @@ def split_translation(answer: str, target: str) -> tuple[str, str]:
         return rf"[*_#\t ]*\b{label}(?!\w)[*_\t ]*:[*_\s]*"
 
     asked = marker(rf"{name}(?: translation)?")  # "English:", as asked; "English translation:"
-    labelled = marker(rf"translation(?: \({name}\)| (?:in|into|to) {name})?")  # "Translation (English):"
+    into = rf"(?: \({name}\)| (?:in|into|to) {name})?"
+    labelled = marker(rf"translation{into}")  # "Translation (English):"
     # the last marker that opens a line (the speech itself may say "English:"), else the last asked one anywhere,
     # else a "Translation:" after a sentence's end ("Hola. Translation: Hello.")
-    after_sentence = marker(rf"Translation(?: \({name}\)| (?:in|into|to) {name})?")  # capital T: not a spoken word
+    after_sentence = marker(rf"Translation{into}")  # a capital T (matched with case): not a spoken word
     found = (list(re.finditer(rf"(?im)^(?:{asked}|{labelled})", answer)) or list(re.finditer(rf"(?i){asked}", answer))
              or list(re.finditer(rf"(?<=[.!?。？！]){after_sentence}", answer)))
     if found:

@@ -33,18 +33,10 @@ CHARS_PER_TOKEN = 4.0  # the estimate for English-like text when no tokenizer is
 # Scripts without spaces between words, and Hangul: about a token a character; other scripts beyond Latin (Cyrillic,
 # Greek, Arabic, Devanagari): about two characters a token. Four a token for them too made a Chinese meeting's
 # prompts look three times smaller than they are.
-_DENSE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u0e00-\u0eff"
-                    r"\u1780-\u17ff\u1000-\u109f]")
-_BEYOND_LATIN = re.compile(r"[^\u0000-\u02ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-                           r"\u0e00-\u0eff\u1780-\u17ff\u1000-\u109f]")
-
-
-def estimate_text_tokens(text: str) -> int:
-    """Tokens of `text` without a tokenizer, by script: a character each for CJK, kana, Hangul and Thai, two
-    characters a token for other non-Latin scripts, four for the rest."""
-    dense = len(_DENSE.findall(text))
-    other = len(_BEYOND_LATIN.findall(text))
-    return dense + math.ceil(other / 2) + math.ceil((len(text) - dense - other) / CHARS_PER_TOKEN)
+_DENSE_RANGES = (r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u0e00-\u0eff\u1780-\u17ff"
+                 r"\u1000-\u109f")
+_DENSE = re.compile(rf"[{_DENSE_RANGES}]")
+_BEYOND_LATIN = re.compile(rf"[^\u0000-\u02ff{_DENSE_RANGES}]")
 # Without a tokenizer: <bos> <|turn>user\n ... <turn|>\n <|turn>model\n <|channel>thought\n<channel|>
 TEMPLATE_OVERHEAD = 13
 SYSTEM_OVERHEAD = 5
@@ -83,6 +75,14 @@ def image_size(path: str) -> tuple[int, int]:
         width, height = img.size
         orientation = img.getexif().get(0x0112, 1)
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def estimate_text_tokens(text: str) -> int:
+    """Tokens of `text` without a tokenizer, by script: a character each for CJK, kana, Hangul and Thai, two
+    characters a token for other non-Latin scripts, four for the rest."""
+    dense = len(_DENSE.findall(text))
+    other = len(_BEYOND_LATIN.findall(text))
+    return dense + math.ceil(other / 2) + math.ceil((len(text) - dense - other) / CHARS_PER_TOKEN)
 
 
 class TokenCounter:

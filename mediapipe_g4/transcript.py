@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .engine import EngineRequest
 from .notes_schema import plain_text
 from .prompts import split_translation
-from .records import CLOCK_PATTERN, SPEAKER_LABEL, Segment, SpeakerTurn
+from .records import CLOCK_PATTERN, SPEAKER_LABEL, Segment
 
 log = logging.getLogger("mediapipe_g4")
 
@@ -25,9 +25,9 @@ _JOIN_GAP = 0.3  # seconds: clips of one speaker this close were cut from one tu
 JOIN_LONGEST = 60.0
 
 
-def joins(last: Segment | SpeakerTurn | None, start: float, end: float, speaker: str) -> bool:
+def joins(last: Segment, start: float, end: float, speaker: str) -> bool:
     """Whether a clip's speech (`start`-`end`, `speaker`'s) goes on the segment before it, `last`."""
-    return (last is not None and last.speaker == speaker and start - last.end <= _JOIN_GAP
+    return (last.speaker == speaker and start - last.end <= _JOIN_GAP
             and max(last.end, end) - last.start <= JOIN_LONGEST)
 
 # A phrase (1-100 chars) said four or more times in a row, or a longer one (20-300 chars) three times: a decoding loop,
